@@ -1,0 +1,1 @@
+"""Three-stage RLHF training: SFT, reward model, PPO."""

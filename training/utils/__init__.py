@@ -1,0 +1,1 @@
+"""The one package shared by all stages: config, data, models, DeepSpeed, logging."""

@@ -1,0 +1,338 @@
+"""One typed configuration tree shared by every stage.
+
+Each section is a dataclass; every field becomes one command-line flag (``--field_name`` and
+``--field-name``), and DeepSpeed-Chat's flag names are accepted as written.  A YAML or JSON file
+given with ``--config`` fills the tree first (sections or flat keys); flags given on the command
+line win.  No stage declares arguments of its own: stages read the sections they need.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+
+class ConfigError(ValueError):
+    """A configuration value (flag or file entry) that cannot be used."""
+
+
+def _f(default: Any, help: str, *, aliases: tuple[str, ...] = (), choices: Optional[tuple] = None):
+    meta = {"help": help, "aliases": aliases, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    data_path: list[str] = _f(["bundled"], "datasets: DeepSpeed-Chat names (Dahoas/rm-static, ...), "
+                              "local/jsonfile, a .json/.jsonl file or a directory, or 'bundled'")
+    data_split: str = _f("2,4,4", "relative sizes of the stage 1/2/3 slices of every dataset")
+    sft_only_data_path: list[str] = _f([], "datasets used whole, and only, by stage 1")
+    data_output_path: str = _f("~/.cache/speedchat/data", "cache directory for tokenised data")
+    max_seq_len: int = _f(256, "maximum prompt+answer length in tokens (stages 1 and 2)")
+    max_prompt_seq_len: int = _f(128, "maximum prompt length in tokens")
+    max_answer_seq_len: int = _f(128, "maximum generated answer length in tokens (stage 3)")
+    truncation: str = _f("truncate", "over-long prompts: keep their last tokens, or drop the row",
+                         choices=("truncate", "drop"))
+    prompt_key: str = _f("prompt", "JSON/JSONL key of the prompt")
+    chosen_key: str = _f("chosen", "JSON/JSONL key of the preferred answer")
+    rejected_key: str = _f("rejected", "JSON/JSONL key of the dispreferred answer")
+    messages_key: str = _f("messages", "JSON/JSONL key of chat-format rows")
+    eval_fraction: float = _f(0.05, "share held out for evaluation when a source has no eval split")
+    template: str = _f("auto", "prompt format: the tokenizer's chat template, DeepSpeed-Chat's "
+                       "' Human: ... Assistant:', or auto (template when the tokenizer has one)",
+                       choices=("auto", "chat", "plain"))
+    bundled_size: int = _f(4000, "rows generated for the bundled verifiable dataset")
+    max_train_samples: int = _f(0, "cap on training rows per stage (0: no cap)")
+    max_eval_samples: int = _f(0, "cap on evaluation rows per stage (0: no cap)")
+    num_workers: int = _f(0, "DataLoader worker processes")
+
+
+@dataclass
+class ModelConfig:
+    model_name_or_path: str = _f("smollm2-135m", "hub id, local directory, DeepSpeed-Chat size alias "
+                                 "(1.3b, 350m, ...), smollm2-135m or tiny",
+                                 aliases=("--actor_model_name_or_path",))
+    tokenizer_name_or_path: str = _f("", "tokenizer location when it differs from the model's")
+    trust_remote_code: bool = _f(False, "allow model code from the hub (off unless asked)")
+    dropout: float = _f(-1.0, "override the model's dropout probabilities (negative: keep)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory",
+                                      aliases=("--actor_gradient_checkpointing",))
+
+
+@dataclass
+class LoraConfig:
+    lora_dim: int = _f(0, "LoRA rank (0: no LoRA)", aliases=("--actor_lora_dim",))
+    lora_alpha: float = _f(0.0, "LoRA alpha (0: equal to lora_dim, i.e. scaling 1 as in DeepSpeed-Chat)")
+    lora_dropout: float = _f(0.0, "dropout on the LoRA branch")
+    lora_module_name: str = _f("", "only linear layers whose name contains this are adapted "
+                               "(DeepSpeed-Chat style, e.g. 'decoder.layers.'); empty: all linear "
+                               "layers of the transformer blocks", aliases=("--actor_lora_module_name",))
+    only_optimize_lora: bool = _f(False, "train the LoRA weights only (otherwise base weights train too)")
+    lora_learning_rate: float = _f(5e-4, "learning rate of the LoRA weights")
+
+
+@dataclass
+class OptimConfig:
+    per_device_train_batch_size: int = _f(8, "micro-batch size per device for training")
+    per_device_eval_batch_size: int = _f(8, "micro-batch size per device for evaluation")
+    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
+    learning_rate: float = _f(2e-5, "peak learning rate", aliases=("--actor_learning_rate",))
+    weight_decay: float = _f(0.0, "AdamW weight decay (not applied to biases and norms)",
+                             aliases=("--actor_weight_decay",))
+    adam_beta1: float = _f(0.9, "AdamW beta1")
+    adam_beta2: float = _f(0.95, "AdamW beta2")
+    lr_scheduler_type: str = _f("cosine", "learning-rate schedule after warm-up",
+                                choices=("linear", "cosine", "constant", "constant_with_warmup"))
+    num_warmup_steps: int = _f(0, "warm-up optimizer steps")
+    num_train_epochs: int = _f(1, "passes over the training slice")
+    max_steps: int = _f(0, "stop after this many optimizer steps (0: run the epochs)")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: off)", aliases=("--gradient_clipping",))
+    seed: int = _f(1234, "random seed for initialisation, shuffling and sampling")
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = _f(0, "ZeRO stage 0-3", aliases=("--actor_zero_stage",), choices=(0, 1, 2, 3))
+    offload: bool = _f(False, "offload optimizer state (and with ZeRO-3 parameters) to CPU memory")
+    dtype: str = _f("auto", "training precision; auto: bf16 on CUDA with bf16 support, else fp16 on "
+                    "CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16", "fp16"))
+    deepspeed_config: str = _f("", "a DeepSpeed JSON whose entries override the built config",
+                               aliases=("--deepspeed_config_file",))
+    local_rank: int = _f(-1, "set by the deepspeed launcher")
+
+
+@dataclass
+class LogConfig:
+    output_dir: str = _f("output/actor-models/model", "where the model, logs and metrics go")
+    eval_interval: int = _f(0, "evaluate every N optimizer steps (0: at the end of each epoch only)")
+    log_interval: int = _f(1, "write training metrics every N optimizer steps")
+    enable_tensorboard: bool = _f(True, "write TensorBoard events")
+    tensorboard_path: str = _f("", "TensorBoard directory (default: <output_dir>/tensorboard)")
+    disable_tqdm: bool = _f(False, "no progress bars")
+    plots: bool = _f(True, "write PNG training curves at the end")
+
+
+@dataclass
+class SFTConfig:
+    sft_loss_on: str = _f("answer", "tokens that carry the SFT loss: the answer only, or the whole "
+                          "sequence (prompt included)", choices=("answer", "all"))
+    eval_generation_samples: int = _f(0, "after training, generate for N held-out prompts and report "
+                                      "the bundled checker's pass-rate (0: skip)")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ds: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def validate(self) -> "Config":
+        d, o = self.data, self.optim
+        parse_split(d.data_split)
+        for name in ("max_seq_len", "max_prompt_seq_len", "max_answer_seq_len"):
+            if getattr(d, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(d, name)}")
+        if d.max_prompt_seq_len >= d.max_seq_len:
+            raise ConfigError(f"max_prompt_seq_len ({d.max_prompt_seq_len}) must be smaller than "
+                              f"max_seq_len ({d.max_seq_len}) so that answers fit")
+        if not 0.0 <= d.eval_fraction < 1.0:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {d.eval_fraction}")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
+                     "gradient_accumulation_steps", "num_train_epochs"):
+            if getattr(o, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(o, name)}")
+        if o.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be positive, got {o.learning_rate}")
+        if self.lora.lora_dim < 0:
+            raise ConfigError(f"lora_dim must be >= 0, got {self.lora.lora_dim}")
+        if self.lora.only_optimize_lora and self.lora.lora_dim == 0:
+            raise ConfigError("only_optimize_lora needs lora_dim > 0")
+        if self.ds.deepspeed_config and not Path(self.ds.deepspeed_config).is_file():
+            raise ConfigError(f"deepspeed_config file not found: {self.ds.deepspeed_config}")
+        return self
+
+
+def parse_split(text: str) -> list[float]:
+    """'2,4,4' -> [0.2, 0.4, 0.4]."""
+    try:
+        parts = [float(x) for x in str(text).split(",")]
+    except ValueError:
+        raise ConfigError(f"data_split must be three comma-separated numbers, got {text!r}") from None
+    if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) <= 0:
+        raise ConfigError(f"data_split must be three non-negative numbers with a positive sum, got {text!r}")
+    total = sum(parts)
+    return [p / total for p in parts]
+
+
+# --------------------------------------------------------------------------- command line
+
+def _sections(cfg_cls=Config):
+    hints = typing.get_type_hints(cfg_cls)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(cfg_cls)]
+
+
+def _fields():
+    """(section, field, python type) for every leaf, names unique across sections."""
+    out, seen = [], {}
+    for sec_name, sec_cls in _sections():
+        hints = typing.get_type_hints(sec_cls)
+        for f in dataclasses.fields(sec_cls):
+            if f.name in seen:
+                raise AssertionError(f"config field {f.name} in both {seen[f.name]} and {sec_name}")
+            seen[f.name] = sec_name
+            out.append((sec_name, f, hints[f.name]))
+    return out
+
+
+def str2bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "y", "on"):
+        return True
+    if s in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {v!r}")
+
+
+def _coerce(value: Any, typ, where: str):
+    """Convert a file or flag value to the field's type, or raise ConfigError naming it."""
+    try:
+        if typ is bool:
+            return str2bool(value)
+        if typing.get_origin(typ) is list:
+            if isinstance(value, str):
+                value = value.split()
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"expected a list, got {type(value).__name__}")
+            return [str(v) for v in value]
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError(f"expected an integer, got {value}")
+            if isinstance(value, bool):
+                raise TypeError("expected an integer, got a boolean")
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise TypeError("expected a number, got a boolean")
+            return float(value)
+        if typ is str:
+            if isinstance(value, (dict, list)):
+                raise TypeError(f"expected a string, got {type(value).__name__}")
+            return str(value)
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    raise AssertionError(f"unsupported config type {typ}")
+
+
+def build_parser(description: str = "") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="YAML or JSON file with config values (sections or flat keys)")
+    for sec_name, f, typ in _fields():
+        group_title = sec_name
+        group = next((g for g in p._action_groups if g.title == group_title), None)
+        if group is None:
+            group = p.add_argument_group(group_title)
+        names = [f"--{f.name}"]
+        if "_" in f.name:
+            names.append(f"--{f.name.replace('_', '-')}")
+        for a in f.metadata.get("aliases", ()):
+            names += [a] + ([a.replace("_", "-")] if "_" in a[2:] else [])
+        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help", "")}
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kw["help"] += f" (default: {default!r})"
+        if typ is bool:
+            kw.update(nargs="?", const=True, type=str2bool, metavar="BOOL")
+        elif typing.get_origin(typ) is list:
+            kw.update(nargs="+", type=str)
+        else:
+            kw["type"] = typ
+        if f.metadata.get("choices"):
+            kw["choices"] = f.metadata["choices"]
+        group.add_argument(*names, **kw)
+    return p
+
+
+def load_config_file(path: str) -> dict:
+    """Flat {field: value} from a YAML/JSON file with flat keys or section mappings."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            raw = json.loads(text)
+        else:
+            import yaml
+            raw = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file name
+        raise ConfigError(f"{path}: cannot parse config file: {e}") from e
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    sections = {name for name, _ in _sections()}
+    leaves = {f.name: (s, typ) for s, f, typ in _fields()}
+    alias = _alias_map()
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in sections and isinstance(value, dict):
+            for k, v in value.items():
+                name = alias.get(k, k)
+                if name not in leaves or leaves[name][0] != key:
+                    raise ConfigError(f"{path}: unknown key '{key}.{k}'")
+                flat[name] = _coerce(v, leaves[name][1], f"{path}: '{key}.{k}'")
+        else:
+            name = alias.get(key, key)
+            if name not in leaves:
+                raise ConfigError(f"{path}: unknown key '{key}'")
+            flat[name] = _coerce(value, leaves[name][1], f"{path}: '{key}'")
+    return flat
+
+
+def _alias_map() -> dict[str, str]:
+    out = {}
+    for _, f, _ in _fields():
+        out[f.name.replace("_", "-")] = f.name
+        for a in f.metadata.get("aliases", ()):
+            out[a.lstrip("-")] = f.name
+            out[a.lstrip("-").replace("_", "-")] = f.name
+    return out
+
+
+def config_from_flat(values: dict) -> Config:
+    cfg = Config()
+    leaves = {f.name: (s, typ) for s, f, typ in _fields()}
+    for name, value in values.items():
+        sec, typ = leaves[name]
+        setattr(getattr(cfg, sec), name, _coerce(value, typ, f"--{name}"))
+    return cfg
+
+
+def parse_config(argv: Optional[list[str]] = None, description: str = "",
+                 overrides: Optional[dict] = None) -> Config:
+    """Defaults < stage overrides < --config file < command-line flags."""
+    ns = vars(build_parser(description).parse_args(argv))
+    values = dict(overrides or {})
+    if "config" in ns:
+        values.update(load_config_file(ns.pop("config")))
+    values.update(ns)
+    return config_from_flat(values).validate()

@@ -1,0 +1,204 @@
+"""Phase split, tokenisation per phase, and the tokenised-data cache.
+
+``--data_split 2,4,4`` cuts every source's rows (train and eval separately) into three disjoint
+slices with a seeded permutation: slice 1 feeds SFT, slice 2 the reward model, slice 3 PPO.  A
+source without an eval split first holds out ``eval_fraction`` of its rows.  Tokenised rows are
+cached under a key that covers every input (sources' content, split, seed, lengths, tokenizer,
+template, phase), so a change anywhere rebuilds and nothing stale is read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig, parse_split
+from .format import answer_token_ids, prompt_token_ids, render_answer, render_prompt
+from .sources import DataError, Keys, get_source
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+PHASE_NAMES = {1: "sft", 2: "pairs", 3: "prompts"}
+
+
+def phase_indices(n: int, fractions: list[float], phase: int, seed: int) -> np.ndarray:
+    """Indices of rows 0..n-1 that belong to ``phase`` (1-3); the three sets partition range(n)."""
+    perm = np.random.RandomState(seed).permutation(n)
+    bounds = np.round(np.cumsum([0.0] + fractions) * n).astype(int)
+    bounds[-1] = n
+    return np.sort(perm[bounds[phase - 1]:bounds[phase]])
+
+
+def holdout(rows: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Seeded split of rows into (train, eval) for sources that ship no eval split."""
+    if fraction <= 0 or len(rows) < 2:
+        return rows, []
+    perm = np.random.RandomState(seed + 7919).permutation(len(rows))
+    k = max(1, int(round(len(rows) * fraction)))
+    ev = set(perm[:k].tolist())
+    return [r for i, r in enumerate(rows) if i not in ev], [r for i, r in enumerate(rows) if i in ev]
+
+
+@dataclass
+class Stats:
+    rows: int = 0
+    kept: int = 0
+    prompt_truncated: int = 0
+    answer_truncated: int = 0
+    dropped: int = 0
+    per_source: dict = field(default_factory=dict)
+
+    def describe(self, split: str) -> str:
+        return (f"{split}: {self.kept} of {self.rows} rows kept; prompts truncated {self.prompt_truncated}, "
+                f"answers truncated {self.answer_truncated}, dropped {self.dropped}")
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    probe = "Hello world! 123 \u00e9\u4e2d <|im_end|> Human: Assistant:"
+    return json.dumps({
+        "name": getattr(tokenizer, "name_or_path", ""), "len": len(tokenizer),
+        "template": hashlib.sha256(str(getattr(tokenizer, "chat_template", "")).encode()).hexdigest(),
+        "ids": [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id],
+        "probe": tokenizer(probe, add_special_tokens=True)["input_ids"],
+    })
+
+
+def _fit(p: list[int], a: list[int] | None, d: DataConfig, st: Stats):
+    """Apply the length limits; None when the row is dropped."""
+    if len(p) > d.max_prompt_seq_len:
+        if d.truncation == "drop":
+            st.dropped += 1
+            return None
+        p = p[-d.max_prompt_seq_len:]
+        st.prompt_truncated += 1
+    if a is not None and len(p) + len(a) > d.max_seq_len:
+        if d.truncation == "drop":
+            st.dropped += 1
+            return None
+        a = a[:d.max_seq_len - len(p)]
+        st.answer_truncated += 1
+    return p, a
+
+
+def tokenize_rows(rows: list[dict], tokenizer, phase: int, d: DataConfig) -> tuple[list[dict], Stats]:
+    st = Stats(rows=len(rows))
+    mode = d.template
+    prompts = [render_prompt(tokenizer, r["prompt"], mode) for r in rows]
+    p_ids = [prompt_token_ids(tokenizer, t, mode) for t in prompts]
+    out: list[dict] = []
+    if phase == 3:
+        for text, p in zip(prompts, p_ids):
+            fit = _fit(p, None, d, st)
+            if fit:
+                out.append({"prompt_ids": fit[0], "prompt_text": text})
+    elif phase == 1:
+        for r, p in zip(rows, p_ids):
+            fit = _fit(p, answer_token_ids(tokenizer, render_answer(r["chosen"], tokenizer, mode)), d, st)
+            if fit:
+                out.append({"input_ids": fit[0] + fit[1], "prompt_len": len(fit[0])})
+    else:
+        for r, p in zip(rows, p_ids):
+            if r["rejected"] is None:
+                raise DataError(f"{r['_src']}: row {r['_row']}: field 'rejected': missing "
+                                "(the reward-model stage needs chosen/rejected pairs)")
+            c = answer_token_ids(tokenizer, render_answer(r["chosen"], tokenizer, mode))
+            j = answer_token_ids(tokenizer, render_answer(r["rejected"], tokenizer, mode))
+            st_c = Stats()
+            fc, fj = _fit(p, c, d, st_c), _fit(p, j, d, st_c)
+            if fc is None or fj is None:
+                st.dropped += 1
+                continue
+            st.prompt_truncated += int(st_c.prompt_truncated > 0)
+            st.answer_truncated += int(st_c.answer_truncated > 0)
+            out.append({"chosen_ids": fc[0] + fc[1], "rejected_ids": fj[0] + fj[1], "prompt_len": len(fc[0])})
+    st.kept = len(out)
+    return out, st
+
+
+def _cap(rows: list, cap: int, seed: int) -> list:
+    if cap and len(rows) > cap:
+        keep = np.sort(np.random.RandomState(seed).permutation(len(rows))[:cap])
+        return [rows[i] for i in keep]
+    return rows
+
+
+def collect_rows(d: DataConfig, phase: int, seed: int) -> dict[str, list[dict]]:
+    """Raw canonical rows of ``phase`` for train and eval (each keeps its ``_src`` and ``_row``)."""
+    keys = Keys(d.prompt_key, d.chosen_key, d.rejected_key, d.messages_key)
+    fractions = parse_split(d.data_split)
+    out: dict[str, list[dict]] = {"train": [], "eval": []}
+    for spec in d.data_path:
+        loaded = get_source(spec, keys, d.bundled_size).load()
+        train, ev = loaded["train"], loaded["eval"]
+        if ev is None:
+            train, ev = holdout(train, d.eval_fraction, seed)
+        for split, rows in (("train", train), ("eval", ev)):
+            out[split] += [rows[int(i)] for i in phase_indices(len(rows), fractions, phase, seed)]
+    if phase == 1:
+        for spec in d.sft_only_data_path:
+            loaded = get_source(spec, keys, d.bundled_size).load()
+            out["train"] += loaded["train"]
+            out["eval"] += loaded["eval"] or []
+    out["train"] = _cap(out["train"], d.max_train_samples, seed)
+    out["eval"] = _cap(out["eval"], d.max_eval_samples, seed)
+    return out
+
+
+def cache_key(d: DataConfig, tokenizer, phase: int, seed: int) -> str:
+    keys = Keys(d.prompt_key, d.chosen_key, d.rejected_key, d.messages_key)
+    fps = [get_source(s, keys, d.bundled_size).fingerprint for s in d.data_path]
+    sft_only = [get_source(s, keys, d.bundled_size).fingerprint for s in d.sft_only_data_path] if phase == 1 else []
+    blob = json.dumps({
+        "v": CACHE_VERSION, "phase": phase, "seed": seed, "sources": fps, "sft_only": sft_only,
+        "split": parse_split(d.data_split), "eval_fraction": d.eval_fraction,
+        "lens": [d.max_seq_len, d.max_prompt_seq_len], "truncation": d.truncation,
+        "template": d.template, "caps": [d.max_train_samples, d.max_eval_samples],
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def build_phase(d: DataConfig, tokenizer, phase: int, seed: int, is_main: bool = True, barrier=lambda: None):
+    """(train Dataset, eval Dataset, {split: Stats dict}) for ``phase``, through the cache.
+
+    Rank 0 tokenises and writes the cache; the other ranks wait at ``barrier`` and read it.
+    """
+    import datasets
+
+    root = Path(os.path.expanduser(d.data_output_path))
+    target = root / f"phase{phase}-{PHASE_NAMES[phase]}-{cache_key(d, tokenizer, phase, seed)}"
+    if is_main and not (target / "stats.json").is_file():
+        rows = collect_rows(d, phase, seed)
+        stats = {}
+        tmp = root / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir(parents=True)
+        try:
+            for split, rs in rows.items():
+                toks, st = tokenize_rows(rs, tokenizer, phase, d)
+                if split == "train" and not toks:
+                    raise DataError(f"phase {phase}: no training rows left from {d.data_path} "
+                                    f"({st.describe(split)}); check data_split and the length limits")
+                stats[split] = asdict(st)
+                if toks:
+                    datasets.Dataset.from_list(toks).save_to_disk(str(tmp / split))
+            (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    barrier()
+    stats = json.loads((target / "stats.json").read_text())
+    loaded = []
+    for split in ("train", "eval"):
+        p = target / split
+        loaded.append(datasets.load_from_disk(str(p)) if (p / "dataset_info.json").is_file() else [])
+    return loaded[0], loaded[1], stats, str(target)

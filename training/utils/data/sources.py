@@ -1,0 +1,297 @@
+"""Raw-dataset adapters: every source becomes rows {prompt: [messages], chosen: str, rejected: str|None}.
+
+Sources:
+- DeepSpeed-Chat's hub datasets (Dahoas/rm-static, Dahoas/full-hh-rlhf,
+  Dahoas/synthetic-instruct-gptj-pairwise, yitingxie/rlhf-reward-datasets,
+  openai/webgpt_comparisons, stanfordnlp/SHP), loaded with ``datasets.load_dataset``.  As in
+  DeepSpeed-Chat, a path that ends with one of these names (a local copy) uses its adapter.
+- ``local/jsonfile``: ``data/train.json`` and ``data/eval.json`` under the working directory
+  (DeepSpeed-Chat's layout), or ``local/jsonfile:DIR``.
+- a ``.json`` (list) or ``.jsonl`` file, or a directory with ``train.*`` / ``eval.*`` (or ``test.*``).
+  Rows: ``{prompt, chosen, rejected}`` (keys configurable), or chat rows ``{messages: [...]}``
+  whose last assistant turn is the answer; prompt/chosen/rejected may also be message lists.
+- ``bundled``: the generated verifiable dataset.
+Every row is validated; a bad one raises DataError naming file, row and field.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from .format import ROLES, to_messages
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names file, row and field."""
+
+
+@dataclass
+class Keys:
+    prompt: str = "prompt"
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+    messages: str = "messages"
+
+
+@dataclass
+class Source:
+    name: str
+    fingerprint: str                        # changes whenever the source's content may change
+    load: Callable[[], dict]                # -> {"train": rows, "eval": rows or None}
+
+
+# --------------------------------------------------------------------------- validation
+
+def _err(where: str, row: int, field: str, msg: str) -> DataError:
+    return DataError(f"{where}: row {row}: field '{field}': {msg}")
+
+
+def _text(value, where, row, field, required=True) -> Optional[str]:
+    if value is None:
+        if required:
+            raise _err(where, row, field, "missing")
+        return None
+    if isinstance(value, list):  # a message list holding the answer
+        value = _messages(value, where, row, field)
+        assistant = [m["content"] for m in value if m["role"] == "assistant"]
+        if not assistant:
+            raise _err(where, row, field, "message list has no assistant turn")
+        value = assistant[-1]
+    if not isinstance(value, str):
+        raise _err(where, row, field, f"expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise _err(where, row, field, "empty")
+    return value
+
+
+def _messages(value, where, row, field) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise _err(where, row, field, "expected a non-empty list of {role, content} messages")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise _err(where, row, f"{field}[{i}]", "expected an object with 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise _err(where, row, f"{field}[{i}].role", f"unknown role {m['role']!r} (use {', '.join(ROLES)})")
+        if not isinstance(m["content"], str):
+            raise _err(where, row, f"{field}[{i}].content",
+                       f"expected a string, got {type(m['content']).__name__}")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def normalise_row(obj, where: str, row: int, keys: Keys) -> dict:
+    """A user row (pair or chat) -> canonical row; DataError when it cannot be used."""
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: row {row}: expected a JSON object, got {type(obj).__name__}")
+    if keys.messages in obj and keys.prompt not in obj:
+        msgs = _messages(obj[keys.messages], where, row, keys.messages)
+        if msgs[-1]["role"] != "assistant":
+            raise _err(where, row, keys.messages, "last message must be the assistant's answer")
+        if not msgs[-1]["content"].strip():
+            raise _err(where, row, f"{keys.messages}[{len(msgs) - 1}].content", "empty")
+        if not any(m["role"] == "user" for m in msgs[:-1]):
+            raise _err(where, row, keys.messages, "no user turn before the answer")
+        rejected = _text(obj.get(keys.rejected), where, row, keys.rejected, required=False)
+        return {"prompt": msgs[:-1], "chosen": msgs[-1]["content"], "rejected": rejected,
+                "_src": where, "_row": row}
+    if keys.prompt not in obj:
+        raise _err(where, row, keys.prompt, f"missing (row has keys {sorted(obj)})")
+    p = obj[keys.prompt]
+    if isinstance(p, list):
+        prompt = _messages(p, where, row, keys.prompt)
+    elif isinstance(p, str):
+        if not p.strip():
+            raise _err(where, row, keys.prompt, "empty")
+        prompt = to_messages(p)
+    else:
+        raise _err(where, row, keys.prompt, f"expected a string or message list, got {type(p).__name__}")
+    return {"prompt": prompt,
+            "chosen": _text(obj.get(keys.chosen), where, row, keys.chosen),
+            "rejected": _text(obj.get(keys.rejected), where, row, keys.rejected, required=False),
+            "_src": where, "_row": row}
+
+
+# --------------------------------------------------------------------------- local files
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_rows(path: Path, keys: Keys) -> list[dict]:
+    """Parse and validate a .json (list of rows) or .jsonl file."""
+    where = str(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise DataError(f"{where}: line {line}: not valid UTF-8 ({e.reason})") from None
+    rows = []
+    if path.suffix.lower() == ".jsonl":
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: row {i}: bad JSON at column {e.colno}: {e.msg}") from None
+            rows.append(normalise_row(obj, where, i, keys))
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: bad JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+            data = next(iter(data.values()))  # {"data": [...]} wrappers
+        if not isinstance(data, list):
+            raise DataError(f"{where}: expected a JSON list of rows, got {type(data).__name__}")
+        rows = [normalise_row(obj, where, i, keys) for i, obj in enumerate(data, start=1)]
+    if not rows:
+        raise DataError(f"{where}: no rows")
+    return rows
+
+
+def _find(directory: Path, stems: tuple[str, ...]) -> Optional[Path]:
+    for stem in stems:
+        for ext in (".jsonl", ".json"):
+            if (directory / f"{stem}{ext}").is_file():
+                return directory / f"{stem}{ext}"
+    return None
+
+
+def _local_source(name: str, train: Path, evalp: Optional[Path], keys: Keys) -> Source:
+    files = [p for p in (train, evalp) if p is not None]
+    fp = json.dumps([[str(p.resolve()), _file_digest(p)] for p in files] + [vars(keys)])
+
+    def load():
+        return {"train": read_rows(train, keys), "eval": read_rows(evalp, keys) if evalp else None}
+
+    return Source(name, fp, load)
+
+
+def local_source(spec: str, keys: Keys) -> Source:
+    if spec == "local/jsonfile" or spec.startswith("local/jsonfile:"):
+        root = Path(spec.split(":", 1)[1]) if ":" in spec else Path.cwd() / "data"
+        train, evalp = _find(root, ("train",)), _find(root, ("eval", "test"))
+        if train is None or evalp is None:
+            raise DataError(f"local/jsonfile: expected {root}/train.json and {root}/eval.json")
+        return _local_source(spec, train, evalp, keys)
+    p = Path(spec).expanduser()
+    if p.is_file():
+        if p.suffix.lower() not in (".json", ".jsonl"):
+            raise DataError(f"{p}: unsupported file type (use .json or .jsonl)")
+        return _local_source(spec, p, None, keys)
+    if p.is_dir():
+        train = _find(p, ("train",))
+        if train is None:
+            raise DataError(f"{p}: directory has no train.json or train.jsonl")
+        return _local_source(spec, train, _find(p, ("eval", "test", "validation")), keys)
+    raise DataError(f"data path {spec!r}: no such file or directory, and not a known dataset name "
+                    f"({', '.join(sorted(HUB_ADAPTERS))}, local/jsonfile, bundled)")
+
+
+# --------------------------------------------------------------------------- hub datasets
+
+def _hh(r):  # Dahoas/rm-static, Dahoas/full-hh-rlhf: prompt is a Human/Assistant transcript
+    return r["prompt"], r["chosen"], r["rejected"]
+
+
+def _gptj(r):
+    return r["prompt"], r["chosen"], r["rejected"]
+
+
+def _yitingxie(r):
+    return r["prompt"], r["chosen"].split("Assistant:")[-1], r["rejected"].split("Assistant:")[-1]
+
+
+_CITE = re.compile(r"\s*\[\d+(?:,\s*\d+)*\]")
+
+
+def _webgpt(r):
+    q = r["question"]["full_text"] if isinstance(r["question"], dict) else r["question"]
+    if r["score_0"] == r["score_1"]:
+        return None  # no preference: skipped
+    a0, a1 = (_CITE.sub("", r[k]).strip() for k in ("answer_0", "answer_1"))
+    return (q, a0, a1) if r["score_0"] > r["score_1"] else (q, a1, a0)
+
+
+def _shp(r):
+    a, b = r["human_ref_A"], r["human_ref_B"]
+    return (r["history"], a, b) if int(r["labels"]) == 1 else (r["history"], b, a)
+
+
+# name -> (adapter, train split, eval split or None)
+HUB_ADAPTERS: dict[str, tuple[Callable, str, Optional[str]]] = {
+    "Dahoas/rm-static": (_hh, "train", "test"),
+    "Dahoas/full-hh-rlhf": (_hh, "train", "test"),
+    "Dahoas/synthetic-instruct-gptj-pairwise": (_gptj, "train", None),
+    "yitingxie/rlhf-reward-datasets": (_yitingxie, "train", "test"),
+    "openai/webgpt_comparisons": (_webgpt, "train", None),
+    "stanfordnlp/SHP": (_shp, "train", "validation"),
+}
+
+
+def _hub_rows(ds, name: str, split: str, adapter) -> list[dict]:
+    rows = []
+    where = f"{name} [{split}]"
+    for i, r in enumerate(ds, start=1):
+        try:
+            triple = adapter(r)
+        except KeyError as e:
+            raise _err(where, i, str(e.args[0]), f"missing (row has keys {sorted(r)})") from None
+        if triple is None:
+            continue
+        p, c, rj = triple
+        rows.append(normalise_row({"prompt": p, "chosen": c, "rejected": rj}, where, i, Keys()))
+    return rows
+
+
+def hub_source(spec: str, adapter_name: str) -> Source:
+    adapter, train_split, eval_split = HUB_ADAPTERS[adapter_name]
+    local = Path(spec).expanduser()
+    fp = spec
+    if local.exists():
+        fp = json.dumps(sorted([str(p), _file_digest(p)] for p in local.rglob("*") if p.is_file()))
+
+    def load():
+        import datasets
+
+        ds = datasets.load_dataset(str(local) if local.exists() else spec)
+        if train_split not in ds:
+            raise DataError(f"{spec}: no '{train_split}' split (has {list(ds)})")
+        out = {"train": _hub_rows(ds[train_split], spec, train_split, adapter), "eval": None}
+        if eval_split and eval_split in ds:
+            out["eval"] = _hub_rows(ds[eval_split], spec, eval_split, adapter)
+        return out
+
+    return Source(spec, fp, load)
+
+
+def bundled_source(size: int, seed: int = 0) -> Source:
+    from . import bundled
+
+    def load():
+        tr, ev = bundled.train_eval(size, seed)
+        keys = Keys()
+        return {"train": [normalise_row(r, "bundled", i, keys) for i, r in enumerate(tr, 1)],
+                "eval": [normalise_row(r, "bundled", i, keys) for i, r in enumerate(ev, 1)]}
+
+    return Source("bundled", f"bundled-v1:{size}:{seed}", load)
+
+
+def get_source(spec: str, keys: Keys, bundled_size: int = 4000) -> Source:
+    if spec == "bundled":
+        return bundled_source(bundled_size)
+    for name in HUB_ADAPTERS:
+        if spec == name or spec.rstrip("/").endswith(name):
+            return hub_source(spec, name)
+    return local_source(spec, keys)
+

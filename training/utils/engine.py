@@ -1,0 +1,59 @@
+"""Building DeepSpeed engines: optimizer, lr schedule, ZeRO config, gradient checkpointing."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional
+
+import torch
+
+from .config import Config
+from .distributed import device, world_size
+from .ds_config import train_config
+from .model.lora import param_groups
+
+log = logging.getLogger(__name__)
+
+
+def make_optimizer(model, cfg: Config, offload: bool):
+    groups = param_groups(model, cfg.optim, cfg.lora)
+    kw = dict(lr=cfg.optim.learning_rate, betas=(cfg.optim.adam_beta1, cfg.optim.adam_beta2))
+    if device().type == "cuda":
+        from deepspeed.ops.adam import DeepSpeedCPUAdam, FusedAdam
+
+        return DeepSpeedCPUAdam(groups, adamw_mode=True, **kw) if offload else FusedAdam(groups, **kw)
+    return torch.optim.AdamW(groups, **kw)
+
+
+def num_update_steps(num_micro_batches_per_epoch: int, cfg: Config) -> int:
+    per_epoch = max(1, math.ceil(num_micro_batches_per_epoch / cfg.optim.gradient_accumulation_steps))
+    total = per_epoch * cfg.optim.num_train_epochs
+    return min(total, cfg.optim.max_steps) if cfg.optim.max_steps > 0 else total
+
+
+def enable_gradient_checkpointing(model) -> None:
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def build_train_engine(model, cfg: Config, total_steps: int, zero_stage: Optional[int] = None,
+                       offload: Optional[bool] = None):
+    """deepspeed.initialize with our optimizer and schedule; returns the engine."""
+    import deepspeed
+    from transformers import get_scheduler
+
+    stage = cfg.ds.zero_stage if zero_stage is None else zero_stage
+    off = cfg.ds.offload if offload is None else offload
+    if cfg.model.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    optimizer = make_optimizer(model, cfg, off)
+    warmup = cfg.optim.num_warmup_steps
+    scheduler = get_scheduler(cfg.optim.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
+                              num_training_steps=max(total_steps, 1))
+    conf = train_config(cfg, world_size(), device().type, zero_stage=stage, offload=off)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                      config=conf)
+    log.info("DeepSpeed engine: ZeRO-%d, offload=%s, dtype=%s, micro-batch %d x accumulation %d x %d ranks",
+             stage, off, "bf16" if conf.get("bf16") else "fp16" if conf.get("fp16") else "fp32",
+             conf["train_micro_batch_size_per_gpu"], conf["gradient_accumulation_steps"], world_size())
+    return engine

@@ -1,0 +1,111 @@
+"""Run logging: training.log, metrics.jsonl, TensorBoard events, progress bars and PNG curves."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from .distributed import is_main
+
+FMT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(output_dir: Optional[str] = None) -> logging.Logger:
+    """Root logger to stderr (rank 0: INFO, others: WARNING) and, on rank 0, to training.log."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_speedchat", False):
+            root.removeHandler(h)
+    root.setLevel(logging.INFO if is_main() else logging.WARNING)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setFormatter(logging.Formatter(FMT))
+    sh._speedchat = True
+    root.addHandler(sh)
+    if output_dir and is_main():
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(Path(output_dir) / "training.log")
+        fh.setFormatter(logging.Formatter(FMT))
+        fh._speedchat = True
+        root.addHandler(fh)
+    for noisy in ("DeepSpeed", "deepspeed", "torch.distributed", "datasets", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return logging.getLogger("speedchat")
+
+
+class MetricsWriter:
+    """metrics.jsonl + TensorBoard, written on rank 0 only."""
+
+    def __init__(self, output_dir: str, tensorboard: bool = True, tensorboard_path: str = ""):
+        self.active = is_main()
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self.tb = None
+        self.t0 = time.time()
+        if self.active:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(tensorboard_path or str(Path(output_dir) / "tensorboard"))
+
+    def log(self, step: int, split: str, metrics: dict) -> None:
+        if not self.active:
+            return
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
+        rec = {"step": step, "split": split, "time": round(time.time() - self.t0, 3), **clean}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            for k, v in clean.items():
+                if math.isfinite(v):
+                    self.tb.add_scalar(f"{split}/{k}", v, step)
+            self.tb.flush()
+
+    def close(self, plots: bool = True) -> list[str]:
+        if not self.active:
+            return []
+        if self.tb is not None:
+            self.tb.close()
+        return plot_metrics(self.path, self.path.parent) if plots else []
+
+
+def read_metrics(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_metrics(metrics_path, out_dir) -> list[str]:
+    """One PNG per split with a panel per metric; returns the written paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = read_metrics(metrics_path)
+    written = []
+    for split in sorted({r["split"] for r in recs}):
+        rows = [r for r in recs if r["split"] == split]
+        keys = sorted({k for r in rows for k in r} - {"step", "split", "time"})
+        if not keys:
+            continue
+        cols = min(3, len(keys))
+        nrows = math.ceil(len(keys) / cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.2 * nrows), squeeze=False)
+        for ax, k in zip(axes.flat, keys):
+            pts = [(r["step"], r[k]) for r in rows if k in r]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 30 else None)
+            ax.set_title(k)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(keys):]:
+            ax.axis("off")
+        fig.suptitle(f"{split} metrics")
+        fig.tight_layout()
+        out = Path(out_dir) / f"{split}_curves.png"
+        fig.savefig(out, dpi=80)
+        plt.close(fig)
+        written.append(str(out))
+    return written

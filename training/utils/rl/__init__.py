@@ -1,0 +1,1 @@
+"""RL maths (pure torch, no DeepSpeed) and, on top of it, the experience maker and trainers."""
