@@ -1,0 +1,1 @@
+"""Inference tools: batch generation, the checker pass-rate, model comparison."""

@@ -1,0 +1,87 @@
+"""Batch generation on held-out prompts of the bundled dataset, scored by its checker.
+
+    python -m inference.passrate --model output/actor-models/smollm2-135m --n 200
+    python -m inference.passrate --model smollm2-135m --n 200 --json base.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from training.utils.data.bundled import train_eval
+from training.utils.data.checker import pass_rate
+from training.utils.data.format import prompt_token_ids, render_prompt, to_messages
+from training.utils.model import load_causal_lm, load_tokenizer
+
+
+def held_out_prompts(n: int, size: int = 4000, seed: int = 0) -> list[str]:
+    """The first ``n`` eval prompts of the bundled dataset (never used for training)."""
+    _, ev = train_eval(size, seed)
+    if n > len(ev):
+        raise ValueError(f"asked for {n} held-out prompts; the bundled eval split has {len(ev)}")
+    return [r["prompt"] for r in ev[:n]]
+
+
+@torch.no_grad()
+def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16,
+             template: str = "auto") -> list[str]:
+    """Greedy answers (EOS-terminated, special tokens stripped) for user prompts."""
+    model.eval()
+    dev = next(model.parameters()).device
+    answers: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i:i + batch_size]
+        ids = [prompt_token_ids(tok, render_prompt(tok, to_messages(p), template), template) for p in chunk]
+        width = max(map(len, ids))
+        input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for j, s in enumerate(ids):
+            input_ids[j, width - len(s):] = torch.tensor(s)
+            mask[j, width - len(s):] = 1
+        out = model.generate(input_ids=input_ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
+                             max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.pad_token_id, use_cache=True)
+        for row in out[:, width:]:
+            answers.append(tok.decode(row, skip_special_tokens=True).strip())
+    return answers
+
+
+def evaluate_model(model_name: str, n: int = 200, max_new_tokens: int = 64, batch_size: int = 16,
+                   template: str = "auto") -> dict:
+    tok = load_tokenizer(model_name, padding_side="left")
+    model = load_causal_lm(model_name, tok)
+    prompts = held_out_prompts(n)
+    t0 = time.time()
+    answers = generate(model, tok, prompts, max_new_tokens, batch_size, template)
+    res = pass_rate(prompts, answers)
+    res.update(model=model_name, seconds=round(time.time() - t0, 1),
+               samples=[{"prompt": p, "answer": a} for p, a in zip(prompts[:5], answers[:5])])
+    return res
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, nargs="+", help="model names or directories")
+    ap.add_argument("--n", type=int, default=200, help="held-out prompts")
+    ap.add_argument("--max_new_tokens", type=int, default=64)
+    ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--template", default="auto", choices=("auto", "chat", "plain"))
+    ap.add_argument("--json", help="write the results here")
+    a = ap.parse_args(argv)
+    torch.manual_seed(0)
+    results = [evaluate_model(m, a.n, a.max_new_tokens, a.batch_size, a.template) for m in a.model]
+    for r in results:
+        tasks = "  ".join(f"{k} {v:.2f}" for k, v in r["per_task"].items())
+        print(f"{r['model']}: pass-rate {r['pass_rate']:.3f} on {r['n']} held-out prompts ({r['seconds']} s)\n  {tasks}")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+    return {"results": results}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

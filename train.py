@@ -1,0 +1,139 @@
+"""One command for the whole pipeline, with DeepSpeed-Chat's flags.
+
+    python train.py                                   # the main job: SmolLM2-135M on the bundled data
+    python train.py --actor-model tiny                # a one-minute smoke run
+    python train.py --step 1 --actor-model 1.3b --deployment-type single_node --actor-zero-stage 2
+
+Each stage runs as its own process (the ``deepspeed`` launcher for several ranks), its log is
+streamed and saved under ``<output-dir>/logs/``, and a report closes the run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+STAGES = {
+    1: ("step1_supervised_finetuning", "actor-models"),
+}
+PRESETS = ROOT / "training" / "configs"
+
+
+def model_tag(name: str) -> str:
+    return Path(name.rstrip("/")).name.replace("/", "_") or "model"
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--step", type=int, nargs="+", default=sorted(STAGES), choices=sorted(STAGES),
+                    help="stages to run, in order")
+    ap.add_argument("--actor-model", default="smollm2-135m", help="actor model (name, alias or directory)")
+    ap.add_argument("--reward-model", default="smollm2-135m", help="reward model (name, alias or directory)")
+    ap.add_argument("--actor-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
+    ap.add_argument("--reward-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
+    ap.add_argument("--deployment-type", default="single_gpu", choices=("single_gpu", "single_node", "multi_node"))
+    ap.add_argument("--num-processes", type=int, default=0,
+                    help="ranks for single_node (default: every local GPU; on CPU 2)")
+    ap.add_argument("--hostfile", default="/job/hostfile", help="hostfile for multi_node")
+    ap.add_argument("--output-dir", default="output")
+    ap.add_argument("--config", help="YAML/JSON config file passed to every stage")
+    ap.add_argument("--eval-prompts", type=int, default=0,
+                    help="held-out prompts for the closing pass-rate report (0: 96 on the default "
+                         "model, 32 on tiny)")
+    ap.add_argument("--dry-run", action="store_true", help="print the stage commands and stop")
+    return ap.parse_known_args(argv)
+
+
+def launcher(args) -> list[str]:
+    if args.deployment_type == "single_gpu":
+        return [sys.executable]
+    import torch
+
+    n = args.num_processes or (torch.cuda.device_count() if torch.cuda.is_available() else 2)
+    if args.deployment_type == "single_node":
+        return ["deepspeed", "--num_gpus", str(n), "--master_port", str(29500 + os.getpid() % 1000)]
+    if not Path(args.hostfile).is_file():
+        sys.exit(f"multi_node needs a hostfile; {args.hostfile} does not exist (use --hostfile)")
+    return ["deepspeed", "--hostfile", args.hostfile]
+
+
+def stage_args(step: int, args, extra: list[str]) -> list[str]:
+    out_dir = Path(args.output_dir) / STAGES[step][1] / model_tag(args.actor_model)
+    a = ["--output_dir", str(out_dir)]
+    preset = PRESETS / ("tiny.yaml" if args.actor_model in ("tiny", "tiny-opt") else "default.yaml")
+    a += ["--config", args.config or str(preset)]
+    if step == 1:
+        a += ["--model_name_or_path", args.actor_model]
+        if args.actor_zero_stage is not None:
+            a += ["--zero_stage", str(args.actor_zero_stage)]
+    return a + extra
+
+
+def run_stage(step: int, cmd: list[str], log_path: Path) -> float:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"\n=== stage {step}: {shlex.join(cmd)}\n    log: {log_path}", flush=True)
+    t0 = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, text=True,
+                                bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        tail: list[str] = []
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+            tail = (tail + [line])[-200:]
+        rc = proc.wait()
+    if rc != 0:
+        text = "".join(tail).lower()
+        hint = ""
+        if "out of memory" in text or "oom" in text:
+            hint = ("out of memory: lower --per_device_train_batch_size, use --actor-zero-stage 3, "
+                    "--offload, --lora_dim 128 --only_optimize_lora, or --gradient_checkpointing")
+        elif "dataerror" in text or "configerror" in text:
+            hint = "fix the data or config entry named above"
+        sys.exit(f"stage {step} failed (exit {rc}); full log: {log_path}" + (f"\nlikely fix: {hint}" if hint else ""))
+    return time.time() - t0
+
+
+def main(argv=None) -> dict:
+    args, extra = parse(sys.argv[1:] if argv is None else argv)
+    steps = sorted(set(args.step))
+    out = Path(args.output_dir)
+    plans = []
+    for step in steps:
+        script = ROOT / "training" / STAGES[step][0] / "main.py"
+        plans.append((step, launcher(args) + [str(script)] + stage_args(step, args, extra)))
+    if args.dry_run:
+        for step, cmd in plans:
+            print(f"stage {step}: {shlex.join(cmd)}")
+        return {}
+    times = {}
+    for step, cmd in plans:
+        times[step] = run_stage(step, cmd, out / "logs" / f"step{step}.log")
+    report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}}
+    if 1 in steps:
+        from inference.passrate import evaluate_model
+
+        n = args.eval_prompts or (32 if args.actor_model in ("tiny", "tiny-opt") else 96)
+        sft_dir = out / STAGES[1][1] / model_tag(args.actor_model)
+        base = evaluate_model(args.actor_model, n)
+        sft = evaluate_model(str(sft_dir), n)
+        summary = json.loads((sft_dir / "summary.json").read_text())
+        report.update(pass_rate={"base": base["pass_rate"], "sft": sft["pass_rate"]}, held_out_prompts=n,
+                      sft_eval=summary["final_eval"], models={"sft": str(sft_dir)},
+                      plots=sorted(str(p) for p in sft_dir.glob("*.png")))
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print("\n=== report")
+    for k, v in report.items():
+        print(f"{k}: {v}")
+    print(f"(also in {out / 'report.json'})")
+    return report
+
+
+if __name__ == "__main__":
+    main()
