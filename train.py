@@ -20,8 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 STAGES = {
-    1: ("step1_supervised_finetuning", "actor-models"),
+    1: ("step1_supervised_finetuning/main.py", "actor-models"),
+    2: ("step2_reward_model_finetuning/main.py", "reward-models"),
 }
+DPO = ("step2_reward_model_finetuning/dpo_main.py", "actor-models")
 PRESETS = ROOT / "training" / "configs"
 
 
@@ -37,6 +39,8 @@ def parse(argv):
     ap.add_argument("--reward-model", default="smollm2-135m", help="reward model (name, alias or directory)")
     ap.add_argument("--actor-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
     ap.add_argument("--reward-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
+    ap.add_argument("--algo", default="ppo", choices=("ppo", "dpo"),
+                    help="ppo: stage 2 trains a reward model; dpo: stage 2 runs DPO on the SFT actor")
     ap.add_argument("--deployment-type", default="single_gpu", choices=("single_gpu", "single_node", "multi_node"))
     ap.add_argument("--num-processes", type=int, default=0,
                     help="ranks for single_node (default: every local GPU; on CPU 2)")
@@ -63,15 +67,30 @@ def launcher(args) -> list[str]:
     return ["deepspeed", "--hostfile", args.hostfile]
 
 
+def stage_script(step: int, args) -> str:
+    return (DPO if step == 2 and args.algo == "dpo" else STAGES[step])[0]
+
+
+def stage_output(step: int, args) -> Path:
+    out = Path(args.output_dir)
+    if step == 2 and args.algo == "dpo":
+        return out / DPO[1] / (model_tag(args.actor_model) + "-dpo")
+    model = args.reward_model if step == 2 else args.actor_model
+    return out / STAGES[step][1] / model_tag(model)
+
+
 def stage_args(step: int, args, extra: list[str]) -> list[str]:
-    out_dir = Path(args.output_dir) / STAGES[step][1] / model_tag(args.actor_model)
-    a = ["--output_dir", str(out_dir)]
-    preset = PRESETS / ("tiny.yaml" if args.actor_model in ("tiny", "tiny-opt") else "default.yaml")
-    a += ["--config", args.config or str(preset)]
-    if step == 1:
-        a += ["--model_name_or_path", args.actor_model]
-        if args.actor_zero_stage is not None:
-            a += ["--zero_stage", str(args.actor_zero_stage)]
+    model = args.reward_model if step == 2 and args.algo == "ppo" else args.actor_model
+    preset = PRESETS / ("tiny.yaml" if model in ("tiny", "tiny-opt") else "default.yaml")
+    a = ["--output_dir", str(stage_output(step, args)), "--config", args.config or str(preset)]
+    if step == 2 and args.algo == "dpo":
+        sft = stage_output(1, args)
+        a += ["--model_name_or_path", str(sft), "--tokenizer_name_or_path", str(sft)]
+    else:
+        a += ["--model_name_or_path", model]
+    zero = args.reward_zero_stage if step == 2 and args.algo == "ppo" else args.actor_zero_stage
+    if zero is not None:
+        a += ["--zero_stage", str(zero)]
     return a + extra
 
 
@@ -106,7 +125,9 @@ def main(argv=None) -> dict:
     out = Path(args.output_dir)
     plans = []
     for step in steps:
-        script = ROOT / "training" / STAGES[step][0] / "main.py"
+        if step == 2 and args.algo == "dpo" and 1 not in steps and not stage_output(1, args).is_dir():
+            sys.exit(f"DPO starts from the SFT model, but {stage_output(1, args)} does not exist: run --step 1 first")
+        script = ROOT / "training" / stage_script(step, args)
         plans.append((step, launcher(args) + [str(script)] + stage_args(step, args, extra)))
     if args.dry_run:
         for step, cmd in plans:
@@ -115,18 +136,26 @@ def main(argv=None) -> dict:
     times = {}
     for step, cmd in plans:
         times[step] = run_stage(step, cmd, out / "logs" / f"step{step}.log")
-    report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}}
+    report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}, "models": {}}
+    if 2 in steps and args.algo == "ppo":
+        rm = json.loads((stage_output(2, args) / "summary.json").read_text())["final_eval"]
+        report["reward_model"] = {"held_out_pair_accuracy": rm["acc"], "margin": rm["margin"]}
+        report["models"]["reward"] = str(stage_output(2, args))
+    actors = {"base": args.actor_model}
     if 1 in steps:
+        actors["sft"] = str(stage_output(1, args))
+    if 2 in steps and args.algo == "dpo":
+        actors["dpo"] = str(stage_output(2, args))
+    if len(actors) > 1:
         from inference.passrate import evaluate_model
 
         n = args.eval_prompts or (32 if args.actor_model in ("tiny", "tiny-opt") else 96)
-        sft_dir = out / STAGES[1][1] / model_tag(args.actor_model)
-        base = evaluate_model(args.actor_model, n)
-        sft = evaluate_model(str(sft_dir), n)
-        summary = json.loads((sft_dir / "summary.json").read_text())
-        report.update(pass_rate={"base": base["pass_rate"], "sft": sft["pass_rate"]}, held_out_prompts=n,
-                      sft_eval=summary["final_eval"], models={"sft": str(sft_dir)},
-                      plots=sorted(str(p) for p in sft_dir.glob("*.png")))
+        report["pass_rate"] = {k: evaluate_model(v, n)["pass_rate"] for k, v in actors.items()}
+        report["held_out_prompts"] = n
+        report["models"].update({k: v for k, v in actors.items() if k != "base"})
+    if 1 in steps:
+        report["sft_eval"] = json.loads((stage_output(1, args) / "summary.json").read_text())["final_eval"]
+    report["plots"] = sorted(str(p) for s in steps for p in stage_output(s, args).glob("*.png"))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print("\n=== report")
     for k, v in report.items():

@@ -123,8 +123,21 @@ class LogConfig:
 class SFTConfig:
     sft_loss_on: str = _f("answer", "tokens that carry the SFT loss: the answer only, or the whole "
                           "sequence (prompt included)", choices=("answer", "all"))
-    eval_generation_samples: int = _f(0, "after training, generate for N held-out prompts and report "
-                                      "the bundled checker's pass-rate (0: skip)")
+
+
+@dataclass
+class RewardConfig:
+    rm_loss: str = _f("pairwise", "reward-model loss: -logsigmoid(r_chosen - r_rejected) on the end "
+                      "scores (InstructGPT), or DeepSpeed-Chat's per-token variant over the tokens "
+                      "after the answers diverge", choices=("pairwise", "per_token"))
+
+
+@dataclass
+class DPOConfig:
+    beta: float = _f(0.1, "DPO temperature: strength of the implicit KL to the reference")
+    label_smoothing: float = _f(0.0, "conservative DPO: assumed share of flipped preference labels")
+    dpo_loss: str = _f("sigmoid", "sigmoid (DPO) or ipo", choices=("sigmoid", "ipo"))
+    ref_model_name_or_path: str = _f("", "reference model (default: the starting model)")
 
 
 @dataclass
@@ -136,6 +149,8 @@ class Config:
     ds: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     log: LogConfig = field(default_factory=LogConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    rm: RewardConfig = field(default_factory=RewardConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -164,6 +179,10 @@ class Config:
             raise ConfigError(f"lora_dim must be >= 0, got {self.lora.lora_dim}")
         if self.lora.only_optimize_lora and self.lora.lora_dim == 0:
             raise ConfigError("only_optimize_lora needs lora_dim > 0")
+        if not 0.0 <= self.dpo.label_smoothing < 0.5:
+            raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.dpo.label_smoothing}")
+        if self.dpo.beta <= 0:
+            raise ConfigError(f"beta must be positive, got {self.dpo.beta}")
         if self.ds.deepspeed_config and not Path(self.ds.deepspeed_config).is_file():
             raise ConfigError(f"deepspeed_config file not found: {self.ds.deepspeed_config}")
         return self

@@ -1,0 +1,108 @@
+import json
+
+import pytest
+import torch
+
+from training.step2_reward_model_finetuning.main import main as rm_main
+from training.utils.config import parse_config
+from training.utils.data import PairCollator
+from training.utils.distributed import init_distributed
+from training.utils.engine import build_train_engine
+from training.utils.logging import read_metrics
+from training.utils.model import ValueModel, end_scores, load_reward_model
+
+
+def _args(tmp_path, name, *extra):
+    return ["--model_name_or_path", "tiny", "--output_dir", str(tmp_path / name), "--data_output_path",
+            str(tmp_path / "cache"), "--bundled_size", "400", "--max_seq_len", "96", "--max_prompt_seq_len", "64",
+            "--per_device_train_batch_size", "4", "--max_steps", "6", "--learning_rate", "1e-3",
+            "--max_eval_samples", "16", "--disable_tqdm", "--plots", "false", "--seed", "5", *extra]
+
+
+def _batch(tok):
+    rows = [{"chosen_ids": tok("hello there")["input_ids"] + [tok.eos_token_id],
+             "rejected_ids": tok("go away now please")["input_ids"] + [tok.eos_token_id], "prompt_len": 1},
+            {"chosen_ids": tok("four")["input_ids"] + [tok.eos_token_id],
+             "rejected_ids": tok("five")["input_ids"] + [tok.eos_token_id], "prompt_len": 1}]
+    return PairCollator(tok.pad_token_id)(rows)
+
+
+def test_score_is_taken_at_the_eos_not_at_padding(tiny_tok):
+    torch.manual_seed(0)
+    vm = ValueModel(load_reward_model("tiny", tiny_tok)).eval()
+    b = _batch(tiny_tok)
+    with torch.no_grad():
+        values = vm(b["input_ids"], b["attention_mask"])
+        scores = end_scores(values, b["end_index"])
+        # the same sequence alone, unpadded, gives the same score
+        for i in range(4):
+            n = int(b["end_index"][i]) + 1
+            alone = vm(b["input_ids"][i:i + 1, :n], b["attention_mask"][i:i + 1, :n])[0, -1]
+            assert alone.item() == pytest.approx(scores[i].item(), abs=1e-5)
+
+
+def test_zero3_save_load_gives_same_scores(tmp_path, tiny_tok):
+    from transformers import AutoModelForSequenceClassification
+
+    from inference.rw_eval import Scorer
+    from training.utils.model import save_hf
+
+    init_distributed()
+    cfg = parse_config(["--zero_stage", "3", "--learning_rate", "1e-2", "--per_device_train_batch_size", "2"])
+    model = load_reward_model("tiny", tiny_tok, seed=3)
+    engine = build_train_engine(ValueModel(model), cfg, total_steps=2)
+    b = _batch(tiny_tok)
+    values = engine(b["input_ids"], b["attention_mask"])  # one step so the weights move off the init
+    loss = -torch.nn.functional.logsigmoid(end_scores(values, b["end_index"])[:2] - end_scores(values, b["end_index"])[2:]).mean()
+    engine.backward(loss)
+    engine.step()
+    engine.eval()
+    with torch.no_grad():
+        live = end_scores(engine(b["input_ids"], b["attention_mask"]), b["end_index"])
+    save_hf(engine.module.model, tiny_tok, tmp_path / "rm", zero_stage=3)
+    hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
+    with torch.no_grad():
+        again = end_scores(ValueModel(hf)(b["input_ids"], b["attention_mask"]), b["end_index"])
+    assert torch.allclose(live, again, atol=1e-5)
+    assert hf.config.num_labels == 1
+    scorer = Scorer(str(tmp_path / "rm"))
+    assert scorer.tok.pad_token_id == tiny_tok.pad_token_id
+
+
+def test_reward_stage_end_to_end_zero2_lora_per_token(tmp_path):
+    final = rm_main(_args(tmp_path, "rm", "--zero_stage", "2"))
+    assert set(final) >= {"acc", "chosen_score", "rejected_score", "margin"}
+    evals = [r for r in read_metrics(tmp_path / "rm" / "metrics.jsonl") if r["split"] == "eval"]
+    assert evals[-1]["acc"] >= evals[0]["acc"]
+    assert final["margin"] == pytest.approx(final["chosen_score"] - final["rejected_score"], abs=1e-6)
+    final2 = rm_main(_args(tmp_path, "rm_lora", "--lora_dim", "4", "--only_optimize_lora", "--rm_loss", "per_token"))
+    assert 0.0 <= final2["acc"] <= 1.0
+    summary = json.loads((tmp_path / "rm_lora" / "summary.json").read_text())
+    assert summary["stage"] == "reward" and summary["steps"] == 6
+
+
+def _memorise_dir(tmp_path):
+    """Train and eval files with the same pairs: training must move the eval numbers."""
+    d = tmp_path / "pairs"
+    d.mkdir()
+    rows = [{"prompt": f"Compute {i} + {i}. Reply with the number only.", "chosen": str(2 * i),
+             "rejected": str(2 * i + 1)} for i in range(8)]
+    for name in ("train.jsonl", "eval.jsonl"):
+        (d / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(d)
+
+
+def test_dpo_end_to_end_tiny_zero3_and_ipo(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from training.step2_reward_model_finetuning.dpo_main import main as dpo_main
+
+    data = ["--data_path", _memorise_dir(tmp_path), "--data_split", "0,1,0"]
+    final = dpo_main(_args(tmp_path, "dpo", "--zero_stage", "3", "--beta", "0.5", *data))
+    evals = [r for r in read_metrics(tmp_path / "dpo" / "metrics.jsonl") if r["split"] == "eval"]
+    # at step 0 policy == reference: every implicit reward is 0 and the loss is log 2
+    assert evals[0]["loss"] == pytest.approx(0.6931, abs=1e-3) and evals[0]["reward_margin"] == pytest.approx(0, abs=1e-4)
+    assert final["loss"] < evals[0]["loss"] and final["reward_margin"] > 0 and final["reward_acc"] > 0.5
+    AutoModelForCausalLM.from_pretrained(tmp_path / "dpo")
+    ipo = dpo_main(_args(tmp_path, "ipo", "--dpo_loss", "ipo", "--label_smoothing", "0.1", "--lora_dim", "4", *data))
+    assert ipo["loss"] >= 0

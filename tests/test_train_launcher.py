@@ -1,0 +1,47 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dry_run_prints_stage_commands(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--actor-model", "1.3b",
+                          "--actor-zero-stage", "3", "--output-dir", str(tmp_path), "--lora_dim", "8",
+                          "--deployment-type", "single_node", "--num-processes", "2"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "stage 1: deepspeed --num_gpus 2" in out
+    assert "--model_name_or_path 1.3b" in out and "--zero_stage 3" in out and "--lora_dim 8" in out
+    assert f"--output_dir {tmp_path}/actor-models/1.3b" in out
+
+
+def test_multi_node_needs_hostfile(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--deployment-type", "multi_node",
+                        "--hostfile", str(tmp_path / "none")], capture_output=True, text=True)
+    assert r.returncode != 0 and "needs a hostfile" in r.stderr
+
+
+@pytest.mark.slow
+def test_train_py_tiny_end_to_end(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--output-dir",
+                        str(tmp_path), "--data_output_path", str(tmp_path / "cache"), "--eval-prompts", "8"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["pass_rate"]) == {"base", "sft"} and report["held_out_prompts"] == 8
+    assert (tmp_path / "logs" / "step1.log").is_file()
+    assert (tmp_path / "actor-models" / "tiny" / "model.safetensors").is_file()
+
+
+def test_failing_stage_reports_log_and_fix(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": ""}\n')
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--output-dir",
+                        str(tmp_path / "o"), "--data_path", str(bad), "--data_output_path", str(tmp_path / "c")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "stage 1 failed" in r.stderr and "step1.log" in r.stderr and "fix the data" in r.stderr
+    assert "row 1: field 'chosen': empty" in (tmp_path / "o" / "logs" / "step1.log").read_text()

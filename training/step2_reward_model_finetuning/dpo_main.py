@@ -1,0 +1,113 @@
+"""DPO: the alternative second stage that turns the SFT model into a chat model directly.
+
+Policy (trainable, DeepSpeed) and a frozen reference (the starting model unless
+``--ref_model_name_or_path``) score the chosen and rejected answers of the phase-2 pairs;
+``--beta``, ``--label_smoothing`` (conservative DPO) and ``--dpo_loss ipo`` as in the papers.
+The result is saved like an SFT actor, so ``chat.py`` and Stage 3 can use it.
+
+    python training/step2_reward_model_finetuning/dpo_main.py \\
+        --model_name_or_path output/actor-models/smollm2-135m --output_dir output/actor-models/smollm2-135m-dpo
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from training.utils.config import parse_config
+from training.utils.data import PairCollator, build_phase
+from training.utils.distributed import all_reduce_sum, barrier, is_main, world_size
+from training.utils.ds_config import eval_config, resolve_dtype, torch_dtype
+from training.utils.engine import build_train_engine, num_update_steps
+from training.utils.loop import make_loader, run, to_device
+from training.utils.model import apply_lora, load_causal_lm, load_tokenizer, save_hf
+from training.utils.rl.maths import answer_mask, dpo_loss, sequence_logps
+
+
+def frozen_reference(cfg, tok, device):
+    """The reference model, frozen; partitioned with ZeRO-3 when the policy is."""
+    name = cfg.dpo.ref_model_name_or_path or cfg.model.model_name_or_path
+    ref = load_causal_lm(name, tok, trust_remote_code=cfg.model.trust_remote_code, seed=cfg.optim.seed)
+    ref.requires_grad_(False).eval()
+    if cfg.ds.zero_stage == 3:
+        import deepspeed
+
+        conf = eval_config(cfg, world_size(), device.type, zero_stage=3, offload=cfg.ds.offload)
+        return deepspeed.initialize(model=ref, config=conf)[0]
+    dtype = resolve_dtype(cfg.ds.dtype, device.type)
+    return ref.to(device=device, dtype=torch_dtype(dtype))
+
+
+def pair_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = batch["input_ids"]
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False).logits
+    lp = sequence_logps(logits, ids, answer_mask(ids, batch["prompt_len"], batch["end_index"]))
+    b = lp.shape[0] // 2
+    return lp[:b], lp[b:]
+
+
+def make_step(cfg, ref):
+    d = cfg.dpo
+
+    def step(engine, batch):
+        pc, pr = pair_logps(engine, batch)
+        with torch.no_grad():
+            rc, rr = pair_logps(ref, batch)
+        loss, cw, rw = dpo_loss(pc, pr, rc, rr, d.beta, d.label_smoothing, d.dpo_loss)
+        return loss, {"reward_acc": (cw > rw).float().mean().item(), "reward_margin": (cw - rw).mean().item()}
+    return step
+
+
+@torch.no_grad()
+def evaluate(engine, ref, loader, cfg) -> dict:
+    engine.eval()
+    d = cfg.dpo
+    loss = acc = margin = chosen = n = 0.0
+    for batch in loader:
+        batch = to_device(batch, engine.device)
+        pc, pr = pair_logps(engine, batch)
+        rc, rr = pair_logps(ref, batch)
+        lo, cw, rw = dpo_loss(pc, pr, rc, rr, d.beta, d.label_smoothing, d.dpo_loss)
+        k = pc.numel()
+        loss += lo.item() * k
+        acc += (cw > rw).sum().item()
+        margin += (cw - rw).sum().item()
+        chosen += cw.sum().item()
+        n += k
+    loss, acc, margin, chosen, n = all_reduce_sum([loss, acc, margin, chosen, n])
+    n = max(n, 1.0)
+    return {"loss": loss / n, "reward_acc": acc / n, "reward_margin": margin / n, "chosen_reward": chosen / n}
+
+
+def main(argv=None) -> dict:
+    cfg = parse_config(argv, "DPO: preference optimisation against a frozen reference")
+    from training.utils.stage import StageRun
+
+    with StageRun(cfg, "dpo") as run_ctx:
+        log = run_ctx.log
+        tok = load_tokenizer(cfg.model.tokenizer_name_or_path or cfg.model.model_name_or_path,
+                             cfg.model.trust_remote_code, padding_side="right")
+        train_ds, eval_ds, stats, cache = build_phase(cfg.data, tok, 2, cfg.optim.seed, is_main(), barrier)
+        log.info("data phase 2: %d training pairs, %d eval pairs (cache %s)", len(train_ds), len(eval_ds), cache)
+        model = load_causal_lm(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
+                               dropout=cfg.model.dropout, seed=cfg.optim.seed)
+        model = apply_lora(model, cfg.lora)
+        ref = frozen_reference(cfg, tok, run_ctx.device)
+        o = cfg.optim
+        collate = PairCollator(tok.pad_token_id)
+        train_loader = make_loader(train_ds, o.per_device_train_batch_size, collate, True, o.seed, cfg.data.num_workers)
+        eval_loader = make_loader(eval_ds, o.per_device_eval_batch_size, collate, False, o.seed) if len(eval_ds) else []
+        total = num_update_steps(len(train_loader), cfg)
+        engine = build_train_engine(model, cfg, total)
+        log.info("DPO (%s, beta %g, label smoothing %g): %d optimizer steps", cfg.dpo.dpo_loss, cfg.dpo.beta,
+                 cfg.dpo.label_smoothing, total)
+        final = run(engine, train_loader, make_step(cfg, ref), lambda: evaluate(engine, ref, eval_loader, cfg),
+                    cfg, run_ctx.writer, total, desc="dpo")
+        save_hf(engine.module, tok, cfg.log.output_dir, cfg.ds.zero_stage)
+        log.info("saved the DPO actor to %s", cfg.log.output_dir)
+        run_ctx.summary(steps=total, final_eval=final, data=stats)
+        return final
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

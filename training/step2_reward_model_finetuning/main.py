@@ -1,0 +1,95 @@
+"""Stage 2: reward model on chosen/rejected pairs (backbone + scalar head, score at the EOS).
+
+    python training/step2_reward_model_finetuning/main.py --model_name_or_path smollm2-135m \\
+        --data_path bundled --output_dir output/reward-models/smollm2-135m
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from training.utils.config import parse_config
+from training.utils.data import PairCollator, build_phase
+from training.utils.distributed import all_reduce_sum, barrier, is_main
+from training.utils.engine import build_train_engine, num_update_steps
+from training.utils.loop import make_loader, run, to_device
+from training.utils.model import ValueModel, apply_lora, end_scores, load_reward_model, load_tokenizer, save_hf
+from training.utils.model.reward import head
+from training.utils.rl.maths import pairwise_loss, per_token_pair_loss
+
+
+def pair_scores(engine, batch):
+    """(values [2B, T], chosen scores [B], rejected scores [B])."""
+    values = engine(batch["input_ids"], batch["attention_mask"])
+    scores = end_scores(values, batch["end_index"])
+    b = scores.shape[0] // 2
+    return values, scores[:b], scores[b:]
+
+
+def make_step(kind: str):
+    def step(engine, batch):
+        values, c, r = pair_scores(engine, batch)
+        if kind == "pairwise":
+            loss = pairwise_loss(c, r)
+        else:
+            b = c.shape[0]
+            ids, end = batch["input_ids"], batch["end_index"]
+            loss = per_token_pair_loss(values[:b], values[b:], ids[:b], ids[b:], end[:b] + 1, end[b:] + 1)
+        return loss, {"acc": (c > r).float().mean().item(), "margin": (c - r).mean().item()}
+    return step
+
+
+@torch.no_grad()
+def evaluate(engine, loader) -> dict:
+    """Pairwise accuracy, mean chosen / rejected score and margin over the eval slice."""
+    engine.eval()
+    correct = chosen = rejected = n = 0.0
+    for batch in loader:
+        _, c, r = pair_scores(engine, to_device(batch, engine.device))
+        correct += (c > r).sum().item()
+        chosen += c.sum().item()
+        rejected += r.sum().item()
+        n += c.numel()
+    correct, chosen, rejected, n = all_reduce_sum([correct, chosen, rejected, n])
+    n = max(n, 1.0)
+    return {"acc": correct / n, "chosen_score": chosen / n, "rejected_score": rejected / n,
+            "margin": (chosen - rejected) / n, "pairs": n}
+
+
+def main(argv=None) -> dict:
+    cfg = parse_config(argv, "Stage 2: reward model")
+    from training.utils.stage import StageRun
+
+    with StageRun(cfg, "reward") as run_ctx:
+        log = run_ctx.log
+        tok = load_tokenizer(cfg.model.tokenizer_name_or_path or cfg.model.model_name_or_path,
+                             cfg.model.trust_remote_code, padding_side="right")
+        train_ds, eval_ds, stats, cache = build_phase(cfg.data, tok, 2, cfg.optim.seed, is_main(), barrier)
+        for split, st in stats.items():
+            log.info("data phase 2 %s: %d of %d pairs kept; prompts truncated %d, answers truncated %d, "
+                     "dropped %d (cache %s)", split, st["kept"], st["rows"], st["prompt_truncated"],
+                     st["answer_truncated"], st["dropped"], cache)
+        model = load_reward_model(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
+                                  dropout=cfg.model.dropout, seed=cfg.optim.seed)
+        model = apply_lora(model, cfg.lora)
+        for p in head(model).parameters():
+            p.requires_grad_(True)  # the new head always trains, LoRA or not
+        o = cfg.optim
+        collate = PairCollator(tok.pad_token_id)
+        train_loader = make_loader(train_ds, o.per_device_train_batch_size, collate, True, o.seed, cfg.data.num_workers)
+        eval_loader = make_loader(eval_ds, o.per_device_eval_batch_size, collate, False, o.seed) if len(eval_ds) else []
+        total = num_update_steps(len(train_loader), cfg)
+        engine = build_train_engine(ValueModel(model), cfg, total)
+        log.info("reward model: %d training pairs, %d eval pairs, %d optimizer steps, loss %s",
+                 len(train_ds), len(eval_ds), total, cfg.rm.rm_loss)
+        final = run(engine, train_loader, make_step(cfg.rm.rm_loss), lambda: evaluate(engine, eval_loader),
+                    cfg, run_ctx.writer, total, desc="reward")
+        save_hf(engine.module.model, tok, cfg.log.output_dir, cfg.ds.zero_stage)
+        log.info("saved the reward model to %s (eval accuracy %.3f)", cfg.log.output_dir, final.get("acc", 0.0))
+        run_ctx.summary(steps=total, final_eval=final, data=stats)
+        return final
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
