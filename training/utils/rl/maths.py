@@ -86,3 +86,127 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     else:
         raise ValueError(f"unknown DPO loss {kind!r}")
     return losses.mean(), beta * (policy_chosen - ref_chosen).detach(), beta * (policy_rejected - ref_rejected).detach()
+
+
+# --------------------------------------------------------------------------- PPO
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std over the masked entries (unbiased variance); masked-out entries become 0."""
+    mean = masked_mean(x, mask)
+    n = mask.sum().clamp(min=2)
+    var = ((x - mean) ** 2 * mask).sum() / (n - 1)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
+    """Per-token estimators of KL(pi || ref) from samples of pi (Schulman's k1, k2, k3)."""
+    log_ratio = logp - ref_logp
+    if kind == "k1":
+        return log_ratio
+    if kind == "k2":
+        return 0.5 * log_ratio ** 2
+    if kind == "k3":
+        return torch.exp(-log_ratio) - 1 + log_ratio
+    raise ValueError(f"unknown KL estimator {kind!r}")
+
+
+def shape_rewards(score: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, action_mask: torch.Tensor,
+                  kl_coef: float, clip: float = 0.0, kl_kind: str = "k1") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards: -kl_coef * KL on every action, plus the (clipped) sequence score on the
+    last action of each sequence.  Returns (rewards [B, T], per-token KL [B, T])."""
+    kl = kl_estimate(logp, ref_logp, kl_kind) * action_mask
+    rewards = -kl_coef * kl
+    if clip > 0:
+        score = score.clamp(-clip, clip)
+    last = (action_mask * torch.arange(action_mask.shape[1], device=action_mask.device)).argmax(-1)
+    rewards = rewards.clone()
+    rewards[torch.arange(rewards.shape[0]), last] += score.to(rewards.dtype)
+    return rewards * action_mask, kl
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, action_mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over the action positions of each row.
+
+    Positions with mask 0 are skipped (their advantage is 0; the value after the last action is 0).
+    Returns (advantages, returns = advantages + values), both [B, T].
+    """
+    adv = torch.zeros_like(rewards)
+    last_gae = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
+    next_value = torch.zeros_like(last_gae)
+    for t in reversed(range(rewards.shape[1])):
+        m = action_mask[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        cur = delta + gamma * lam * last_gae
+        adv[:, t] = cur * m
+        last_gae = torch.where(m > 0, cur, last_gae)
+        next_value = torch.where(m > 0, values[:, t], next_value)
+    return adv, (adv + values) * action_mask
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                clip_low: float = 0.2, clip_high: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO clipped surrogate (clip_high 0: symmetric).  Returns (loss, clipped fraction)."""
+    ratio = torch.exp(logp - old_logp)
+    hi = clip_high or clip_low
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + hi)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    frac = masked_mean((clipped > unclipped).float(), mask)
+    return loss, frac
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip: float = 0.2) -> torch.Tensor:
+    """Clipped value loss: 0.5 * max((v - R)^2, (clip(v, v_old +- clip) - R)^2), masked mean."""
+    v_clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the categorical distribution at each position, [B, T]."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+class AdaptiveKLController:
+    """Ziegler et al.: kl_coef *= 1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon."""
+
+    def __init__(self, init: float, target: float, horizon: int):
+        self.value, self.target, self.horizon = init, target, horizon
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        err = max(-0.2, min(0.2, current_kl / self.target - 1.0))
+        self.value *= 1.0 + err * n_steps / self.horizon
+        return self.value
+
+
+class RunningMoments:
+    """Running mean and std (Chan et al. parallel update) for reward normalisation."""
+
+    def __init__(self):
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-8
+
+    def update(self, x: torch.Tensor) -> None:
+        n = x.numel()
+        if n == 0:
+            return
+        m, v = x.float().mean().item(), x.float().var(unbiased=False).item() if n > 1 else 0.0
+        delta, tot = m - self.mean, self.count + n
+        self.var = (self.var * self.count + v * n + delta ** 2 * self.count * n / tot) / tot
+        self.mean += delta * n / tot
+        self.count = tot
+
+    @property
+    def std(self) -> float:
+        return max(self.var, 1e-12) ** 0.5
