@@ -16,26 +16,18 @@ import torch
 
 from training.utils.config import parse_config
 from training.utils.data import PairCollator, build_phase
-from training.utils.distributed import all_reduce_sum, barrier, is_main, world_size
-from training.utils.ds_config import eval_config, resolve_dtype, torch_dtype
-from training.utils.engine import build_train_engine, num_update_steps
+from training.utils.distributed import all_reduce_sum, barrier, is_main
+from training.utils.engine import build_train_engine, frozen, num_update_steps
 from training.utils.loop import make_loader, run, to_device
 from training.utils.model import apply_lora, load_causal_lm, load_tokenizer, save_hf
 from training.utils.rl.maths import answer_mask, dpo_loss, sequence_logps
 
 
-def frozen_reference(cfg, tok, device):
+def frozen_reference(cfg, tok):
     """The reference model, frozen; partitioned with ZeRO-3 when the policy is."""
     name = cfg.dpo.ref_model_name_or_path or cfg.model.model_name_or_path
     ref = load_causal_lm(name, tok, trust_remote_code=cfg.model.trust_remote_code, seed=cfg.optim.seed)
-    ref.requires_grad_(False).eval()
-    if cfg.ds.zero_stage == 3:
-        import deepspeed
-
-        conf = eval_config(cfg, world_size(), device.type, zero_stage=3, offload=cfg.ds.offload)
-        return deepspeed.initialize(model=ref, config=conf)[0]
-    dtype = resolve_dtype(cfg.ds.dtype, device.type)
-    return ref.to(device=device, dtype=torch_dtype(dtype))
+    return frozen(ref, cfg, cfg.ds.zero_stage, cfg.ds.offload)
 
 
 def pair_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +84,7 @@ def main(argv=None) -> dict:
         model = load_causal_lm(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
                                dropout=cfg.model.dropout, seed=cfg.optim.seed)
         model = apply_lora(model, cfg.lora)
-        ref = frozen_reference(cfg, tok, run_ctx.device)
+        ref = frozen_reference(cfg, tok)
         o = cfg.optim
         collate = PairCollator(tok.pad_token_id)
         train_loader = make_loader(train_ds, o.per_device_train_batch_size, collate, True, o.seed, cfg.data.num_workers)

@@ -141,6 +141,44 @@ class DPOConfig:
 
 
 @dataclass
+class PPOConfig:
+    reward_model_name_or_path: str = _f("", "trained reward model directory (Stage 2 output)")
+    critic_model_name_or_path: str = _f("", "critic initialisation (default: the reward model)")
+    critic_zero_stage: int = _f(0, "ZeRO stage of the critic", choices=(0, 1, 2, 3))
+    reward_zero_stage: int = _f(0, "ZeRO stage of the frozen reward model (3 partitions it)", choices=(0, 1, 2, 3))
+    critic_learning_rate: float = _f(5e-6, "critic learning rate")
+    critic_lora_dim: int = _f(0, "LoRA rank of the critic (0: full fine-tuning)")
+    critic_gradient_checkpointing: bool = _f(False, "gradient checkpointing for the critic")
+    offload_reference_model: bool = _f(False, "keep the frozen reference model's parameters in CPU memory (ZeRO-3 offload)")
+    per_device_generation_batch_size: int = _f(4, "prompts per rollout batch per device")
+    per_device_training_batch_size: int = _f(4, "sequences per PPO micro-batch per device")
+    generation_batches: int = _f(1, "rollout batches collected before each round of PPO updates")
+    ppo_epochs: int = _f(1, "passes of PPO updates over each round of rollouts")
+    temperature: float = _f(1.0, "sampling temperature for rollouts")
+    top_p: float = _f(1.0, "nucleus sampling for rollouts")
+    top_k: int = _f(0, "top-k sampling for rollouts (0: off)")
+    kl_coef: float = _f(0.1, "per-token KL penalty coefficient (beta)", aliases=("--kl_ctl",))
+    kl_estimator: str = _f("k1", "KL estimator in the reward", choices=("k1", "k2", "k3"))
+    adaptive_kl: bool = _f(False, "adapt kl_coef towards kl_target (Ziegler et al.)")
+    kl_target: float = _f(6.0, "target sequence KL for the adaptive controller")
+    kl_horizon: int = _f(10000, "horizon of the adaptive KL controller")
+    reward_clip: float = _f(5.0, "clip the sequence score to +-this (0: off)", aliases=("--clip_reward_value",))
+    normalize_reward: bool = _f(False, "normalise scores with running mean/std")
+    gamma: float = _f(1.0, "GAE discount")
+    lam: float = _f(0.95, "GAE lambda")
+    cliprange: float = _f(0.2, "PPO policy clip range")
+    eps_clip_high: float = _f(0.0, "upper policy clip (0: same as cliprange)")
+    cliprange_value: float = _f(0.2, "value clip range")
+    whiten_advantages: bool = _f(True, "whiten advantages over the batch's valid tokens")
+    critic_warmup_steps: int = _f(0, "first N iterations update the critic only")
+    enable_ema: bool = _f(False, "keep an exponential moving average of the actor (saved as actor_ema)")
+    ema_decay: float = _f(0.992, "EMA decay")
+    unsup_coef: float = _f(0.0, "weight of the unsupervised (SFT-slice language-model) loss mixed into PPO")
+    missing_eos_penalty: float = _f(0.0, "subtracted from the score of answers that never emit EOS")
+    static_cache: bool = _f(False, "rollouts with a static KV cache (compiled decode on CUDA)")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -151,6 +189,7 @@ class Config:
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm: RewardConfig = field(default_factory=RewardConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -9,7 +9,7 @@ import torch
 
 from .config import Config
 from .distributed import device, world_size
-from .ds_config import train_config
+from .ds_config import eval_config, resolve_dtype, torch_dtype, train_config
 from .model.lora import param_groups
 
 log = logging.getLogger(__name__)
@@ -57,3 +57,19 @@ def build_train_engine(model, cfg: Config, total_steps: int, zero_stage: Optiona
              stage, off, "bf16" if conf.get("bf16") else "fp16" if conf.get("fp16") else "fp32",
              conf["train_micro_batch_size_per_gpu"], conf["gradient_accumulation_steps"], world_size())
     return engine
+
+
+def frozen(model, cfg: Config, zero_stage: int = 0, offload: bool = False):
+    """A frozen model for inference (reference, reward): partitioned by a DeepSpeed ZeRO-3 engine
+    when ``zero_stage == 3`` (optionally with parameters offloaded to CPU), otherwise moved to
+    the device in the training precision."""
+    model.requires_grad_(False).eval()
+    dev = device()
+    if zero_stage == 3:
+        import deepspeed
+
+        conf = eval_config(cfg, world_size(), dev.type, zero_stage=3, offload=offload)
+        engine = deepspeed.initialize(model=model, config=conf)[0]
+        engine.eval()
+        return engine
+    return model.to(device=dev, dtype=torch_dtype(resolve_dtype(cfg.ds.dtype, dev.type)))

@@ -65,10 +65,12 @@ class ValueModel(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
         m = _unwrap(self.model)
-        hidden = m.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                              use_cache=False).last_hidden_state
+        kw = {} if position_ids is None else {"position_ids": position_ids}
+        hidden = m.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                              **kw).last_hidden_state
         return head(m)(hidden).squeeze(-1).float()
 
 

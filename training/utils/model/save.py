@@ -70,14 +70,18 @@ def merge_lora_state_dict(model, sd: dict) -> dict:
 
 
 def save_hf(model, tokenizer, out_dir: str | os.PathLike, zero_stage: int = 0) -> None:
-    """Write the model (and tokenizer) into ``out_dir`` on rank 0.
+    """Gather (ZeRO-3), merge LoRA, and write ``out_dir`` on rank 0 (see ``write_hf``)."""
+    write_hf(model, gathered_state_dict(model, zero_stage), tokenizer, out_dir)
+
+
+def write_hf(model, sd: dict, tokenizer, out_dir: str | os.PathLike) -> None:
+    """Write the state dict ``sd`` of ``model`` (rank 0's; {} elsewhere) as a Hugging Face directory.
 
     Files are written to a temporary directory first and then moved in one by one (each move is
     atomic), so a crash never leaves a half-written weight file; logs and metrics already in
     ``out_dir`` are kept, and weight shards of an earlier save that the new one does not have are
     removed.
     """
-    sd = gathered_state_dict(model, zero_stage)
     if is_main():
         if is_peft(model):
             sd = merge_lora_state_dict(model, sd)

@@ -1,0 +1,157 @@
+"""Stage 3: PPO with actor (Hybrid Engine), frozen reference, critic and frozen reward model.
+
+    python training/step3_rlhf_finetuning/main.py \\
+        --actor_model_name_or_path output/actor-models/smollm2-135m \\
+        --reward_model_name_or_path output/reward-models/smollm2-135m \\
+        --output_dir output/step3-models/smollm2-135m
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import replace
+
+import torch
+from tqdm.auto import tqdm
+
+from training.utils.config import ConfigError, parse_config
+from training.utils.data import PromptCollator, SFTCollator, build_phase
+from training.utils.data.checker import parse_task, pass_rate
+from training.utils.distributed import all_reduce_sum, barrier, is_main
+from training.utils.engine import build_train_engine, frozen
+from training.utils.hybrid_engine import GenerationSettings, HybridEngine
+from training.utils.loop import make_loader, to_device
+from training.utils.model import ValueModel, apply_lora, end_scores, load_causal_lm, load_reward_model, load_tokenizer, save_hf
+from training.utils.model.save import write_hf
+from training.utils.rl.experience import ExperienceMaker, answer_layout, position_ids_from
+from training.utils.rl.ppo_trainer import PPOTrainer, cycle
+
+
+def reward_function(rm):
+    def score(seq, attn, pos, end, batch):
+        return end_scores(rm(seq, attn, pos), end)
+    return score
+
+
+@torch.no_grad()
+def evaluate(he, reward_fn, loader, tok, max_new_tokens: int) -> dict:
+    """Greedy answers on the held-out prompts: mean reward, length, and the checker pass-rate."""
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False)
+    total = length = n = 0.0
+    prompts, answers = [], []
+    for batch in loader:
+        batch = to_device(batch, he.engine.device)
+        seq = he.generate(batch["input_ids"], batch["attention_mask"], settings)
+        attn, action, end, _ = answer_layout(seq, batch["attention_mask"], tok.eos_token_id)
+        r = reward_fn(seq, attn, position_ids_from(attn), end, batch)
+        total += r.sum().item()
+        length += action.sum().item()
+        n += r.numel()
+        p = batch["input_ids"].shape[1]
+        prompts += batch["prompt_text"]
+        answers += [tok.decode(s[p:], skip_special_tokens=True).strip() for s in seq]
+    known = [(p, a) for p, a in zip(prompts, answers) if parse_task(p) is not None]
+    passed = pass_rate([p for p, _ in known], [a for _, a in known])["pass_rate"] * len(known) if known else 0.0
+    total, length, n, passed, n_known = all_reduce_sum([total, length, n, passed, float(len(known))])
+    out = {"reward": total / max(n, 1), "response_length": length / max(n, 1)}
+    if n_known:
+        out["pass_rate"] = passed / n_known
+    return out
+
+
+def main(argv=None) -> dict:
+    cfg = parse_config(argv, "Stage 3: RLHF with PPO")
+    c = cfg.ppo
+    if not c.reward_model_name_or_path:
+        raise ConfigError("stage 3 needs --reward_model_name_or_path (the Stage 2 output directory)")
+    from training.utils.stage import StageRun
+
+    with StageRun(cfg, "ppo") as run_ctx:
+        log, dev = run_ctx.log, run_ctx.device
+        actor_name = cfg.model.model_name_or_path
+        tok = load_tokenizer(cfg.model.tokenizer_name_or_path or actor_name, cfg.model.trust_remote_code,
+                             padding_side="left")
+        train_ds, eval_ds, stats, cache = build_phase(cfg.data, tok, 3, cfg.optim.seed, is_main(), barrier)
+        log.info("data phase 3: %d training prompts, %d eval prompts (cache %s)", len(train_ds), len(eval_ds), cache)
+        collate = PromptCollator(tok.pad_token_id)
+        prompts = make_loader(train_ds, c.per_device_generation_batch_size, collate, True, cfg.optim.seed)
+        eval_loader = make_loader(eval_ds, cfg.optim.per_device_eval_batch_size, collate, False, cfg.optim.seed) \
+            if len(eval_ds) else []
+        iterations = cfg.optim.max_steps or max(1, len(prompts) // c.generation_batches) * cfg.optim.num_train_epochs
+        micro = c.per_device_training_batch_size
+        updates = iterations * c.ppo_epochs * c.generation_batches * math.ceil(c.per_device_generation_batch_size / micro)
+        unsup_iter = None
+        if c.unsup_coef > 0:
+            sft_ds, _, _, _ = build_phase(cfg.data, tok, 1, cfg.optim.seed, is_main(), barrier)
+            unsup_iter = cycle(make_loader(sft_ds, micro, SFTCollator(tok.pad_token_id), True, cfg.optim.seed))
+            updates *= 2
+
+        actor_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=micro))
+        actor = apply_lora(load_causal_lm(actor_name, tok, trust_remote_code=cfg.model.trust_remote_code,
+                                          dropout=cfg.model.dropout, seed=cfg.optim.seed), cfg.lora)
+        he = HybridEngine(build_train_engine(actor, actor_cfg, updates), tok, cfg.ds.zero_stage)
+        ref_stage = 3 if cfg.ds.zero_stage == 3 or c.offload_reference_model else 0
+        ref = frozen(load_causal_lm(actor_name, tok, trust_remote_code=cfg.model.trust_remote_code,
+                                    seed=cfg.optim.seed), cfg, ref_stage, c.offload_reference_model)
+
+        critic_name = c.critic_model_name_or_path or c.reward_model_name_or_path
+        critic_cfg = replace(actor_cfg, optim=replace(actor_cfg.optim, learning_rate=c.critic_learning_rate),
+                             lora=replace(cfg.lora, lora_dim=c.critic_lora_dim, only_optimize_lora=c.critic_lora_dim > 0),
+                             model=replace(cfg.model, gradient_checkpointing=c.critic_gradient_checkpointing))
+        critic_model = apply_lora(load_reward_model(critic_name, tok, seed=cfg.optim.seed), critic_cfg.lora)
+        for p in critic_model.parameters():
+            p.requires_grad_(p.requires_grad or c.critic_lora_dim == 0)
+        critic = build_train_engine(ValueModel(critic_model), critic_cfg, updates, zero_stage=c.critic_zero_stage)
+        rm = frozen(ValueModel(load_reward_model(c.reward_model_name_or_path, tok)), cfg, c.reward_zero_stage)
+        reward_fn = reward_function(rm)
+
+        trainer = PPOTrainer(he, critic, c, cfg.ds.zero_stage, unsup_iter)
+        maker = ExperienceMaker(he, ref, critic, reward_fn, tok, c, cfg.data.max_answer_seq_len, trainer.kl_coef)
+        log.info("PPO: %d iterations x %d rollout batch(es) of %d prompts, %d epoch(s), micro-batch %d, "
+                 "actor ZeRO-%d, critic ZeRO-%d", iterations, c.generation_batches,
+                 c.per_device_generation_batch_size, c.ppo_epochs, micro, cfg.ds.zero_stage, c.critic_zero_stage)
+        w = run_ctx.writer
+        do_eval = lambda: evaluate(he, reward_fn, eval_loader, tok, cfg.data.max_answer_seq_len) if eval_loader else {}
+        first = do_eval()
+        w.log(0, "eval", first)
+        log.info("step 0 eval: %s", first)
+        it_prompts = cycle(prompts)
+        bar = tqdm(total=iterations, desc="ppo", disable=cfg.log.disable_tqdm or not is_main(), dynamic_ncols=True)
+        for it in range(1, iterations + 1):
+            exps, roll = [], []
+            for _ in range(c.generation_batches):
+                exp, m = maker.make(to_device(next(it_prompts), dev))
+                exps.append(exp)
+                roll.append(m)
+            metrics = {k: sum(m[k] for m in roll) / len(roll) for k in roll[0]}
+            metrics.update(trainer.train(exps, it - 1, micro, dev))
+            trainer.after_rollouts(metrics["kl"], c.generation_batches * c.per_device_generation_batch_size)
+            gen_tok = sum(int(e.action_mask.sum()) for e in exps)
+            step_s = metrics["generation_s"] * len(roll) + metrics["experience_s"] * len(roll) + metrics["train_s"]
+            metrics["e2e_tokens_per_s"] = sum(int(e.attention_mask.sum()) for e in exps) / step_s
+            metrics["generated_tokens"] = gen_tok
+            if it % cfg.log.log_interval == 0 or it == iterations:
+                w.log(it, "train", metrics)
+            bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}")
+            bar.update(1)
+            if cfg.log.eval_interval and it % cfg.log.eval_interval == 0 and it < iterations:
+                ev = do_eval()
+                w.log(it, "eval", ev)
+                log.info("step %d eval: %s", it, ev)
+        bar.close()
+        final = do_eval()
+        w.log(iterations, "eval", final)
+        log.info("final eval: %s (step 0: %s)", final, first)
+        out = run_ctx.out
+        save_hf(he.module, tok, out / "actor", cfg.ds.zero_stage)
+        save_hf(critic.module.model, tok, out / "critic", c.critic_zero_stage)
+        if trainer.ema is not None:
+            write_hf(he.module, {k: v for k, v in trainer.ema.shadow.items()} if is_main() else {}, tok,
+                     out / "actor_ema")
+        log.info("saved actor%s and critic under %s", ", actor_ema" if trainer.ema else "", out)
+        run_ctx.summary(iterations=iterations, first_eval=first, final_eval=final, data=stats)
+        return {"first": first, "final": final}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
