@@ -18,10 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from training.utils.logging import read_metrics
+
 ROOT = Path(__file__).resolve().parent
 STAGES = {
     1: ("step1_supervised_finetuning/main.py", "actor-models"),
     2: ("step2_reward_model_finetuning/main.py", "reward-models"),
+    3: ("step3_rlhf_finetuning/main.py", "step3-models"),
 }
 DPO = ("step2_reward_model_finetuning/dpo_main.py", "actor-models")
 PRESETS = ROOT / "training" / "configs"
@@ -33,8 +36,8 @@ def model_tag(name: str) -> str:
 
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--step", type=int, nargs="+", default=sorted(STAGES), choices=sorted(STAGES),
-                    help="stages to run, in order")
+    ap.add_argument("--step", type=int, nargs="+", default=None, choices=sorted(STAGES),
+                    help="stages to run, in order (default: 1 2 3; with --algo dpo: 1 2)")
     ap.add_argument("--actor-model", default="smollm2-135m", help="actor model (name, alias or directory)")
     ap.add_argument("--reward-model", default="smollm2-135m", help="reward model (name, alias or directory)")
     ap.add_argument("--actor-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
@@ -79,15 +82,23 @@ def stage_output(step: int, args) -> Path:
     return out / STAGES[step][1] / model_tag(model)
 
 
+def preset(step: int, model: str) -> Path:
+    kind = "tiny" if model in ("tiny", "tiny-opt") else "smollm2"
+    return PRESETS / f"{kind}-step{step}.yaml"
+
+
 def stage_args(step: int, args, extra: list[str]) -> list[str]:
     model = args.reward_model if step == 2 and args.algo == "ppo" else args.actor_model
-    preset = PRESETS / ("tiny.yaml" if model in ("tiny", "tiny-opt") else "default.yaml")
-    a = ["--output_dir", str(stage_output(step, args)), "--config", args.config or str(preset)]
-    if step == 2 and args.algo == "dpo":
+    a = ["--output_dir", str(stage_output(step, args)), "--config", args.config or str(preset(step, model))]
+    if step == 2 and args.algo == "dpo" or step == 3:
         sft = stage_output(1, args)
         a += ["--model_name_or_path", str(sft), "--tokenizer_name_or_path", str(sft)]
     else:
         a += ["--model_name_or_path", model]
+    if step == 3:
+        a += ["--reward_model_name_or_path", str(stage_output(2, args))]
+        if args.reward_zero_stage is not None:
+            a += ["--critic_zero_stage", str(args.reward_zero_stage), "--reward_zero_stage", str(args.reward_zero_stage)]
     zero = args.reward_zero_stage if step == 2 and args.algo == "ppo" else args.actor_zero_stage
     if zero is not None:
         a += ["--zero_stage", str(zero)]
@@ -121,12 +132,19 @@ def run_stage(step: int, cmd: list[str], log_path: Path) -> float:
 
 def main(argv=None) -> dict:
     args, extra = parse(sys.argv[1:] if argv is None else argv)
-    steps = sorted(set(args.step))
+    steps = sorted(set(args.step or ([1, 2] if args.algo == "dpo" else [1, 2, 3])))
+    if args.algo == "dpo" and 3 in steps:
+        sys.exit("--algo dpo replaces stages 2 and 3 with DPO: use --step 1 2")
     out = Path(args.output_dir)
     plans = []
     for step in steps:
-        if step == 2 and args.algo == "dpo" and 1 not in steps and not stage_output(1, args).is_dir():
-            sys.exit(f"DPO starts from the SFT model, but {stage_output(1, args)} does not exist: run --step 1 first")
+        needs = {1: "the SFT model (--step 1)"} if step == 3 or (step == 2 and args.algo == "dpo") else {}
+        if step == 3:
+            needs[2] = "the reward model (--step 2)"
+        for need, what in needs.items():
+            if need not in steps and not (stage_output(need, args) / "config.json").is_file():
+                sys.exit(f"stage {step} needs {what}, but {stage_output(need, args)} does not exist: "
+                         f"run stage {need} first or include it in --step")
         script = ROOT / "training" / stage_script(step, args)
         plans.append((step, launcher(args) + [str(script)] + stage_args(step, args, extra)))
     if args.dry_run:
@@ -146,6 +164,13 @@ def main(argv=None) -> dict:
         actors["sft"] = str(stage_output(1, args))
     if 2 in steps and args.algo == "dpo":
         actors["dpo"] = str(stage_output(2, args))
+    if 3 in steps:
+        actors["ppo"] = str(stage_output(3, args) / "actor")
+        ppo = json.loads((stage_output(3, args) / "summary.json").read_text())
+        report["ppo"] = {"first_eval": ppo["first_eval"], "final_eval": ppo["final_eval"]}
+        train = [r for r in read_metrics(stage_output(3, args) / "metrics.jsonl") if r["split"] == "train"]
+        if train:
+            report["ppo"]["final_kl"] = train[-1]["kl"]
     if len(actors) > 1:
         from inference.passrate import evaluate_model
 

@@ -26,14 +26,33 @@ def test_multi_node_needs_hostfile(tmp_path):
 
 @pytest.mark.slow
 def test_train_py_tiny_end_to_end(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--output-dir",
-                        str(tmp_path), "--data_output_path", str(tmp_path / "cache"), "--eval-prompts", "8"],
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--reward-model", "tiny",
+                        "--output-dir", str(tmp_path), "--data_output_path", str(tmp_path / "cache"),
+                        "--eval-prompts", "8"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
-    assert set(report["pass_rate"]) == {"base", "sft"} and report["held_out_prompts"] == 8
-    assert (tmp_path / "logs" / "step1.log").is_file()
+    assert set(report["pass_rate"]) == {"base", "sft", "ppo"} and report["held_out_prompts"] == 8
+    assert 0.0 <= report["reward_model"]["held_out_pair_accuracy"] <= 1.0
+    assert "final_kl" in report["ppo"] and set(report["stage_seconds"]) == {"1", "2", "3"}
+    for step in (1, 2, 3):
+        assert (tmp_path / "logs" / f"step{step}.log").is_file()
     assert (tmp_path / "actor-models" / "tiny" / "model.safetensors").is_file()
+    assert (tmp_path / "reward-models" / "tiny" / "model.safetensors").is_file()
+    for part in ("actor", "critic"):
+        assert (tmp_path / "step3-models" / "tiny" / part / "model.safetensors").is_file()
+
+
+def test_stage3_alone_names_the_missing_directory(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--step", "3", "--actor-model", "tiny",
+                        "--output-dir", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode != 0 and "needs the SFT model" in r.stderr and str(tmp_path / "actor-models" / "tiny") in r.stderr
+
+
+def test_dpo_algo_plans_sft_then_dpo(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--algo", "dpo", "--actor-model", "tiny",
+                          "--output-dir", str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    assert "dpo_main.py" in out and "step3" not in out
+    assert f"--model_name_or_path {tmp_path}/actor-models/tiny " in out
 
 
 def test_failing_stage_reports_log_and_fix(tmp_path):
