@@ -59,9 +59,10 @@ def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def causal_logprobs(model, seq, attn, pos) -> torch.Tensor:
+def causal_logprobs(model, seq, attn, pos, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probs of seq[:, 1:] under ``model`` at the sampling temperature (logits / T)."""
     logits = model(input_ids=seq, attention_mask=attn, position_ids=pos, use_cache=False).logits
-    return token_logprobs(logits[:, :-1, :], seq[:, 1:])
+    return token_logprobs(logits[:, :-1, :] / temperature, seq[:, 1:])
 
 
 class ExperienceMaker:
@@ -86,8 +87,8 @@ class ExperienceMaker:
         pos = position_ids_from(attn)
         t1 = time.time()
         self.he.eval()
-        old_logp = causal_logprobs(self.he.engine, seq, attn, pos)
-        ref_logp = causal_logprobs(self.ref, seq, attn, pos)
+        old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature)
+        ref_logp = causal_logprobs(self.ref, seq, attn, pos, c.temperature)
         self.critic.eval()
         values = self.critic(seq, attn, pos)[:, :-1].float()
         raw = self.reward_fn(seq, attn, pos, end, batch).float()

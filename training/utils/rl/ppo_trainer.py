@@ -50,7 +50,7 @@ class PPOTrainer:
     def actor_step(self, e: Experience) -> dict:
         engine = self.he.engine
         logits = engine(input_ids=e.sequences, attention_mask=e.attention_mask, position_ids=e.position_ids,
-                        use_cache=False).logits[:, :-1, :]
+                        use_cache=False).logits[:, :-1, :] / self.c.temperature
         logp = token_logprobs(logits, e.sequences[:, 1:])
         loss, clipfrac = policy_loss(logp, e.old_logp, e.advantages, e.action_mask, self.c.cliprange,
                                      self.c.eps_clip_high)
