@@ -51,3 +51,25 @@ def test_hybrid_engine_greedy_equals_hf_generate(kind, zero, lora, tiny_tok):
     engine.step()
     again = he.generate(x, m, GREEDY)
     assert again.shape[0] == 3 and engine.module.training
+
+
+def test_static_cache_path_gives_the_same_tokens(tiny_tok):
+    model = load_causal_lm("tiny", tiny_tok, seed=9)
+    x, m = _prompts(tiny_tok)
+    plain = PlainHFBackend(model, tiny_tok)
+    dynamic = plain.generate(x, m, GREEDY)
+    static = plain.generate(x, m, GenerationSettings(max_new_tokens=12, do_sample=False, static_cache=True))
+    assert torch.equal(dynamic, static)
+
+
+def test_rollout_benchmark_script_runs_and_agrees():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "rollout_zero3.py"
+    spec = importlib.util.spec_from_file_location("rollout_zero3", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--layers", "2", "--hidden", "64", "--batch", "2", "--new_tokens", "4", "--repeats", "1"])
+    assert all(res["greedy_equal_to_plain"].values())
+    assert set(res["seconds"]) == {"hybrid_engine", "zero3_engine_generate", "plain_hf_generate"}

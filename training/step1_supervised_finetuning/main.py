@@ -11,12 +11,12 @@ import sys
 import torch
 
 from training.utils.config import parse_config
-from training.utils.data import SFTCollator, build_phase
-from training.utils.distributed import all_reduce_sum, barrier, is_main
+from training.utils.data import SFTCollator
+from training.utils.distributed import all_reduce_sum
 from training.utils.ds_config import resolve_dtype
 from training.utils.engine import build_train_engine, num_update_steps
-from training.utils.loop import make_loader, run, to_device
-from training.utils.model import apply_lora, load_causal_lm, load_tokenizer, save_hf
+from training.utils.loop import run, to_device
+from training.utils.model import apply_lora, load_causal_lm, save_hf
 from training.utils.rl.maths import causal_lm_loss, causal_lm_nll
 from training.utils.stage import StageRun
 
@@ -45,21 +45,15 @@ def main(argv=None) -> dict:
     cfg = parse_config(argv, "Stage 1: supervised fine-tuning")
     with StageRun(cfg, "sft") as run_ctx:
         log = run_ctx.log
-        tok = load_tokenizer(cfg.model.tokenizer_name_or_path or cfg.model.model_name_or_path,
-                             cfg.model.trust_remote_code, padding_side="right")
-        train_ds, eval_ds, stats, cache = build_phase(cfg.data, tok, 1, cfg.optim.seed, is_main(), barrier)
-        for split, st in stats.items():
-            log.info("data phase 1 %s: %d of %d rows kept; prompts truncated %d, answers truncated %d, "
-                     "dropped %d (cache %s)", split, st["kept"], st["rows"], st["prompt_truncated"],
-                     st["answer_truncated"], st["dropped"], cache)
+        tok = run_ctx.tokenizer("right")
+        train_ds, eval_ds, stats = run_ctx.phase_data(tok, 1)
         dtype = resolve_dtype(cfg.ds.dtype, run_ctx.device.type)
         model = load_causal_lm(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
                                dropout=cfg.model.dropout, seed=cfg.optim.seed)
         model = apply_lora(model, cfg.lora)
         o = cfg.optim
-        collate = SFTCollator(tok.pad_token_id, cfg.sft.sft_loss_on)
-        train_loader = make_loader(train_ds, o.per_device_train_batch_size, collate, True, o.seed, cfg.data.num_workers)
-        eval_loader = make_loader(eval_ds, o.per_device_eval_batch_size, collate, False, o.seed) if len(eval_ds) else []
+        train_loader, eval_loader = run_ctx.loaders(train_ds, eval_ds, SFTCollator(tok.pad_token_id, cfg.sft.sft_loss_on),
+                                                    o.per_device_train_batch_size, o.per_device_eval_batch_size)
         total = num_update_steps(len(train_loader), cfg)
         engine = build_train_engine(model, cfg, total)
         log.info("SFT: %d training rows, %d eval rows, %d optimizer steps, dtype %s", len(train_ds),

@@ -15,11 +15,11 @@ import sys
 import torch
 
 from training.utils.config import parse_config
-from training.utils.data import PairCollator, build_phase
-from training.utils.distributed import all_reduce_sum, barrier, is_main
+from training.utils.data import PairCollator
+from training.utils.distributed import all_reduce_sum
 from training.utils.engine import build_train_engine, frozen, num_update_steps
-from training.utils.loop import make_loader, run, to_device
-from training.utils.model import apply_lora, load_causal_lm, load_tokenizer, save_hf
+from training.utils.loop import run, to_device
+from training.utils.model import apply_lora, load_causal_lm, save_hf
 from training.utils.rl.maths import answer_mask, dpo_loss, sequence_logps
 
 
@@ -77,18 +77,15 @@ def main(argv=None) -> dict:
 
     with StageRun(cfg, "dpo") as run_ctx:
         log = run_ctx.log
-        tok = load_tokenizer(cfg.model.tokenizer_name_or_path or cfg.model.model_name_or_path,
-                             cfg.model.trust_remote_code, padding_side="right")
-        train_ds, eval_ds, stats, cache = build_phase(cfg.data, tok, 2, cfg.optim.seed, is_main(), barrier)
-        log.info("data phase 2: %d training pairs, %d eval pairs (cache %s)", len(train_ds), len(eval_ds), cache)
+        tok = run_ctx.tokenizer("right")
+        train_ds, eval_ds, stats = run_ctx.phase_data(tok, 2)
         model = load_causal_lm(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
                                dropout=cfg.model.dropout, seed=cfg.optim.seed)
         model = apply_lora(model, cfg.lora)
         ref = frozen_reference(cfg, tok)
         o = cfg.optim
-        collate = PairCollator(tok.pad_token_id)
-        train_loader = make_loader(train_ds, o.per_device_train_batch_size, collate, True, o.seed, cfg.data.num_workers)
-        eval_loader = make_loader(eval_ds, o.per_device_eval_batch_size, collate, False, o.seed) if len(eval_ds) else []
+        train_loader, eval_loader = run_ctx.loaders(train_ds, eval_ds, PairCollator(tok.pad_token_id),
+                                                    o.per_device_train_batch_size, o.per_device_eval_batch_size)
         total = num_update_steps(len(train_loader), cfg)
         engine = build_train_engine(model, cfg, total)
         log.info("DPO (%s, beta %g, label smoothing %g): %d optimizer steps", cfg.dpo.dpo_loss, cfg.dpo.beta,

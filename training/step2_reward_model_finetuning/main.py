@@ -10,11 +10,11 @@ import sys
 import torch
 
 from training.utils.config import parse_config
-from training.utils.data import PairCollator, build_phase
-from training.utils.distributed import all_reduce_sum, barrier, is_main
+from training.utils.data import PairCollator
+from training.utils.distributed import all_reduce_sum
 from training.utils.engine import build_train_engine, num_update_steps
-from training.utils.loop import make_loader, run, to_device
-from training.utils.model import ValueModel, apply_lora, end_scores, load_reward_model, load_tokenizer, save_hf
+from training.utils.loop import run, to_device
+from training.utils.model import ValueModel, apply_lora, end_scores, load_reward_model, save_hf
 from training.utils.model.reward import head
 from training.utils.rl.maths import pairwise_loss, per_token_pair_loss
 
@@ -63,22 +63,16 @@ def main(argv=None) -> dict:
 
     with StageRun(cfg, "reward") as run_ctx:
         log = run_ctx.log
-        tok = load_tokenizer(cfg.model.tokenizer_name_or_path or cfg.model.model_name_or_path,
-                             cfg.model.trust_remote_code, padding_side="right")
-        train_ds, eval_ds, stats, cache = build_phase(cfg.data, tok, 2, cfg.optim.seed, is_main(), barrier)
-        for split, st in stats.items():
-            log.info("data phase 2 %s: %d of %d pairs kept; prompts truncated %d, answers truncated %d, "
-                     "dropped %d (cache %s)", split, st["kept"], st["rows"], st["prompt_truncated"],
-                     st["answer_truncated"], st["dropped"], cache)
+        tok = run_ctx.tokenizer("right")
+        train_ds, eval_ds, stats = run_ctx.phase_data(tok, 2)
         model = load_reward_model(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
                                   dropout=cfg.model.dropout, seed=cfg.optim.seed)
         model = apply_lora(model, cfg.lora)
         for p in head(model).parameters():
             p.requires_grad_(True)  # the new head always trains, LoRA or not
         o = cfg.optim
-        collate = PairCollator(tok.pad_token_id)
-        train_loader = make_loader(train_ds, o.per_device_train_batch_size, collate, True, o.seed, cfg.data.num_workers)
-        eval_loader = make_loader(eval_ds, o.per_device_eval_batch_size, collate, False, o.seed) if len(eval_ds) else []
+        train_loader, eval_loader = run_ctx.loaders(train_ds, eval_ds, PairCollator(tok.pad_token_id),
+                                                    o.per_device_train_batch_size, o.per_device_eval_batch_size)
         total = num_update_steps(len(train_loader), cfg)
         engine = build_train_engine(ValueModel(model), cfg, total)
         log.info("reward model: %d training pairs, %d eval pairs, %d optimizer steps, loss %s",

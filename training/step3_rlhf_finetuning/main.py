@@ -15,13 +15,13 @@ import torch
 from tqdm.auto import tqdm
 
 from training.utils.config import ConfigError, parse_config
-from training.utils.data import PromptCollator, SFTCollator, build_phase
+from training.utils.data import PromptCollator, SFTCollator
 from training.utils.data.checker import parse_task, pass_rate
-from training.utils.distributed import all_reduce_sum, barrier, is_main
+from training.utils.distributed import all_reduce_sum, is_main
 from training.utils.engine import build_train_engine, frozen
 from training.utils.hybrid_engine import GenerationSettings, HybridEngine
 from training.utils.loop import make_loader, to_device
-from training.utils.model import ValueModel, apply_lora, end_scores, load_causal_lm, load_reward_model, load_tokenizer, save_hf
+from training.utils.model import ValueModel, apply_lora, end_scores, load_causal_lm, load_reward_model, save_hf
 from training.utils.model.save import write_hf
 from training.utils.rl.experience import ExperienceMaker, answer_layout, position_ids_from
 from training.utils.rl.ppo_trainer import PPOTrainer, cycle
@@ -69,20 +69,16 @@ def main(argv=None) -> dict:
     with StageRun(cfg, "ppo") as run_ctx:
         log, dev = run_ctx.log, run_ctx.device
         actor_name = cfg.model.model_name_or_path
-        tok = load_tokenizer(cfg.model.tokenizer_name_or_path or actor_name, cfg.model.trust_remote_code,
-                             padding_side="left")
-        train_ds, eval_ds, stats, cache = build_phase(cfg.data, tok, 3, cfg.optim.seed, is_main(), barrier)
-        log.info("data phase 3: %d training prompts, %d eval prompts (cache %s)", len(train_ds), len(eval_ds), cache)
-        collate = PromptCollator(tok.pad_token_id)
-        prompts = make_loader(train_ds, c.per_device_generation_batch_size, collate, True, cfg.optim.seed)
-        eval_loader = make_loader(eval_ds, cfg.optim.per_device_eval_batch_size, collate, False, cfg.optim.seed) \
-            if len(eval_ds) else []
+        tok = run_ctx.tokenizer("left")
+        train_ds, eval_ds, stats = run_ctx.phase_data(tok, 3)
+        prompts, eval_loader = run_ctx.loaders(train_ds, eval_ds, PromptCollator(tok.pad_token_id),
+                                               c.per_device_generation_batch_size, cfg.optim.per_device_eval_batch_size)
         iterations = cfg.optim.max_steps or max(1, len(prompts) // c.generation_batches) * cfg.optim.num_train_epochs
         micro = c.per_device_training_batch_size
         updates = iterations * c.ppo_epochs * c.generation_batches * math.ceil(c.per_device_generation_batch_size / micro)
         unsup_iter = None
         if c.unsup_coef > 0:
-            sft_ds, _, _, _ = build_phase(cfg.data, tok, 1, cfg.optim.seed, is_main(), barrier)
+            sft_ds, _, _ = run_ctx.phase_data(tok, 1)
             unsup_iter = cycle(make_loader(sft_ds, micro, SFTCollator(tok.pad_token_id), True, cfg.optim.seed))
             updates *= 2
 

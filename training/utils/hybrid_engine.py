@@ -117,7 +117,9 @@ def hf_generate(model, tok, input_ids: torch.Tensor, attention_mask: torch.Tenso
     kw = dict(max_new_tokens=settings.max_new_tokens, eos_token_id=tok.eos_token_id,
               pad_token_id=tok.pad_token_id, use_cache=True, do_sample=settings.do_sample)
     if settings.do_sample:
-        kw.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None)
+        # explicit values: generation_config defaults (e.g. top_k=50) would silently change the
+        # sampling distribution that PPO's log-probs assume
+        kw.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
     else:
         kw.update(temperature=None, top_p=None, top_k=None)
     if settings.min_new_tokens:

@@ -34,6 +34,32 @@ class StageRun:
         self.t0 = time.time()
         return self
 
+    def tokenizer(self, padding_side: str = "right"):
+        from .model import load_tokenizer
+
+        m = self.cfg.model
+        return load_tokenizer(m.tokenizer_name_or_path or m.model_name_or_path, m.trust_remote_code, padding_side)
+
+    def phase_data(self, tok, phase: int):
+        """(train, eval, stats) of data phase 1-3 through the cache, with the counts logged."""
+        from .data import build_phase
+
+        train, evals, stats, cache = build_phase(self.cfg.data, tok, phase, self.cfg.optim.seed, is_main(), barrier)
+        for split, st in stats.items():
+            self.log.info("data phase %d %s: %d of %d rows kept; prompts truncated %d, answers truncated %d, "
+                          "dropped %d (cache %s)", phase, split, st["kept"], st["rows"], st["prompt_truncated"],
+                          st["answer_truncated"], st["dropped"], cache)
+        return train, evals, stats
+
+    def loaders(self, train_ds, eval_ds, collate, train_batch: int, eval_batch: int):
+        """Shuffled training loader and ordered eval loader ([] when there is no eval data)."""
+        from .loop import make_loader
+
+        seed, workers = self.cfg.optim.seed, self.cfg.data.num_workers
+        train = make_loader(train_ds, train_batch, collate, True, seed, workers)
+        evals = make_loader(eval_ds, eval_batch, collate, False, seed) if len(eval_ds) else []
+        return train, evals
+
     def summary(self, **fields) -> None:
         """Write <output_dir>/summary.json (rank 0)."""
         if is_main():

@@ -11,7 +11,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import torch
 
 from ..distributed import barrier, is_main
 from .lora import is_peft
