@@ -60,9 +60,11 @@ JSON_KEYS = ["name", "color", "size", "age", "location", "type", "weight", "orig
 KEY_VALUES = {"name": "example", "color": "blue", "size": "medium", "age": 3, "location": "north",
               "type": "common", "weight": 12, "origin": "unknown", "price": 5, "rating": 4,
               "speed": "slow", "height": 2}
+RAMBLE = "and there is so much more that could be said about it if we had the time."
 REPEAT_WORDS = ["hello", "yes", "blue", "tree", "go", "sun", "cat", "red", "one", "sky", "ok", "love"]
 
 EVAL_SHARE = 10  # percent of prompts held out, chosen by prompt hash
+VERSION = 2       # bump when generated rows change: part of the data cache key
 
 
 def _sentence(rng: random.Random, topic: str) -> str:
@@ -93,7 +95,10 @@ def _task_lower(rng):
 
 def _task_words(rng):
     t, n = rng.choice(TOPICS), rng.randint(3, 12)
-    return {"topic": t, "n": n}, _n_words(rng, t, n), _n_words(rng, t, n + rng.choice([-1, 1, 2]))
+    good, bad = _n_words(rng, t, n), _n_words(rng, t, n + rng.choice([-1, 1, 2]))
+    if n % 2 == 0:  # the other common failure: ignoring the limit and rambling on
+        bad = bad.rstrip(".") + " " + RAMBLE
+    return {"topic": t, "n": n}, good, bad
 
 
 def _task_ends(rng):
@@ -147,12 +152,18 @@ def _task_math(rng):
     op = rng.choice("+-*")
     a, b = (rng.randint(2, 12), rng.randint(2, 12)) if op == "*" else (rng.randint(1, 99), rng.randint(1, 99))
     want = math_result(a, op, b)
-    return {"a": a, "op": op, "b": b}, str(want), str(want + rng.choice([-10, -2, -1, 1, 2, 10]))
+    bad = str(want + rng.choice([-10, -2, -1, 1, 2, 10]))
+    if (a + b) % 2:  # right number, but not "the number only"
+        bad = f"{a} {op} {b} = {want}"
+    return {"a": a, "op": op, "b": b}, str(want), bad
 
 
 def _task_repeat(rng):
     w, n = rng.choice(REPEAT_WORDS), rng.randint(2, 8)
-    return {"word": w, "n": n}, " ".join([w] * n), " ".join([w] * (n + rng.choice([-1, 1])))
+    bad = " ".join([w] * (n + rng.choice([-1, 1])))
+    if n % 2 == 0:  # right count, wrong separator
+        bad = ", ".join([w] * n)
+    return {"word": w, "n": n}, " ".join([w] * n), bad
 
 
 MAKERS = {"upper": _task_upper, "lower": _task_lower, "words": _task_words, "ends": _task_ends,

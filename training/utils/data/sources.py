@@ -284,7 +284,7 @@ def bundled_source(size: int, seed: int = 0) -> Source:
         return {"train": [normalise_row(r, "bundled", i, keys) for i, r in enumerate(tr, 1)],
                 "eval": [normalise_row(r, "bundled", i, keys) for i, r in enumerate(ev, 1)]}
 
-    return Source("bundled", f"bundled-v1:{size}:{seed}", load)
+    return Source("bundled", f"bundled-v{bundled.VERSION}:{size}:{seed}", load)
 
 
 def get_source(spec: str, keys: Keys, bundled_size: int = 4000) -> Source:
