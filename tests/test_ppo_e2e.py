@@ -58,6 +58,11 @@ def test_ppo_tiny_zero3_lora_offloaded_reference(tmp_path, tiny_rm):
     train = [r for r in read_metrics(tmp_path / "z3" / "metrics.jsonl") if r["split"] == "train"]
     assert len(train) == 2 and train[0]["kl"] == pytest.approx(0.0, abs=1e-5)
     assert (tmp_path / "z3" / "actor" / "model.safetensors").is_file()
+    from transformers import AutoModelForSequenceClassification
+
+    critic = AutoModelForSequenceClassification.from_pretrained(tmp_path / "z3" / "critic")
+    rm = AutoModelForSequenceClassification.from_pretrained(tiny_rm)
+    assert not torch.equal(critic.score.weight, rm.score.weight)  # the value head trained under LoRA
 
 
 def test_stage3_requires_reward_model(tmp_path):

@@ -22,6 +22,7 @@ from training.utils.engine import build_train_engine, frozen
 from training.utils.hybrid_engine import GenerationSettings, HybridEngine
 from training.utils.loop import make_loader, to_device
 from training.utils.model import ValueModel, apply_lora, end_scores, load_causal_lm, load_reward_model, save_hf
+from training.utils.model.reward import head
 from training.utils.model.save import write_hf
 from training.utils.rl.experience import ExperienceMaker, answer_layout, position_ids_from
 from training.utils.rl.ppo_trainer import PPOTrainer, cycle
@@ -95,8 +96,8 @@ def main(argv=None) -> dict:
                              lora=replace(cfg.lora, lora_dim=c.critic_lora_dim, only_optimize_lora=c.critic_lora_dim > 0),
                              model=replace(cfg.model, gradient_checkpointing=c.critic_gradient_checkpointing))
         critic_model = apply_lora(load_reward_model(critic_name, tok, seed=cfg.optim.seed), critic_cfg.lora)
-        for p in critic_model.parameters():
-            p.requires_grad_(p.requires_grad or c.critic_lora_dim == 0)
+        for p in head(critic_model).parameters():
+            p.requires_grad_(True)  # the value head trains even when only the LoRA weights do
         critic = build_train_engine(ValueModel(critic_model), critic_cfg, updates, zero_stage=c.critic_zero_stage)
         rm = frozen(ValueModel(load_reward_model(c.reward_model_name_or_path, tok)), cfg, c.reward_zero_stage)
         reward_fn = reward_function(rm)
