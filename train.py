@@ -28,6 +28,7 @@ STAGES = {
 }
 DPO = ("step2_reward_model_finetuning/dpo_main.py", "actor-models")
 PRESETS = ROOT / "training" / "configs"
+DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def model_tag(name: str) -> str:
@@ -110,8 +111,11 @@ def run_stage(step: int, cmd: list[str], log_path: Path) -> float:
     print(f"\n=== stage {step}: {shlex.join(cmd)}\n    log: {log_path}", flush=True)
     t0 = time.time()
     with open(log_path, "w") as log:
+        # each stage sets up its own process group: inherited rendezvous variables (from a parent that
+        # is itself distributed) would point it at a port that is already taken
+        env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, text=True,
-                                bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                bufsize=1, env={**env, "PYTHONUNBUFFERED": "1"})
         tail: list[str] = []
         for line in proc.stdout:
             sys.stdout.write(line)
