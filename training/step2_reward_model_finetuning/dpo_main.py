@@ -20,6 +20,7 @@ from training.utils.distributed import all_reduce_sum
 from training.utils.engine import build_train_engine, frozen, num_update_steps
 from training.utils.loop import run, to_device
 from training.utils.model import apply_lora, load_causal_lm, save_hf
+from training.utils.stage import StageRun
 from training.utils.rl.maths import answer_mask, dpo_loss, sequence_logps
 
 
@@ -73,8 +74,6 @@ def evaluate(engine, ref, loader, cfg) -> dict:
 
 def main(argv=None) -> dict:
     cfg = parse_config(argv, "DPO: preference optimisation against a frozen reference")
-    from training.utils.stage import StageRun
-
     with StageRun(cfg, "dpo") as run_ctx:
         log = run_ctx.log
         tok = run_ctx.tokenizer("right")

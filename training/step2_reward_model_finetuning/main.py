@@ -16,6 +16,7 @@ from training.utils.engine import build_train_engine, num_update_steps
 from training.utils.loop import run, to_device
 from training.utils.model import ValueModel, apply_lora, end_scores, load_reward_model, save_hf
 from training.utils.model.reward import head
+from training.utils.stage import StageRun
 from training.utils.rl.maths import pairwise_loss, per_token_pair_loss
 
 
@@ -59,8 +60,6 @@ def evaluate(engine, loader) -> dict:
 
 def main(argv=None) -> dict:
     cfg = parse_config(argv, "Stage 2: reward model")
-    from training.utils.stage import StageRun
-
     with StageRun(cfg, "reward") as run_ctx:
         log = run_ctx.log
         tok = run_ctx.tokenizer("right")

@@ -24,6 +24,7 @@ from training.utils.loop import make_loader, to_device
 from training.utils.model import ValueModel, apply_lora, end_scores, load_causal_lm, load_reward_model, save_hf
 from training.utils.model.reward import head
 from training.utils.model.save import write_hf
+from training.utils.stage import StageRun
 from training.utils.rl.experience import ExperienceMaker, answer_layout, position_ids_from
 from training.utils.rl.ppo_trainer import PPOTrainer, cycle
 
@@ -65,8 +66,6 @@ def main(argv=None) -> dict:
     c = cfg.ppo
     if not c.reward_model_name_or_path:
         raise ConfigError("stage 3 needs --reward_model_name_or_path (the Stage 2 output directory)")
-    from training.utils.stage import StageRun
-
     with StageRun(cfg, "ppo") as run_ctx:
         log, dev = run_ctx.log, run_ctx.device
         actor_name = cfg.model.model_name_or_path
