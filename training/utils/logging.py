@@ -103,7 +103,7 @@ def plot_metrics(metrics_path, out_dir) -> list[str]:
         for ax in list(axes.flat)[len(keys):]:
             ax.axis("off")
         fig.suptitle(f"{split} metrics")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
         out = Path(out_dir) / f"{split}_curves.png"
         fig.savefig(out, dpi=80)
         plt.close(fig)
