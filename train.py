@@ -83,14 +83,14 @@ def stage_output(step: int, args) -> Path:
     return out / STAGES[step][1] / model_tag(model)
 
 
-def preset(step: int, model: str) -> Path:
+def preset(step: int, model: str, algo: str = "ppo") -> Path:
     kind = "tiny" if model in ("tiny", "tiny-opt") else "smollm2"
-    return PRESETS / f"{kind}-step{step}.yaml"
+    return PRESETS / (f"{kind}-dpo.yaml" if step == 2 and algo == "dpo" else f"{kind}-step{step}.yaml")
 
 
 def stage_args(step: int, args, extra: list[str]) -> list[str]:
     model = args.reward_model if step == 2 and args.algo == "ppo" else args.actor_model
-    a = ["--output_dir", str(stage_output(step, args)), "--config", args.config or str(preset(step, model))]
+    a = ["--output_dir", str(stage_output(step, args)), "--config", args.config or str(preset(step, model, args.algo))]
     if step == 2 and args.algo == "dpo" or step == 3:
         sft = stage_output(1, args)
         a += ["--model_name_or_path", str(sft), "--tokenizer_name_or_path", str(sft)]

@@ -51,7 +51,7 @@ def test_stage3_alone_names_the_missing_directory(tmp_path):
 def test_dpo_algo_plans_sft_then_dpo(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--algo", "dpo", "--actor-model", "tiny",
                           "--output-dir", str(tmp_path)], capture_output=True, text=True, check=True).stdout
-    assert "dpo_main.py" in out and "step3" not in out
+    assert "dpo_main.py" in out and "step3" not in out and "tiny-dpo.yaml" in out
     assert f"--model_name_or_path {tmp_path}/actor-models/tiny " in out
 
 
@@ -64,3 +64,17 @@ def test_failing_stage_reports_log_and_fix(tmp_path):
     assert r.returncode != 0
     assert "stage 1 failed" in r.stderr and "step1.log" in r.stderr and "fix the data" in r.stderr
     assert "row 1: field 'chosen': empty" in (tmp_path / "o" / "logs" / "step1.log").read_text()
+
+
+@pytest.mark.slow
+def test_single_node_two_cpu_ranks_train_the_same_model(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--step", "1", "--actor-model", "tiny",
+                        "--deployment-type", "single_node", "--num-processes", "2", "--output-dir", str(tmp_path),
+                        "--data_output_path", str(tmp_path / "cache"), "--max_steps", "3", "--eval-prompts", "4",
+                        "--zero_stage", "2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((tmp_path / "actor-models" / "tiny" / "summary.json").read_text())
+    sums = summary["rank_param_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1] and sums[0] > 0
+    log = (tmp_path / "logs" / "step1.log").read_text()
+    assert "2 rank(s)" in log

@@ -12,7 +12,7 @@ import torch
 
 from training.utils.config import parse_config
 from training.utils.data import SFTCollator
-from training.utils.distributed import all_reduce_sum
+from training.utils.distributed import all_reduce_sum, rank_checksums
 from training.utils.ds_config import resolve_dtype
 from training.utils.engine import build_train_engine, num_update_steps
 from training.utils.loop import run, to_device
@@ -60,9 +60,10 @@ def main(argv=None) -> dict:
                  len(eval_ds), total, dtype)
         final = run(engine, train_loader, sft_step, lambda: evaluate(engine, eval_loader), cfg,
                     run_ctx.writer, total, desc="sft")
+        checks = rank_checksums(engine.module)
         save_hf(engine.module, tok, cfg.log.output_dir, cfg.ds.zero_stage)
         log.info("saved the SFT model to %s", cfg.log.output_dir)
-        run_ctx.summary(steps=total, final_eval=final, data=stats)
+        run_ctx.summary(steps=total, final_eval=final, data=stats, rank_param_checksums=checks)
         return final
 
 

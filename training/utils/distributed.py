@@ -75,6 +75,22 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return t.cpu().tolist()
 
 
+def rank_checksums(module) -> list[float]:
+    """Every rank's checksum of the parameters it holds (sum of |w| in float64), on all ranks.
+
+    Data-parallel ranks must hold identical weights after each step; this makes that visible.
+    Under ZeRO-3 each rank holds a different shard, so the sums differ by design.
+    """
+    import torch.distributed as dist
+
+    s = sum(float(p.detach().double().abs().sum()) for p in module.parameters())
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [s]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, s)
+    return [float(x) for x in out]
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
