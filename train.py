@@ -64,11 +64,13 @@ def launcher(args) -> list[str]:
     import torch
 
     n = args.num_processes or (torch.cuda.device_count() if torch.cuda.is_available() else 2)
+    # the `deepspeed` launcher of this interpreter, whether or not its bin/ is on PATH
+    ds = [sys.executable, "-m", "deepspeed.launcher.runner"]
     if args.deployment_type == "single_node":
-        return ["deepspeed", "--num_gpus", str(n), "--master_port", str(29500 + os.getpid() % 1000)]
+        return ds + ["--num_gpus", str(n), "--master_port", str(29500 + os.getpid() % 1000)]
     if not Path(args.hostfile).is_file():
         sys.exit(f"multi_node needs a hostfile; {args.hostfile} does not exist (use --hostfile)")
-    return ["deepspeed", "--hostfile", args.hostfile]
+    return ds + ["--hostfile", args.hostfile]
 
 
 def stage_script(step: int, args) -> str:

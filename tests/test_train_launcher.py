@@ -13,7 +13,7 @@ def test_dry_run_prints_stage_commands(tmp_path):
                           "--actor-zero-stage", "3", "--output-dir", str(tmp_path), "--lora_dim", "8",
                           "--deployment-type", "single_node", "--num-processes", "2"],
                          capture_output=True, text=True, check=True).stdout
-    assert "stage 1: deepspeed --num_gpus 2" in out
+    assert "-m deepspeed.launcher.runner --num_gpus 2" in out
     assert "--model_name_or_path 1.3b" in out and "--zero_stage 3" in out and "--lora_dim 8" in out
     assert f"--output_dir {tmp_path}/actor-models/1.3b" in out
 
