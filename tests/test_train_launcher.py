@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,16 @@ def test_single_node_two_cpu_ranks_train_the_same_model(tmp_path):
     assert len(sums) == 2 and sums[0] == sums[1] and sums[0] > 0
     log = (tmp_path / "logs" / "step1.log").read_text()
     assert "2 rank(s)" in log
+
+
+def test_stage_scripts_run_on_their_own(tmp_path):
+    env = {**os.environ, "MODEL": "tiny", "OUTPUT": str(tmp_path), "PYTHON": sys.executable}
+    env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "single_gpu" / "run_step1.sh"), "--max_steps", "2",
+                        "--data_output_path", str(tmp_path / "cache"), "--disable_tqdm"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "actor-models" / "tiny" / "model.safetensors").is_file()
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "multi_node" / "run_step2.sh")], capture_output=True, text=True,
+                       env={**env, "HOSTFILE": str(tmp_path / "none")})
+    assert r.returncode == 2 and "needs a hostfile" in r.stderr

@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Stage 1 (supervised fine-tuning), single_gpu deployment. Settings: see scripts/launch.sh; extra flags go to the stage.
+source "$(dirname "$0")/../launch.sh"
+launch_stage single_gpu 1 "$@"
