@@ -14,6 +14,7 @@ import torch
 
 from training.utils.data.bundled import train_eval
 from training.utils.data.checker import pass_rate
+from training.utils.data.collate import pad_sequences
 from training.utils.data.format import prompt_token_ids, render_prompt, to_messages
 from training.utils.model import load_causal_lm, load_tokenizer
 
@@ -36,12 +37,8 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_siz
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
         ids = [prompt_token_ids(tok, render_prompt(tok, to_messages(p), template), template) for p in chunk]
-        width = max(map(len, ids))
-        input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for j, s in enumerate(ids):
-            input_ids[j, width - len(s):] = torch.tensor(s)
-            mask[j, width - len(s):] = 1
+        input_ids, mask = pad_sequences(ids, tok.pad_token_id, left=True)
+        width = input_ids.shape[1]
         out = model.generate(input_ids=input_ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
                              max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
                              pad_token_id=tok.pad_token_id, use_cache=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from training.utils.data.collate import pad_sequences
 from training.utils.data.format import answer_token_ids, prompt_token_ids, render_answer, render_prompt, to_messages
 from training.utils.data.sources import Keys, read_rows
 from training.utils.model import ValueModel, end_scores, load_reward_model, load_tokenizer
@@ -35,12 +36,7 @@ class Scorer:
         out: list[float] = []
         for i in range(0, len(pairs), batch_size):
             seqs = [self.encode(p, a) for p, a in pairs[i:i + batch_size]]
-            width = max(map(len, seqs))
-            ids = torch.full((len(seqs), width), self.tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for j, s in enumerate(seqs):
-                ids[j, :len(s)] = torch.tensor(s)
-                mask[j, :len(s)] = 1
+            ids, mask = pad_sequences(seqs, self.tok.pad_token_id, left=False)
             end = torch.tensor([len(s) - 1 for s in seqs])
             out += end_scores(self.model(ids, mask), end).tolist()
         return out

@@ -67,6 +67,10 @@ def test_zero3_save_load_gives_same_scores(tmp_path, tiny_tok):
     assert hf.config.num_labels == 1
     scorer = Scorer(str(tmp_path / "rm"))
     assert scorer.tok.pad_token_id == tiny_tok.pad_token_id
+    pairs = [("Compute 2 + 2. Reply with the number only.", "4"), ("Say hi.", "Hello there, how are you today?")]
+    batched = scorer.score(pairs)
+    alone = [scorer.score([p])[0] for p in pairs]
+    assert batched == pytest.approx(alone, abs=1e-5)  # padding does not move a score
 
 
 def test_reward_stage_end_to_end_zero2_lora_per_token(tmp_path):

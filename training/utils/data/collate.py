@@ -8,7 +8,8 @@ import torch
 IGNORE = -100
 
 
-def _pad(seqs: list[list[int]], pad_id: int, left: bool, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_sequences(seqs: list[list[int]], pad_id: int, left: bool, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of ``seqs`` padded to one width, on the left or on the right."""
     n = max(len(s) for s in seqs)
     n = -(-n // multiple) * multiple
     ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
@@ -32,7 +33,7 @@ class SFTCollator:
     pad_to_multiple_of: int = 1
 
     def __call__(self, rows: list[dict]) -> dict:
-        ids, mask = _pad([list(r["input_ids"]) for r in rows], self.pad_token_id, False, self.pad_to_multiple_of)
+        ids, mask = pad_sequences([list(r["input_ids"]) for r in rows], self.pad_token_id, False, self.pad_to_multiple_of)
         labels = ids.clone()
         labels[mask == 0] = IGNORE
         if self.loss_on == "answer":
@@ -50,7 +51,7 @@ class PairCollator:
 
     def __call__(self, rows: list[dict]) -> dict:
         seqs = [list(r["chosen_ids"]) for r in rows] + [list(r["rejected_ids"]) for r in rows]
-        ids, mask = _pad(seqs, self.pad_token_id, False, self.pad_to_multiple_of)
+        ids, mask = pad_sequences(seqs, self.pad_token_id, False, self.pad_to_multiple_of)
         end = torch.tensor([len(s) - 1 for s in seqs], dtype=torch.long)
         prompt_len = torch.tensor([int(r["prompt_len"]) for r in rows] * 2, dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask, "end_index": end, "prompt_len": prompt_len}
@@ -63,7 +64,7 @@ class PromptCollator:
     pad_to_multiple_of: int = 1
 
     def __call__(self, rows: list[dict]) -> dict:
-        ids, mask = _pad([list(r["prompt_ids"]) for r in rows], self.pad_token_id, True, self.pad_to_multiple_of)
+        ids, mask = pad_sequences([list(r["prompt_ids"]) for r in rows], self.pad_token_id, True, self.pad_to_multiple_of)
         out = {"input_ids": ids, "attention_mask": mask}
         if "prompt_text" in rows[0]:
             out["prompt_text"] = [r["prompt_text"] for r in rows]
