@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import DataConfig, parse_split
 from .format import answer_token_ids, prompt_token_ids, render_answer, render_prompt
-from .sources import DataError, Keys, get_source
+from .sources import DataError, Keys, Source, get_source
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -129,34 +129,40 @@ def _cap(rows: list, cap: int, seed: int) -> list:
     return rows
 
 
-def collect_rows(d: DataConfig, phase: int, seed: int) -> dict[str, list[dict]]:
-    """Raw canonical rows of ``phase`` for train and eval (each keeps its ``_src`` and ``_row``)."""
+def phase_sources(d: DataConfig, phase: int) -> tuple[list[Source], list[Source]]:
+    """(split sources, SFT-only sources) of ``phase``; built once, as building one hashes its files."""
     keys = Keys(d.prompt_key, d.chosen_key, d.rejected_key, d.messages_key)
+    main = [get_source(s, keys, d.bundled_size) for s in d.data_path]
+    sft_only = [get_source(s, keys, d.bundled_size) for s in d.sft_only_data_path] if phase == 1 else []
+    return main, sft_only
+
+
+def collect_rows(d: DataConfig, phase: int, seed: int, sources=None) -> dict[str, list[dict]]:
+    """Raw canonical rows of ``phase`` for train and eval (each keeps its ``_src`` and ``_row``)."""
+    main, sft_only = sources or phase_sources(d, phase)
     fractions = parse_split(d.data_split)
     out: dict[str, list[dict]] = {"train": [], "eval": []}
-    for spec in d.data_path:
-        loaded = get_source(spec, keys, d.bundled_size).load()
+    for src in main:
+        loaded = src.load()
         train, ev = loaded["train"], loaded["eval"]
         if ev is None:
             train, ev = holdout(train, d.eval_fraction, seed)
         for split, rows in (("train", train), ("eval", ev)):
             out[split] += [rows[int(i)] for i in phase_indices(len(rows), fractions, phase, seed)]
-    if phase == 1:
-        for spec in d.sft_only_data_path:
-            loaded = get_source(spec, keys, d.bundled_size).load()
-            out["train"] += loaded["train"]
-            out["eval"] += loaded["eval"] or []
+    for src in sft_only:
+        loaded = src.load()
+        out["train"] += loaded["train"]
+        out["eval"] += loaded["eval"] or []
     out["train"] = _cap(out["train"], d.max_train_samples, seed)
     out["eval"] = _cap(out["eval"], d.max_eval_samples, seed)
     return out
 
 
-def cache_key(d: DataConfig, tokenizer, phase: int, seed: int) -> str:
-    keys = Keys(d.prompt_key, d.chosen_key, d.rejected_key, d.messages_key)
-    fps = [get_source(s, keys, d.bundled_size).fingerprint for s in d.data_path]
-    sft_only = [get_source(s, keys, d.bundled_size).fingerprint for s in d.sft_only_data_path] if phase == 1 else []
+def cache_key(d: DataConfig, tokenizer, phase: int, seed: int, sources=None) -> str:
+    main, sft_only = sources or phase_sources(d, phase)
     blob = json.dumps({
-        "v": CACHE_VERSION, "phase": phase, "seed": seed, "sources": fps, "sft_only": sft_only,
+        "v": CACHE_VERSION, "phase": phase, "seed": seed, "sources": [s.fingerprint for s in main],
+        "sft_only": [s.fingerprint for s in sft_only],
         "split": parse_split(d.data_split), "eval_fraction": d.eval_fraction,
         "lens": [d.max_seq_len, d.max_prompt_seq_len], "truncation": d.truncation,
         "template": d.template, "caps": [d.max_train_samples, d.max_eval_samples],
@@ -173,9 +179,10 @@ def build_phase(d: DataConfig, tokenizer, phase: int, seed: int, is_main: bool =
     import datasets
 
     root = Path(os.path.expanduser(d.data_output_path))
-    target = root / f"phase{phase}-{PHASE_NAMES[phase]}-{cache_key(d, tokenizer, phase, seed)}"
+    sources = phase_sources(d, phase)
+    target = root / f"phase{phase}-{PHASE_NAMES[phase]}-{cache_key(d, tokenizer, phase, seed, sources)}"
     if is_main and not (target / "stats.json").is_file():
-        rows = collect_rows(d, phase, seed)
+        rows = collect_rows(d, phase, seed, sources)
         stats = {}
         tmp = root / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir(parents=True)

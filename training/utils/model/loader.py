@@ -142,8 +142,12 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, padding_side: str
     return tok
 
 
-def tiny_config(kind: str, vocab_size: int, eos: int, bos: int, pad: int):
+def tiny_config(kind: str, tok):
+    """Config of the random-initialised ``tiny`` (Llama) or ``tiny-opt`` model for tokenizer ``tok``."""
     from transformers import LlamaConfig, OPTConfig
+
+    vocab_size, eos, pad = len(tok), tok.eos_token_id, tok.pad_token_id
+    bos = tok.bos_token_id if tok.bos_token_id is not None else eos
 
     if kind == "tiny-opt":
         return OPTConfig(vocab_size=vocab_size, hidden_size=64, ffn_dim=128, num_hidden_layers=2,
@@ -155,6 +159,19 @@ def tiny_config(kind: str, vocab_size: int, eos: int, bos: int, pad: int):
                        eos_token_id=eos, bos_token_id=bos, pad_token_id=pad, tie_word_embeddings=True)
 
 
+def set_dropout(model, dropout: float) -> None:
+    """Override every dropout probability (config and modules); negative keeps the model's own."""
+    if dropout < 0:
+        return
+    for key in ("dropout", "attention_dropout", "hidden_dropout", "activation_dropout",
+                "attention_probs_dropout_prob", "hidden_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, dropout)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = dropout
+
+
 def load_causal_lm(name: str, tokenizer=None, dtype: torch.dtype = torch.float32,
                    trust_remote_code: bool = False, dropout: float = -1.0, seed: int = 1234):
     """A causal LM in ``dtype``; ``tiny`` is random-initialised under ``seed``."""
@@ -163,7 +180,7 @@ def load_causal_lm(name: str, tokenizer=None, dtype: torch.dtype = torch.float32
     src = resolve(name)
     if src.kind == "tiny":
         tok = tokenizer if tokenizer is not None else load_tokenizer(name)
-        cfg = tiny_config(name, len(tok), tok.eos_token_id, tok.bos_token_id or tok.eos_token_id, tok.pad_token_id)
+        cfg = tiny_config(name, tok)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = AutoModelForCausalLM.from_config(cfg).to(dtype)
@@ -171,15 +188,7 @@ def load_causal_lm(name: str, tokenizer=None, dtype: torch.dtype = torch.float32
         model = AutoModelForCausalLM.from_pretrained(local_path(name), dtype=dtype,
                                                      trust_remote_code=trust_remote_code)
         clean_config(model.config)
-    if dropout >= 0:
-        for key in ("dropout", "attention_dropout", "hidden_dropout", "activation_dropout",
-                    "attention_probs_dropout_prob", "hidden_dropout_prob", "resid_pdrop", "embd_pdrop",
-                    "attn_pdrop"):
-            if hasattr(model.config, key):
-                setattr(model.config, key, dropout)
-        for m in model.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.p = dropout
+    set_dropout(model, dropout)
     if tokenizer is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:

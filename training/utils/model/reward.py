@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .loader import clean_config, local_path, resolve, tiny_config
+from .loader import clean_config, local_path, resolve, set_dropout, tiny_config
 
 
 def load_reward_model(name: str, tokenizer, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
@@ -23,8 +23,7 @@ def load_reward_model(name: str, tokenizer, dtype: torch.dtype = torch.float32, 
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # the new head's initialisation is seeded too
         if src.kind == "tiny":
-            cfg = tiny_config(name, len(tokenizer), tokenizer.eos_token_id,
-                              tokenizer.bos_token_id or tokenizer.eos_token_id, tokenizer.pad_token_id)
+            cfg = tiny_config(name, tokenizer)
             cfg.num_labels = 1
             model = AutoModelForSequenceClassification.from_config(cfg).to(dtype)
         else:
@@ -33,10 +32,7 @@ def load_reward_model(name: str, tokenizer, dtype: torch.dtype = torch.float32, 
     clean_config(model.config)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False
-    if dropout >= 0:
-        for m in model.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.p = dropout
+    set_dropout(model, dropout)
     head(model)  # fail early on architectures without a scalar head
     return model
 
