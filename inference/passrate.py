@@ -29,8 +29,9 @@ def held_out_prompts(n: int, size: int = 4000, seed: int = 0) -> list[str]:
 
 @torch.no_grad()
 def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16,
-             template: str = "auto") -> list[str]:
-    """Greedy answers (EOS-terminated, special tokens stripped) for user prompts."""
+             template: str = "auto", **gen_kwargs) -> list[str]:
+    """Greedy answers (EOS-terminated, special tokens stripped) for user prompts; ``gen_kwargs``
+    (e.g. ``num_beams``) go to ``generate``."""
     model.eval()
     dev = next(model.parameters()).device
     answers: list[str] = []
@@ -41,7 +42,7 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_siz
         width = input_ids.shape[1]
         out = model.generate(input_ids=input_ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
                              max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id, use_cache=True)
+                             pad_token_id=tok.pad_token_id, use_cache=True, **gen_kwargs)
         for row in out[:, width:]:
             answers.append(tok.decode(row, skip_special_tokens=True).strip())
     return answers

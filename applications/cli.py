@@ -1,0 +1,152 @@
+"""Terminal chat and the ``--serve`` switch of ``chat.py``.
+
+    python chat.py                                   # the main job's final model, else smollm2-135m
+    python chat.py --model output/actor-models/smollm2-135m --greedy
+    python chat.py --path 1.3b --max_new_tokens 128  # DeepSpeed-Chat's flag name works too
+    python chat.py --serve --port 8000               # OpenAI-compatible server on 127.0.0.1
+
+In the chat: ``clear`` forgets the history, ``quit`` (or ``exit``, Ctrl-D) leaves,
+``/set temperature 0.3`` / ``/set top_p 0.8`` / ``/set max_new_tokens 64`` / ``/set greedy on``
+change the generation settings, ``/settings`` shows them.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from applications.engine import ChatEngine, ContextOverflow, Sampling
+
+DEFAULT_FINAL = Path("output/step3-models/smollm2-135m/actor")
+
+
+def default_model() -> str:
+    return str(DEFAULT_FINAL) if (DEFAULT_FINAL / "config.json").is_file() else "smollm2-135m"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="chat.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", "--path", dest="model", default=None,
+                    help="model directory, hub id, .gguf, alias (default: the main job's final model "
+                         f"{DEFAULT_FINAL} when it exists, else smollm2-135m)")
+    ap.add_argument("--template", default="auto", choices=("auto", "chat", "plain"),
+                    help="chat: the tokenizer's chat template; plain: ' Human: ... Assistant:'; "
+                         "auto: the template when the tokenizer has one")
+    ap.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=128)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--top_p", "--top-p", type=float, default=0.9)
+    ap.add_argument("--greedy", action="store_true", help="greedy decoding (ignores temperature/top_p)")
+    ap.add_argument("--max_context", "--max-context", type=int, default=None,
+                    help="context length in tokens (default: the model's); older turns are dropped to fit")
+    ap.add_argument("--system", default=None, help="a system message kept at the top of the history")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    ap.add_argument("--trust_remote_code", action="store_true")
+    srv = ap.add_argument_group("server (--serve)")
+    srv.add_argument("--serve", action="store_true", help="run the OpenAI-compatible HTTP server")
+    srv.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--max_batch", type=int, default=16, help="most sequences generated together")
+    srv.add_argument("--max_tokens_limit", type=int, default=1024, help="largest max_tokens a request may ask")
+    srv.add_argument("--max_request_bytes", type=int, default=1 << 20)
+    srv.add_argument("--max_queue", type=int, default=256, help="queued requests before 503 answers")
+    return ap
+
+
+class Chat:
+    """History + settings + commands; ``input_fn``/``output_fn`` make it scriptable."""
+
+    def __init__(self, engine: ChatEngine, max_new_tokens: int, sampling: Sampling, system: Optional[str] = None):
+        self.engine, self.max_new_tokens, self.sampling, self.system = engine, max_new_tokens, sampling, system
+        self.history: list[dict] = []
+
+    def messages(self, user: str) -> list[dict]:
+        sys_msg = [{"role": "system", "content": self.system}] if self.system else []
+        return sys_msg + self.history + [{"role": "user", "content": user}]
+
+    def settings(self) -> str:
+        s = self.sampling
+        how = "greedy" if s.greedy else f"temperature {s.temperature}, top_p {s.top_p}"
+        return f"{how}, max_new_tokens {self.max_new_tokens}, template " + \
+            ("chat" if self.engine.chat_format else "plain (Human/Assistant)")
+
+    def command(self, line: str) -> str:
+        parts = line.split()
+        if parts[0] == "/settings":
+            return self.settings()
+        if parts[0] != "/set" or len(parts) != 3:
+            return "commands: clear, quit, /settings, /set temperature|top_p|max_new_tokens|greedy VALUE"
+        key, val = parts[1], parts[2]
+        try:
+            if key == "temperature":
+                self.sampling.temperature = float(val)
+            elif key == "top_p":
+                self.sampling.top_p = float(val)
+            elif key == "max_new_tokens":
+                self.max_new_tokens = int(val)
+            elif key == "greedy":
+                self.sampling.greedy = val.lower() in ("on", "true", "1", "yes")
+            else:
+                return f"unknown setting {key!r}"
+        except ValueError:
+            return f"{key}: {val!r} is not a number"
+        return self.settings()
+
+    def turn(self, user: str, output_fn: Callable[[str], None]) -> Optional[str]:
+        msgs = self.messages(user)
+        try:
+            ids, dropped = self.engine.prompt_ids(msgs, self.max_new_tokens)
+        except ContextOverflow as e:
+            output_fn(f"[{e}]\n")
+            return None
+        if dropped:
+            self.history = self.history[dropped:]      # system message and newest turn are kept
+            output_fn(f"[context full: dropped the {dropped} oldest message(s)]\n")
+        output_fn("Assistant: ")
+        done = self.engine.reply(self.messages(user), self.max_new_tokens, self.sampling, on_delta=output_fn)
+        output_fn("\n" if done.finish_reason == "stop" else " [max_new_tokens reached]\n")
+        self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": done.text}]
+        return done.text
+
+    def run(self, input_fn: Callable[[str], str], output_fn: Callable[[str], None]) -> None:
+        output_fn(f"Chatting with {self.engine.name} ({self.settings()}). "
+                  "Type 'clear' to forget the history, 'quit' to leave.\n")
+        while True:
+            try:
+                line = input_fn("Human: ").strip()
+            except (EOFError, KeyboardInterrupt):
+                output_fn("\n")
+                return
+            if not line:
+                continue
+            if line.lower() in ("quit", "exit"):
+                return
+            if line.lower() == "clear":
+                self.history = []
+                output_fn("[history cleared]\n")
+            elif line.startswith("/"):
+                output_fn(self.command(line) + "\n")
+            else:
+                self.turn(line, output_fn)
+
+
+def _print(s: str) -> None:
+    sys.stdout.write(s)
+    sys.stdout.flush()
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model = a.model or default_model()
+    engine = ChatEngine(model, template=a.template, max_context=a.max_context, device=a.device,
+                        trust_remote_code=a.trust_remote_code)
+    if a.serve:
+        from applications.server import Limits, serve
+        serve(engine, a.host, a.port, Limits(max_batch=a.max_batch, max_tokens=a.max_tokens_limit,
+                                             max_request_bytes=a.max_request_bytes, max_queue=a.max_queue))
+        return 0
+    Chat(engine, a.max_new_tokens, Sampling(a.greedy, a.temperature, a.top_p), a.system).run(input, _print)
+    return 0

@@ -1,0 +1,332 @@
+"""OpenAI-compatible HTTP server over a ``ChatEngine`` (FastAPI + uvicorn).
+
+    POST /v1/chat/completions   (stream and non-stream; max_tokens, temperature, top_p, stop, n)
+    GET  /v1/models
+    GET  /health
+
+Requests go to one queue; a worker thread takes the oldest request and every other queued one
+with the same sampling settings (up to ``max_batch`` sequences) and generates them as one
+left-padded batch, so concurrent requests share the model without mixing their answers. Request
+size, ``max_tokens``, ``n`` and the queue length are bounded; violations get a 4xx (or 503) with
+an OpenAI-style ``{"error": {"message": ...}}`` body.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from starlette.requests import Request as HTTPRequest
+
+from applications.engine import ChatEngine, Completion, ContextOverflow, Request, Sampling
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Limits:
+    max_batch: int = 16
+    max_tokens: int = 1024
+    default_max_tokens: int = 256
+    max_request_bytes: int = 1 << 20
+    max_messages: int = 256
+    max_n: int = 8
+    max_queue: int = 256
+    batch_wait_s: float = 0.01      # after the first request, how long to wait for more to batch
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: Union[str, list[dict]]
+
+    @field_validator("content")
+    @classmethod
+    def _text(cls, v):
+        if isinstance(v, list):        # [{"type": "text", "text": ...}, ...]
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in v):
+                raise ValueError("only text content parts ({'type': 'text', 'text': ...}) are supported")
+            v = "".join(p["text"] for p in v)
+        return v
+
+
+class ChatRequest(BaseModel):
+    model: Optional[str] = None
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: Optional[int] = Field(default=None, ge=1)
+    max_completion_tokens: Optional[int] = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: Optional[Union[str, list[str]]] = None
+    n: int = Field(default=1, ge=1)
+    stream: bool = False
+    user: Optional[str] = None
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, param: Optional[str] = None):
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
+
+
+@dataclass
+class _Job:
+    requests: list[Request]
+    sampling: Sampling
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.time)
+
+
+class Batcher:
+    """A worker thread that batches queued jobs with equal sampling settings."""
+
+    def __init__(self, engine: ChatEngine, limits: Limits):
+        self.engine, self.limits = engine, limits
+        self.q: "queue.Queue[_Job]" = queue.Queue(maxsize=limits.max_queue)
+        self.pending: list[_Job] = []      # taken from the queue but not batchable yet (worker only)
+        self.batches = 0
+        self.thread = threading.Thread(target=self._work, name="speedchat-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: _Job) -> None:
+        try:
+            self.q.put_nowait(job)
+        except queue.Full:
+            raise HTTPError(503, f"server busy: {self.limits.max_queue} requests already queued; retry later")
+
+    def _take(self) -> list[_Job]:
+        """The oldest job plus every waiting job with the same sampling settings that fits."""
+        first = self.pending.pop(0) if self.pending else self.q.get()
+        jobs, rows, key = [first], len(first.requests), first.sampling.key()
+
+        def fits(job):
+            return job.sampling.key() == key and rows + len(job.requests) <= self.limits.max_batch
+
+        for job in list(self.pending):
+            if fits(job):
+                self.pending.remove(job)
+                jobs.append(job)
+                rows += len(job.requests)
+        deadline = time.time() + self.limits.batch_wait_s
+        while rows < self.limits.max_batch:
+            try:
+                job = self.q.get(timeout=max(0.0, deadline - time.time()))
+            except queue.Empty:
+                break
+            if fits(job):
+                jobs.append(job)
+                rows += len(job.requests)
+            else:                      # waits, in arrival order, for a later batch
+                self.pending.append(job)
+        return jobs
+
+    def _work(self) -> None:
+        while True:
+            jobs = self._take()
+            try:
+                results = self.engine.generate([r for j in jobs for r in j.requests], jobs[0].sampling)
+                self.batches += 1
+            except Exception as e:       # reported to every waiting client, and logged
+                log.exception("generation failed for a batch of %d request(s)", len(jobs))
+                for j in jobs:
+                    j.loop.call_soon_threadsafe(_set, j.future, None, e)
+                continue
+            i = 0
+            for j in jobs:
+                part, i = results[i:i + len(j.requests)], i + len(j.requests)
+                j.loop.call_soon_threadsafe(_set, j.future, part, None)
+
+
+def _set(fut: asyncio.Future, result, exc) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+def _error(status: int, message: str, param: Optional[str] = None):
+    from fastapi.responses import JSONResponse
+
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind,
+                                                               "param": param, "code": None}})
+
+
+def parse_request(body: bytes, engine: ChatEngine, limits: Limits) -> ChatRequest:
+    if len(body) > limits.max_request_bytes:
+        raise HTTPError(413, f"request body is {len(body)} bytes; the limit is {limits.max_request_bytes}")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HTTPError(400, f"request body is not valid JSON: {e}")
+    try:
+        req = ChatRequest.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise HTTPError(400, f"{loc}: {err['msg']}", loc)
+    if len(req.messages) > limits.max_messages:
+        raise HTTPError(400, f"{len(req.messages)} messages; the limit is {limits.max_messages}", "messages")
+    if req.n > limits.max_n:
+        raise HTTPError(400, f"n = {req.n}; the limit is {limits.max_n}", "n")
+    mt = req.max_completion_tokens or req.max_tokens
+    if mt is not None and mt > limits.max_tokens:
+        raise HTTPError(400, f"max_tokens = {mt} exceeds this server's limit of {limits.max_tokens}", "max_tokens")
+    stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+    if len(stops) > 4 or any(not s for s in stops):
+        raise HTTPError(400, "stop: at most 4 non-empty strings", "stop")
+    if req.model not in (None, "", engine.name):
+        raise HTTPError(404, f"model {req.model!r} is not served here; this server has {engine.name!r}", "model")
+    return req
+
+
+def create_app(engine: ChatEngine, limits: Optional[Limits] = None):
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    limits = limits or Limits()
+    app = FastAPI(title="SpeedChat", version="1")
+    batcher = Batcher(engine, limits)
+    app.state.batcher = batcher
+    created = int(time.time())
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": engine.name, "queued": batcher.q.qsize()}
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": created,
+                                            "owned_by": "speedchat"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(http: HTTPRequest):
+        try:
+            length = int(http.headers.get("content-length") or 0)
+            if length > limits.max_request_bytes:
+                raise HTTPError(413, f"request body is {length} bytes; the limit is {limits.max_request_bytes}")
+            req = parse_request(await http.body(), engine, limits)
+            max_tokens = req.max_completion_tokens or req.max_tokens or min(limits.default_max_tokens,
+                                                                            limits.max_tokens)
+            msgs = [{"role": m.role, "content": m.content} for m in req.messages]
+            try:
+                ids, _ = engine.prompt_ids(msgs, max_tokens)
+            except ContextOverflow as e:
+                raise HTTPError(400, str(e), "messages")
+            except ValueError as e:
+                raise HTTPError(400, str(e), "messages")
+        except HTTPError as e:
+            return _error(e.status, e.message, e.param)
+        stops = ([req.stop] if isinstance(req.stop, str) else list(req.stop or [])) + engine.default_stop
+        sampling = Sampling(greedy=req.temperature == 0, temperature=req.temperature, top_p=req.top_p)
+        loop = asyncio.get_running_loop()
+        rid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        head = {"id": rid, "created": now, "model": engine.name}
+
+        if not req.stream:
+            fut = loop.create_future()
+            try:
+                batcher.submit(_Job([Request(ids, max_tokens, stops) for _ in range(req.n)], sampling, loop, fut))
+            except HTTPError as e:
+                return _error(e.status, e.message)
+            try:
+                done: list[Completion] = await fut
+            except Exception as e:
+                return _error(500, f"generation failed: {type(e).__name__}: {e}")
+            out = sum(c.completion_tokens for c in done)
+            return {**head, "object": "chat.completion",
+                    "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
+                                 "logprobs": None, "finish_reason": c.finish_reason} for i, c in enumerate(done)],
+                    "usage": {"prompt_tokens": len(ids), "completion_tokens": out, "total_tokens": len(ids) + out}}
+
+        deltas: asyncio.Queue = asyncio.Queue()
+
+        def pusher(i):
+            return lambda text: loop.call_soon_threadsafe(deltas.put_nowait, (i, text))
+
+        fut = loop.create_future()
+        try:
+            batcher.submit(_Job([Request(ids, max_tokens, stops, pusher(i)) for i in range(req.n)], sampling, loop, fut))
+        except HTTPError as e:
+            return _error(e.status, e.message)
+
+        def chunk(i, delta, finish=None):
+            return "data: " + json.dumps({**head, "object": "chat.completion.chunk", "choices": [
+                {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}]}) + "\n\n"
+
+        async def events():
+            for i in range(req.n):
+                yield chunk(i, {"role": "assistant", "content": ""})
+            waiter = asyncio.ensure_future(asyncio.shield(fut))
+            while True:
+                getter = asyncio.ensure_future(deltas.get())
+                finished, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in finished:
+                    i, text = getter.result()
+                    yield chunk(i, {"content": text})
+                    continue
+                getter.cancel()
+                break
+            while not deltas.empty():       # deltas queued before the batch finished
+                i, text = deltas.get_nowait()
+                yield chunk(i, {"content": text})
+            try:
+                done = fut.result()
+            except Exception as e:
+                yield "data: " + json.dumps({"error": {"message": f"generation failed: {e}", "type": "server_error"}}) + "\n\n"
+                return
+            for i, c in enumerate(done):
+                yield chunk(i, {}, c.finish_reason)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def serve(engine: ChatEngine, host: str = "127.0.0.1", port: int = 8000, limits: Optional[Limits] = None) -> None:
+    import uvicorn
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: reachable from other machines; there is no authentication", host)
+    log.info("serving %s on http://%s:%d/v1 (max_batch %d)", engine.name, host, port, (limits or Limits()).max_batch)
+    uvicorn.run(create_app(engine, limits), host=host, port=port, log_level="info")
+
+
+class Background:
+    """The server in a thread of this process (tests, the load benchmark): ``with Background(app) as url``."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        import socket
+
+        import uvicorn
+
+        if port == 0:
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+        self.url = f"http://{host}:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        t0 = time.time()
+        while not self.server.started:
+            if not self.thread.is_alive() or time.time() - t0 > 30:
+                raise RuntimeError(f"server on {self.url} did not start")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -1,0 +1,74 @@
+"""Load check of the OpenAI-compatible server on loopback.
+
+Starts ``chat.py --serve``'s app in this process, asks every prompt once on its own (the reference
+answers, greedy), then fires ``--requests`` concurrent chat requests and checks each answer equals
+its reference. Prints requests/s and p50/p95 latency and one JSON line.
+
+    python scripts/bench/chat_load.py --model tiny --requests 50 --max_tokens 32
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import httpx  # noqa: E402
+
+from applications.engine import ChatEngine  # noqa: E402
+from applications.server import Background, Limits, create_app  # noqa: E402
+
+PROMPTS = ["What is {a} + {b}?", "Name {a} fruits.", "Write the word 'cat' {a} times.",
+           "Spell the number {b} in English.", "Give a title for a story about {a} dragons."]
+
+
+def prompts(n: int) -> list[str]:
+    return [PROMPTS[i % len(PROMPTS)].format(a=i + 2, b=3 * i + 1) for i in range(n)]
+
+
+def ask(url: str, prompt: str, max_tokens: int) -> tuple[str, float]:
+    t0 = time.perf_counter()
+    r = httpx.post(f"{url}/v1/chat/completions", timeout=600, json={
+        "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0})
+    r.raise_for_status()
+    return r.json()["choices"][0]["message"]["content"], time.perf_counter() - t0
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--requests", type=int, default=50)
+    ap.add_argument("--max_tokens", type=int, default=32)
+    ap.add_argument("--max_batch", type=int, default=16)
+    a = ap.parse_args(argv)
+    engine = ChatEngine(a.model)
+    ps = prompts(a.requests)
+    with Background(create_app(engine, Limits(max_batch=a.max_batch))) as url:
+        t0 = time.perf_counter()
+        reference = [ask(url, p, a.max_tokens)[0] for p in ps]
+        sequential = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(a.requests) as pool:
+            got = list(pool.map(lambda p: ask(url, p, a.max_tokens), ps))
+        wall = time.perf_counter() - t0
+    lat = sorted(x[1] for x in got)
+    wrong = [i for i, (ans, _) in enumerate(got) if ans != reference[i]]
+    res = {"model": a.model, "requests": a.requests, "max_tokens": a.max_tokens, "max_batch": a.max_batch,
+           "correct": a.requests - len(wrong), "wall_s": round(wall, 3), "requests_per_s": round(a.requests / wall, 2),
+           "p50_s": round(statistics.median(lat), 3), "p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3),
+           "sequential_requests_per_s": round(a.requests / sequential, 2)}
+    print(f"{res['correct']}/{a.requests} concurrent answers equal the one-at-a-time answers; "
+          f"{res['requests_per_s']} requests/s (one at a time: {res['sequential_requests_per_s']}), p50 {res['p50_s']} s, p95 {res['p95_s']} s")
+    print(json.dumps(res))
+    if wrong:
+        raise SystemExit(f"requests {wrong} got answers different from their single-request reference")
+    return res
+
+
+if __name__ == "__main__":
+    main()
