@@ -28,6 +28,7 @@ STAGES = {
 }
 DPO = ("step2_reward_model_finetuning/dpo_main.py", "actor-models")
 PRESETS = ROOT / "training" / "configs"
+CRITIC_FREE = ("grpo", "rloo", "remax")
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -38,13 +39,15 @@ def model_tag(name: str) -> str:
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--step", type=int, nargs="+", default=None, choices=sorted(STAGES),
-                    help="stages to run, in order (default: 1 2 3; with --algo dpo: 1 2)")
+                    help="stages to run, in order (default: 1 2 3; --algo dpo: 1 2; grpo, rloo, remax: 1 3)")
     ap.add_argument("--actor-model", default="smollm2-135m", help="actor model (name, alias or directory)")
     ap.add_argument("--reward-model", default="smollm2-135m", help="reward model (name, alias or directory)")
     ap.add_argument("--actor-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
     ap.add_argument("--reward-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
-    ap.add_argument("--algo", default="ppo", choices=("ppo", "dpo"),
-                    help="ppo: stage 2 trains a reward model; dpo: stage 2 runs DPO on the SFT actor")
+    ap.add_argument("--algo", default="ppo", choices=("ppo", "dpo") + CRITIC_FREE,
+                    help="ppo: stage 2 trains a reward model, stage 3 runs PPO; dpo: stage 2 runs DPO on the "
+                         "SFT actor; grpo/rloo/remax: stage 3 without a critic, rewarded by the rule in the "
+                         "preset (the bundled checker), so stages 1 and 3 only")
     ap.add_argument("--deployment-type", default="single_gpu", choices=("single_gpu", "single_node", "multi_node"))
     ap.add_argument("--num-processes", type=int, default=0,
                     help="ranks for single_node (default: every local GPU; on CPU 2)")
@@ -82,16 +85,21 @@ def stage_output(step: int, args) -> Path:
     if step == 2 and args.algo == "dpo":
         return out / DPO[1] / (model_tag(args.actor_model) + "-dpo")
     model = args.reward_model if step == 2 else args.actor_model
-    return out / STAGES[step][1] / model_tag(model)
+    suffix = f"-{args.algo}" if step == 3 and args.algo in CRITIC_FREE else ""
+    return out / STAGES[step][1] / (model_tag(model) + suffix)
 
 
 def preset(step: int, model: str, algo: str = "ppo") -> Path:
     kind = "tiny" if model in ("tiny", "tiny-opt") else "smollm2"
-    return PRESETS / (f"{kind}-dpo.yaml" if step == 2 and algo == "dpo" else f"{kind}-step{step}.yaml")
+    if step == 2 and algo == "dpo":
+        return PRESETS / f"{kind}-dpo.yaml"
+    if step == 3 and algo in CRITIC_FREE:
+        return PRESETS / f"{kind}-grpo.yaml"
+    return PRESETS / f"{kind}-step{step}.yaml"
 
 
 def stage_args(step: int, args, extra: list[str]) -> list[str]:
-    model = args.reward_model if step == 2 and args.algo == "ppo" else args.actor_model
+    model = args.reward_model if step == 2 and args.algo != "dpo" else args.actor_model
     a = ["--output_dir", str(stage_output(step, args)), "--config", args.config or str(preset(step, model, args.algo))]
     if step == 2 and args.algo == "dpo" or step == 3:
         sft = stage_output(1, args)
@@ -99,10 +107,14 @@ def stage_args(step: int, args, extra: list[str]) -> list[str]:
     else:
         a += ["--model_name_or_path", model]
     if step == 3:
-        a += ["--reward_model_name_or_path", str(stage_output(2, args))]
+        if args.algo in CRITIC_FREE:
+            a += ["--algo", args.algo]
+        rm = stage_output(2, args)
+        if args.algo == "ppo" or (rm / "config.json").is_file():
+            a += ["--reward_model_name_or_path", str(rm)]
         if args.reward_zero_stage is not None:
             a += ["--critic_zero_stage", str(args.reward_zero_stage), "--reward_zero_stage", str(args.reward_zero_stage)]
-    zero = args.reward_zero_stage if step == 2 and args.algo == "ppo" else args.actor_zero_stage
+    zero = args.reward_zero_stage if step == 2 and args.algo != "dpo" else args.actor_zero_stage
     if zero is not None:
         a += ["--zero_stage", str(zero)]
     return a + extra
@@ -138,14 +150,15 @@ def run_stage(step: int, cmd: list[str], log_path: Path) -> float:
 
 def main(argv=None) -> dict:
     args, extra = parse(sys.argv[1:] if argv is None else argv)
-    steps = sorted(set(args.step or ([1, 2] if args.algo == "dpo" else [1, 2, 3])))
+    default = {"dpo": [1, 2], **{a: [1, 3] for a in CRITIC_FREE}}.get(args.algo, [1, 2, 3])
+    steps = sorted(set(args.step or default))
     if args.algo == "dpo" and 3 in steps:
         sys.exit("--algo dpo replaces stages 2 and 3 with DPO: use --step 1 2")
     out = Path(args.output_dir)
     plans = []
     for step in steps:
         needs = {1: "the SFT model (--step 1)"} if step == 3 or (step == 2 and args.algo == "dpo") else {}
-        if step == 3:
+        if step == 3 and args.algo == "ppo":
             needs[2] = "the reward model (--step 2)"
         for need, what in needs.items():
             if need not in steps and not (stage_output(need, args) / "config.json").is_file():
@@ -161,7 +174,7 @@ def main(argv=None) -> dict:
     for step, cmd in plans:
         times[step] = run_stage(step, cmd, out / "logs" / f"step{step}.log")
     report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}, "models": {}}
-    if 2 in steps and args.algo == "ppo":
+    if 2 in steps and args.algo != "dpo":
         rm = json.loads((stage_output(2, args) / "summary.json").read_text())["final_eval"]
         report["reward_model"] = {"held_out_pair_accuracy": rm["acc"], "margin": rm["margin"]}
         report["models"]["reward"] = str(stage_output(2, args))
@@ -171,12 +184,12 @@ def main(argv=None) -> dict:
     if 2 in steps and args.algo == "dpo":
         actors["dpo"] = str(stage_output(2, args))
     if 3 in steps:
-        actors["ppo"] = str(stage_output(3, args) / "actor")
-        ppo = json.loads((stage_output(3, args) / "summary.json").read_text())
-        report["ppo"] = {"first_eval": ppo["first_eval"], "final_eval": ppo["final_eval"]}
+        actors[args.algo] = str(stage_output(3, args) / "actor")
+        rl = json.loads((stage_output(3, args) / "summary.json").read_text())
+        report[args.algo] = {"first_eval": rl["first_eval"], "final_eval": rl["final_eval"]}
         train = [r for r in read_metrics(stage_output(3, args) / "metrics.jsonl") if r["split"] == "train"]
         if train:
-            report["ppo"]["final_kl"] = train[-1]["kl"]
+            report[args.algo]["final_kl"] = train[-1]["kl"]
     if len(actors) > 1:
         from inference.passrate import evaluate_model
 

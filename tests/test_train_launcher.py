@@ -41,6 +41,16 @@ def test_train_py_tiny_end_to_end(tmp_path):
     assert (tmp_path / "reward-models" / "tiny" / "model.safetensors").is_file()
     for part in ("actor", "critic"):
         assert (tmp_path / "step3-models" / "tiny" / part / "model.safetensors").is_file()
+    # GRPO with the checker reward on the same SFT model: stage 3 only, no reward model, no critic
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--algo", "grpo", "--step", "3", "--actor-model",
+                        "tiny", "--output-dir", str(tmp_path), "--data_output_path", str(tmp_path / "cache"),
+                        "--eval-prompts", "8"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["pass_rate"]) == {"base", "grpo"} and "final_kl" in report["grpo"]
+    grpo = tmp_path / "step3-models" / "tiny-grpo"
+    assert (grpo / "actor" / "model.safetensors").is_file() and not (grpo / "critic").exists()
+    assert "reward: 1 x rule:training.utils.data.checker:reward" in (tmp_path / "logs" / "step3.log").read_text()
 
 
 def test_stage3_alone_names_the_missing_directory(tmp_path):
@@ -54,6 +64,16 @@ def test_dpo_algo_plans_sft_then_dpo(tmp_path):
                           "--output-dir", str(tmp_path)], capture_output=True, text=True, check=True).stdout
     assert "dpo_main.py" in out and "step3" not in out and "tiny-dpo.yaml" in out
     assert f"--model_name_or_path {tmp_path}/actor-models/tiny " in out
+
+
+def test_critic_free_algos_plan_sft_then_stage3(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--algo", "rloo", "--output-dir",
+                          str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    lines = out.strip().splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["stage 1", "stage 3"]
+    assert "smollm2-grpo.yaml" in lines[1] and "--algo rloo" in lines[1]
+    assert f"--output_dir {tmp_path}/step3-models/smollm2-135m-rloo " in lines[1]
+    assert "--reward_model_name_or_path" not in lines[1]          # no stage 2 output: rule reward only
 
 
 def test_failing_stage_reports_log_and_fix(tmp_path):

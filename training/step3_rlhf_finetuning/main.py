@@ -1,9 +1,15 @@
-"""Stage 3: PPO with actor (Hybrid Engine), frozen reference, critic and frozen reward model.
+"""Stage 3: RL on the Hybrid Engine actor with a frozen reference.
+
+PPO (default) adds a critic (initialised from the reward model); GRPO, RLOO and ReMax are
+critic-free and compare several answers per prompt. Rewards come from a trained reward model, rule
+functions (the bundled checker), an HTTP endpoint, or a weighted sum (``--reward``).
 
     python training/step3_rlhf_finetuning/main.py \\
         --actor_model_name_or_path output/actor-models/smollm2-135m \\
         --reward_model_name_or_path output/reward-models/smollm2-135m \\
         --output_dir output/step3-models/smollm2-135m
+    python training/step3_rlhf_finetuning/main.py --algo grpo --reward checker --num_samples_per_prompt 4 \\
+        --actor_model_name_or_path output/actor-models/smollm2-135m --output_dir output/step3-models/grpo
 """
 from __future__ import annotations
 
@@ -21,17 +27,22 @@ from training.utils.distributed import all_reduce_sum, is_main
 from training.utils.engine import build_train_engine, frozen
 from training.utils.hybrid_engine import GenerationSettings, HybridEngine
 from training.utils.loop import make_loader, to_device
-from training.utils.model import ValueModel, apply_lora, end_scores, load_causal_lm, load_reward_model, save_hf
+from training.utils.model import ValueModel, apply_lora, load_causal_lm, load_reward_model, save_hf
 from training.utils.model.reward import head
 from training.utils.model.save import write_hf
 from training.utils.stage import StageRun
 from training.utils.rl.experience import ExperienceMaker, answer_layout, position_ids_from
+from training.utils.rl.group_trainer import GroupTrainer
 from training.utils.rl.ppo_trainer import PPOTrainer, cycle
+from training.utils.rl.rewards import Rollout, build_reward, decode_answers
 
 
-def reward_function(rm):
+def batch_reward(reward, tok):
+    """The (seq, attn, pos, end, batch) -> [B] form the experience maker and evaluation call."""
     def score(seq, attn, pos, end, batch):
-        return end_scores(rm(seq, attn, pos), end)
+        answers = decode_answers(tok, seq, batch["input_ids"].shape[1], end)
+        prompts = batch.get("prompt_text") or [""] * seq.shape[0]
+        return reward(Rollout(seq, attn, pos, end, prompts, answers)).to(seq.device)
     return score
 
 
@@ -62,11 +73,12 @@ def evaluate(he, reward_fn, loader, tok, max_new_tokens: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    cfg = parse_config(argv, "Stage 3: RLHF with PPO")
+    cfg = parse_config(argv, "Stage 3: RLHF with PPO, GRPO, RLOO or ReMax")
     c = cfg.ppo
-    if not c.reward_model_name_or_path:
-        raise ConfigError("stage 3 needs --reward_model_name_or_path (the Stage 2 output directory)")
-    with StageRun(cfg, "ppo") as run_ctx:
+    if c.algo == "ppo" and c.reward == ["model"] and not c.reward_model_name_or_path:
+        raise ConfigError("stage 3 needs --reward_model_name_or_path (the Stage 2 output directory), "
+                          "or a rule reward such as --reward checker")
+    with StageRun(cfg, c.algo) as run_ctx:
         log, dev = run_ctx.log, run_ctx.device
         actor_name = cfg.model.model_name_or_path
         tok = run_ctx.tokenizer("left")
@@ -75,9 +87,10 @@ def main(argv=None) -> dict:
                                                c.per_device_generation_batch_size, cfg.optim.per_device_eval_batch_size)
         iterations = cfg.optim.max_steps or max(1, len(prompts) // c.generation_batches) * cfg.optim.num_train_epochs
         micro = c.per_device_training_batch_size
-        updates = iterations * c.ppo_epochs * c.generation_batches * math.ceil(c.per_device_generation_batch_size / micro)
+        rows = c.per_device_generation_batch_size * (c.num_samples_per_prompt if c.algo != "ppo" else 1)
+        updates = iterations * c.ppo_epochs * c.generation_batches * math.ceil(rows / micro)
         unsup_iter = None
-        if c.unsup_coef > 0:
+        if c.unsup_coef > 0 and c.algo == "ppo":
             sft_ds, _, _ = run_ctx.phase_data(tok, 1)
             unsup_iter = cycle(make_loader(sft_ds, micro, SFTCollator(tok.pad_token_id), True, cfg.optim.seed))
             updates *= 2
@@ -86,46 +99,83 @@ def main(argv=None) -> dict:
         actor = apply_lora(load_causal_lm(actor_name, tok, trust_remote_code=cfg.model.trust_remote_code,
                                           dropout=cfg.model.dropout, seed=cfg.optim.seed), cfg.lora)
         he = HybridEngine(build_train_engine(actor, actor_cfg, updates), tok, cfg.ds.zero_stage)
-        ref_stage = 3 if cfg.ds.zero_stage == 3 or c.offload_reference_model else 0
-        ref = frozen(load_causal_lm(actor_name, tok, trust_remote_code=cfg.model.trust_remote_code,
-                                    seed=cfg.optim.seed), cfg, ref_stage, c.offload_reference_model)
+        ref = None
+        if c.algo == "ppo" or c.kl_coef > 0:
+            ref_stage = 3 if cfg.ds.zero_stage == 3 or c.offload_reference_model else 0
+            ref = frozen(load_causal_lm(actor_name, tok, trust_remote_code=cfg.model.trust_remote_code,
+                                        seed=cfg.optim.seed), cfg, ref_stage, c.offload_reference_model)
+        reward = build_reward(c.reward, c.reward_weights, timeout=c.reward_timeout,
+                              default_model=c.reward_model_name_or_path,
+                              load_model=lambda path: frozen(ValueModel(load_reward_model(path, tok)), cfg,
+                                                             c.reward_zero_stage))
+        reward_fn = batch_reward(reward, tok)
+        log.info("reward: %s", " + ".join(f"{w:g} x {n}" for w, n in zip(reward.weights, reward.names)))
 
-        critic_name = c.critic_model_name_or_path or c.reward_model_name_or_path
-        critic_cfg = replace(actor_cfg, optim=replace(actor_cfg.optim, learning_rate=c.critic_learning_rate),
-                             lora=replace(cfg.lora, lora_dim=c.critic_lora_dim, only_optimize_lora=c.critic_lora_dim > 0),
-                             model=replace(cfg.model, gradient_checkpointing=c.critic_gradient_checkpointing))
-        critic_model = apply_lora(load_reward_model(critic_name, tok, seed=cfg.optim.seed), critic_cfg.lora)
-        for p in head(critic_model).parameters():
-            p.requires_grad_(True)  # the value head trains even when only the LoRA weights do
-        critic = build_train_engine(ValueModel(critic_model), critic_cfg, updates, zero_stage=c.critic_zero_stage)
-        rm = frozen(ValueModel(load_reward_model(c.reward_model_name_or_path, tok)), cfg, c.reward_zero_stage)
-        reward_fn = reward_function(rm)
+        if c.algo == "ppo":
+            critic_name = c.critic_model_name_or_path or c.reward_model_name_or_path or actor_name
+            critic_cfg = replace(actor_cfg, optim=replace(actor_cfg.optim, learning_rate=c.critic_learning_rate),
+                                 lora=replace(cfg.lora, lora_dim=c.critic_lora_dim, only_optimize_lora=c.critic_lora_dim > 0),
+                                 model=replace(cfg.model, gradient_checkpointing=c.critic_gradient_checkpointing))
+            critic_model = apply_lora(load_reward_model(critic_name, tok, seed=cfg.optim.seed), critic_cfg.lora)
+            for p in head(critic_model).parameters():
+                p.requires_grad_(True)  # the value head trains even when only the LoRA weights do
+            critic = build_train_engine(ValueModel(critic_model), critic_cfg, updates, zero_stage=c.critic_zero_stage)
+            trainer = PPOTrainer(he, critic, c, cfg.ds.zero_stage, unsup_iter)
+            maker = ExperienceMaker(he, ref, critic, reward_fn, tok, c, cfg.data.max_answer_seq_len, trainer.kl_coef)
 
-        trainer = PPOTrainer(he, critic, c, cfg.ds.zero_stage, unsup_iter)
-        maker = ExperienceMaker(he, ref, critic, reward_fn, tok, c, cfg.data.max_answer_seq_len, trainer.kl_coef)
-        log.info("PPO: %d iterations x %d rollout batch(es) of %d prompts, %d epoch(s), micro-batch %d, "
-                 "actor ZeRO-%d, critic ZeRO-%d", iterations, c.generation_batches,
-                 c.per_device_generation_batch_size, c.ppo_epochs, micro, cfg.ds.zero_stage, c.critic_zero_stage)
+            def iteration(it, batches):
+                exps, roll = [], []
+                for b in batches:
+                    exp, m = maker.make(b)
+                    exps.append(exp)
+                    roll.append(m)
+                metrics = {k: sum(m[k] for m in roll) / len(roll) for k in roll[0]}
+                metrics.update(trainer.train(exps, it - 1, micro, dev))
+                trainer.after_rollouts(metrics["kl"], c.generation_batches * c.per_device_generation_batch_size)
+                metrics["e2e_tokens"] = sum(int(e.attention_mask.sum()) for e in exps)
+                metrics["generated_tokens"] = sum(int(e.action_mask.sum()) for e in exps)
+                return metrics, len(roll)
+            log.info("PPO: %d iterations x %d rollout batch(es) of %d prompts, %d epoch(s), micro-batch %d, "
+                     "actor ZeRO-%d, critic ZeRO-%d", iterations, c.generation_batches,
+                     c.per_device_generation_batch_size, c.ppo_epochs, micro, cfg.ds.zero_stage, c.critic_zero_stage)
+        else:
+            critic, trainer = None, GroupTrainer(he, ref, reward, tok, c, cfg.data.max_answer_seq_len)
+
+            def iteration(it, batches):
+                groups, roll = [], []
+                for b in batches:
+                    gb, m = trainer.rollout(b)
+                    roll.append(m)
+                    if gb is not None:
+                        groups.append(gb)
+                metrics = {k: sum(m.get(k, 0.0) for m in roll) / len(roll) for k in roll[0]}
+                if groups:
+                    metrics.update(trainer.train(groups, micro))
+                else:
+                    metrics["train_s"] = 0.0
+                    log.info("iteration %d: every group scored uniformly; no update", it)
+                metrics["skipped_updates"] = float(not groups)
+                metrics["e2e_tokens"] = sum(int(g.attention_mask.sum()) for g in groups)
+                metrics["generated_tokens"] = sum(int(g.action_mask.sum()) for g in groups)
+                return metrics, len(roll)
+            log.info("%s: %d iterations x %d rollout batch(es) of %d prompts x %d answers, %d epoch(s), "
+                     "micro-batch %d, actor ZeRO-%d, KL %s (coef %g), loss reduction %s%s", c.algo.upper(),
+                     iterations, c.generation_batches, c.per_device_generation_batch_size, c.num_samples_per_prompt,
+                     c.ppo_epochs, micro, cfg.ds.zero_stage, "in the reward" if c.kl_in_reward else "k3 loss",
+                     c.kl_coef, trainer.loss_agg, ", dynamic filtering" if c.dynamic_filtering else "")
+
         w = run_ctx.writer
         do_eval = lambda: evaluate(he, reward_fn, eval_loader, tok, cfg.data.max_answer_seq_len) if eval_loader else {}
         first = do_eval()
         w.log(0, "eval", first)
         log.info("step 0 eval: %s", first)
         it_prompts = cycle(prompts)
-        bar = tqdm(total=iterations, desc="ppo", disable=cfg.log.disable_tqdm or not is_main(), dynamic_ncols=True)
+        bar = tqdm(total=iterations, desc=c.algo, disable=cfg.log.disable_tqdm or not is_main(), dynamic_ncols=True)
         for it in range(1, iterations + 1):
-            exps, roll = [], []
-            for _ in range(c.generation_batches):
-                exp, m = maker.make(to_device(next(it_prompts), dev))
-                exps.append(exp)
-                roll.append(m)
-            metrics = {k: sum(m[k] for m in roll) / len(roll) for k in roll[0]}
-            metrics.update(trainer.train(exps, it - 1, micro, dev))
-            trainer.after_rollouts(metrics["kl"], c.generation_batches * c.per_device_generation_batch_size)
-            gen_tok = sum(int(e.action_mask.sum()) for e in exps)
-            step_s = metrics["generation_s"] * len(roll) + metrics["experience_s"] * len(roll) + metrics["train_s"]
-            metrics["e2e_tokens_per_s"] = sum(int(e.attention_mask.sum()) for e in exps) / step_s
-            metrics["generated_tokens"] = gen_tok
+            batches = [to_device(next(it_prompts), dev) for _ in range(c.generation_batches)]
+            metrics, n_roll = iteration(it, batches)
+            step_s = (metrics["generation_s"] + metrics["experience_s"]) * n_roll + metrics["train_s"]
+            metrics["e2e_tokens_per_s"] = metrics.pop("e2e_tokens") / step_s if step_s > 0 else 0.0
             if it % cfg.log.log_interval == 0 or it == iterations:
                 w.log(it, "train", metrics)
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}")
@@ -140,12 +190,14 @@ def main(argv=None) -> dict:
         log.info("final eval: %s (step 0: %s)", final, first)
         out = run_ctx.out
         save_hf(he.module, tok, out / "actor", cfg.ds.zero_stage)
-        save_hf(critic.module.model, tok, out / "critic", c.critic_zero_stage)
-        if trainer.ema is not None:
-            write_hf(he.module, {k: v for k, v in trainer.ema.shadow.items()} if is_main() else {}, tok,
-                     out / "actor_ema")
-        log.info("saved actor%s and critic under %s", ", actor_ema" if trainer.ema else "", out)
-        run_ctx.summary(iterations=iterations, first_eval=first, final_eval=final, data=stats)
+        if critic is not None:
+            save_hf(critic.module.model, tok, out / "critic", c.critic_zero_stage)
+        ema = getattr(trainer, "ema", None)
+        if ema is not None:
+            write_hf(he.module, {k: v for k, v in ema.shadow.items()} if is_main() else {}, tok, out / "actor_ema")
+        log.info("saved actor%s%s under %s", " and critic" if critic is not None else "",
+                 ", actor_ema" if ema is not None else "", out)
+        run_ctx.summary(iterations=iterations, algo=c.algo, first_eval=first, final_eval=final, data=stats)
         return {"first": first, "final": final}
 
 

@@ -120,6 +120,15 @@ class LogConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    save_interval: int = _f(0, "write a resumable checkpoint every N optimizer steps / RL iterations "
+                               "(0: none; a run always checkpoints at its end when this is set)")
+    keep_checkpoints: int = _f(2, "checkpoints kept (the oldest are removed)")
+    resume: bool = _f(False, "continue from the newest intact checkpoint in output_dir/checkpoints")
+    max_nonfinite: int = _f(3, "consecutive non-finite losses / rewards (each skipped) that stop the run")
+
+
+@dataclass
 class SFTConfig:
     sft_loss_on: str = _f("answer", "tokens that carry the SFT loss: the answer only, or the whole "
                           "sequence (prompt included)", choices=("answer", "all"))
@@ -176,6 +185,23 @@ class PPOConfig:
     unsup_coef: float = _f(0.0, "weight of the unsupervised (SFT-slice language-model) loss mixed into PPO")
     missing_eos_penalty: float = _f(0.0, "subtracted from the score of answers that never emit EOS")
     static_cache: bool = _f(False, "rollouts with a static KV cache (compiled decode on CUDA)")
+    algo: str = _f("ppo", "stage 3 algorithm: ppo (with a critic) or the critic-free grpo, rloo, remax",
+                   choices=("ppo", "grpo", "rloo", "remax"), aliases=("--rl_algo",))
+    num_samples_per_prompt: int = _f(1, "answers sampled per prompt (the group; grpo/rloo need >= 2)",
+                                     aliases=("--n_samples_per_prompt",))
+    kl_in_reward: bool = _f(False, "critic-free: subtract kl_coef x the answer's KL from its reward instead "
+                                   "of adding a k3 KL loss term")
+    std_normalize: bool = _f(True, "grpo: divide advantages by the group's standard deviation")
+    dr_grpo: bool = _f(False, "Dr. GRPO: no std division and a constant length normaliser (max_answer_seq_len)")
+    loss_agg: str = _f("token", "policy loss reduction: token (mean over the batch's tokens), sequence "
+                                "(per-answer mean, then mean), constant (per-answer sum / max_answer_seq_len)",
+                       choices=("token", "sequence", "constant"))
+    dynamic_filtering: bool = _f(False, "critic-free: drop groups whose samples all got the same reward")
+    reward: list[str] = _f(["model"], "reward sources, weighted by reward_weights and summed: model (the "
+                                      "reward model), model:DIR, checker (the bundled checker), "
+                                      "rule:module:function, http(s)://URL")
+    reward_weights: list[float] = _f([], "one weight per reward source (default: 1 each)")
+    reward_timeout: float = _f(30.0, "seconds to wait for an HTTP reward endpoint")
 
 
 @dataclass
@@ -186,6 +212,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     ds: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    ckpt: CheckpointConfig = field(default_factory=CheckpointConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm: RewardConfig = field(default_factory=RewardConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
@@ -222,6 +249,18 @@ class Config:
             raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.dpo.label_smoothing}")
         if self.dpo.beta <= 0:
             raise ConfigError(f"beta must be positive, got {self.dpo.beta}")
+        if self.ckpt.save_interval < 0 or self.ckpt.keep_checkpoints < 1 or self.ckpt.max_nonfinite < 1:
+            raise ConfigError("save_interval must be >= 0, keep_checkpoints and max_nonfinite >= 1")
+        p = self.ppo
+        if p.num_samples_per_prompt < 1:
+            raise ConfigError(f"num_samples_per_prompt must be >= 1, got {p.num_samples_per_prompt}")
+        if p.algo in ("grpo", "rloo") and p.num_samples_per_prompt < 2:
+            raise ConfigError(f"{p.algo} compares answers to the same prompt: set num_samples_per_prompt >= 2")
+        if p.reward_weights and len(p.reward_weights) != len(p.reward):
+            raise ConfigError(f"{len(p.reward_weights)} reward_weights for {len(p.reward)} reward sources "
+                              f"({' '.join(p.reward)})")
+        if not p.reward:
+            raise ConfigError("reward: give at least one reward source")
         if self.ds.deepspeed_config and not Path(self.ds.deepspeed_config).is_file():
             raise ConfigError(f"deepspeed_config file not found: {self.ds.deepspeed_config}")
         return self
@@ -280,7 +319,8 @@ def _coerce(value: Any, typ, where: str):
                 value = value.split()
             if not isinstance(value, (list, tuple)):
                 raise TypeError(f"expected a list, got {type(value).__name__}")
-            return [str(v) for v in value]
+            item = typing.get_args(typ)[0] if typing.get_args(typ) else str
+            return [_coerce(v, item, where) for v in value]
         if typ is int:
             if isinstance(value, float) and not value.is_integer():
                 raise TypeError(f"expected an integer, got {value}")
@@ -320,7 +360,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         if typ is bool:
             kw.update(nargs="?", const=True, type=str2bool, metavar="BOOL")
         elif typing.get_origin(typ) is list:
-            kw.update(nargs="+", type=str)
+            kw.update(nargs="+", type=(typing.get_args(typ) or (str,))[0])
         else:
             kw["type"] = typ
         if f.metadata.get("choices"):

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from . import checkpoint, faults
 from .config import Config
 from .distributed import all_reduce_sum, is_main, rank, world_size
 
@@ -29,24 +30,77 @@ def to_device(batch: dict, dev) -> dict:
     return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+class NumericFault(RuntimeError):
+    """Too many non-finite losses or rewards in a row."""
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """True when ``x`` is finite on every rank (all ranks take the same skip decision)."""
+    bad = float(not bool(torch.isfinite(x.detach()).all()))
+    if world_size() > 1:
+        bad = all_reduce_sum([bad])[0]
+    return bad == 0
+
+
+class NonFinite:
+    """Counts skipped non-finite losses/rewards; stops the run after ``limit`` in a row."""
+
+    def __init__(self, limit: int, output_dir: str, total: int = 0):
+        self.limit, self.output_dir, self.total, self.streak = limit, output_dir, total, 0
+
+    def ok(self) -> None:
+        self.streak = 0
+
+    def skip(self, what: str, step: int) -> None:
+        self.total += 1
+        self.streak += 1
+        log.warning("non-finite %s at step %d: update skipped (%d in a row, %d in all)", what, step,
+                    self.streak, self.total)
+        if self.streak >= self.limit:
+            last = checkpoint.latest(self.output_dir)
+            raise NumericFault(f"{self.streak} non-finite {what}es in a row at step {step}; stopping. "
+                               + (f"Last good checkpoint: {last} (resume with --resume after lowering the "
+                                  "learning rate or fixing the data)" if last else
+                                  "No checkpoint was written (set --save_interval)"))
+
+
 def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: Config, writer,
         total_steps: int, desc: str = "train") -> dict:
-    """Train for ``total_steps`` optimizer steps; returns the last eval metrics."""
+    """Train for ``total_steps`` optimizer steps; returns the last eval metrics.
+
+    With ``--save_interval`` it checkpoints every N steps; with ``--resume`` it continues from the
+    newest intact checkpoint (same data order, RNG states, optimizer and scheduler)."""
     from tqdm.auto import tqdm
 
-    o, lg = cfg.optim, cfg.log
-    ev = eval_fn()
-    writer.log(0, "eval", ev)
-    log.info("step 0 eval: %s", _fmt(ev))
-    bar = tqdm(total=total_steps, desc=desc, disable=lg.disable_tqdm or not is_main(), dynamic_ncols=True)
-    step, micro, acc, acc_n, t0, tokens = 0, 0, {}, 0, time.time(), 0
-    epoch = 0
+    o, lg, ck = cfg.optim, cfg.log, cfg.ckpt
+    step, epoch, skip = 0, 0, 0
+    resume = checkpoint.find_resume(cfg)
+    faults_seen = 0
+    if resume is not None:
+        st = checkpoint.load(resume, {"model": engine})
+        step, epoch, skip, faults_seen = st["step"], st["epoch"], st["batches_done"], st.get("nonfinite", 0)
+    else:
+        ev = eval_fn()
+        writer.log(0, "eval", ev)
+        log.info("step 0 eval: %s", _fmt(ev))
+    guard = NonFinite(ck.max_nonfinite, lg.output_dir, faults_seen)
+    bar = tqdm(total=total_steps, initial=step, desc=desc, disable=lg.disable_tqdm or not is_main(), dynamic_ncols=True)
+    micro, acc, acc_n, t0, tokens, attempts = 0, {}, 0, time.time(), 0, 0
     while step < total_steps:
         loader.sampler.set_epoch(epoch)
-        for batch in loader:
+        for bi, batch in enumerate(loader):
+            if bi < skip:            # resumed: these batches were trained on before the checkpoint
+                continue
             engine.train()
             batch = to_device(batch, engine.device)
             loss, metrics = step_fn(engine, batch)
+            attempts += 1
+            if faults.nan_at(attempts):
+                loss = loss * float("nan")
+            if not all_finite(loss):
+                guard.skip("loss", step + 1)
+                continue
+            guard.ok()
             engine.backward(loss)
             engine.step()
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
@@ -62,7 +116,8 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
                 n, tok = sums[-2], sums[-1]
                 m = {k: s / n for k, s in zip(acc, sums)}
                 dt = time.time() - t0
-                m.update(lr=engine.get_lr()[0], tokens_per_s=tok / dt if dt > 0 else 0.0)
+                m.update(lr=engine.get_lr()[0], tokens_per_s=tok / dt if dt > 0 else 0.0,
+                         nonfinite_skipped=guard.total)
                 writer.log(step, "train", m)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in m.items() if k in ("loss", "acc", "lr")})
                 acc, acc_n, t0, tokens = {}, 0, time.time(), 0
@@ -71,8 +126,13 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
                 ev = eval_fn()
                 writer.log(step, "eval", ev)
                 log.info("step %d eval: %s", step, _fmt(ev))
+            if ck.save_interval and step % ck.save_interval == 0 and step < total_steps:
+                checkpoint.save(lg.output_dir, step, {"model": engine},
+                                {"epoch": epoch, "batches_done": bi + 1, "nonfinite": guard.total}, ck.keep_checkpoints)
+            faults.after_step(step)
             if step >= total_steps:
                 break
+        skip = 0
         epoch += 1
     bar.close()
     ev = eval_fn()

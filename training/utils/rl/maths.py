@@ -154,14 +154,32 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, action_mask: torch.Tensor, 
     return adv, (adv + values) * action_mask
 
 
+def aggregate(x: torch.Tensor, mask: torch.Tensor, how: str = "token", length: int = 0) -> torch.Tensor:
+    """Reduce per-token losses [B, T] to a scalar.
+
+    token: mean over every valid token of the batch (DAPO); sequence: mean per sequence, then over
+    sequences (GRPO); constant: sum per sequence / ``length``, then mean (Dr. GRPO: no length bias).
+    """
+    if how == "token":
+        return masked_mean(x, mask)
+    if how == "sequence":
+        return ((x * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    if how == "constant":
+        if length <= 0:
+            raise ValueError("constant loss aggregation needs a positive length")
+        return ((x * mask).sum(1) / length).mean()
+    raise ValueError(f"unknown loss aggregation {how!r}")
+
+
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip_low: float = 0.2, clip_high: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                clip_low: float = 0.2, clip_high: float = 0.0, agg: str = "token",
+                length: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO clipped surrogate (clip_high 0: symmetric).  Returns (loss, clipped fraction)."""
     ratio = torch.exp(logp - old_logp)
     hi = clip_high or clip_low
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + hi)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = aggregate(torch.maximum(unclipped, clipped), mask, agg, length)
     frac = masked_mean((clipped > unclipped).float(), mask)
     return loss, frac
 
@@ -171,6 +189,42 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     """Clipped value loss: 0.5 * max((v - R)^2, (clip(v, v_old +- clip) - R)^2), masked mean."""
     v_clipped = old_values + (values - old_values).clamp(-clip, clip)
     return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
+
+
+# --------------------------------------------------------------------------- critic-free advantages
+
+def group_advantages(scores: torch.Tensor, group: int, kind: str = "grpo", std_normalize: bool = True,
+                     baseline: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """Sequence advantages for ``group`` consecutive samples per prompt; ``scores`` is [P * group].
+
+    grpo: (r - group mean) / (group std + eps), no division with ``std_normalize=False`` (Dr. GRPO);
+    rloo: r - mean of the *other* samples of the group (leave-one-out, needs group >= 2);
+    remax: r - ``baseline`` (the reward of the prompt's greedy answer, [P]).
+    An all-equal group gets zero advantage in every case but remax.
+    """
+    if scores.numel() % group:
+        raise ValueError(f"{scores.numel()} scores do not split into groups of {group}")
+    g = scores.float().view(-1, group)
+    if kind == "grpo":
+        centred = g - g.mean(1, keepdim=True)
+        if std_normalize and group > 1:
+            centred = centred / (g.std(1, keepdim=True) + eps)
+        return centred.view(-1)
+    if kind == "rloo":
+        if group < 2:
+            raise ValueError("RLOO needs at least 2 samples per prompt")
+        return (g - (g.sum(1, keepdim=True) - g) / (group - 1)).view(-1)
+    if kind == "remax":
+        if baseline is None or baseline.numel() != g.shape[0]:
+            raise ValueError("ReMax needs one greedy-baseline reward per prompt")
+        return (g - baseline.float().view(-1, 1)).view(-1)
+    raise ValueError(f"unknown advantage kind {kind!r}")
+
+
+def uniform_groups(scores: torch.Tensor, group: int, tol: float = 1e-6) -> torch.Tensor:
+    """[P] bool: groups whose samples all scored the same (no learning signal; dynamic filtering)."""
+    g = scores.float().view(-1, group)
+    return (g.max(1).values - g.min(1).values) <= tol
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,181 @@
+"""Critic-free RL (GRPO, RLOO, ReMax) and reward sources."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import torch
+
+from training.step3_rlhf_finetuning.main import main as stage3
+from training.utils.config import ConfigError
+from training.utils.logging import read_metrics
+from training.utils.rl.maths import aggregate, group_advantages, policy_loss, uniform_groups
+from training.utils.rl.rewards import RewardError, Rollout, build_reward
+
+SCORES = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
+
+
+def test_grpo_advantages_hand_values():
+    s = 0.5 / (1 / 3) ** 0.5                     # (r - 0.5) / unbiased std 0.57735
+    adv = group_advantages(SCORES, 4, "grpo")
+    assert adv.tolist() == pytest.approx([s, -s, -s, s, 0, 0, 0, 0], abs=1e-5)
+    dr = group_advantages(SCORES, 4, "grpo", std_normalize=False)          # Dr. GRPO
+    assert dr.tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0])
+
+
+def test_rloo_and_remax_advantages_hand_values():
+    rl = group_advantages(SCORES, 4, "rloo")      # r_i - mean of the other three
+    assert rl.tolist() == pytest.approx([2 / 3, -2 / 3, -2 / 3, 2 / 3, 0, 0, 0, 0])
+    rm = group_advantages(SCORES, 4, "remax", baseline=torch.tensor([0.5, 3.0]))
+    assert rm.tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5, -1, -1, -1, -1])
+    with pytest.raises(ValueError, match="at least 2"):
+        group_advantages(SCORES, 1, "rloo")
+    with pytest.raises(ValueError, match="greedy-baseline"):
+        group_advantages(SCORES, 4, "remax")
+
+
+def test_all_equal_group_is_zero_and_flagged():
+    assert uniform_groups(SCORES, 4).tolist() == [False, True]
+    for kind in ("grpo", "rloo"):
+        assert group_advantages(SCORES, 4, kind)[4:].abs().max().item() == 0.0
+
+
+def test_loss_reductions_hand_values():
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 9.0, 9.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    assert aggregate(x, m, "token").item() == pytest.approx(2.5)           # (1+2+3+4) / 4
+    assert aggregate(x, m, "sequence").item() == pytest.approx(3.0)        # (2 + 4) / 2
+    assert aggregate(x, m, "constant", 4).item() == pytest.approx(1.25)    # (6/4 + 4/4) / 2
+    # clip-higher: ratio 1.25 with positive advantage is clipped at 1.2 symmetric, not at 1.28
+    lp, old = torch.log(torch.tensor([[1.25]])), torch.zeros(1, 1)
+    one = torch.ones(1, 1)
+    assert policy_loss(lp, old, one, one, 0.2)[0].item() == pytest.approx(-1.2)
+    assert policy_loss(lp, old, one, one, 0.2, 0.28)[0].item() == pytest.approx(-1.25)
+
+
+def _rollout(prompts, answers):
+    z = torch.zeros(len(answers), 2, dtype=torch.long)
+    return Rollout(z, z, z, torch.zeros(len(answers), dtype=torch.long), prompts, answers)
+
+
+def test_rule_rewards_checker_custom_and_weighted(tmp_path, monkeypatch):
+    (tmp_path / "myrules.py").write_text("def short(prompt, answer):\n    return -len(answer.split())\n"
+                                         "def broken(prompt, answer):\n    raise KeyError('x')\n"
+                                         "def text(prompt, answer):\n    return 'high'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = _rollout(['Repeat the word "cat" exactly 2 times, separated by single spaces, and nothing else.',
+                  "Compute 25 + 24. Reply with the number only."], ["cat cat", "50 is it"])
+    assert build_reward(["checker"])(r).tolist() == [1.0, 0.0]
+    combo = build_reward(["checker", "rule:myrules:short"], [2.0, 0.5])
+    assert combo(r).tolist() == pytest.approx([2 * 1 - 0.5 * 2, 0 - 0.5 * 3])
+    assert combo.parts == {"rule:training.utils.data.checker:reward": 0.5, "rule:myrules:short": -2.5}
+    with pytest.raises(RewardError, match=r"rule:myrules:broken failed on answer 0 .*KeyError"):
+        build_reward(["myrules:broken"])(r)
+    with pytest.raises(RewardError, match="reward 0 is 'high', not a number"):
+        build_reward(["myrules:text"])(r)
+    with pytest.raises(RewardError, match="cannot import"):
+        build_reward(["nosuchmodule:f"])
+    with pytest.raises(RewardError, match="unknown reward source"):
+        build_reward(["magic"])
+    with pytest.raises(RewardError, match="needs --reward_model_name_or_path"):
+        build_reward(["model"])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if self.path == "/bad":
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"boom")
+            return
+        n = len(body["answers"]) - (self.path == "/short")
+        out = {"rewards": [float(len(a)) for a in body["answers"]][:n]}
+        data = json.dumps(out).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture()
+def reward_server():
+    srv = HTTPServer(("127.0.0.1", 0), _Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_http_reward_endpoint(reward_server):
+    r = _rollout(["p", "q"], ["abc", "de"])
+    assert build_reward([reward_server + "/score"])(r).tolist() == [3.0, 2.0]
+    with pytest.raises(RewardError, match="HTTP 500"):
+        build_reward([reward_server + "/bad"])(r)
+    with pytest.raises(RewardError, match="expected 2 rewards"):
+        build_reward([reward_server + "/short"])(r)
+
+
+def _args(tmp_path, name, *extra):
+    return ["--actor_model_name_or_path", "tiny", "--output_dir", str(tmp_path / name),
+            "--data_output_path", str(tmp_path / "cache"), "--bundled_size", "300", "--max_seq_len", "96",
+            "--max_prompt_seq_len", "64", "--max_answer_seq_len", "8", "--per_device_generation_batch_size", "2",
+            "--per_device_training_batch_size", "4", "--per_device_eval_batch_size", "4", "--max_steps", "2",
+            "--learning_rate", "1e-3", "--max_eval_samples", "4", "--disable_tqdm", "--plots", "false",
+            "--seed", "3", *extra]
+
+
+def _weights(d):
+    from safetensors.torch import load_file
+
+    return load_file(str(d / "actor" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("algo, extra", [
+    ("grpo", ["--dr_grpo", "--eps_clip_high", "0.28"]),
+    ("rloo", ["--kl_in_reward", "--loss_agg", "sequence"]),
+    ("remax", ["--num_samples_per_prompt", "1", "--kl_coef", "0"]),
+])
+def test_critic_free_algorithms_train_on_a_rule_reward(tmp_path, monkeypatch, algo, extra):
+    (tmp_path / "lenrule.py").write_text("def chars(prompt, answer):\n    return len(answer) / 10.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    n = [] if "--num_samples_per_prompt" in extra else ["--num_samples_per_prompt", "4"]
+    stage3(_args(tmp_path, algo, "--algo", algo, "--reward", "lenrule:chars", *n, *extra))
+    out = tmp_path / algo
+    train = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
+    assert len(train) == 2 and all(r["skipped_updates"] == 0 for r in train)
+    assert train[0]["kl"] == pytest.approx(0.0, abs=1e-5)          # the actor starts as the reference
+    assert {"pg_loss", "entropy", "reward", "kept_answers", "advantage_abs"} <= set(train[0])
+    assert ("kl_loss" in train[0]) == (algo == "grpo")
+    assert ("greedy_baseline" in train[0]) == (algo == "remax")
+    assert not (out / "critic").exists()
+    from training.utils.model import load_causal_lm, load_tokenizer
+
+    base = load_causal_lm("tiny", load_tokenizer("tiny"), seed=3).state_dict()
+    trained = _weights(out)
+    assert any(not torch.equal(trained[k], base[k]) for k in trained if k in base)
+
+
+def test_dynamic_filtering_skips_groups_without_signal(tmp_path):
+    # a random tiny model fails every checker prompt: every group scores 0 -> all filtered, no update
+    stage3(_args(tmp_path, "f", "--algo", "grpo", "--reward", "checker", "--num_samples_per_prompt", "3",
+                 "--dynamic_filtering"))
+    train = [r for r in read_metrics(tmp_path / "f" / "metrics.jsonl") if r["split"] == "train"]
+    assert [r["skipped_updates"] for r in train] == [1.0, 1.0]
+    assert all(r["uniform_groups"] == 2 and r["kept_answers"] == 0 for r in train)
+    from training.utils.model import load_causal_lm, load_tokenizer
+
+    base = load_causal_lm("tiny", load_tokenizer("tiny"), seed=3).state_dict()
+    trained = _weights(tmp_path / "f")
+    assert all(torch.equal(trained[k], base[k]) for k in trained if k in base)
+
+
+def test_group_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="num_samples_per_prompt >= 2"):
+        stage3(_args(tmp_path, "e", "--algo", "grpo", "--reward", "checker"))
+    with pytest.raises(ConfigError, match="2 reward_weights for 1 reward sources"):
+        stage3(_args(tmp_path, "e", "--reward", "checker", "--reward_weights", "1", "2"))

@@ -1,0 +1,145 @@
+"""Critic-free policy optimisation: GRPO, RLOO and ReMax on the Hybrid Engine.
+
+Each prompt is answered ``num_samples_per_prompt`` times; an answer's advantage compares its
+reward with the other answers to the same prompt (group mean/std, leave-one-out mean) or with the
+prompt's greedy answer (ReMax), and is spread over the answer's tokens. KL to the reference is a
+k3 loss term or, with ``kl_in_reward``, subtracted from the reward.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from typing import Callable
+
+import torch
+
+from ..hybrid_engine import GenerationSettings
+from .experience import answer_layout, causal_logprobs, position_ids_from
+from .maths import (aggregate, entropy_from_logits, group_advantages, kl_estimate, masked_mean, policy_loss,
+                    token_logprobs, uniform_groups)
+from .rewards import Rollout, decode_answers
+
+
+@dataclass
+class GroupBatch:
+    sequences: torch.Tensor       # [N, L]
+    attention_mask: torch.Tensor  # [N, L]
+    position_ids: torch.Tensor    # [N, L]
+    action_mask: torch.Tensor     # [N, L-1]
+    old_logp: torch.Tensor        # [N, L-1]
+    ref_logp: torch.Tensor        # [N, L-1]
+    advantages: torch.Tensor      # [N, L-1] (the answer's advantage on each of its tokens)
+
+    def select(self, keep: torch.Tensor) -> "GroupBatch":
+        return GroupBatch(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})
+
+    def split(self, size: int) -> list["GroupBatch"]:
+        n = self.sequences.shape[0]
+        return [GroupBatch(**{f.name: getattr(self, f.name)[i:i + size] for f in fields(self)})
+                for i in range(0, n, size)]
+
+
+def repeat_batch(batch: dict, n: int) -> dict:
+    """Each prompt ``n`` times in a row (the group layout ``group_advantages`` expects)."""
+    out = {k: v.repeat_interleave(n, 0) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    if "prompt_text" in batch:
+        out["prompt_text"] = [p for p in batch["prompt_text"] for _ in range(n)]
+    return out
+
+
+class GroupTrainer:
+    def __init__(self, hybrid, ref, reward_fn: Callable[[Rollout], torch.Tensor], tokenizer, ppo_cfg,
+                 max_new_tokens: int):
+        self.he, self.ref, self.reward_fn, self.tok, self.c = hybrid, ref, reward_fn, tokenizer, ppo_cfg
+        self.max_new_tokens = max_new_tokens
+        self.sample = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True,
+                                         temperature=ppo_cfg.temperature, top_p=ppo_cfg.top_p,
+                                         top_k=ppo_cfg.top_k, static_cache=ppo_cfg.static_cache)
+        self.greedy = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False,
+                                         static_cache=ppo_cfg.static_cache)
+        self.std_normalize = ppo_cfg.std_normalize and not ppo_cfg.dr_grpo
+        self.loss_agg = "constant" if ppo_cfg.dr_grpo else ppo_cfg.loss_agg
+
+    def score(self, batch: dict, settings: GenerationSettings):
+        """Generate for ``batch`` and score: (seq, attn, pos, action, rewards, has_eos)."""
+        seq = self.he.generate(batch["input_ids"], batch["attention_mask"], settings)
+        attn, action, end, has_eos = answer_layout(seq, batch["attention_mask"], self.tok.eos_token_id)
+        pos = position_ids_from(attn)
+        answers = decode_answers(self.tok, seq, batch["input_ids"].shape[1], end)
+        prompts = batch.get("prompt_text") or [""] * seq.shape[0]
+        r = self.reward_fn(Rollout(seq, attn, pos, end, prompts, answers)).to(seq.device).float()
+        r = r - self.c.missing_eos_penalty * (~has_eos).float()
+        return seq, attn, pos, action, r, has_eos
+
+    @torch.no_grad()
+    def rollout(self, batch: dict) -> tuple[GroupBatch | None, dict]:
+        c, n = self.c, self.c.num_samples_per_prompt
+        t0 = time.time()
+        big = repeat_batch(batch, n)
+        seq, attn, pos, action, raw, has_eos = self.score(big, self.sample)
+        baseline = None
+        if c.algo == "remax":
+            baseline = self.score(batch, self.greedy)[4]
+        gen_s = time.time() - t0
+        t1 = time.time()
+        self.he.eval()
+        old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature)
+        ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.temperature) if self.ref is not None
+                    else old_logp.clone())
+        kl = kl_estimate(old_logp, ref_logp, c.kl_estimator) * action
+        score = raw - c.kl_coef * kl.sum(1) if c.kl_in_reward else raw
+        adv = group_advantages(score, n, c.algo, self.std_normalize, baseline)
+        same = uniform_groups(score, n) if n > 1 else torch.zeros(score.numel(), dtype=torch.bool)
+        keep = torch.ones_like(score, dtype=torch.bool)
+        if c.dynamic_filtering:
+            keep = ~same.repeat_interleave(n).to(score.device)
+        metrics = {
+            "reward": raw.mean().item(), "reward_std_in_group": raw.view(-1, n).std(1).mean().item() if n > 1 else 0.0,
+            "kl": kl.sum(1).mean().item(), "kl_per_token": masked_mean(kl, action).item(),
+            "response_length": action.sum(1).mean().item(), "eos_rate": has_eos.float().mean().item(),
+            "uniform_groups": int(same.sum()), "kept_answers": int(keep.sum()),
+            "advantage_abs": adv.abs().mean().item(), "generation_s": gen_s, "experience_s": time.time() - t1,
+            "generation_tokens_per_s": float(action.sum()) / gen_s if gen_s > 0 else 0.0,
+        }
+        if baseline is not None:
+            metrics["greedy_baseline"] = baseline.mean().item()
+        parts = getattr(self.reward_fn, "parts", {})
+        if len(parts) > 1:
+            metrics.update({f"reward/{k}": v for k, v in parts.items()})
+        if not bool(keep.any()):
+            return None, metrics
+        gb = GroupBatch(seq, attn, pos, action, old_logp, ref_logp, adv.unsqueeze(1) * action)
+        return gb.select(keep), metrics
+
+    def actor_step(self, b: GroupBatch) -> dict:
+        c, engine = self.c, self.he.engine
+        logits = engine(input_ids=b.sequences, attention_mask=b.attention_mask, position_ids=b.position_ids,
+                        use_cache=False).logits[:, :-1, :] / c.temperature
+        logp = token_logprobs(logits, b.sequences[:, 1:])
+        loss, clipfrac = policy_loss(logp, b.old_logp, b.advantages, b.action_mask, c.cliprange,
+                                     c.eps_clip_high, self.loss_agg, self.max_new_tokens)
+        out = {"pg_loss": loss.item(), "clip_frac": clipfrac.item()}
+        if c.kl_coef > 0 and not c.kl_in_reward and self.ref is not None:
+            kl_term = aggregate(kl_estimate(logp, b.ref_logp, "k3"), b.action_mask, self.loss_agg, self.max_new_tokens)
+            loss = loss + c.kl_coef * kl_term
+            out["kl_loss"] = kl_term.item()
+        engine.backward(loss)
+        engine.step()
+        with torch.no_grad():
+            out["entropy"] = masked_mean(entropy_from_logits(logits.detach()), b.action_mask).item()
+            out["approx_kl"] = masked_mean(b.old_logp - logp.detach(), b.action_mask).item()
+        out["actor_loss"] = loss.item()
+        return out
+
+    def train(self, batches: list[GroupBatch], micro_batch: int) -> dict:
+        t0 = time.time()
+        self.he.train()
+        acc: dict = {}
+        for _ in range(self.c.ppo_epochs):
+            for b in batches:
+                for mb in b.split(micro_batch):
+                    for k, v in self.actor_step(mb).items():
+                        acc.setdefault(k, []).append(v)
+        out = {k: sum(v) / len(v) for k, v in acc.items()}
+        out["train_s"] = time.time() - t0
+        return out

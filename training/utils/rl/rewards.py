@@ -1,0 +1,166 @@
+"""Reward sources for Stage 3: a trained reward model, Python rule functions, an HTTP endpoint,
+and weighted sums of them.
+
+Every source maps a rollout to one float per answer.  Specs (``--reward``):
+
+- ``model`` / ``model:DIR``: a scalar reward model scored at the answer's EOS;
+- ``checker``: the bundled dataset's checker (1.0 pass, 0.0 fail);
+- ``rule:module:function`` (or ``module:function``): ``function(prompt: str, answer: str) -> float``;
+- ``http://...`` / ``https://...``: POST ``{"prompts": [...], "answers": [...]}``, expects
+  ``{"rewards": [float, ...]}`` in the same order.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+CHECKER = "training.utils.data.checker:reward"
+
+
+class RewardError(RuntimeError):
+    """A reward source failed or answered something unusable; the message names the source."""
+
+
+@dataclass
+class Rollout:
+    """What a reward source may look at: token tensors and the decoded texts."""
+    sequences: torch.Tensor       # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    position_ids: torch.Tensor    # [B, L]
+    end_index: torch.Tensor       # [B] index of the answer's last token (its EOS when it has one)
+    prompts: list[str]
+    answers: list[str]
+
+
+def decode_answers(tok, seq: torch.Tensor, prompt_width: int, end: torch.Tensor) -> list[str]:
+    return [tok.decode(seq[i, prompt_width:int(end[i]) + 1], skip_special_tokens=True).strip()
+            for i in range(seq.shape[0])]
+
+
+def _floats(values, n: int, source: str) -> torch.Tensor:
+    if not isinstance(values, (list, tuple)) or len(values) != n:
+        raise RewardError(f"reward source {source}: expected {n} rewards, got {values!r:.200}")
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise RewardError(f"reward source {source}: reward {i} is {v!r}, not a number")
+        out.append(float(v))
+    return torch.tensor(out, dtype=torch.float32)
+
+
+class RuleReward:
+    def __init__(self, target: str):
+        mod, _, fn = target.rpartition(":")
+        if not mod or not fn:
+            raise RewardError(f"rule reward {target!r}: expected module:function")
+        try:
+            self.fn = getattr(importlib.import_module(mod), fn)
+        except (ImportError, AttributeError) as e:
+            raise RewardError(f"rule reward {target!r}: cannot import ({e})") from e
+        if not callable(self.fn):
+            raise RewardError(f"rule reward {target!r} is not callable")
+        self.name = f"rule:{target}"
+
+    def __call__(self, r: Rollout) -> torch.Tensor:
+        vals = []
+        for i, (p, a) in enumerate(zip(r.prompts, r.answers)):
+            try:
+                vals.append(self.fn(p, a))
+            except Exception as e:
+                raise RewardError(f"{self.name} failed on answer {i} (prompt {p[:80]!r}): "
+                                  f"{type(e).__name__}: {e}") from e
+        return _floats(vals, len(r.answers), self.name)
+
+
+class HTTPReward:
+    def __init__(self, url: str, timeout: float = 30.0):
+        self.url, self.timeout, self.name = url, timeout, url
+
+    def __call__(self, r: Rollout) -> torch.Tensor:
+        body = json.dumps({"prompts": r.prompts, "answers": r.answers}).encode()
+        req = urllib.request.Request(self.url, data=body, headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                data = json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            raise RewardError(f"reward endpoint {self.url}: HTTP {e.code}: {e.read()[:200]!r}") from e
+        except (urllib.error.URLError, TimeoutError, OSError) as e:
+            raise RewardError(f"reward endpoint {self.url}: {e}") from e
+        except json.JSONDecodeError as e:
+            raise RewardError(f"reward endpoint {self.url}: answer is not JSON ({e})") from e
+        if not isinstance(data, dict) or "rewards" not in data:
+            raise RewardError(f"reward endpoint {self.url}: expected {{\"rewards\": [...]}}, got {str(data)[:200]}")
+        return _floats(data["rewards"], len(r.answers), self.url)
+
+
+class ModelReward:
+    def __init__(self, model: Callable, name: str):
+        self.model, self.name = model, f"model:{name}"
+
+    def __call__(self, r: Rollout) -> torch.Tensor:
+        from ..model.reward import end_scores
+
+        values = self.model(r.sequences, r.attention_mask, r.position_ids)
+        return end_scores(values, r.end_index).float().cpu()
+
+
+class CombinedReward:
+    """sum_i w_i * source_i; ``parts`` keeps the last per-source means for logging."""
+
+    def __init__(self, sources: Sequence, weights: Sequence[float]):
+        self.sources, self.weights = list(sources), list(weights)
+        self.parts: dict[str, float] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    def __call__(self, r: Rollout) -> torch.Tensor:
+        total = torch.zeros(len(r.answers))
+        for w, s in zip(self.weights, self.sources):
+            v = s(r)
+            self.parts[s.name] = v.mean().item()
+            total += w * v
+        bad = [i for i, v in enumerate(total.tolist()) if not math.isfinite(v)]
+        if bad:
+            raise RewardError(f"non-finite reward for answers {bad} from {', '.join(self.names)}")
+        return total
+
+
+def needs_model(specs: Sequence[str]) -> list[str]:
+    """The reward-model paths among ``specs`` ('' for the default ``model``)."""
+    return [s.partition(":")[2] for s in specs if s == "model" or s.startswith("model:")]
+
+
+def build_reward(specs: Sequence[str], weights: Sequence[float] = (), load_model: Optional[Callable] = None,
+                 default_model: str = "", timeout: float = 30.0) -> CombinedReward:
+    """Parse reward specs; ``load_model(path)`` builds a frozen reward model for ``model`` specs."""
+    sources = []
+    for spec in specs:
+        if spec == "model" or spec.startswith("model:"):
+            path = spec.partition(":")[2] or default_model
+            if not path:
+                raise RewardError("reward 'model' needs --reward_model_name_or_path (or model:DIR)")
+            if load_model is None:
+                raise RewardError(f"reward {spec!r}: no reward-model loader given")
+            sources.append(ModelReward(load_model(path), path))
+        elif spec == "checker":
+            sources.append(RuleReward(CHECKER))
+        elif spec.startswith(("http://", "https://")):
+            sources.append(HTTPReward(spec, timeout))
+        elif ":" in spec:
+            sources.append(RuleReward(spec[5:] if spec.startswith("rule:") else spec))
+        else:
+            raise RewardError(f"unknown reward source {spec!r}: use model, model:DIR, checker, "
+                              "rule:module:function or an http(s) URL")
+    w = list(weights) or [1.0] * len(sources)
+    if len(w) != len(sources):
+        raise RewardError(f"{len(w)} weights for {len(sources)} reward sources")
+    return CombinedReward(sources, w)
