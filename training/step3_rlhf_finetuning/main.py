@@ -26,7 +26,8 @@ from training.utils.data.checker import parse_task, pass_rate
 from training.utils.distributed import all_reduce_sum, is_main
 from training.utils.engine import build_train_engine, frozen
 from training.utils.hybrid_engine import GenerationSettings, HybridEngine
-from training.utils.loop import make_loader, to_device
+from training.utils import checkpoint, faults
+from training.utils.loop import NonFinite, all_finite, make_loader, to_device
 from training.utils.model import ValueModel, apply_lora, load_causal_lm, load_reward_model, save_hf
 from training.utils.model.reward import head
 from training.utils.model.save import write_hf
@@ -44,6 +45,18 @@ def batch_reward(reward, tok):
         prompts = batch.get("prompt_text") or [""] * seq.shape[0]
         return reward(Rollout(seq, attn, pos, end, prompts, answers)).to(seq.device)
     return score
+
+
+class Faulty:
+    """Wraps a reward so the reliability tests can make one iteration's rewards NaN."""
+
+    def __init__(self, reward):
+        self.reward, self.iteration = reward, 0
+        self.parts = getattr(reward, "parts", {})
+
+    def __call__(self, rollout):
+        r = self.reward(rollout)
+        return r * float("nan") if self.iteration and faults.nan_at(self.iteration) else r
 
 
 @torch.no_grad()
@@ -70,6 +83,33 @@ def evaluate(he, reward_fn, loader, tok, max_new_tokens: int) -> dict:
     if n_known:
         out["pass_rate"] = passed / n_known
     return out
+
+
+def counted(iterator, used: list):
+    for x in iterator:
+        used[0] += 1
+        yield x
+
+
+def rl_state(trainer, maker) -> dict:
+    """The controller and statistics state a resumed run needs besides the engines."""
+    st = {}
+    kl = getattr(trainer, "kl", None)
+    if kl is not None:
+        st["kl_coef"] = kl.value
+    if maker is not None and maker.moments is not None:
+        st["reward_moments"] = [maker.moments.mean, maker.moments.var, maker.moments.count]
+    return st
+
+
+def restore_rl_state(st: dict, trainer, maker, ckpt_dir) -> None:
+    if "kl_coef" in st and getattr(trainer, "kl", None) is not None:
+        trainer.kl.value = st["kl_coef"]
+    if "reward_moments" in st and maker is not None and maker.moments is not None:
+        maker.moments.mean, maker.moments.var, maker.moments.count = st["reward_moments"]
+    ema = getattr(trainer, "ema", None)
+    if ema is not None and (ckpt_dir / "ema.safetensors").is_file():
+        ema.shadow = checkpoint.load_tensors(ckpt_dir, "ema.safetensors")
 
 
 def main(argv=None) -> dict:
@@ -108,8 +148,9 @@ def main(argv=None) -> dict:
                               default_model=c.reward_model_name_or_path,
                               load_model=lambda path: frozen(ValueModel(load_reward_model(path, tok)), cfg,
                                                              c.reward_zero_stage))
+        reward = Faulty(reward)
         reward_fn = batch_reward(reward, tok)
-        log.info("reward: %s", " + ".join(f"{w:g} x {n}" for w, n in zip(reward.weights, reward.names)))
+        log.info("reward: %s", " + ".join(f"{w:g} x {n}" for w, n in zip(reward.reward.weights, reward.reward.names)))
 
         if c.algo == "ppo":
             critic_name = c.critic_model_name_or_path or c.reward_model_name_or_path or actor_name
@@ -123,12 +164,18 @@ def main(argv=None) -> dict:
             trainer = PPOTrainer(he, critic, c, cfg.ds.zero_stage, unsup_iter)
             maker = ExperienceMaker(he, ref, critic, reward_fn, tok, c, cfg.data.max_answer_seq_len, trainer.kl_coef)
 
+            engines = {"actor": he.engine, "critic": critic}
+
             def iteration(it, batches):
                 exps, roll = [], []
                 for b in batches:
                     exp, m = maker.make(b)
                     exps.append(exp)
                     roll.append(m)
+                if not all_finite(torch.cat([e.score for e in exps])):
+                    guard.skip("reward", it)
+                    return {"skipped_updates": 1.0}, len(roll)
+                guard.ok()
                 metrics = {k: sum(m[k] for m in roll) / len(roll) for k in roll[0]}
                 metrics.update(trainer.train(exps, it - 1, micro, dev))
                 trainer.after_rollouts(metrics["kl"], c.generation_batches * c.per_device_generation_batch_size)
@@ -140,6 +187,7 @@ def main(argv=None) -> dict:
                      c.per_device_generation_batch_size, c.ppo_epochs, micro, cfg.ds.zero_stage, c.critic_zero_stage)
         else:
             critic, trainer = None, GroupTrainer(he, ref, reward, tok, c, cfg.data.max_answer_seq_len)
+            engines = {"actor": he.engine}
 
             def iteration(it, batches):
                 groups, roll = [], []
@@ -148,6 +196,10 @@ def main(argv=None) -> dict:
                     roll.append(m)
                     if gb is not None:
                         groups.append(gb)
+                if not all_finite(torch.tensor([m["reward"] for m in roll])):
+                    guard.skip("reward", it)
+                    return {"skipped_updates": 1.0}, len(roll)
+                guard.ok()
                 metrics = {k: sum(m.get(k, 0.0) for m in roll) / len(roll) for k in roll[0]}
                 if groups:
                     metrics.update(trainer.train(groups, micro))
@@ -166,24 +218,54 @@ def main(argv=None) -> dict:
 
         w = run_ctx.writer
         do_eval = lambda: evaluate(he, reward_fn, eval_loader, tok, cfg.data.max_answer_seq_len) if eval_loader else {}
-        first = do_eval()
-        w.log(0, "eval", first)
-        log.info("step 0 eval: %s", first)
+        unsup_used = [0]
+        if unsup_iter is not None:
+            unsup_iter = counted(unsup_iter, unsup_used)
+            trainer.unsup_iter = unsup_iter
         it_prompts = cycle(prompts)
-        bar = tqdm(total=iterations, desc=c.algo, disable=cfg.log.disable_tqdm or not is_main(), dynamic_ncols=True)
-        for it in range(1, iterations + 1):
+        start, first = 0, None
+        resume = checkpoint.find_resume(cfg)
+        if resume is not None:
+            st = checkpoint.load(resume, engines)
+            start, first = st["step"], st["first_eval"]
+            w.rewind(start)
+            restore_rl_state(st, trainer, maker if c.algo == "ppo" else None, resume)
+            for _ in range(st["prompt_batches"]):
+                next(it_prompts)
+            for _ in range(st.get("unsup_batches", 0)):
+                next(unsup_iter)
+        guard = NonFinite(cfg.ckpt.max_nonfinite, cfg.log.output_dir, st["nonfinite"] if resume else 0)
+        trainer.guard = guard
+        if first is None:
+            first = do_eval()
+            w.log(0, "eval", first)
+            log.info("step 0 eval: %s", first)
+        bar = tqdm(total=iterations, initial=start, desc=c.algo, disable=cfg.log.disable_tqdm or not is_main(),
+                   dynamic_ncols=True)
+        for it in range(start + 1, iterations + 1):
+            reward.iteration = it
             batches = [to_device(next(it_prompts), dev) for _ in range(c.generation_batches)]
             metrics, n_roll = iteration(it, batches)
-            step_s = (metrics["generation_s"] + metrics["experience_s"]) * n_roll + metrics["train_s"]
-            metrics["e2e_tokens_per_s"] = metrics.pop("e2e_tokens") / step_s if step_s > 0 else 0.0
+            reward.iteration = 0
+            if "train_s" in metrics:
+                step_s = (metrics["generation_s"] + metrics["experience_s"]) * n_roll + metrics["train_s"]
+                metrics["e2e_tokens_per_s"] = metrics.pop("e2e_tokens") / step_s if step_s > 0 else 0.0
+            metrics["nonfinite_skipped"] = guard.total
             if it % cfg.log.log_interval == 0 or it == iterations:
                 w.log(it, "train", metrics)
-            bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}")
+            bar.set_postfix(reward=f"{metrics.get('reward', float('nan')):.3f}", kl=f"{metrics.get('kl', float('nan')):.3f}")
             bar.update(1)
             if cfg.log.eval_interval and it % cfg.log.eval_interval == 0 and it < iterations:
                 ev = do_eval()
                 w.log(it, "eval", ev)
                 log.info("step %d eval: %s", it, ev)
+            if cfg.ckpt.save_interval and it % cfg.ckpt.save_interval == 0 and it < iterations:
+                state = {"first_eval": first, "prompt_batches": it * c.generation_batches,
+                         "unsup_batches": unsup_used[0], "nonfinite": guard.total, **rl_state(trainer, maker if c.algo == "ppo" else None)}
+                ema = getattr(trainer, "ema", None)
+                checkpoint.save(cfg.log.output_dir, it, engines, state, cfg.ckpt.keep_checkpoints,
+                                {"ema.safetensors": ema.shadow} if ema is not None and is_main() else None)
+            faults.after_step(it)
         bar.close()
         final = do_eval()
         w.log(iterations, "eval", final)

@@ -39,18 +39,27 @@ def setup_logging(output_dir: Optional[str] = None) -> logging.Logger:
 class MetricsWriter:
     """metrics.jsonl + TensorBoard, written on rank 0 only."""
 
-    def __init__(self, output_dir: str, tensorboard: bool = True, tensorboard_path: str = ""):
+    def __init__(self, output_dir: str, tensorboard: bool = True, tensorboard_path: str = "", keep: bool = False):
         self.active = is_main()
         self.path = Path(output_dir) / "metrics.jsonl"
         self.tb = None
         self.t0 = time.time()
         if self.active:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("")
+            if not (keep and self.path.is_file()):
+                self.path.write_text("")
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(tensorboard_path or str(Path(output_dir) / "tensorboard"))
+
+    def rewind(self, step: int) -> None:
+        """Resumed at ``step``: drop the records of later steps (they are about to be redone)."""
+        if not self.active or not self.path.is_file():
+            return
+        lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+        kept = [ln for ln in lines if json.loads(ln)["step"] <= step]
+        self.path.write_text("".join(ln + "\n" for ln in kept))
 
     def log(self, step: int, split: str, metrics: dict) -> None:
         if not self.active:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 def make_loader(ds, batch_size: int, collate, shuffle: bool, seed: int, num_workers: int = 0) -> DataLoader:
     sampler = DistributedSampler(ds, num_replicas=world_size(), rank=rank(), shuffle=shuffle, seed=seed,
                                  drop_last=False)
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers)
+    # its own generator: starting an iterator draws a worker seed, which must not come from (and
+    # shift) the global RNG stream that sampling and dropout use; resumed runs rely on that stream
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers,
+                      generator=gen)
 
 
 def to_device(batch: dict, dev) -> dict:
@@ -51,14 +55,14 @@ class NonFinite:
     def ok(self) -> None:
         self.streak = 0
 
-    def skip(self, what: str, step: int) -> None:
+    def skip(self, what: str, step: Optional[int] = None) -> None:
         self.total += 1
         self.streak += 1
-        log.warning("non-finite %s at step %d: update skipped (%d in a row, %d in all)", what, step,
-                    self.streak, self.total)
+        where = f" at step {step}" if step is not None else ""
+        log.warning("non-finite %s%s: update skipped (%d in a row, %d in all)", what, where, self.streak, self.total)
         if self.streak >= self.limit:
             last = checkpoint.latest(self.output_dir)
-            raise NumericFault(f"{self.streak} non-finite {what}es in a row at step {step}; stopping. "
+            raise NumericFault(f"{self.streak} non-finite values in a row (last: {what}{where}); stopping. "
                                + (f"Last good checkpoint: {last} (resume with --resume after lowering the "
                                   "learning rate or fixing the data)" if last else
                                   "No checkpoint was written (set --save_interval)"))
@@ -79,6 +83,7 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
     if resume is not None:
         st = checkpoint.load(resume, {"model": engine})
         step, epoch, skip, faults_seen = st["step"], st["epoch"], st["batches_done"], st.get("nonfinite", 0)
+        writer.rewind(step)
     else:
         ev = eval_fn()
         writer.log(0, "eval", ev)

@@ -27,7 +27,8 @@ class StageRun:
         self.log = setup_logging(str(self.out))
         set_seed(cfg.optim.seed)
         self.device = device()
-        self.writer = MetricsWriter(str(self.out), cfg.log.enable_tensorboard, cfg.log.tensorboard_path)
+        self.writer = MetricsWriter(str(self.out), cfg.log.enable_tensorboard, cfg.log.tensorboard_path,
+                                    keep=cfg.ckpt.resume)
         if is_main():
             cfg.save(self.out / "config.json")
         self.log.info("stage %s: %d rank(s) on %s, output %s", self.name, world_size(), self.device, self.out)

@@ -94,7 +94,8 @@ class ExperienceMaker:
         raw = self.reward_fn(seq, attn, pos, end, batch).float()
         score = raw - c.missing_eos_penalty * (~has_eos).float()
         if self.moments is not None:
-            self.moments.update(score)
+            if bool(torch.isfinite(score).all()):     # a non-finite batch is skipped, not averaged in
+                self.moments.update(score)
             score = (score - self.moments.mean) / self.moments.std
         rewards, kl = shape_rewards(score, old_logp, ref_logp, action, self.kl_coef(), c.reward_clip, c.kl_estimator)
         adv, ret = gae(rewards, values * action, action, c.gamma, c.lam)

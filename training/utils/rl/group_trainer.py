@@ -15,6 +15,7 @@ import torch
 
 from ..hybrid_engine import GenerationSettings
 from .experience import answer_layout, causal_logprobs, position_ids_from
+from .ppo_trainer import finite_or_skip
 from .maths import (aggregate, entropy_from_logits, group_advantages, kl_estimate, masked_mean, policy_loss,
                     token_logprobs, uniform_groups)
 from .rewards import Rollout, decode_answers
@@ -59,6 +60,7 @@ class GroupTrainer:
                                          static_cache=ppo_cfg.static_cache)
         self.std_normalize = ppo_cfg.std_normalize and not ppo_cfg.dr_grpo
         self.loss_agg = "constant" if ppo_cfg.dr_grpo else ppo_cfg.loss_agg
+        self.guard = None      # a loop.NonFinite, set by the stage
 
     def score(self, batch: dict, settings: GenerationSettings):
         """Generate for ``batch`` and score: (seq, attn, pos, action, rewards, has_eos)."""
@@ -123,6 +125,8 @@ class GroupTrainer:
             kl_term = aggregate(kl_estimate(logp, b.ref_logp, "k3"), b.action_mask, self.loss_agg, self.max_new_tokens)
             loss = loss + c.kl_coef * kl_term
             out["kl_loss"] = kl_term.item()
+        if not finite_or_skip(loss, self.guard, "policy loss"):
+            return {}
         engine.backward(loss)
         engine.step()
         with torch.no_grad():

@@ -13,6 +13,20 @@ from .maths import (AdaptiveKLController, causal_lm_loss, entropy_from_logits, m
                     token_logprobs, value_loss)
 
 
+def finite_or_skip(loss: torch.Tensor, guard, what: str) -> bool:
+    """False (and counted by ``guard``) when ``loss`` is not finite on some rank: skip the update."""
+    from ..loop import all_finite
+
+    if all_finite(loss):
+        if guard is not None:
+            guard.ok()
+        return True
+    if guard is None:
+        raise FloatingPointError(f"non-finite {what}")
+    guard.skip(what)
+    return False
+
+
 class EMA:
     """Exponential moving average of the actor's parameters (CPU fp32, rank 0 keeps the copy)."""
 
@@ -43,6 +57,7 @@ class PPOTrainer:
         self.kl = AdaptiveKLController(ppo_cfg.kl_coef, ppo_cfg.kl_target, ppo_cfg.kl_horizon) if ppo_cfg.adaptive_kl else None
         self.ema: Optional[EMA] = EMA(hybrid.module, ppo_cfg.ema_decay, actor_zero_stage) if ppo_cfg.enable_ema else None
         self.unsup_iter = unsup_iter
+        self.guard = None      # a loop.NonFinite, set by the stage
 
     def kl_coef(self) -> float:
         return self.kl.value if self.kl is not None else self.c.kl_coef
@@ -54,6 +69,8 @@ class PPOTrainer:
         logp = token_logprobs(logits, e.sequences[:, 1:])
         loss, clipfrac = policy_loss(logp, e.old_logp, e.advantages, e.action_mask, self.c.cliprange,
                                      self.c.eps_clip_high)
+        if not finite_or_skip(loss, self.guard, "actor loss"):
+            return {}
         engine.backward(loss)
         engine.step()
         with torch.no_grad():
@@ -64,6 +81,8 @@ class PPOTrainer:
     def critic_step(self, e: Experience) -> dict:
         values = self.critic(e.sequences, e.attention_mask, e.position_ids)[:, :-1].float()
         loss = value_loss(values, e.values, e.returns, e.action_mask, self.c.cliprange_value)
+        if not finite_or_skip(loss, self.guard, "critic loss"):
+            return {}
         self.critic.backward(loss)
         self.critic.step()
         return {"critic_loss": loss.item()}
