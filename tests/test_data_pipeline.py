@@ -88,14 +88,29 @@ def test_truncation_and_drop_are_counted(tmp_path, tiny_tok):
             {"prompt": "short question", "chosen": "answer " * 200, "rejected": "no"},
             {"prompt": "fine", "chosen": "fine", "rejected": "no"}] * 4
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    d = _cfg(tmp_path, "--data_path", str(f), "--data_split", "1,0,0", "--eval_fraction", "0")
+    d = _cfg(tmp_path, "--data_path", str(f), "--data_split", "1,0,0", "--eval_fraction", "0", "--dedup", "false")
     tr, _, st, _ = build_phase(d, tiny_tok, 1, seed=1)
     s = st["train"]
     assert s["rows"] == 12 and s["kept"] == 12 and s["prompt_truncated"] == 4 and s["answer_truncated"] == 4
     assert max(len(x) for x in tr["input_ids"]) <= 96
-    d2 = _cfg(tmp_path, "--data_path", str(f), "--data_split", "1,0,0", "--eval_fraction", "0", "--truncation", "drop")
+    d2 = _cfg(tmp_path, "--data_path", str(f), "--data_split", "1,0,0", "--eval_fraction", "0", "--truncation", "drop",
+              "--dedup", "false")
     _, _, st2, _ = build_phase(d2, tiny_tok, 1, seed=1)
     assert st2["train"]["kept"] == 4 and st2["train"]["dropped"] == 8
+    # by default the four copies of each row are one row (and the cache key tells the two apart)
+    d3 = _cfg(tmp_path, "--data_path", str(f), "--data_split", "1,0,0", "--eval_fraction", "0")
+    _, _, st3, _ = build_phase(d3, tiny_tok, 1, seed=1)
+    assert st3["train"]["rows"] == 3 and st3["train"]["kept"] == 3
+
+
+def test_dedupe_within_splits_and_eval_leaks():
+    from training.utils.data.pipeline import dedupe
+
+    a = {"prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": None}
+    b = {**a, "chosen": "b"}
+    c = {**a, "rejected": "r"}
+    out = dedupe({"train": [a, b, dict(a), c], "eval": [dict(b), {**a, "chosen": "new"}, {**a, "chosen": "new"}]})
+    assert out["train"] == [a, b, c] and out["eval"] == [{**a, "chosen": "new"}]
 
 
 def test_pairs_need_rejected(tmp_path, tiny_tok):

@@ -73,3 +73,23 @@ def test_rollout_benchmark_script_runs_and_agrees():
     res = mod.main(["--layers", "2", "--hidden", "64", "--batch", "2", "--new_tokens", "4", "--repeats", "1"])
     assert all(res["greedy_equal_to_plain"].values())
     assert set(res["seconds"]) == {"hybrid_engine", "zero3_engine_generate", "plain_hf_generate"}
+
+
+def test_step3_throughput_benchmark_measures_every_phase(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "step3_throughput.py"
+    spec = importlib.util.spec_from_file_location("step3_throughput", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "bench.jsonl"
+    res = mod.main(["--actor", "64,2,2,128", "--critic", "32,1,2,64", "--prompt_len", "8", "--answer_len", "4",
+                    "--batch", "2", "--steps", "1", "--warmup", "0", "--json", str(out)])
+    assert json.loads(out.read_text()) == res
+    assert all(res["greedy_equal_to_plain"].values())
+    assert res["generation_tokens_per_s"] == pytest.approx(2 * 4 / res["generation_s"], rel=0.02)
+    assert res["step_s"] >= res["generation_s"] + res["training_s"] - 1e-3
+    assert all(v > 0 for v in res["tflops"].values()) and res["peak_memory_gb"] > 0
+    assert set(res["rollout_s"]) == {"hybrid_engine", "plain_hf_generate", "engine_generate"}

@@ -50,6 +50,8 @@ class DataConfig:
                        choices=("auto", "chat", "plain"))
     bundled_size: int = _f(4000, "rows generated for the bundled verifiable dataset")
     max_train_samples: int = _f(0, "cap on training rows per stage (0: no cap)")
+    dedup: bool = _f(True, "drop exact duplicate rows (same prompt, chosen and rejected) within each split, "
+                           "and eval rows that also appear in training; the count is logged")
     max_eval_samples: int = _f(0, "cap on evaluation rows per stage (0: no cap)")
     num_workers: int = _f(0, "DataLoader worker processes")
 

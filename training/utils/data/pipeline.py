@@ -137,6 +137,29 @@ def phase_sources(d: DataConfig, phase: int) -> tuple[list[Source], list[Source]
     return main, sft_only
 
 
+def _row_key(r: dict) -> str:
+    return json.dumps([r["prompt"], r["chosen"], r.get("rejected")], sort_keys=True)
+
+
+def dedupe(rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Exact duplicates kept once per split (first wins); eval rows that are also training rows go."""
+    out, seen_train = {}, set()
+    for split in ("train", "eval"):
+        seen, kept = set(), []
+        for r in rows[split]:
+            k = _row_key(r)
+            if k in seen or (split == "eval" and k in seen_train):
+                continue
+            seen.add(k)
+            kept.append(r)
+        if split == "train":
+            seen_train = seen
+        if len(kept) < len(rows[split]):
+            log.info("%s: %d duplicate row(s) dropped (--dedup false keeps them)", split, len(rows[split]) - len(kept))
+        out[split] = kept
+    return out
+
+
 def collect_rows(d: DataConfig, phase: int, seed: int, sources=None) -> dict[str, list[dict]]:
     """Raw canonical rows of ``phase`` for train and eval (each keeps its ``_src`` and ``_row``)."""
     main, sft_only = sources or phase_sources(d, phase)
@@ -153,6 +176,8 @@ def collect_rows(d: DataConfig, phase: int, seed: int, sources=None) -> dict[str
         loaded = src.load()
         out["train"] += loaded["train"]
         out["eval"] += loaded["eval"] or []
+    if d.dedup:
+        out = dedupe(out)
     out["train"] = _cap(out["train"], d.max_train_samples, seed)
     out["eval"] = _cap(out["eval"], d.max_eval_samples, seed)
     return out
@@ -165,7 +190,7 @@ def cache_key(d: DataConfig, tokenizer, phase: int, seed: int, sources=None) -> 
         "sft_only": [s.fingerprint for s in sft_only],
         "split": parse_split(d.data_split), "eval_fraction": d.eval_fraction,
         "lens": [d.max_seq_len, d.max_prompt_seq_len], "truncation": d.truncation,
-        "template": d.template, "caps": [d.max_train_samples, d.max_eval_samples],
+        "template": d.template, "caps": [d.max_train_samples, d.max_eval_samples], "dedup": d.dedup,
         "tokenizer": tokenizer_fingerprint(tokenizer),
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -65,7 +65,17 @@ def _text(value, where, row, field, required=True) -> Optional[str]:
         raise _err(where, row, field, f"expected a string, got {type(value).__name__}")
     if not value.strip():
         raise _err(where, row, field, "empty")
+    _not_huge(value, where, row, field)
     return value
+
+
+MAX_FIELD_CHARS = 1_000_000
+
+
+def _not_huge(value: str, where, row, field) -> None:
+    """A field this long is a broken export, not a training row (it would only be truncated)."""
+    if len(value) > MAX_FIELD_CHARS:
+        raise _err(where, row, field, f"{len(value):,} characters; the limit is {MAX_FIELD_CHARS:,}")
 
 
 def _messages(value, where, row, field) -> list[dict]:
@@ -80,6 +90,7 @@ def _messages(value, where, row, field) -> list[dict]:
         if not isinstance(m["content"], str):
             raise _err(where, row, f"{field}[{i}].content",
                        f"expected a string, got {type(m['content']).__name__}")
+        _not_huge(m["content"], where, row, f"{field}[{i}].content")
         out.append({"role": m["role"], "content": m["content"]})
     return out
 
@@ -107,6 +118,7 @@ def normalise_row(obj, where: str, row: int, keys: Keys) -> dict:
     elif isinstance(p, str):
         if not p.strip():
             raise _err(where, row, keys.prompt, "empty")
+        _not_huge(p, where, row, keys.prompt)
         prompt = to_messages(p)
     else:
         raise _err(where, row, keys.prompt, f"expected a string or message list, got {type(p).__name__}")
@@ -200,32 +212,57 @@ def local_source(spec: str, keys: Keys) -> Source:
 
 # --------------------------------------------------------------------------- hub datasets
 
+class _Bad(Exception):
+    """A hub row field of the wrong type: (field, message)."""
+
+
+def _str(r, key: str) -> str:
+    v = r[key]
+    if not isinstance(v, str):
+        raise _Bad(key, f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _num(r, key: str) -> float:
+    v = r[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _Bad(key, f"expected a number, got {type(v).__name__}")
+    return v
+
+
 def _hh(r):  # Dahoas/rm-static, Dahoas/full-hh-rlhf: prompt is a Human/Assistant transcript
-    return r["prompt"], r["chosen"], r["rejected"]
+    return _str(r, "prompt"), _str(r, "chosen"), _str(r, "rejected")
 
 
 def _gptj(r):
-    return r["prompt"], r["chosen"], r["rejected"]
+    return _str(r, "prompt"), _str(r, "chosen"), _str(r, "rejected")
 
 
 def _yitingxie(r):
-    return r["prompt"], r["chosen"].split("Assistant:")[-1], r["rejected"].split("Assistant:")[-1]
+    return _str(r, "prompt"), _str(r, "chosen").split("Assistant:")[-1], _str(r, "rejected").split("Assistant:")[-1]
 
 
 _CITE = re.compile(r"\s*\[\d+(?:,\s*\d+)*\]")
 
 
 def _webgpt(r):
-    q = r["question"]["full_text"] if isinstance(r["question"], dict) else r["question"]
-    if r["score_0"] == r["score_1"]:
+    q = r["question"]
+    if isinstance(q, dict):
+        q = _str(q, "full_text") if "full_text" in q else None
+    if not isinstance(q, str):
+        raise _Bad("question", "expected a string or an object with 'full_text'")
+    s0, s1 = _num(r, "score_0"), _num(r, "score_1")
+    if s0 == s1:
         return None  # no preference: skipped
-    a0, a1 = (_CITE.sub("", r[k]).strip() for k in ("answer_0", "answer_1"))
-    return (q, a0, a1) if r["score_0"] > r["score_1"] else (q, a1, a0)
+    a0, a1 = (_CITE.sub("", _str(r, k)).strip() for k in ("answer_0", "answer_1"))
+    return (q, a0, a1) if s0 > s1 else (q, a1, a0)
 
 
 def _shp(r):
-    a, b = r["human_ref_A"], r["human_ref_B"]
-    return (r["history"], a, b) if int(r["labels"]) == 1 else (r["history"], b, a)
+    a, b = _str(r, "human_ref_A"), _str(r, "human_ref_B")
+    if r["labels"] not in (0, 1) or isinstance(r["labels"], bool):
+        raise _Bad("labels", f"expected 0 or 1, got {r['labels']!r:.40}")
+    return (_str(r, "history"), a, b) if r["labels"] == 1 else (_str(r, "history"), b, a)
 
 
 # name -> (adapter, train split, eval split or None)
@@ -247,6 +284,8 @@ def _hub_rows(ds, name: str, split: str, adapter) -> list[dict]:
             triple = adapter(r)
         except KeyError as e:
             raise _err(where, i, str(e.args[0]), f"missing (row has keys {sorted(r)})") from None
+        except _Bad as e:
+            raise _err(where, i, e.args[0], e.args[1]) from None
         if triple is None:
             continue
         p, c, rj = triple
