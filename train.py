@@ -172,6 +172,10 @@ def main(argv=None) -> dict:
         return {}
     times = {}
     for step, cmd in plans:
+        if "--resume" in extra and (stage_output(step, args) / "summary.json").is_file():
+            print(f"\n=== stage {step}: finished before ({stage_output(step, args)}), skipped by --resume", flush=True)
+            times[step] = 0.0
+            continue
         times[step] = run_stage(step, cmd, out / "logs" / f"step{step}.log")
     report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}, "models": {}}
     if 2 in steps and args.algo != "dpo":
