@@ -101,7 +101,7 @@ def test_dpo_end_to_end_tiny_zero3_and_ipo(tmp_path):
 
     from training.step2_reward_model_finetuning.dpo_main import main as dpo_main
 
-    data = ["--data_path", _memorise_dir(tmp_path), "--data_split", "0,1,0"]
+    data = ["--data_path", _memorise_dir(tmp_path), "--data_split", "0,1,0", "--dedup", "false"]
     final = dpo_main(_args(tmp_path, "dpo", "--zero_stage", "3", "--beta", "0.5", *data))
     evals = [r for r in read_metrics(tmp_path / "dpo" / "metrics.jsonl") if r["split"] == "eval"]
     # at step 0 policy == reference: every implicit reward is 0 and the loss is log 2
