@@ -4,7 +4,7 @@ Actor + frozen reference (actor shape), critic + frozen reward model (critic sha
 with fixed prompt and answer lengths (answers forced to exactly ``--answer_len`` tokens), as
 DeepSpeed-Chat's step-3 benchmark does. Reports per phase: generation time and tokens/s,
 experience forward passes, training time and tokens/s, end-to-end samples/s, achieved TFLOP/s
-and peak memory; then, on the same actor and the same prompts, the rollout paths side by side:
+and peak memory; and, on the same actor (before training) and the same prompts, the rollout paths:
 Hybrid Engine vs plain Hugging Face ``generate`` (an unpartitioned copy) vs ``generate`` through
 the ZeRO-3 engine, with greedy tokens checked equal.
 
@@ -182,6 +182,8 @@ def main(argv=None) -> dict:
     mask = torch.ones_like(prompts)
     B, P, A = a.batch, a.prompt_len, a.answer_len
     L = P + A
+    # the rollout paths first, while the copy outside DeepSpeed still has the actor's weights
+    secs, equal = rollout_paths(a, tok, he, plain, prompts, mask)
     rec = {"gen": [], "exp": [], "train": [], "step": []}
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -205,7 +207,6 @@ def main(argv=None) -> dict:
     gen_flops = 2 * p_actor * B * L
     exp_flops = 2 * (2 * p_actor + 2 * p_critic) * B * L
     train_flops = 6 * (p_actor + p_critic) * B * L
-    secs, equal = rollout_paths(a, tok, he, plain, prompts, mask)
     res = {
         "device": torch.cuda.get_device_name(dev) if gpu else "cpu", "ranks": world_size(),
         "dtype": str(next(he.engine.module.parameters()).dtype).replace("torch.", ""),
