@@ -148,6 +148,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--offload", action="store_true")
     ap.add_argument("--gradient_checkpointing", action="store_true")
     ap.add_argument("--static_cache", action="store_true", help="rollouts with the static KV cache path")
+    ap.add_argument("--bandwidth_gbs", type=float, default=3350.0,
+                    help="memory bandwidth for the decode floor (GB/s; H100 SXM HBM3 about 3350)")
     ap.add_argument("--json", default=None, help="append the JSON line to this file")
     ap.add_argument("--local_rank", type=int, default=-1)
     a = ap.parse_args(argv)
@@ -170,6 +172,7 @@ def main(argv=None) -> dict:
     cfg, he, critic, ref, rm, plain = build(a, tok, dev)
     cfg.ppo.static_cache = a.static_cache
     p_actor, p_critic = nparams(he.engine.module), nparams(critic.module)
+    weight_bytes = p_actor * next(he.engine.module.parameters()).element_size()
 
     def reward_fn(seq, attn, pos, end, batch):
         return end_scores(rm(seq, attn, pos), end)
@@ -222,6 +225,9 @@ def main(argv=None) -> dict:
                    "training": round(train_flops / mean["train"] / 1e12, 4),
                    "end_to_end": round((gen_flops + exp_flops + train_flops) / mean["step"] / 1e12, 4)},
         "peak_memory_gb": round(peak_memory_gb(dev), 2),
+        # one decode step reads every actor weight once: that read at --bandwidth_gbs is the floor
+        "decode_ms_per_step": round(secs["hybrid_engine"] / A * 1e3, 3),
+        "decode_floor_ms": round(weight_bytes / (a.bandwidth_gbs * 1e9) * 1e3, 3),
         "rollout_s": {k: round(v, 3) for k, v in secs.items()},
         "ratio_plain_over_he": round(secs["plain_hf_generate"] / secs["hybrid_engine"], 3),
         "ratio_engine_generate_over_he": round(secs["engine_generate"] / secs["hybrid_engine"], 3),
@@ -248,6 +254,8 @@ def table(r: dict) -> str:
         ("training (actor + critic)", f"{r['training_s']} s, {r['training_tokens_per_s']} tokens/s, {t['training']} TFLOP/s"),
         ("end to end", f"{r['step_s']} s per step, {r['samples_per_s']} samples/s, {t['end_to_end']} TFLOP/s"),
         ("peak memory", f"{r['peak_memory_gb']} GiB"),
+        ("decode step (greedy rollout / answer tokens)", f"{r['decode_ms_per_step']} ms; weight-read floor "
+                                                         f"{r['decode_floor_ms']} ms"),
         ("rollout: Hybrid Engine", f"{r['rollout_s']['hybrid_engine']} s"),
         ("rollout: plain HF generate", f"{r['rollout_s']['plain_hf_generate']} s ({r['ratio_plain_over_he']}x the HE time)"),
         ("rollout: generate through the engine", f"{r['rollout_s']['engine_generate']} s "
