@@ -89,9 +89,10 @@ def test_step3_throughput_benchmark_measures_every_phase(tmp_path):
                     "--batch", "2", "--steps", "1", "--warmup", "0", "--json", str(out)])
     assert json.loads(out.read_text()) == res
     assert all(res["greedy_equal_to_plain"].values())
-    assert res["generation_tokens_per_s"] == pytest.approx(2 * 4 / res["generation_s"], rel=0.02)
+    # the JSON figures are rounded to the millisecond: compare within that rounding
+    assert res["generation_tokens_per_s"] == pytest.approx(2 * 4 / res["generation_s"], rel=0.05)
     assert res["step_s"] >= res["generation_s"] + res["training_s"] - 1e-3
     assert all(v > 0 for v in res["tflops"].values()) and res["peak_memory_gb"] > 0
-    assert res["decode_ms_per_step"] == pytest.approx(res["rollout_s"]["hybrid_engine"] / 4 * 1e3, rel=0.01)
+    assert res["decode_ms_per_step"] == pytest.approx(res["rollout_s"]["hybrid_engine"] / 4 * 1e3, abs=0.2)
     assert res["decode_floor_ms"] == pytest.approx(res["actor_params_m"] * 1e6 * 4 / 3350e9 * 1e3, rel=0.05)
     assert set(res["rollout_s"]) == {"hybrid_engine", "plain_hf_generate", "engine_generate"}
