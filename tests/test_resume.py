@@ -141,3 +141,28 @@ def test_non_finite_reward_skips_the_iteration(tmp_path, monkeypatch, rm_dir):
     train = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
     assert [r.get("skipped_updates", 0.0) for r in train] == [0.0, 1.0, 0.0]
     assert train[-1]["nonfinite_skipped"] == 1
+
+
+@pytest.mark.slow
+def test_two_rank_kill_and_resume_through_train_py(tmp_path):
+    args = [sys.executable, str(ROOT / "train.py"), "--step", "1", "--actor-model", "tiny", "--deployment-type",
+            "single_node", "--num-processes", "2", "--data_output_path", str(tmp_path / "cache"), "--save_interval",
+            "2", "--max_steps", "6", "--dropout", "0.1", "--plots", "false", "--eval-prompts", "4"]
+    dist = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in dist}
+    run = lambda out, *extra, **kw: subprocess.run(args + ["--output-dir", str(tmp_path / out), *extra], cwd=ROOT,
+                                                   capture_output=True, text=True, env={**env, **kw})
+    r = run("full")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = run("cut", SPEEDCHAT_FAULTS="kill_after=3")
+    assert r.returncode != 0 and "stage 1 failed" in r.stderr
+    stage = tmp_path / "cut" / "actor-models" / "tiny"
+    assert [s for s, _ in checkpoint.list_checkpoints(stage)] == [2]
+    assert {p.name for p in (stage / "checkpoints" / "step-00000002").glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
+    r = run("cut", "--resume")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    a = load_file(str(tmp_path / "full" / "actor-models" / "tiny" / "model.safetensors"))
+    b = load_file(str(stage / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sums = json.loads((stage / "summary.json").read_text())["rank_param_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1]
