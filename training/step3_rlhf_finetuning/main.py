@@ -27,7 +27,7 @@ from training.utils.distributed import all_reduce_sum, is_main
 from training.utils.engine import build_train_engine, frozen
 from training.utils.hybrid_engine import GenerationSettings, HybridEngine
 from training.utils import checkpoint, faults
-from training.utils.loop import NonFinite, all_finite, make_loader, to_device
+from training.utils.loop import NonFinite, make_loader, to_device
 from training.utils.model import ValueModel, apply_lora, load_causal_lm, load_reward_model, save_hf
 from training.utils.model.reward import head
 from training.utils.model.save import write_hf
@@ -172,10 +172,8 @@ def main(argv=None) -> dict:
                     exp, m = maker.make(b)
                     exps.append(exp)
                     roll.append(m)
-                if not all_finite(torch.cat([e.score for e in exps])):
-                    guard.skip("reward", it)
+                if not guard.check(torch.cat([e.score for e in exps]), "reward", it):
                     return {"skipped_updates": 1.0}, len(roll)
-                guard.ok()
                 metrics = {k: sum(m[k] for m in roll) / len(roll) for k in roll[0]}
                 metrics.update(trainer.train(exps, it - 1, micro, dev))
                 trainer.after_rollouts(metrics["kl"], c.generation_batches * c.per_device_generation_batch_size)
@@ -196,10 +194,8 @@ def main(argv=None) -> dict:
                     roll.append(m)
                     if gb is not None:
                         groups.append(gb)
-                if not all_finite(torch.tensor([m["reward"] for m in roll])):
-                    guard.skip("reward", it)
+                if not guard.check(torch.tensor([m["reward"] for m in roll]), "reward", it):
                     return {"skipped_updates": 1.0}, len(roll)
-                guard.ok()
                 metrics = {k: sum(m.get(k, 0.0) for m in roll) / len(roll) for k in roll[0]}
                 if groups:
                     metrics.update(trainer.train(groups, micro))

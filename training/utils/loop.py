@@ -52,8 +52,13 @@ class NonFinite:
     def __init__(self, limit: int, output_dir: str, total: int = 0):
         self.limit, self.output_dir, self.total, self.streak = limit, output_dir, total, 0
 
-    def ok(self) -> None:
-        self.streak = 0
+    def check(self, x: torch.Tensor, what: str, step: Optional[int] = None) -> bool:
+        """True when ``x`` is finite on every rank; otherwise the update is skipped and counted."""
+        if all_finite(x):
+            self.streak = 0
+            return True
+        self.skip(what, step)
+        return False
 
     def skip(self, what: str, step: Optional[int] = None) -> None:
         self.total += 1
@@ -102,10 +107,8 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
             attempts += 1
             if faults.nan_at(attempts):
                 loss = loss * float("nan")
-            if not all_finite(loss):
-                guard.skip("loss", step + 1)
+            if not guard.check(loss, "loss", step + 1):
                 continue
-            guard.ok()
             engine.backward(loss)
             engine.step()
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0

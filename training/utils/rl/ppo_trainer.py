@@ -15,16 +15,13 @@ from .maths import (AdaptiveKLController, causal_lm_loss, entropy_from_logits, m
 
 def finite_or_skip(loss: torch.Tensor, guard, what: str) -> bool:
     """False (and counted by ``guard``) when ``loss`` is not finite on some rank: skip the update."""
+    if guard is not None:
+        return guard.check(loss, what)
     from ..loop import all_finite
 
-    if all_finite(loss):
-        if guard is not None:
-            guard.ok()
-        return True
-    if guard is None:
+    if not all_finite(loss):
         raise FloatingPointError(f"non-finite {what}")
-    guard.skip(what)
-    return False
+    return True
 
 
 class EMA:
