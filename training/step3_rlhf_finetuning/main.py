@@ -184,13 +184,15 @@ def main(argv=None) -> dict:
                      "actor ZeRO-%d, critic ZeRO-%d", iterations, c.generation_batches,
                      c.per_device_generation_batch_size, c.ppo_epochs, micro, cfg.ds.zero_stage, c.critic_zero_stage)
         else:
-            critic, trainer = None, GroupTrainer(he, ref, reward, tok, c, cfg.data.max_answer_seq_len)
+            critic, trainer = None, GroupTrainer(he, ref, reward_fn, tok, c, cfg.data.max_answer_seq_len)
             engines = {"actor": he.engine}
 
             def iteration(it, batches):
                 groups, roll = [], []
                 for b in batches:
                     gb, m = trainer.rollout(b)
+                    if len(reward.parts) > 1:       # per-source means of this rollout's rewards
+                        m.update({f"reward/{k}": v for k, v in reward.parts.items()})
                     roll.append(m)
                     if gb is not None:
                         groups.append(gb)

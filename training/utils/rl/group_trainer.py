@@ -18,7 +18,6 @@ from .experience import answer_layout, causal_logprobs, position_ids_from
 from .ppo_trainer import finite_or_skip
 from .maths import (aggregate, entropy_from_logits, group_advantages, kl_estimate, masked_mean, policy_loss,
                     token_logprobs, uniform_groups)
-from .rewards import Rollout, decode_answers
 
 
 @dataclass
@@ -49,7 +48,7 @@ def repeat_batch(batch: dict, n: int) -> dict:
 
 
 class GroupTrainer:
-    def __init__(self, hybrid, ref, reward_fn: Callable[[Rollout], torch.Tensor], tokenizer, ppo_cfg,
+    def __init__(self, hybrid, ref, reward_fn: Callable[..., torch.Tensor], tokenizer, ppo_cfg,
                  max_new_tokens: int):
         self.he, self.ref, self.reward_fn, self.tok, self.c = hybrid, ref, reward_fn, tokenizer, ppo_cfg
         self.max_new_tokens = max_new_tokens
@@ -67,9 +66,7 @@ class GroupTrainer:
         seq = self.he.generate(batch["input_ids"], batch["attention_mask"], settings)
         attn, action, end, has_eos = answer_layout(seq, batch["attention_mask"], self.tok.eos_token_id)
         pos = position_ids_from(attn)
-        answers = decode_answers(self.tok, seq, batch["input_ids"].shape[1], end)
-        prompts = batch.get("prompt_text") or [""] * seq.shape[0]
-        r = self.reward_fn(Rollout(seq, attn, pos, end, prompts, answers)).to(seq.device).float()
+        r = self.reward_fn(seq, attn, pos, end, batch).float()
         r = r - self.c.missing_eos_penalty * (~has_eos).float()
         return seq, attn, pos, action, r, has_eos
 
@@ -105,9 +102,6 @@ class GroupTrainer:
         }
         if baseline is not None:
             metrics["greedy_baseline"] = baseline.mean().item()
-        parts = getattr(self.reward_fn, "parts", {})
-        if len(parts) > 1:
-            metrics.update({f"reward/{k}": v for k, v in parts.items()})
         if not bool(keep.any()):
             return None, metrics
         gb = GroupBatch(seq, attn, pos, action, old_logp, ref_logp, adv.unsqueeze(1) * action)
