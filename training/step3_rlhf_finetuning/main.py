@@ -148,9 +148,9 @@ def main(argv=None) -> dict:
                               default_model=c.reward_model_name_or_path,
                               load_model=lambda path: frozen(ValueModel(load_reward_model(path, tok)), cfg,
                                                              c.reward_zero_stage))
+        log.info("reward: %s", " + ".join(f"{w:g} x {n}" for w, n in zip(reward.weights, reward.names)))
         reward = Faulty(reward)
         reward_fn = batch_reward(reward, tok)
-        log.info("reward: %s", " + ".join(f"{w:g} x {n}" for w, n in zip(reward.reward.weights, reward.reward.names)))
 
         if c.algo == "ppo":
             critic_name = c.critic_model_name_or_path or c.reward_model_name_or_path or actor_name
@@ -184,7 +184,7 @@ def main(argv=None) -> dict:
                      "actor ZeRO-%d, critic ZeRO-%d", iterations, c.generation_batches,
                      c.per_device_generation_batch_size, c.ppo_epochs, micro, cfg.ds.zero_stage, c.critic_zero_stage)
         else:
-            critic, trainer = None, GroupTrainer(he, ref, reward_fn, tok, c, cfg.data.max_answer_seq_len)
+            critic, maker, trainer = None, None, GroupTrainer(he, ref, reward_fn, tok, c, cfg.data.max_answer_seq_len)
             engines = {"actor": he.engine}
 
             def iteration(it, batches):
@@ -227,8 +227,8 @@ def main(argv=None) -> dict:
             st = checkpoint.load(resume, engines)
             start, first = st["step"], st["first_eval"]
             w.rewind(start)
-            restore_rl_state(st, trainer, maker if c.algo == "ppo" else None, resume)
-            for _ in range(st["prompt_batches"]):
+            restore_rl_state(st, trainer, maker, resume)
+            for _ in range(start * c.generation_batches):      # prompt batches the run had used
                 next(it_prompts)
             for _ in range(st.get("unsup_batches", 0)):
                 next(unsup_iter)
@@ -258,8 +258,8 @@ def main(argv=None) -> dict:
                 w.log(it, "eval", ev)
                 log.info("step %d eval: %s", it, ev)
             if cfg.ckpt.save_interval and it % cfg.ckpt.save_interval == 0 and it < iterations:
-                state = {"first_eval": first, "prompt_batches": it * c.generation_batches,
-                         "unsup_batches": unsup_used[0], "nonfinite": guard.total, **rl_state(trainer, maker if c.algo == "ppo" else None)}
+                state = {"first_eval": first, "unsup_batches": unsup_used[0], "nonfinite": guard.total,
+                         **rl_state(trainer, maker)}
                 ema = getattr(trainer, "ema", None)
                 checkpoint.save(cfg.log.output_dir, it, engines, state, cfg.ckpt.keep_checkpoints,
                                 {"ema.safetensors": ema.shadow} if ema is not None and is_main() else None)
