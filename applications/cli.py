@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from applications.engine import ChatEngine, ContextOverflow, Sampling
+from applications.engine import ChatEngine, ContextOverflow, Request, Sampling
 
 DEFAULT_FINAL = Path("output/step3-models/smollm2-135m/actor")
 
@@ -105,7 +105,9 @@ class Chat:
             self.history = self.history[dropped:]      # system message and newest turn are kept
             output_fn(f"[context full: dropped the {dropped} oldest message(s)]\n")
         output_fn("Assistant: ")
-        done = self.engine.reply(self.messages(user), self.max_new_tokens, self.sampling, on_delta=output_fn)
+        # ``ids`` already is the prompt of the trimmed history: no second rendering
+        req = Request(ids, self.max_new_tokens, self.engine.default_stop, output_fn)
+        done = self.engine.generate([req], self.sampling)[0]
         output_fn("\n" if done.finish_reason == "stop" else " [max_new_tokens reached]\n")
         self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": done.text}]
         return done.text
