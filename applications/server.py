@@ -25,7 +25,7 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.requests import Request as HTTPRequest
 
-from applications.engine import ChatEngine, Completion, ContextOverflow, Request, Sampling
+from applications.engine import ChatEngine, Completion, Request, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,13 @@ class ChatRequest(BaseModel):
     n: int = Field(default=1, ge=1)
     stream: bool = False
     user: Optional[str] = None
+
+    def stop_list(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def asked_tokens(self) -> Optional[int]:
+        """``max_completion_tokens`` (the newer name) or ``max_tokens``; None when neither is given."""
+        return self.max_completion_tokens or self.max_tokens
 
 
 class HTTPError(Exception):
@@ -178,10 +185,10 @@ def parse_request(body: bytes, engine: ChatEngine, limits: Limits) -> ChatReques
         raise HTTPError(400, f"{len(req.messages)} messages; the limit is {limits.max_messages}", "messages")
     if req.n > limits.max_n:
         raise HTTPError(400, f"n = {req.n}; the limit is {limits.max_n}", "n")
-    mt = req.max_completion_tokens or req.max_tokens
+    mt = req.asked_tokens()
     if mt is not None and mt > limits.max_tokens:
         raise HTTPError(400, f"max_tokens = {mt} exceeds this server's limit of {limits.max_tokens}", "max_tokens")
-    stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+    stops = req.stop_list()
     if len(stops) > 4 or any(not s for s in stops):
         raise HTTPError(400, "stop: at most 4 non-empty strings", "stop")
     if req.model not in (None, "", engine.name):
@@ -215,18 +222,15 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None):
             if length > limits.max_request_bytes:
                 raise HTTPError(413, f"request body is {length} bytes; the limit is {limits.max_request_bytes}")
             req = parse_request(await http.body(), engine, limits)
-            max_tokens = req.max_completion_tokens or req.max_tokens or min(limits.default_max_tokens,
-                                                                            limits.max_tokens)
+            max_tokens = req.asked_tokens() or min(limits.default_max_tokens, limits.max_tokens)
             msgs = [{"role": m.role, "content": m.content} for m in req.messages]
             try:
                 ids, _ = engine.prompt_ids(msgs, max_tokens)
-            except ContextOverflow as e:
-                raise HTTPError(400, str(e), "messages")
-            except ValueError as e:
+            except ValueError as e:          # ContextOverflow, or the last message is not the user's
                 raise HTTPError(400, str(e), "messages")
         except HTTPError as e:
             return _error(e.status, e.message, e.param)
-        stops = ([req.stop] if isinstance(req.stop, str) else list(req.stop or [])) + engine.default_stop
+        stops = req.stop_list() + engine.default_stop
         sampling = Sampling(greedy=req.temperature == 0, temperature=req.temperature, top_p=req.top_p)
         loop = asyncio.get_running_loop()
         rid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
