@@ -124,7 +124,7 @@ class LogConfig:
 @dataclass
 class CheckpointConfig:
     save_interval: int = _f(0, "write a resumable checkpoint every N optimizer steps / RL iterations "
-                               "(0: none; a run always checkpoints at its end when this is set)")
+                               "(0: none); the end of a run is its saved model, not a checkpoint")
     keep_checkpoints: int = _f(2, "checkpoints kept (the oldest are removed)")
     resume: bool = _f(False, "continue from the newest intact checkpoint in output_dir/checkpoints")
     max_nonfinite: int = _f(3, "consecutive non-finite losses / rewards (each skipped) that stop the run")
