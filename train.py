@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.utils.logging import read_metrics
+from training.utils.report import closing_eval, rl_figures, table
 
 ROOT = Path(__file__).resolve().parent
 STAGES = {
@@ -57,6 +57,9 @@ def parse(argv):
     ap.add_argument("--eval-prompts", type=int, default=0,
                     help="held-out prompts for the closing pass-rate report (0: 96 on the default "
                          "model, 32 on tiny)")
+    ap.add_argument("--fresh-prompts", type=int, default=0,
+                    help="also report the pass-rate on this many fresh held-out prompts (a second set, "
+                         "disjoint from the --eval-prompts set that presets are read on)")
     ap.add_argument("--dry-run", action="store_true", help="print the stage commands and stop")
     return ap.parse_known_args(argv)
 
@@ -178,37 +181,51 @@ def main(argv=None) -> dict:
             continue
         times[step] = run_stage(step, cmd, out / "logs" / f"step{step}.log")
     report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}, "models": {}}
-    if 2 in steps and args.algo != "dpo":
-        rm = json.loads((stage_output(2, args) / "summary.json").read_text())["final_eval"]
+    rm_dir = None
+    if 2 in steps and args.algo != "dpo" or 3 in steps and args.algo == "ppo":
+        rm_dir = stage_output(2, args)
+        rm = json.loads((rm_dir / "summary.json").read_text())["final_eval"]
         report["reward_model"] = {"held_out_pair_accuracy": rm["acc"], "margin": rm["margin"]}
-        report["models"]["reward"] = str(stage_output(2, args))
+        report["models"]["reward"] = str(rm_dir)
     actors = {"base": args.actor_model}
-    if 1 in steps:
+    if 1 in steps or 3 in steps or args.algo == "dpo":
         actors["sft"] = str(stage_output(1, args))
     if 2 in steps and args.algo == "dpo":
         actors["dpo"] = str(stage_output(2, args))
     if 3 in steps:
         actors[args.algo] = str(stage_output(3, args) / "actor")
-        rl = json.loads((stage_output(3, args) / "summary.json").read_text())
-        report[args.algo] = {"first_eval": rl["first_eval"], "final_eval": rl["final_eval"]}
-        train = [r for r in read_metrics(stage_output(3, args) / "metrics.jsonl") if r["split"] == "train"]
-        if train:
-            report[args.algo]["final_kl"] = train[-1]["kl"]
+        rl = rl_figures(stage_output(3, args))
+        report[args.algo] = rl
+        if "reward_trend" in rl:
+            report["reward_trend"] = rl["reward_trend"]
+        report["kl_to_reference"] = {"sft": 0.0, args.algo: rl.get("final_kl", 0.0)}
     if len(actors) > 1:
-        from inference.passrate import evaluate_model
+        from inference.passrate import fresh_prompts, held_out_prompts
 
         n = args.eval_prompts or (32 if args.actor_model in ("tiny", "tiny-opt") else 96)
-        report["pass_rate"] = {k: evaluate_model(v, n)["pass_rate"] for k, v in actors.items()}
+        res = closing_eval(actors, held_out_prompts(n), str(rm_dir) if rm_dir else None)
+        report["pass_rate"] = {k: r["pass_rate"] for k, r in res.items()}
+        report["per_task"] = {k: r["per_task"] for k, r in res.items()}
+        if rm_dir:
+            report["rm_score"] = {k: r["rm_score"] for k, r in res.items()}
         report["held_out_prompts"] = n
+        (out / "answers.json").write_text(json.dumps({k: r["answers"] for k, r in res.items()}, indent=1) + "\n")
+        if args.fresh_prompts:
+            fresh = closing_eval(actors, fresh_prompts(args.fresh_prompts, skip=n), None)
+            report["fresh_pass_rate"] = {k: r["pass_rate"] for k, r in fresh.items()}
+            report["fresh_prompts"] = args.fresh_prompts
         report["models"].update({k: v for k, v in actors.items() if k != "base"})
     if 1 in steps:
         report["sft_eval"] = json.loads((stage_output(1, args) / "summary.json").read_text())["final_eval"]
     report["plots"] = sorted(str(p) for s in steps for p in stage_output(s, args).glob("*.png"))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print("\n=== report")
+    if "pass_rate" in report:
+        print(table(report))
     for k, v in report.items():
-        print(f"{k}: {v}")
-    print(f"(also in {out / 'report.json'})")
+        if k not in ("pass_rate", "fresh_pass_rate", "rm_score", "kl_to_reference", "per_task", "plots"):
+            print(f"{k}: {v}")
+    print(f"(also in {out / 'report.json'}; answers side by side in {out / 'answers.json'})")
     return report
 
 

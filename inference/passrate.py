@@ -13,7 +13,7 @@ import time
 import torch
 
 from training.utils.data.bundled import train_eval
-from training.utils.data.checker import pass_rate
+from training.utils.data.checker import check, pass_rate
 from training.utils.data.collate import pad_sequences
 from training.utils.data.format import prompt_token_ids, render_prompt, to_messages
 from training.utils.model import load_causal_lm, load_tokenizer
@@ -27,14 +27,35 @@ def held_out_prompts(n: int, size: int = 4000, seed: int = 0) -> list[str]:
     return [r["prompt"] for r in ev[:n]]
 
 
+def fresh_prompts(n: int, size: int = 4000, seed: int = 0, skip: int = 96) -> list[str]:
+    """``n`` held-out prompts of a second set, for a final check: eval-split prompts after the first
+    ``skip`` (the ones reports and presets are read on), tasks taken in turn so every task that has
+    prompts left is represented. Like every eval-split prompt, none is in any training slice."""
+    _, ev = train_eval(size, seed)
+    by_task: dict[str, list[str]] = {}
+    for r in ev[skip:]:
+        by_task.setdefault(r["task"], []).append(r["prompt"])
+    out, i = [], 0
+    while len(out) < n:
+        column = [ps[i] for _, ps in sorted(by_task.items()) if i < len(ps)]
+        if not column:
+            raise ValueError(f"asked for {n} fresh prompts; the bundled eval split has {len(out)} after the first {skip}")
+        out += column[:n - len(out)]
+        i += 1
+    return out
+
+
 @torch.no_grad()
 def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16,
-             template: str = "auto", **gen_kwargs) -> list[str]:
+             template: str = "auto", progress: str = "", **gen_kwargs) -> list[str]:
     """Greedy answers (EOS-terminated, special tokens stripped) for user prompts; ``gen_kwargs``
-    (e.g. ``num_beams``) go to ``generate``."""
+    (e.g. ``num_beams``) go to ``generate``; ``progress`` labels a progress bar (none when empty)."""
+    from tqdm.auto import tqdm
+
     model.eval()
     dev = next(model.parameters()).device
     answers: list[str] = []
+    bar = tqdm(total=len(prompts), desc=progress, unit="prompt", disable=not progress, dynamic_ncols=True)
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
         ids = [prompt_token_ids(tok, render_prompt(tok, to_messages(p), template), template) for p in chunk]
@@ -45,19 +66,23 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_siz
                              pad_token_id=tok.pad_token_id, use_cache=True, **gen_kwargs)
         for row in out[:, width:]:
             answers.append(tok.decode(row, skip_special_tokens=True).strip())
+        bar.update(len(chunk))
+    bar.close()
     return answers
 
 
 def evaluate_model(model_name: str, n: int = 200, max_new_tokens: int = 64, batch_size: int = 16,
-                   template: str = "auto") -> dict:
+                   template: str = "auto", prompts: list[str] | None = None, progress: str = "") -> dict:
+    """Greedy answers of ``model_name`` to ``prompts`` (default: the first ``n`` held-out prompts),
+    scored by the checker: pass-rate, per-task rates, and every prompt/answer/verdict."""
     tok = load_tokenizer(model_name, padding_side="left")
     model = load_causal_lm(model_name, tok)
-    prompts = held_out_prompts(n)
+    prompts = prompts if prompts is not None else held_out_prompts(n)
     t0 = time.time()
-    answers = generate(model, tok, prompts, max_new_tokens, batch_size, template)
+    answers = generate(model, tok, prompts, max_new_tokens, batch_size, template, progress)
     res = pass_rate(prompts, answers)
     res.update(model=model_name, seconds=round(time.time() - t0, 1),
-               samples=[{"prompt": p, "answer": a} for p, a in zip(prompts[:5], answers[:5])])
+               answers=[{"prompt": p, "answer": a, "pass": check(p, a)} for p, a in zip(prompts, answers)])
     return res
 
 

@@ -106,3 +106,33 @@ def test_smollm2_gguf_converts_once_and_loads():
     c = AutoConfig.from_pretrained(d)
     assert c.model_type == "llama" and c.num_hidden_layers == 30
     assert getattr(c, "quantization_config", None) is None
+
+
+def _train_forwards_equal(model) -> bool:
+    model.train()
+    ids = torch.arange(3, 19).view(2, 8)
+    with torch.no_grad():
+        a, b = model(input_ids=ids).logits, model(input_ids=ids).logits
+    return torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["tiny", "tiny-opt"])
+def test_dropout_reaches_the_modules(tiny_tok, kind):
+    """Transformers copies dropout into module attributes at build time: set_dropout must reach them."""
+    from transformers import AutoModelForCausalLM
+
+    from training.utils.model.loader import set_dropout, tiny_config
+
+    cfg = tiny_config(kind, tiny_tok)
+    for key in ("dropout", "attention_dropout", "activation_dropout"):
+        if hasattr(cfg, key):
+            setattr(cfg, key, 0.3)                 # built with dropout, as OPT checkpoints are (0.1)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg)
+    assert not _train_forwards_equal(model)        # dropout is live in train mode
+    set_dropout(model, 0.0)
+    assert _train_forwards_equal(model)
+    assert all(getattr(model.config, k) == 0.0 for k in ("dropout", "attention_dropout") if hasattr(model.config, k))
+    # and the other way: a model built without dropout gets it through the loader's flag
+    assert _train_forwards_equal(load_causal_lm(kind, tiny_tok, dropout=0.0))
+    assert not _train_forwards_equal(load_causal_lm(kind, tiny_tok, dropout=0.3))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from training.utils.config import ConfigError, parse_config
 from training.utils.data import PromptCollator, SFTCollator
-from training.utils.data.checker import parse_task, pass_rate
+from training.utils.data.checker import check, parse_task, pass_rate
 from training.utils.distributed import all_reduce_sum, is_main
 from training.utils.engine import build_train_engine, frozen
 from training.utils.hybrid_engine import GenerationSettings, HybridEngine
@@ -39,11 +39,24 @@ from training.utils.rl.rewards import Rollout, build_reward, decode_answers
 
 
 def batch_reward(reward, tok):
-    """The (seq, attn, pos, end, batch) -> [B] form the experience maker and evaluation call."""
+    """The (seq, attn, pos, end, batch) -> [B] form the experience maker and evaluation call.
+
+    ``score.checked`` accumulates (passed, judged) of the bundled checker over the rollouts scored
+    since the last ``take_checked()``: a diagnostic the training log shows beside the reward (the
+    checker judges here; it rewards only when it is one of the reward sources)."""
     def score(seq, attn, pos, end, batch):
         answers = decode_answers(tok, seq, batch["input_ids"].shape[1], end)
         prompts = batch.get("prompt_text") or [""] * seq.shape[0]
+        known = [(p, a) for p, a in zip(prompts, answers) if parse_task(p) is not None]
+        score.checked[0] += sum(check(p, a) for p, a in known)
+        score.checked[1] += len(known)
         return reward(Rollout(seq, attn, pos, end, prompts, answers)).to(seq.device)
+
+    def take_checked() -> dict:
+        passed, n = score.checked
+        score.checked = [0, 0]
+        return {"rollout_pass_rate": passed / n} if n else {}
+    score.checked, score.take_checked = [0, 0], take_checked
     return score
 
 
@@ -76,6 +89,7 @@ def evaluate(he, reward_fn, loader, tok, max_new_tokens: int) -> dict:
         p = batch["input_ids"].shape[1]
         prompts += batch["prompt_text"]
         answers += [tok.decode(s[p:], skip_special_tokens=True).strip() for s in seq]
+    reward_fn.take_checked()      # evaluation answers are not rollouts
     known = [(p, a) for p, a in zip(prompts, answers) if parse_task(p) is not None]
     passed = pass_rate([p for p, _ in known], [a for _, a in known])["pass_rate"] * len(known) if known else 0.0
     total, length, n, passed, n_known = all_reduce_sum([total, length, n, passed, float(len(known))])
@@ -137,7 +151,8 @@ def main(argv=None) -> dict:
 
         actor_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=micro))
         actor = apply_lora(load_causal_lm(actor_name, tok, trust_remote_code=cfg.model.trust_remote_code,
-                                          dropout=cfg.model.dropout, seed=cfg.optim.seed), cfg.lora)
+                                          dropout=0.0 if c.disable_actor_dropout else cfg.model.dropout,
+                                          seed=cfg.optim.seed), cfg.lora)
         he = HybridEngine(build_train_engine(actor, actor_cfg, updates), tok, cfg.ds.zero_stage)
         ref = None
         if c.algo == "ppo" or c.kl_coef > 0:
@@ -157,7 +172,9 @@ def main(argv=None) -> dict:
             critic_cfg = replace(actor_cfg, optim=replace(actor_cfg.optim, learning_rate=c.critic_learning_rate),
                                  lora=replace(cfg.lora, lora_dim=c.critic_lora_dim, only_optimize_lora=c.critic_lora_dim > 0),
                                  model=replace(cfg.model, gradient_checkpointing=c.critic_gradient_checkpointing))
-            critic_model = apply_lora(load_reward_model(critic_name, tok, seed=cfg.optim.seed), critic_cfg.lora)
+            critic_model = apply_lora(load_reward_model(critic_name, tok, seed=cfg.optim.seed,
+                                                        dropout=0.0 if c.disable_critic_dropout else cfg.model.dropout),
+                                      critic_cfg.lora)
             for p in head(critic_model).parameters():
                 p.requires_grad_(True)  # the value head trains even when only the LoRA weights do
             critic = build_train_engine(ValueModel(critic_model), critic_cfg, updates, zero_stage=c.critic_zero_stage)
@@ -245,6 +262,7 @@ def main(argv=None) -> dict:
             batches = [to_device(next(it_prompts), dev) for _ in range(c.generation_batches)]
             metrics, n_roll = iteration(it, batches)
             reward.iteration = 0
+            metrics.update(reward_fn.take_checked())
             if "train_s" in metrics:
                 step_s = (metrics["generation_s"] + metrics["experience_s"]) * n_roll + metrics["train_s"]
                 metrics["e2e_tokens_per_s"] = metrics.pop("e2e_tokens") / step_s if step_s > 0 else 0.0

@@ -161,6 +161,11 @@ class PPOConfig:
     critic_lora_dim: int = _f(0, "LoRA rank of the critic (0: full fine-tuning)")
     critic_gradient_checkpointing: bool = _f(False, "gradient checkpointing for the critic")
     offload_reference_model: bool = _f(False, "keep the frozen reference model's parameters in CPU memory (ZeRO-3 offload)")
+    disable_actor_dropout: bool = _f(True, "turn the actor's dropout off in stage 3 (old log-probs are taken in eval "
+                                           "mode, so dropout would make the first PPO ratio differ from 1); "
+                                           "false keeps --dropout / the model's own")
+    disable_critic_dropout: bool = _f(True, "turn the critic's dropout off in stage 3 (false keeps --dropout / "
+                                            "the model's own)")
     per_device_generation_batch_size: int = _f(4, "prompts per rollout batch per device")
     per_device_training_batch_size: int = _f(4, "sequences per PPO micro-batch per device")
     generation_batches: int = _f(1, "rollout batches collected before each round of PPO updates")

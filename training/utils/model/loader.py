@@ -159,17 +159,31 @@ def tiny_config(kind: str, tok):
                        eos_token_id=eos, bos_token_id=bos, pad_token_id=pad, tie_word_embeddings=True)
 
 
+DROPOUT_KEYS = ("dropout", "attention_dropout", "hidden_dropout", "activation_dropout", "attention_probs_dropout_prob",
+                "hidden_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop", "resid_dropout", "embd_dropout",
+                "attn_dropout")
+
+
 def set_dropout(model, dropout: float) -> None:
-    """Override every dropout probability (config and modules); negative keeps the model's own."""
+    """Override every dropout probability; negative keeps the model's own.
+
+    Transformers copies the config's probabilities into module attributes when the model is built
+    (OPT's ``self.dropout``, Llama's ``self.attention_dropout``, ...) and reads those in forward, so
+    the float attributes of every module are set too, as well as ``nn.Dropout.p`` and the config
+    (which is what a saved model records).
+    """
     if dropout < 0:
         return
-    for key in ("dropout", "attention_dropout", "hidden_dropout", "activation_dropout",
-                "attention_probs_dropout_prob", "hidden_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
-        if hasattr(model.config, key):
+    for key in DROPOUT_KEYS:
+        if isinstance(getattr(model.config, key, None), (int, float)):
             setattr(model.config, key, dropout)
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = dropout
+            continue
+        for key in DROPOUT_KEYS:
+            if isinstance(getattr(m, key, None), float) and not isinstance(getattr(m, key), bool):
+                setattr(m, key, dropout)
 
 
 def load_causal_lm(name: str, tokenizer=None, dtype: torch.dtype = torch.float32,

@@ -1,0 +1,129 @@
+"""Is it learning, or one lucky seed? Runs a named train.py configuration for several seeds.
+
+    python scripts/bench/learning.py                       # the main job (SFT, reward model, PPO), 3 seeds
+    python scripts/bench/learning.py --config grpo --seeds 1 2 3
+    python scripts/bench/learning.py --config dpo --out bench-out/dpo -- --max_steps 60
+
+Each seed is one ``python train.py --seed S`` run in ``<out>/seed<S>/`` (``--seed`` reaches every
+stage: initialisation, data order, sampling). The figures of every ``report.json`` are flattened
+(``pass_rate.sft``, ``reward_model.held_out_pair_accuracy``, ``gain.ppo``, ``seconds.total``, ...)
+and summarised as mean / min / max over the seeds in ``<out>/learning.json`` and a markdown table
+in ``<out>/learning.md`` (also printed). ``--fresh`` adds a second set of held-out prompts that no
+preset was tuned on (``report.json``'s ``fresh_pass_rate``). Arguments after ``--`` go to train.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = {          # name -> train.py arguments
+    "main": [],
+    "ppo": [],
+    "grpo": ["--algo", "grpo"],
+    "rloo": ["--algo", "rloo"],
+    "remax": ["--algo", "remax"],
+    "dpo": ["--algo", "dpo"],
+}
+
+
+def flatten(report: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a report as dotted names."""
+    out = {}
+    for k, v in report.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, name + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[name] = float(v)
+    return out
+
+
+def figures(report: dict, wall: float) -> dict[str, float]:
+    f = flatten(report)
+    rates = report.get("pass_rate", {})
+    for name, rate in rates.items():
+        if name not in ("base", "sft") and "sft" in rates:
+            f[f"gain.{name}"] = rate - rates["sft"]
+    f["seconds.total"] = wall
+    return f
+
+
+def summarise(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
+    names = sorted(set().union(*(f.keys() for f in per_seed.values())))
+    out = {}
+    for n in names:
+        vals = [f[n] for f in per_seed.values() if n in f]
+        out[n] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+    return out
+
+
+KEY_FIGURES = ("pass_rate.", "fresh_pass_rate.", "gain.", "reward_model.held_out_pair_accuracy",
+               "reward_trend.", "seconds.total", "stage_seconds.")
+
+
+def markdown(name: str, summary: dict, seeds: list[int], command: str, prompts: int | None) -> str:
+    lines = [f"### `{name}`: {len(seeds)} seeds ({', '.join(map(str, seeds))})"
+             + (f", {prompts} held-out prompts" if prompts else ""), "",
+             f"Command: `{command}`", "",
+             "| figure | mean | min | max |", "|---|---|---|---|"]
+    for k, s in summary.items():
+        if k.startswith(KEY_FIGURES):
+            lines.append(f"| {k} | {s['mean']:.3f} | {s['min']:.3f} | {s['max']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="main", choices=sorted(CONFIGS), help="which train.py configuration")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 1 2 3)")
+    ap.add_argument("--n", type=int, default=3, help="number of seeds when --seeds is not given")
+    ap.add_argument("--out", default=None, help="output directory (default: bench-out/learning-<config>)")
+    ap.add_argument("--actor-model", default=None, help="passed to train.py (default: its own)")
+    ap.add_argument("--fresh", type=int, default=0, help="also report the pass-rate on this many fresh "
+                    "held-out prompts (a second set, disjoint from the 96 the presets were chosen on)")
+    a = ap.parse_args(argv)
+    seeds = a.seeds or list(range(1, a.n + 1))
+    out = Path(a.out or ROOT / "bench-out" / f"learning-{a.config}")
+    out.mkdir(parents=True, exist_ok=True)
+    base = [sys.executable, str(ROOT / "train.py"), *CONFIGS[a.config]]
+    if a.actor_model:
+        base += ["--actor-model", a.actor_model, "--reward-model", a.actor_model]
+    if a.fresh:
+        base += ["--fresh-prompts", str(a.fresh)]
+    per_seed: dict[int, dict[str, float]] = {}
+    for s in seeds:
+        d = out / f"seed{s}"
+        cmd = base + ["--output-dir", str(d), "--seed", str(s), *extra]
+        print(f"\n##### seed {s}: {' '.join(cmd)}", flush=True)
+        t0 = time.time()
+        rc = subprocess.call(cmd, cwd=ROOT)
+        wall = time.time() - t0
+        if rc != 0:
+            sys.exit(f"seed {s} failed (exit {rc}); its logs are under {d / 'logs'}")
+        report = json.loads((d / "report.json").read_text())
+        per_seed[s] = figures(report, wall)
+        print(f"seed {s}: {wall:.0f} s, pass-rate {report.get('pass_rate')}", flush=True)
+    summary = summarise(per_seed)
+    command = "python scripts/bench/learning.py " + " ".join(argv + (["--"] + extra if extra else []))
+    prompts = json.loads((out / f"seed{seeds[0]}" / "report.json").read_text()).get("held_out_prompts")
+    md = markdown(a.config, summary, seeds, command.strip(), prompts)
+    result = {"config": a.config, "seeds": seeds, "command": command.strip(), "held_out_prompts": prompts,
+              "summary": summary, "per_seed": per_seed}
+    (out / "learning.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "learning.md").write_text(md)
+    print("\n" + md)
+    print(f"(also in {out / 'learning.json'} and {out / 'learning.md'})")
+    return result
+
+
+if __name__ == "__main__":
+    main()
