@@ -29,6 +29,7 @@ STAGES = {
 DPO = ("step2_reward_model_finetuning/dpo_main.py", "actor-models")
 PRESETS = ROOT / "training" / "configs"
 CRITIC_FREE = ("grpo", "rloo", "remax")
+SFT_INIT = "sft"     # --reward-model default: start the reward model from the Stage 1 output
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -41,7 +42,10 @@ def parse(argv):
     ap.add_argument("--step", type=int, nargs="+", default=None, choices=sorted(STAGES),
                     help="stages to run, in order (default: 1 2 3; --algo dpo: 1 2; grpo, rloo, remax: 1 3)")
     ap.add_argument("--actor-model", default="smollm2-135m", help="actor model (name, alias or directory)")
-    ap.add_argument("--reward-model", default="smollm2-135m", help="reward model (name, alias or directory)")
+    ap.add_argument("--reward-model", default=SFT_INIT,
+                    help="model the reward model starts from (name, alias or directory); default: the Stage 1 "
+                         "(SFT) output, as in InstructGPT: on the main job it ranks the policy's own answers "
+                         "far better than one started from the base model (BENCHMARKS.md)")
     ap.add_argument("--actor-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
     ap.add_argument("--reward-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
     ap.add_argument("--algo", default="ppo", choices=("ppo", "dpo") + CRITIC_FREE,
@@ -87,7 +91,7 @@ def stage_output(step: int, args) -> Path:
     out = Path(args.output_dir)
     if step == 2 and args.algo == "dpo":
         return out / DPO[1] / (model_tag(args.actor_model) + "-dpo")
-    model = args.reward_model if step == 2 else args.actor_model
+    model = args.reward_model if step == 2 and args.reward_model != SFT_INIT else args.actor_model
     suffix = f"-{args.algo}" if step == 3 and args.algo in CRITIC_FREE else ""
     return out / STAGES[step][1] / (model_tag(model) + suffix)
 
@@ -102,9 +106,10 @@ def preset(step: int, model: str, algo: str = "ppo") -> Path:
 
 
 def stage_args(step: int, args, extra: list[str]) -> list[str]:
-    model = args.reward_model if step == 2 and args.algo != "dpo" else args.actor_model
+    rm_from_sft = step == 2 and args.algo != "dpo" and args.reward_model == SFT_INIT
+    model = args.reward_model if step == 2 and args.algo != "dpo" and not rm_from_sft else args.actor_model
     a = ["--output_dir", str(stage_output(step, args)), "--config", args.config or str(preset(step, model, args.algo))]
-    if step == 2 and args.algo == "dpo" or step == 3:
+    if step == 2 and args.algo == "dpo" or step == 3 or rm_from_sft:
         sft = stage_output(1, args)
         a += ["--model_name_or_path", str(sft), "--tokenizer_name_or_path", str(sft)]
     else:
@@ -160,7 +165,8 @@ def main(argv=None) -> dict:
     out = Path(args.output_dir)
     plans = []
     for step in steps:
-        needs = {1: "the SFT model (--step 1)"} if step == 3 or (step == 2 and args.algo == "dpo") else {}
+        needs = {1: "the SFT model (--step 1)"} if step == 3 or step == 2 and (
+            args.algo == "dpo" or args.reward_model == SFT_INIT) else {}
         if step == 3 and args.algo == "ppo":
             needs[2] = "the reward model (--step 2)"
         for need, what in needs.items():

@@ -11,7 +11,6 @@ wrong log-probs, or an update that never reaches the weights fails these tests.
 from __future__ import annotations
 
 import functools
-import json
 
 import pytest
 import torch
@@ -100,3 +99,15 @@ def test_dpo_raises_the_chosen_over_rejected_margin(tmp_path):
     evals = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "eval"]
     assert evals[0]["step"] == 0 and abs(evals[0]["reward_margin"]) < 1e-6  # the policy starts as the reference
     assert final["reward_margin"] > 0.5 and final["reward_acc"] > 0.8, final  # on held-out pairs
+
+
+@pytest.mark.parametrize("keep_dropout, exact", [(False, True), (True, False)])
+def test_first_ppo_step_is_on_policy_without_actor_dropout(tmp_path, keep_dropout, exact):
+    """OPT trains with dropout 0.1; old log-probs are taken in eval mode. Stage 3 turns the actor's
+    dropout off by default, so the first update on fresh experience has a ratio of exactly 1."""
+    stage3(_args(tmp_path, "opt", "checker", "--actor_model_name_or_path", "tiny-opt", "--dropout", "0.1",
+                 "--disable_actor_dropout", str(not keep_dropout), "--max_answer_seq_len", "4",
+                 "--per_device_generation_batch_size", "4", "--per_device_training_batch_size", "4",
+                 "--critic_learning_rate", "1e-3", "--max_steps", "1"))
+    train = [r for r in read_metrics(tmp_path / "opt" / "metrics.jsonl") if r["split"] == "train"]
+    assert (train[0]["approx_kl"] == 0.0 and train[0]["clip_frac"] == 0.0) == exact, train[0]

@@ -85,3 +85,61 @@ def test_adaptive_kl_and_running_moments():
     rm.update(torch.tensor([1.0, 2.0, 3.0]))
     rm.update(torch.tensor([4.0, 5.0]))
     assert rm.mean == pytest.approx(3.0) and rm.std == pytest.approx(math.sqrt(2.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["tiny", "tiny-opt"])
+def test_answer_only_logprobs_equal_the_full_forward(tiny_tok, kind):
+    """The fast path (LM head on the answer states only) against the plain full-sequence forward."""
+    from training.utils.model import load_causal_lm
+    from training.utils.rl.experience import answer_layout, causal_logprobs, first_action, position_ids_from
+    from training.utils.rl.maths import token_logprobs
+
+    model = load_causal_lm(kind, tiny_tok, seed=5).eval()
+    torch.manual_seed(0)
+    prompt_mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    seq = torch.cat([torch.randint(10, 500, (2, 5)), torch.randint(10, 500, (2, 4))], 1)
+    seq[0, 6] = tiny_tok.eos_token_id                      # row 0's answer ends early
+    attn, action, _, _ = answer_layout(seq, prompt_mask, tiny_tok.eos_token_id)
+    pos = position_ids_from(attn)
+    with torch.no_grad():
+        full = token_logprobs(model(input_ids=seq, attention_mask=attn, position_ids=pos).logits[:, :-1], seq[:, 1:])
+        start = first_action(action)
+        fast = causal_logprobs(model, seq, attn, pos, 1.0, start)
+    assert start == 4 and fast.shape == full.shape
+    torch.testing.assert_close(fast * action, full * action, rtol=0, atol=1e-5)
+    assert fast[:, :start].abs().sum() == 0
+
+
+def test_length_sorted_trimmed_micro_batches_keep_every_log_prob(tiny_tok):
+    """Micro-batches cut to their own padding give each row the log-probs of the full padded batch."""
+    from training.utils.model import load_causal_lm
+    from training.utils.rl.experience import (answer_layout, causal_logprobs, first_action, micro_batches,
+                                              position_ids_from)
+    from training.utils.rl.group_trainer import GroupBatch
+
+    model = load_causal_lm("tiny", tiny_tok, seed=5).eval()
+    torch.manual_seed(1)
+    prompt_mask = torch.tensor([[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1], [0, 1, 1, 1, 1, 1]])
+    seq = torch.cat([torch.randint(10, 500, (4, 6)), torch.randint(10, 500, (4, 5))], 1)
+    seq[0, 7] = seq[2, 6] = tiny_tok.eos_token_id            # rows 0 and 2: short prompts and short answers
+    attn, action, _, _ = answer_layout(seq, prompt_mask, tiny_tok.eos_token_id)
+    pos = position_ids_from(attn)
+    with torch.no_grad():
+        full = causal_logprobs(model, seq, attn, pos, 1.0, first_action(action))
+    z = torch.zeros_like(full)
+    batch = GroupBatch(seq, attn, pos, action, full, z, z)
+    parts = micro_batches(batch, 2)
+    # rows 2 and 0 (4 and 5 real tokens, columns 3-6 and 3-7) go together: 3 padding columns on the
+    # left and 3 on the right are cut; rows 3 and 1 keep all 11 columns
+    assert [p.sequences.shape[1] for p in parts] == [5, 11]
+    got = {}
+    with torch.no_grad():
+        for p in parts:
+            lp = causal_logprobs(model, p.sequences, p.attention_mask, p.position_ids, 1.0, first_action(p.action_mask))
+            for row in range(p.sequences.shape[0]):
+                key = tuple(p.sequences[row][p.attention_mask[row] == 1].tolist())
+                got[key] = ((lp[row] * p.action_mask[row]).sum().item(), (p.old_logp[row] * p.action_mask[row]).sum().item())
+    for row in range(4):
+        key = tuple(seq[row][attn[row] == 1].tolist())
+        want = (full[row] * action[row]).sum().item()
+        assert got[key][0] == pytest.approx(want, abs=1e-4) and got[key][1] == pytest.approx(want, abs=1e-6)

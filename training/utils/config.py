@@ -50,6 +50,9 @@ class DataConfig:
                        choices=("auto", "chat", "plain"))
     bundled_size: int = _f(4000, "rows generated for the bundled verifiable dataset")
     max_train_samples: int = _f(0, "cap on training rows per stage (0: no cap)")
+    balance_key: str = _f("", "resample each training split so that every value of this row field is equally "
+                               "frequent (rare groups repeated; e.g. 'task' for the bundled data, whose small "
+                               "tasks are 2-4% of the rows); empty: the natural mix")
     dedup: bool = _f(True, "drop exact duplicate rows (same prompt, chosen and rejected) within each split, "
                            "and eval rows that also appear in training; the count is logged")
     max_eval_samples: int = _f(0, "cap on evaluation rows per stage (0: no cap)")

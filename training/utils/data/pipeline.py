@@ -131,7 +131,7 @@ def _cap(rows: list, cap: int, seed: int) -> list:
 
 def phase_sources(d: DataConfig, phase: int) -> tuple[list[Source], list[Source]]:
     """(split sources, SFT-only sources) of ``phase``; built once, as building one hashes its files."""
-    keys = Keys(d.prompt_key, d.chosen_key, d.rejected_key, d.messages_key)
+    keys = Keys(d.prompt_key, d.chosen_key, d.rejected_key, d.messages_key, d.balance_key)
     main = [get_source(s, keys, d.bundled_size) for s in d.data_path]
     sft_only = [get_source(s, keys, d.bundled_size) for s in d.sft_only_data_path] if phase == 1 else []
     return main, sft_only
@@ -160,6 +160,26 @@ def dedupe(rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
     return out
 
 
+def balance(rows: list[dict], seed: int) -> list[dict]:
+    """Every group (``_group``; rows without one form their own) as frequent as the largest one:
+    each group's rows repeated whole, the remainder drawn without replacement (seeded)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r.get("_group", ""), []).append(r)
+    if len(groups) < 2:
+        return rows
+    target = max(len(g) for g in groups.values())
+    rng = np.random.RandomState(seed + 104729)
+    out = []
+    for name in sorted(groups):
+        g = groups[name]
+        reps, rest = divmod(target, len(g))
+        out += g * reps + [g[int(i)] for i in np.sort(rng.permutation(len(g))[:rest])]
+    log.info("balanced %d training rows over %d groups of %d rows (%s)", len(rows), len(groups), target,
+             ", ".join(f"{k or '(none)'} {len(v)}" for k, v in sorted(groups.items())))
+    return out
+
+
 def collect_rows(d: DataConfig, phase: int, seed: int, sources=None) -> dict[str, list[dict]]:
     """Raw canonical rows of ``phase`` for train and eval (each keeps its ``_src`` and ``_row``)."""
     main, sft_only = sources or phase_sources(d, phase)
@@ -178,6 +198,8 @@ def collect_rows(d: DataConfig, phase: int, seed: int, sources=None) -> dict[str
         out["eval"] += loaded["eval"] or []
     if d.dedup:
         out = dedupe(out)
+    if d.balance_key:
+        out["train"] = balance(out["train"], seed)
     out["train"] = _cap(out["train"], d.max_train_samples, seed)
     out["eval"] = _cap(out["eval"], d.max_eval_samples, seed)
     return out
@@ -190,7 +212,7 @@ def cache_key(d: DataConfig, tokenizer, phase: int, seed: int, sources=None) -> 
         "sft_only": [s.fingerprint for s in sft_only],
         "split": parse_split(d.data_split), "eval_fraction": d.eval_fraction,
         "lens": [d.max_seq_len, d.max_prompt_seq_len], "truncation": d.truncation,
-        "template": d.template, "caps": [d.max_train_samples, d.max_eval_samples], "dedup": d.dedup,
+        "template": d.template, "caps": [d.max_train_samples, d.max_eval_samples], "dedup": d.dedup, "balance": d.balance_key,
         "tokenizer": tokenizer_fingerprint(tokenizer),
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -35,6 +35,7 @@ class Keys:
     chosen: str = "chosen"
     rejected: str = "rejected"
     messages: str = "messages"
+    group: str = ""            # a field kept as the row's group (for --balance_key); "" keeps none
 
 
 @dataclass
@@ -99,6 +100,16 @@ def normalise_row(obj, where: str, row: int, keys: Keys) -> dict:
     """A user row (pair or chat) -> canonical row; DataError when it cannot be used."""
     if not isinstance(obj, dict):
         raise DataError(f"{where}: row {row}: expected a JSON object, got {type(obj).__name__}")
+    out = _canonical(obj, where, row, keys)
+    if keys.group and keys.group in obj:
+        g = obj[keys.group]
+        if not isinstance(g, (str, int)) or isinstance(g, bool):
+            raise _err(where, row, keys.group, f"a group must be a string or an integer, got {type(g).__name__}")
+        out["_group"] = str(g)
+    return out
+
+
+def _canonical(obj: dict, where: str, row: int, keys: Keys) -> dict:
     if keys.messages in obj and keys.prompt not in obj:
         msgs = _messages(obj[keys.messages], where, row, keys.messages)
         if msgs[-1]["role"] != "assistant":
@@ -314,12 +325,13 @@ def hub_source(spec: str, adapter_name: str) -> Source:
     return Source(spec, fp, load)
 
 
-def bundled_source(size: int, seed: int = 0) -> Source:
+def bundled_source(size: int, seed: int = 0, group: str = "") -> Source:
+    """The bundled rows; ``group="task"`` keeps each row's task name as its group."""
     from . import bundled
 
     def load():
         tr, ev = bundled.train_eval(size, seed)
-        keys = Keys()
+        keys = Keys(group=group)
         return {"train": [normalise_row(r, "bundled", i, keys) for i, r in enumerate(tr, 1)],
                 "eval": [normalise_row(r, "bundled", i, keys) for i, r in enumerate(ev, 1)]}
 
@@ -328,7 +340,7 @@ def bundled_source(size: int, seed: int = 0) -> Source:
 
 def get_source(spec: str, keys: Keys, bundled_size: int = 4000) -> Source:
     if spec == "bundled":
-        return bundled_source(bundled_size)
+        return bundled_source(bundled_size, group=keys.group)
     for name in HUB_ADAPTERS:
         if spec == name or spec.rstrip("/").endswith(name):
             return hub_source(spec, name)

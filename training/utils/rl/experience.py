@@ -31,10 +31,31 @@ class Experience:
     returns: torch.Tensor          # [B, L-1]
     score: torch.Tensor            # [B] (after clipping/normalisation inputs: the raw score)
 
-    def split(self, size: int) -> list["Experience"]:
-        n = self.sequences.shape[0]
-        return [Experience(**{f.name: getattr(self, f.name)[i:i + size] for f in fields(self)})
-                for i in range(0, n, size)]
+
+
+def micro_batches(batch, size: int) -> list:
+    """A rollout batch (``Experience`` or ``GroupBatch``) as micro-batches of ``size`` rows of similar
+    length (sorted by real tokens), each cut to the columns that hold a real token in one of its rows.
+
+    Sequences are [left padding | prompt | answer | right padding], so the columns dropped are
+    padding at both ends; per-token arrays (indexed by state, one column shorter) are cut to match.
+    Positions were taken from the full mask, so they are unchanged for every real token.
+    """
+    order = torch.argsort(batch.attention_mask.sum(1), stable=True)
+    width = batch.sequences.shape[1]
+    out = []
+    for i in range(0, len(order), size):
+        idx = order[i:i + size]
+        cols = batch.attention_mask[idx].any(0).nonzero()
+        lo, hi = int(cols[0]), int(cols[-1]) + 1
+        part = {}
+        for f in fields(batch):
+            t = getattr(batch, f.name)[idx]
+            if t.dim() == 2:
+                t = t[:, lo:hi] if t.shape[1] == width else t[:, lo:hi - 1]
+            part[f.name] = t
+        out.append(type(batch)(**part))
+    return out
 
 
 def answer_layout(seq: torch.Tensor, prompt_mask: torch.Tensor, eos_id: int):
@@ -59,10 +80,33 @@ def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def causal_logprobs(model, seq, attn, pos, temperature: float = 1.0) -> torch.Tensor:
-    """Log-probs of seq[:, 1:] under ``model`` at the sampling temperature (logits / T)."""
-    logits = model(input_ids=seq, attention_mask=attn, position_ids=pos, use_cache=False).logits
-    return token_logprobs(logits[:, :-1, :] / temperature, seq[:, 1:])
+def first_action(action_mask: torch.Tensor) -> int:
+    """The first state that takes an action in the batch (prompt width - 1 with left-padded prompts)."""
+    cols = action_mask.any(0).nonzero()
+    return int(cols[0]) if len(cols) else action_mask.shape[1]
+
+
+def action_logits(model, seq, attn, pos, start: int = 0, temperature: float = 1.0) -> torch.Tensor:
+    """Logits / T at the states start..L-2, the ones whose next token can be an action: [B, L-1-start, V].
+
+    The LM head and everything after it run on those positions only (``logits_to_keep``): with
+    ~50-token prompts and short answers that is most of the vocabulary-sized work saved.
+    """
+    logits = model(input_ids=seq, attention_mask=attn, position_ids=pos, use_cache=False,
+                   logits_to_keep=seq.shape[1] - start).logits
+    return logits[:, :-1, :] / temperature
+
+
+def widen(x: torch.Tensor, start: int) -> torch.Tensor:
+    """[B, L-1-start] per-state values -> [B, L-1], zeros before ``start`` (prompt states)."""
+    return torch.nn.functional.pad(x, (start, 0))
+
+
+def causal_logprobs(model, seq, attn, pos, temperature: float = 1.0, start: int = 0) -> torch.Tensor:
+    """Log-probs of seq[:, 1:] under ``model`` at the sampling temperature (logits / T), [B, L-1];
+    computed for states >= ``start`` only (0 before it)."""
+    logits = action_logits(model, seq, attn, pos, start, temperature)
+    return widen(token_logprobs(logits, seq[:, start + 1:]), start)
 
 
 class ExperienceMaker:
@@ -87,8 +131,9 @@ class ExperienceMaker:
         pos = position_ids_from(attn)
         t1 = time.time()
         self.he.eval()
-        old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature)
-        ref_logp = causal_logprobs(self.ref, seq, attn, pos, c.temperature)
+        start = first_action(action)
+        old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature, start)
+        ref_logp = causal_logprobs(self.ref, seq, attn, pos, c.temperature, start)
         self.critic.eval()
         values = self.critic(seq, attn, pos)[:, :-1].float()
         raw = self.reward_fn(seq, attn, pos, end, batch).float()

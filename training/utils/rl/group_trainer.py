@@ -14,7 +14,8 @@ from typing import Callable
 import torch
 
 from ..hybrid_engine import GenerationSettings
-from .experience import answer_layout, causal_logprobs, position_ids_from
+from .experience import (action_logits, answer_layout, causal_logprobs, first_action, micro_batches,
+                         position_ids_from, widen)
 from .ppo_trainer import finite_or_skip
 from .maths import (aggregate, entropy_from_logits, group_advantages, kl_estimate, masked_mean, policy_loss,
                     token_logprobs, uniform_groups)
@@ -33,10 +34,6 @@ class GroupBatch:
     def select(self, keep: torch.Tensor) -> "GroupBatch":
         return GroupBatch(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})
 
-    def split(self, size: int) -> list["GroupBatch"]:
-        n = self.sequences.shape[0]
-        return [GroupBatch(**{f.name: getattr(self, f.name)[i:i + size] for f in fields(self)})
-                for i in range(0, n, size)]
 
 
 def repeat_batch(batch: dict, n: int) -> dict:
@@ -82,8 +79,9 @@ class GroupTrainer:
         gen_s = time.time() - t0
         t1 = time.time()
         self.he.eval()
-        old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature)
-        ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.temperature) if self.ref is not None
+        start = first_action(action)
+        old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature, start)
+        ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.temperature, start) if self.ref is not None
                     else old_logp.clone())
         kl = kl_estimate(old_logp, ref_logp, c.kl_estimator) * action
         score = raw - c.kl_coef * kl.sum(1) if c.kl_in_reward else raw
@@ -109,9 +107,9 @@ class GroupTrainer:
 
     def actor_step(self, b: GroupBatch) -> dict:
         c, engine = self.c, self.he.engine
-        logits = engine(input_ids=b.sequences, attention_mask=b.attention_mask, position_ids=b.position_ids,
-                        use_cache=False).logits[:, :-1, :] / c.temperature
-        logp = token_logprobs(logits, b.sequences[:, 1:])
+        start = first_action(b.action_mask)
+        logits = action_logits(engine, b.sequences, b.attention_mask, b.position_ids, start, c.temperature)
+        logp = widen(token_logprobs(logits, b.sequences[:, start + 1:]), start)
         loss, clipfrac = policy_loss(logp, b.old_logp, b.advantages, b.action_mask, c.cliprange,
                                      c.eps_clip_high, self.loss_agg, self.max_new_tokens)
         out = {"pg_loss": loss.item(), "clip_frac": clipfrac.item()}
@@ -124,7 +122,7 @@ class GroupTrainer:
         engine.backward(loss)
         engine.step()
         with torch.no_grad():
-            out["entropy"] = masked_mean(entropy_from_logits(logits.detach()), b.action_mask).item()
+            out["entropy"] = masked_mean(entropy_from_logits(logits.detach()), b.action_mask[:, start:]).item()
             out["approx_kl"] = masked_mean(b.old_logp - logp.detach(), b.action_mask).item()
         out["actor_loss"] = loss.item()
         return out
@@ -135,7 +133,7 @@ class GroupTrainer:
         acc: dict = {}
         for _ in range(self.c.ppo_epochs):
             for b in batches:
-                for mb in b.split(micro_batch):
+                for mb in micro_batches(b, micro_batch):
                     for k, v in self.actor_step(mb).items():
                         acc.setdefault(k, []).append(v)
         out = {k: sum(v) / len(v) for k, v in acc.items()}

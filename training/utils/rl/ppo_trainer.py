@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from .experience import Experience
+from .experience import Experience, action_logits, first_action, micro_batches, widen
 from .maths import (AdaptiveKLController, causal_lm_loss, entropy_from_logits, masked_mean, policy_loss,
                     token_logprobs, value_loss)
 
@@ -60,18 +60,19 @@ class PPOTrainer:
         return self.kl.value if self.kl is not None else self.c.kl_coef
 
     def actor_step(self, e: Experience) -> dict:
-        engine = self.he.engine
-        logits = engine(input_ids=e.sequences, attention_mask=e.attention_mask, position_ids=e.position_ids,
-                        use_cache=False).logits[:, :-1, :] / self.c.temperature
-        logp = token_logprobs(logits, e.sequences[:, 1:])
+        start = first_action(e.action_mask)
+        logits = action_logits(self.he.engine, e.sequences, e.attention_mask, e.position_ids, start,
+                               self.c.temperature)
+        logp = widen(token_logprobs(logits, e.sequences[:, start + 1:]), start)
         loss, clipfrac = policy_loss(logp, e.old_logp, e.advantages, e.action_mask, self.c.cliprange,
                                      self.c.eps_clip_high)
         if not finite_or_skip(loss, self.guard, "actor loss"):
             return {}
+        engine = self.he.engine
         engine.backward(loss)
         engine.step()
         with torch.no_grad():
-            ent = masked_mean(entropy_from_logits(logits.detach()), e.action_mask).item()
+            ent = masked_mean(entropy_from_logits(logits.detach()), e.action_mask[:, start:]).item()
             approx_kl = masked_mean(e.old_logp - logp.detach(), e.action_mask).item()
         return {"actor_loss": loss.item(), "clip_frac": clipfrac.item(), "entropy": ent, "approx_kl": approx_kl}
 
@@ -100,7 +101,7 @@ class PPOTrainer:
         warm = iteration < self.c.critic_warmup_steps
         for _ in range(self.c.ppo_epochs):
             for exp in exps:
-                for e in exp.split(micro_batch):
+                for e in micro_batches(exp, micro_batch):
                     m = {} if warm else self.actor_step(e)
                     m.update(self.critic_step(e))
                     if self.unsup_iter is not None and self.c.unsup_coef > 0 and not warm:
