@@ -61,6 +61,8 @@ def parse(argv):
     ap.add_argument("--eval-prompts", type=int, default=0,
                     help="held-out prompts for the closing pass-rate report (0: 96 on the default "
                          "model, 32 on tiny)")
+    ap.add_argument("--eval-max-new-tokens", type=int, default=48,
+                    help="answer length limit of the closing evaluation (greedy; Stage 3 samples 48 on the presets)")
     ap.add_argument("--fresh-prompts", type=int, default=0,
                     help="also report the pass-rate on this many fresh held-out prompts (a second set, "
                          "disjoint from the --eval-prompts set that presets are read on)")
@@ -157,6 +159,7 @@ def run_stage(step: int, cmd: list[str], log_path: Path) -> float:
 
 
 def main(argv=None) -> dict:
+    t_start = time.time()
     args, extra = parse(sys.argv[1:] if argv is None else argv)
     default = {"dpo": [1, 2], **{a: [1, 3] for a in CRITIC_FREE}}.get(args.algo, [1, 2, 3])
     steps = sorted(set(args.step or default))
@@ -209,7 +212,9 @@ def main(argv=None) -> dict:
         from inference.passrate import fresh_prompts, held_out_prompts
 
         n = args.eval_prompts or (32 if args.actor_model in ("tiny", "tiny-opt") else 96)
-        res = closing_eval(actors, held_out_prompts(n), str(rm_dir) if rm_dir else None)
+        t_eval = time.time()
+        res = closing_eval(actors, held_out_prompts(n), str(rm_dir) if rm_dir else None, args.eval_max_new_tokens)
+        report["seconds"] = {"closing_eval": round(time.time() - t_eval, 1)}
         report["pass_rate"] = {k: r["pass_rate"] for k, r in res.items()}
         report["per_task"] = {k: r["per_task"] for k, r in res.items()}
         if rm_dir:
@@ -217,12 +222,17 @@ def main(argv=None) -> dict:
         report["held_out_prompts"] = n
         (out / "answers.json").write_text(json.dumps({k: r["answers"] for k, r in res.items()}, indent=1) + "\n")
         if args.fresh_prompts:
-            fresh = closing_eval(actors, fresh_prompts(args.fresh_prompts, skip=n), None)
+            t_fresh = time.time()
+            fresh = closing_eval(actors, fresh_prompts(args.fresh_prompts, skip=n), None, args.eval_max_new_tokens)
+            report["seconds"]["fresh_eval"] = round(time.time() - t_fresh, 1)
             report["fresh_pass_rate"] = {k: r["pass_rate"] for k, r in fresh.items()}
             report["fresh_prompts"] = args.fresh_prompts
         report["models"].update({k: v for k, v in actors.items() if k != "base"})
     if 1 in steps:
         report["sft_eval"] = json.loads((stage_output(1, args) / "summary.json").read_text())["final_eval"]
+    secs = report.setdefault("seconds", {})
+    secs["total"] = round(time.time() - t_start, 1)
+    secs["main_job"] = round(secs["total"] - secs.get("fresh_eval", 0.0), 1)   # without the optional second set
     report["plots"] = sorted(str(p) for s in steps for p in stage_output(s, args).glob("*.png"))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print("\n=== report")

@@ -68,22 +68,23 @@ def test_starting_point_is_below_the_bound():
     assert 0.05 < p0 < 0.2, p0
 
 
-@pytest.mark.parametrize("algo, extra, bound", [
-    ("ppo", ["--per_device_generation_batch_size", "16", "--per_device_training_batch_size", "8",
-             "--critic_learning_rate", "1e-3", "--kl_coef", "0.0", "--max_steps", "8"], 0.6),
-    ("grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
-              "--per_device_training_batch_size", "8", "--kl_coef", "0.0", "--max_steps", "8"], 0.6),
-    ("rloo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
-              "--per_device_training_batch_size", "8", "--kl_coef", "0.0", "--max_steps", "8"], 0.6),
-    ("remax", ["--per_device_generation_batch_size", "8", "--num_samples_per_prompt", "2",
-               "--per_device_training_batch_size", "8", "--kl_coef", "0.0", "--max_steps", "8"], 0.6),
+COMMON = ["--learning_rate", "3e-4", "--ppo_epochs", "4", "--kl_coef", "0.0", "--max_steps", "8",
+          "--per_device_training_batch_size", "8"]
+
+
+@pytest.mark.parametrize("algo, extra", [
+    ("ppo", ["--per_device_generation_batch_size", "16", "--critic_learning_rate", "3e-4"]),
+    ("grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
+    ("rloo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
+    ("remax", ["--per_device_generation_batch_size", "8", "--num_samples_per_prompt", "2"]),
 ])
-def test_rl_raises_a_learnable_reward(tmp_path, blank_rule, algo, extra, bound):
-    stage3(_args(tmp_path, algo, blank_rule, "--algo", algo, *extra))
+def test_rl_raises_a_learnable_reward(tmp_path, blank_rule, algo, extra):
+    """16 rollouts per update round, 8 rounds: the rewarded answer goes from ~15% to most of the mass."""
+    stage3(_args(tmp_path, algo, blank_rule, "--algo", algo, *COMMON, *extra))
     out = tmp_path / algo
     p1 = blank_probability(str(out / "actor"))
     train = [r["reward"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
-    assert p1 > bound, (p1, train)
+    assert p1 > 0.6, (p1, train)
     assert sum(train[-3:]) / 3 > sum(train[:3]) / 3, train
 
 

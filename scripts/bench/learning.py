@@ -39,7 +39,7 @@ def flatten(report: dict, prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(flatten(v, name + "."))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        elif isinstance(v, (int, float)):      # booleans count as 0 / 1 (e.g. how many seeds rose)
             out[name] = float(v)
     return out
 
@@ -50,7 +50,11 @@ def figures(report: dict, wall: float) -> dict[str, float]:
     for name, rate in rates.items():
         if name not in ("base", "sft") and "sft" in rates:
             f[f"gain.{name}"] = rate - rates["sft"]
-    f["seconds.total"] = wall
+    fresh = report.get("fresh_pass_rate", {})
+    for name, rate in fresh.items():
+        if name not in ("base", "sft") and "sft" in fresh:
+            f[f"fresh_gain.{name}"] = rate - fresh["sft"]
+    f["seconds.process"] = wall
     return f
 
 
@@ -63,8 +67,8 @@ def summarise(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, floa
     return out
 
 
-KEY_FIGURES = ("pass_rate.", "fresh_pass_rate.", "gain.", "reward_model.held_out_pair_accuracy",
-               "reward_trend.", "seconds.total", "stage_seconds.")
+KEY_FIGURES = ("pass_rate.", "fresh_pass_rate.", "gain.", "fresh_gain.", "reward_model.held_out_pair_accuracy",
+               "rm_score.", "kl_to_reference.", "reward_trend.", "seconds.", "stage_seconds.")
 
 
 def markdown(name: str, summary: dict, seeds: list[int], command: str, prompts: int | None) -> str:

@@ -251,7 +251,7 @@ def main(argv=None) -> dict:
                 next(unsup_iter)
         guard = NonFinite(cfg.ckpt.max_nonfinite, cfg.log.output_dir, st["nonfinite"] if resume else 0)
         trainer.guard = guard
-        if first is None:
+        if first is None and cfg.log.eval_at_start:
             first = do_eval()
             w.log(0, "eval", first)
             log.info("step 0 eval: %s", first)

@@ -89,7 +89,7 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
         st = checkpoint.load(resume, {"model": engine})
         step, epoch, skip, faults_seen = st["step"], st["epoch"], st["batches_done"], st.get("nonfinite", 0)
         writer.rewind(step)
-    else:
+    elif lg.eval_at_start:
         ev = eval_fn()
         writer.log(0, "eval", ev)
         log.info("step 0 eval: %s", _fmt(ev))
