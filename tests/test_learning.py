@@ -1,7 +1,7 @@
 """Learning tests: every stage-3 algorithm (and DPO) must raise a trivially learnable reward.
 
 The rule: an answer scores 1.0 when its (single) token is blank, i.e. a whitespace or special
-token, 0.0 otherwise. The seeded random ``tiny`` model puts about 15% of its first-token
+token, 0.0 otherwise (ReMax, whose baseline is the greedy answer, gets the opposite rule). The seeded random ``tiny`` model puts about 15% of its first-token
 probability on blank tokens at temperature 0.12 (its newline logit stands out), so the reward
 starts low but is reachable by sampling. The test measures that probability exactly, with the
 starting and the trained actor, instead of relying on a few noisy rollouts: below 0.2 before,
@@ -11,6 +11,7 @@ wrong log-probs, or an update that never reaches the weights fails these tests.
 from __future__ import annotations
 
 import functools
+import json
 
 import pytest
 import torch
@@ -19,7 +20,8 @@ from training.step3_rlhf_finetuning.main import main as stage3
 from training.utils.logging import read_metrics
 
 TEMPERATURE = 0.12
-RULE = "def blank(prompt, answer):\n    return 1.0 if answer.strip() == '' else 0.0\n"
+RULES = "def blank(prompt, answer):\n    return 1.0 if answer.strip() == '' else 0.0\n" \
+        "def nonblank(prompt, answer):\n    return 0.0 if answer.strip() == '' else 1.0\n"
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,10 +51,10 @@ def blank_probability(model_name: str) -> float:
 
 
 @pytest.fixture()
-def blank_rule(tmp_path, monkeypatch):
-    (tmp_path / "blankrule.py").write_text(RULE)
+def rules(tmp_path, monkeypatch):
+    (tmp_path / "blankrules.py").write_text(RULES)
     monkeypatch.syspath_prepend(str(tmp_path))
-    return "rule:blankrule:blank"
+    return "rule:blankrules:"
 
 
 def _args(tmp_path, name, reward, *extra):
@@ -76,11 +78,10 @@ COMMON = ["--learning_rate", "3e-4", "--ppo_epochs", "4", "--kl_coef", "0.0", "-
     ("ppo", ["--per_device_generation_batch_size", "16", "--critic_learning_rate", "3e-4"]),
     ("grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
     ("rloo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
-    ("remax", ["--per_device_generation_batch_size", "8", "--num_samples_per_prompt", "2"]),
 ])
-def test_rl_raises_a_learnable_reward(tmp_path, blank_rule, algo, extra):
+def test_rl_raises_a_learnable_reward(tmp_path, rules, algo, extra):
     """16 rollouts per update round, 8 rounds: the rewarded answer goes from ~15% to most of the mass."""
-    stage3(_args(tmp_path, algo, blank_rule, "--algo", algo, *COMMON, *extra))
+    stage3(_args(tmp_path, algo, rules + "blank", "--algo", algo, *COMMON, *extra))
     out = tmp_path / algo
     p1 = blank_probability(str(out / "actor"))
     train = [r["reward"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
@@ -88,18 +89,37 @@ def test_rl_raises_a_learnable_reward(tmp_path, blank_rule, algo, extra):
     assert sum(train[-3:]) / 3 > sum(train[:3]) / 3, train
 
 
-def test_dpo_raises_the_chosen_over_rejected_margin(tmp_path):
-    from training.step2_reward_model_finetuning.dpo_main import main as dpo
+def test_remax_raises_a_learnable_reward(tmp_path, rules):
+    """ReMax's baseline is the greedy answer's reward. The tiny model's greedy answer is blank, so here
+    the non-blank answers are rewarded (~85% of the mass at first): the greedy baseline scores 0, each
+    rollout's advantage is its own reward, and the non-blank mass must grow to nearly all of it."""
+    stage3(_args(tmp_path, "remax", rules + "nonblank", "--algo", "remax", *COMMON,
+                 "--per_device_generation_batch_size", "8", "--num_samples_per_prompt", "2"))
+    train = read_metrics(tmp_path / "remax" / "metrics.jsonl")
+    assert all(r["greedy_baseline"] == 0.0 for r in train if r["split"] == "train")
+    nonblank = 1.0 - blank_probability(str(tmp_path / "remax" / "actor"))
+    assert nonblank > 0.97, nonblank                   # from 1 - p0 < 0.95 (test_starting_point...)
 
+
+def test_dpo_raises_the_chosen_over_rejected_margin(tmp_path):
+    """A preference a tiny model can learn (answer "yes" over "no"): the implicit-reward margin on
+    held-out prompts starts at exactly 0 (policy = reference) and must clear 0.2 within 10 updates."""
+    from training.step2_reward_model_finetuning.dpo_main import main as dpo
+    from training.utils.data.bundled import train_eval
+
+    data = tmp_path / "yesno.jsonl"
+    data.write_text("".join(json.dumps({"prompt": r["prompt"], "chosen": "yes", "rejected": "no"}) + "\n"
+                            for r in train_eval(300, 0)[0][:200]))
     out = tmp_path / "dpo"
     final = dpo(["--model_name_or_path", "tiny", "--output_dir", str(out), "--data_output_path",
-                 str(tmp_path / "cache"), "--bundled_size", "400", "--max_seq_len", "96", "--max_prompt_seq_len", "64",
-                 "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16", "--max_eval_samples", "32",
-                 "--learning_rate", "1e-3", "--max_steps", "10", "--eval_interval", "0", "--beta", "0.1",
-                 "--disable_tqdm", "--plots", "false", "--enable_tensorboard", "false", "--seed", "3"])
+                 str(tmp_path / "cache"), "--data_path", str(data), "--data_split", "0,1,0", "--eval_fraction", "0.1",
+                 "--max_seq_len", "96", "--max_prompt_seq_len", "64", "--per_device_train_batch_size", "8",
+                 "--per_device_eval_batch_size", "16", "--learning_rate", "1e-3", "--max_steps", "10",
+                 "--eval_interval", "0", "--beta", "0.1", "--disable_tqdm", "--plots", "false",
+                 "--enable_tensorboard", "false", "--seed", "3"])
     evals = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "eval"]
-    assert evals[0]["step"] == 0 and abs(evals[0]["reward_margin"]) < 1e-6  # the policy starts as the reference
-    assert final["reward_margin"] > 0.5 and final["reward_acc"] > 0.8, final  # on held-out pairs
+    assert evals[0]["step"] == 0 and evals[0]["reward_margin"] == 0.0       # the policy starts as the reference
+    assert final["reward_margin"] > 0.2 and final["reward_acc"] > 0.9, final  # 20 held-out prompts
 
 
 @pytest.mark.parametrize("keep_dropout, exact", [(False, True), (True, False)])

@@ -28,7 +28,7 @@ def rl_figures(stage_dir: Path) -> dict:
 
 
 def closing_eval(actors: dict[str, str], prompts: list[str], reward_model: Optional[str],
-                 max_new_tokens: int = 64, batch_size: int = 16) -> dict[str, dict]:
+                 max_new_tokens: int = 64, batch_size: int = 32) -> dict[str, dict]:
     """{name: {pass_rate, per_task, answers[, rm_score]}} for each actor on ``prompts``."""
     from inference.passrate import evaluate_model
 
