@@ -92,11 +92,12 @@ def test_rl_raises_a_learnable_reward(tmp_path, rules, algo, extra):
 def test_remax_raises_a_learnable_reward(tmp_path, rules):
     """ReMax's baseline is the greedy answer's reward. The tiny model's greedy answer is blank, so here
     the non-blank answers are rewarded (~85% of the mass at first): the greedy baseline scores 0, each
-    rollout's advantage is its own reward, and the non-blank mass must grow to nearly all of it."""
+    rollout's advantage is its own reward (until the greedy answer itself turns non-blank), and the
+    non-blank mass must grow to nearly all of it."""
     stage3(_args(tmp_path, "remax", rules + "nonblank", "--algo", "remax", *COMMON,
                  "--per_device_generation_batch_size", "8", "--num_samples_per_prompt", "2"))
     train = read_metrics(tmp_path / "remax" / "metrics.jsonl")
-    assert all(r["greedy_baseline"] == 0.0 for r in train if r["split"] == "train")
+    assert [r["greedy_baseline"] for r in train if r["split"] == "train"][0] == 0.0   # greedy starts blank
     nonblank = 1.0 - blank_probability(str(tmp_path / "remax" / "actor"))
     assert nonblank > 0.97, nonblank                   # from 1 - p0 < 0.95 (test_starting_point...)
 
