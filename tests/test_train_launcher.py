@@ -47,7 +47,7 @@ def test_train_py_tiny_end_to_end(tmp_path):
                         "--eval-prompts", "8"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
-    assert set(report["pass_rate"]) == {"base", "grpo"} and "final_kl" in report["grpo"]
+    assert set(report["pass_rate"]) == {"base", "sft", "grpo"} and "final_kl" in report["grpo"]   # SFT: its start
     grpo = tmp_path / "step3-models" / "tiny-grpo"
     assert (grpo / "actor" / "model.safetensors").is_file() and not (grpo / "critic").exists()
     assert "reward: 1 x rule:training.utils.data.checker:reward" in (tmp_path / "logs" / "step3.log").read_text()
