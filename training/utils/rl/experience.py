@@ -32,7 +32,6 @@ class Experience:
     score: torch.Tensor            # [B] (after clipping/normalisation inputs: the raw score)
 
 
-
 def micro_batches(batch, size: int) -> list:
     """A rollout batch (``Experience`` or ``GroupBatch``) as micro-batches of ``size`` rows of similar
     length (sorted by real tokens), each cut to the columns that hold a real token in one of its rows.
@@ -100,6 +99,14 @@ def action_logits(model, seq, attn, pos, start: int = 0, temperature: float = 1.
 def widen(x: torch.Tensor, start: int) -> torch.Tensor:
     """[B, L-1-start] per-state values -> [B, L-1], zeros before ``start`` (prompt states)."""
     return torch.nn.functional.pad(x, (start, 0))
+
+
+def action_logprobs(model, seq, attn, pos, action_mask, temperature: float = 1.0):
+    """(logits / T at the action states [B, L-1-start, V], log-probs of seq[:, 1:] [B, L-1] (0 before
+    ``start``), ``start``) for the actions that ``action_mask`` marks: the policy's forward in training."""
+    start = first_action(action_mask)
+    logits = action_logits(model, seq, attn, pos, start, temperature)
+    return logits, widen(token_logprobs(logits, seq[:, start + 1:]), start), start
 
 
 def causal_logprobs(model, seq, attn, pos, temperature: float = 1.0, start: int = 0) -> torch.Tensor:

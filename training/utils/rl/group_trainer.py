@@ -14,11 +14,10 @@ from typing import Callable
 import torch
 
 from ..hybrid_engine import GenerationSettings
-from .experience import (action_logits, answer_layout, causal_logprobs, first_action, micro_batches,
-                         position_ids_from, widen)
+from .experience import action_logprobs, answer_layout, causal_logprobs, first_action, micro_batches, position_ids_from
 from .ppo_trainer import finite_or_skip
 from .maths import (aggregate, entropy_from_logits, group_advantages, kl_estimate, masked_mean, policy_loss,
-                    token_logprobs, uniform_groups)
+                    uniform_groups)
 
 
 @dataclass
@@ -107,9 +106,8 @@ class GroupTrainer:
 
     def actor_step(self, b: GroupBatch) -> dict:
         c, engine = self.c, self.he.engine
-        start = first_action(b.action_mask)
-        logits = action_logits(engine, b.sequences, b.attention_mask, b.position_ids, start, c.temperature)
-        logp = widen(token_logprobs(logits, b.sequences[:, start + 1:]), start)
+        logits, logp, start = action_logprobs(engine, b.sequences, b.attention_mask, b.position_ids, b.action_mask,
+                                              c.temperature)
         loss, clipfrac = policy_loss(logp, b.old_logp, b.advantages, b.action_mask, c.cliprange,
                                      c.eps_clip_high, self.loss_agg, self.max_new_tokens)
         out = {"pg_loss": loss.item(), "clip_frac": clipfrac.item()}

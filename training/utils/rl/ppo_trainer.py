@@ -8,9 +8,8 @@ from typing import Optional
 
 import torch
 
-from .experience import Experience, action_logits, first_action, micro_batches, widen
-from .maths import (AdaptiveKLController, causal_lm_loss, entropy_from_logits, masked_mean, policy_loss,
-                    token_logprobs, value_loss)
+from .experience import Experience, action_logprobs, micro_batches
+from .maths import AdaptiveKLController, causal_lm_loss, entropy_from_logits, masked_mean, policy_loss, value_loss
 
 
 def finite_or_skip(loss: torch.Tensor, guard, what: str) -> bool:
@@ -60,10 +59,8 @@ class PPOTrainer:
         return self.kl.value if self.kl is not None else self.c.kl_coef
 
     def actor_step(self, e: Experience) -> dict:
-        start = first_action(e.action_mask)
-        logits = action_logits(self.he.engine, e.sequences, e.attention_mask, e.position_ids, start,
-                               self.c.temperature)
-        logp = widen(token_logprobs(logits, e.sequences[:, start + 1:]), start)
+        logits, logp, start = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids,
+                                              e.action_mask, self.c.temperature)
         loss, clipfrac = policy_loss(logp, e.old_logp, e.advantages, e.action_mask, self.c.cliprange,
                                      self.c.eps_clip_high)
         if not finite_or_skip(loss, self.guard, "actor loss"):
