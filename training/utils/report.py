@@ -30,13 +30,17 @@ def rl_figures(stage_dir: Path) -> dict:
 def closing_eval(actors: dict[str, str], prompts: list[str], reward_model: Optional[str],
                  max_new_tokens: int = 64, batch_size: int = 32) -> dict[str, dict]:
     """{name: {pass_rate, per_task, answers[, rm_score]}} for each actor on ``prompts``."""
+    from inference.answer_cache import cache_dir as answer_cache_dir
     from inference.passrate import evaluate_model
 
     results = {}
     for name, path in actors.items():
         print(f"closing evaluation: {name} ({path}) answers {len(prompts)} held-out prompts", flush=True)
         results[name] = evaluate_model(path, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                       prompts=prompts, progress=f"eval {name}")
+                                       prompts=prompts, progress=f"eval {name}", cache=True)
+        if results[name]["cached"]:
+            print(f"closing evaluation: {name}: same weights, prompts and settings as an earlier run; "
+                  f"answers reused from {answer_cache_dir()}", flush=True)
     if reward_model:
         from inference.rw_eval import Scorer
 
