@@ -179,3 +179,24 @@ def test_group_config_errors(tmp_path):
         stage3(_args(tmp_path, "e", "--algo", "grpo", "--reward", "checker"))
     with pytest.raises(ConfigError, match="2 reward_weights for 1 reward sources"):
         stage3(_args(tmp_path, "e", "--reward", "checker", "--reward_weights", "1", "2"))
+
+
+def test_rollout_pass_rate_counts_rollouts_only(tiny_tok):
+    """The checker's diagnostic counts sampled rollouts, not evaluation answers or ReMax's greedy baselines."""
+    from training.step3_rlhf_finetuning.main import batch_reward
+
+    prompts = ["Compute 2 + 3. Reply with the number only.", "Compute 4 + 4. Reply with the number only.",
+               "Tell me a story."]          # the last one has no checkable task: not judged
+    pw = 4
+    answers = ["5", "9", "once"]
+    rows = [[tiny_tok.pad_token_id] * pw + tiny_tok(a, add_special_tokens=False)["input_ids"] for a in answers]
+    width = max(map(len, rows))
+    seq = torch.tensor([r + [tiny_tok.pad_token_id] * (width - len(r)) for r in rows])
+    end = torch.tensor([len(r) - 1 for r in rows])
+    batch = {"input_ids": seq[:, :pw], "prompt_text": prompts}
+    fn = batch_reward(lambda ro: torch.tensor([float(a == "5") for a in ro.answers]), tiny_tok)
+    r = fn(seq, None, None, end, batch)                       # 1 of the 2 checkable rollouts passes
+    assert r.tolist() == [1.0, 0.0, 0.0]
+    fn(seq[:1], None, None, end[:1], {"input_ids": seq[:1, :pw], "prompt_text": prompts[:1]}, rollout=False)
+    assert fn.take_checked() == {"rollout_pass_rate": 0.5}
+    assert fn.take_checked() == {}                            # reset by the previous call

@@ -23,8 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {          # name -> train.py arguments
-    "main": [],
-    "ppo": [],
+    "main": [],          # PPO with the trained reward model
     "grpo": ["--algo", "grpo"],
     "rloo": ["--algo", "rloo"],
     "remax": ["--algo", "remax"],

@@ -43,13 +43,15 @@ def batch_reward(reward, tok):
 
     ``score.checked`` accumulates (passed, judged) of the bundled checker over the rollouts scored
     since the last ``take_checked()``: a diagnostic the training log shows beside the reward (the
-    checker judges here; it rewards only when it is one of the reward sources)."""
-    def score(seq, attn, pos, end, batch):
+    checker judges here; it rewards only when it is one of the reward sources). Answers scored with
+    ``rollout=False`` (evaluation, ReMax's greedy baselines) are not counted."""
+    def score(seq, attn, pos, end, batch, rollout: bool = True):
         answers = decode_answers(tok, seq, batch["input_ids"].shape[1], end)
         prompts = batch.get("prompt_text") or [""] * seq.shape[0]
-        known = [(p, a) for p, a in zip(prompts, answers) if parse_task(p) is not None]
-        score.checked[0] += sum(check(p, a) for p, a in known)
-        score.checked[1] += len(known)
+        if rollout:
+            known = [(p, a) for p, a in zip(prompts, answers) if parse_task(p) is not None]
+            score.checked[0] += sum(check(p, a) for p, a in known)
+            score.checked[1] += len(known)
         return reward(Rollout(seq, attn, pos, end, prompts, answers)).to(seq.device)
 
     def take_checked() -> dict:
@@ -82,14 +84,13 @@ def evaluate(he, reward_fn, loader, tok, max_new_tokens: int) -> dict:
         batch = to_device(batch, he.engine.device)
         seq = he.generate(batch["input_ids"], batch["attention_mask"], settings)
         attn, action, end, _ = answer_layout(seq, batch["attention_mask"], tok.eos_token_id)
-        r = reward_fn(seq, attn, position_ids_from(attn), end, batch)
+        r = reward_fn(seq, attn, position_ids_from(attn), end, batch, rollout=False)
         total += r.sum().item()
         length += action.sum().item()
         n += r.numel()
         p = batch["input_ids"].shape[1]
         prompts += batch["prompt_text"]
         answers += [tok.decode(s[p:], skip_special_tokens=True).strip() for s in seq]
-    reward_fn.take_checked()      # evaluation answers are not rollouts
     known = [(p, a) for p, a in zip(prompts, answers) if parse_task(p) is not None]
     passed = pass_rate([p for p, _ in known], [a for _, a in known])["pass_rate"] * len(known) if known else 0.0
     total, length, n, passed, n_known = all_reduce_sum([total, length, n, passed, float(len(known))])

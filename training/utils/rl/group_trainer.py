@@ -62,7 +62,7 @@ class GroupTrainer:
         seq = self.he.generate(batch["input_ids"], batch["attention_mask"], settings)
         attn, action, end, has_eos = answer_layout(seq, batch["attention_mask"], self.tok.eos_token_id)
         pos = position_ids_from(attn)
-        r = self.reward_fn(seq, attn, pos, end, batch).float()
+        r = self.reward_fn(seq, attn, pos, end, batch, rollout=settings is self.sample).float()
         r = r - self.c.missing_eos_penalty * (~has_eos).float()
         return seq, attn, pos, action, r, has_eos
 
