@@ -207,7 +207,9 @@ def main(argv=None) -> dict:
         report[args.algo] = rl
         if "reward_trend" in rl:
             report["reward_trend"] = rl["reward_trend"]
-        report["kl_to_reference"] = {"sft": 0.0, args.algo: rl.get("final_kl", 0.0)}
+        report["kl_to_reference"] = {"sft": 0.0}
+        if "final_kl" in rl:     # absent when the run loaded no reference model (critic-free, kl_coef 0)
+            report["kl_to_reference"][args.algo] = rl["final_kl"]
     if len(actors) > 1:
         from inference.passrate import fresh_prompts, held_out_prompts
 

@@ -91,12 +91,13 @@ class GroupTrainer:
             keep = ~same.repeat_interleave(n).to(score.device)
         metrics = {
             "reward": raw.mean().item(), "reward_std_in_group": raw.view(-1, n).std(1).mean().item() if n > 1 else 0.0,
-            "kl": kl.sum(1).mean().item(), "kl_per_token": masked_mean(kl, action).item(),
             "response_length": action.sum(1).mean().item(), "eos_rate": has_eos.float().mean().item(),
             "uniform_groups": int(same.sum()), "kept_answers": int(keep.sum()),
             "advantage_abs": adv.abs().mean().item(), "generation_s": gen_s, "experience_s": time.time() - t1,
             "generation_tokens_per_s": float(action.sum()) / gen_s if gen_s > 0 else 0.0,
         }
+        if self.ref is not None:     # without a reference model (kl_coef 0) there is no KL to report
+            metrics.update(kl=kl.sum(1).mean().item(), kl_per_token=masked_mean(kl, action).item())
         if baseline is not None:
             metrics["greedy_baseline"] = baseline.mean().item()
         if not bool(keep.any()):
