@@ -270,7 +270,7 @@ def main(argv=None) -> dict:
             metrics["nonfinite_skipped"] = guard.total
             if it % cfg.log.log_interval == 0 or it == iterations:
                 w.log(it, "train", metrics)
-            bar.set_postfix(reward=f"{metrics.get('reward', float('nan')):.3f}", kl=f"{metrics.get('kl', float('nan')):.3f}")
+            bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("reward", "kl", "rollout_pass_rate") if k in metrics})
             bar.update(1)
             if cfg.log.eval_interval and it % cfg.log.eval_interval == 0 and it < iterations:
                 ev = do_eval()
