@@ -9,7 +9,7 @@ import torch
 from training.step3_rlhf_finetuning.main import main as stage3
 from training.utils.config import ConfigError
 from training.utils.logging import read_metrics
-from training.utils.rl.maths import aggregate, group_advantages, policy_loss, uniform_groups
+from training.utils.rl.maths import aggregate, group_advantages, policy_loss, silent_groups, uniform_groups
 from training.utils.rl.rewards import RewardError, Rollout, build_reward
 
 SCORES = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
@@ -203,3 +203,14 @@ def test_rollout_pass_rate_counts_rollouts_only(tiny_tok):
     fn(seq[:1], None, None, end[:1], {"input_ids": seq[:1, :pw], "prompt_text": prompts[:1]}, rollout=False)
     assert fn.take_checked() == {"rollout_pass_rate": 0.5}
     assert fn.take_checked() == {}                            # reset by the previous call
+
+
+def test_silent_groups_for_dynamic_filtering():
+    scores = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5])
+    assert silent_groups(scores, group_advantages(scores, 4), 4, "grpo").tolist() == [True, False, True]
+    assert silent_groups(scores, group_advantages(scores, 4, "rloo"), 4, "rloo").tolist() == [True, False, True]
+    # remax: all four answers passed but the greedy answer failed -> advantage +1 each: keep
+    greedy = torch.tensor([0.0, 1.0, 0.5])
+    adv = group_advantages(scores, 4, "remax", baseline=greedy)
+    assert adv.view(3, 4)[0].tolist() == [1.0] * 4
+    assert silent_groups(scores, adv, 4, "remax").tolist() == [False, False, True]

@@ -17,7 +17,7 @@ from ..hybrid_engine import GenerationSettings
 from .experience import action_logprobs, answer_layout, causal_logprobs, first_action, micro_batches, position_ids_from
 from .ppo_trainer import finite_or_skip
 from .maths import (aggregate, entropy_from_logits, group_advantages, kl_estimate, masked_mean, policy_loss,
-                    uniform_groups)
+                    silent_groups, uniform_groups)
 
 
 @dataclass
@@ -88,7 +88,7 @@ class GroupTrainer:
         same = uniform_groups(score, n) if n > 1 else torch.zeros(score.numel(), dtype=torch.bool)
         keep = torch.ones_like(score, dtype=torch.bool)
         if c.dynamic_filtering:
-            keep = ~same.repeat_interleave(n).to(score.device)
+            keep = ~silent_groups(score, adv, n, c.algo).repeat_interleave(n).to(score.device)
         metrics = {
             "reward": raw.mean().item(), "reward_std_in_group": raw.view(-1, n).std(1).mean().item() if n > 1 else 0.0,
             "response_length": action.sum(1).mean().item(), "eos_rate": has_eos.float().mean().item(),

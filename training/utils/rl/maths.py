@@ -227,6 +227,17 @@ def uniform_groups(scores: torch.Tensor, group: int, tol: float = 1e-6) -> torch
     return (g.max(1).values - g.min(1).values) <= tol
 
 
+def silent_groups(scores: torch.Tensor, advantages: torch.Tensor, group: int, kind: str,
+                  tol: float = 1e-6) -> torch.Tensor:
+    """[P] bool: groups that carry no learning signal (dropped by dynamic filtering). grpo / rloo:
+    every sample scored the same; remax: every sample tied the prompt's greedy baseline (a group of
+    equal scores still teaches when the greedy answer scored differently). ``scores`` and
+    ``advantages`` are [P * group]."""
+    if kind == "remax":
+        return advantages.float().view(-1, group).abs().amax(1) <= tol
+    return uniform_groups(scores, group, tol)
+
+
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the categorical distribution at each position, [B, T]."""
     logp = F.log_softmax(logits.float(), dim=-1)
