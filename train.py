@@ -6,6 +6,11 @@
 
 Each stage runs as its own process (the ``deepspeed`` launcher for several ranks), its log is
 streamed and saved under ``<output-dir>/logs/``, and a report closes the run.
+
+Flags not listed below are passed on to the stages (after the preset, so they win over it), e.g.
+``python train.py --step 3 --kl_coef 0.02 --max_steps 10``. Each stage lists its own flags:
+``python training/step1_supervised_finetuning/main.py --help`` (and step2_reward_model_finetuning/,
+step2_reward_model_finetuning/dpo_main.py, step3_rlhf_finetuning/).
 """
 from __future__ import annotations
 

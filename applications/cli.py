@@ -4,6 +4,8 @@
     python chat.py --model output/actor-models/smollm2-135m --greedy
     python chat.py --path 1.3b --max_new_tokens 128  # DeepSpeed-Chat's flag name works too
     python chat.py --serve --port 8000               # OpenAI-compatible server on 127.0.0.1
+    python chat.py --prompt "Write a haiku" --greedy # one question, one answer, then exit
+    echo "Write a haiku" | python chat.py            # piped questions are echoed after "Human: "
 
 In the chat: ``clear`` forgets the history, ``quit`` (or ``exit``, Ctrl-D) leaves,
 ``/set temperature 0.3`` / ``/set top_p 0.8`` / ``/set max_new_tokens 64`` / ``/set greedy on``
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max_context", "--max-context", type=int, default=None,
                     help="context length in tokens (default: the model's); older turns are dropped to fit")
     ap.add_argument("--system", default=None, help="a system message kept at the top of the history")
+    ap.add_argument("--prompt", default=None, help="ask this one question, print the answer and exit")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--trust_remote_code", action="store_true")
     srv = ap.add_argument_group("server (--serve)")
@@ -139,6 +142,16 @@ def _print(s: str) -> None:
     sys.stdout.flush()
 
 
+def echoing(read: Callable[[str], str], output_fn: Callable[[str], None]) -> Callable[[str], str]:
+    """``read`` for input that is not typed (a pipe, a file): print each line read after the prompt,
+    so the transcript shows the question as a terminal would."""
+    def read_and_echo(prompt: str) -> str:
+        line = read(prompt)
+        output_fn(line + "\n")
+        return line
+    return read_and_echo
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -150,5 +163,9 @@ def main(argv=None) -> int:
         serve(engine, a.host, a.port, Limits(max_batch=a.max_batch, max_tokens=a.max_tokens_limit,
                                              max_request_bytes=a.max_request_bytes, max_queue=a.max_queue))
         return 0
-    Chat(engine, a.max_new_tokens, Sampling(a.greedy, a.temperature, a.top_p), a.system).run(input, _print)
+    chat = Chat(engine, a.max_new_tokens, Sampling(a.greedy, a.temperature, a.top_p), a.system)
+    if a.prompt is not None:
+        _print(f"Human: {a.prompt}\n")
+        return 0 if chat.turn(a.prompt, _print) is not None else 1
+    chat.run(input if sys.stdin.isatty() else echoing(input, _print), _print)
     return 0

@@ -112,3 +112,21 @@ def test_terminal_chat_drops_oldest_turns_when_context_is_full(engine, monkeypat
     assert "dropped the" in "".join(out)
     assert chat.history[-2]["content"].startswith("message number 3")
     assert all(not m["content"].startswith("message number 0") for m in chat.history)
+
+
+def test_piped_questions_are_echoed_and_prompt_is_one_shot(engine, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from applications.cli import main
+
+    run = subprocess.run([sys.executable, "chat.py", "--model", "tiny", "--template", "plain", "--greedy",
+                          "--max_new_tokens", "4"], input="what is the sea\nquit\n", capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    expected = engine.reply([{"role": "user", "content": "what is the sea"}], 4, Sampling(greedy=True)).text
+    assert f"Human: what is the sea\nAssistant: {expected}" in run.stdout
+    assert main(["--model", "tiny", "--template", "plain", "--greedy", "--max_new_tokens", "4",
+                 "--prompt", "what is the sea"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Human: what is the sea\nAssistant: {expected}") and "Chatting with" not in out

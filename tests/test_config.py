@@ -77,6 +77,8 @@ def test_bad_config_file_names_file_and_key(tmp_path, text, msg):
     (["--only_optimize_lora"], "only_optimize_lora needs lora_dim"),
     (["--eval_fraction", "1.5"], "eval_fraction"),
     (["--deepspeed_config", "/nonexistent.json"], "not found"),
+    (["--group_baseline"], "num_samples_per_prompt >= 2"),
+    (["--group_baseline", "--algo", "grpo", "--num_samples_per_prompt", "4"], "group_baseline is a PPO option"),
 ])
 def test_validation_errors(argv, msg):
     with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):

@@ -74,15 +74,17 @@ COMMON = ["--learning_rate", "3e-4", "--ppo_epochs", "4", "--kl_coef", "0.0", "-
           "--per_device_training_batch_size", "8"]
 
 
-@pytest.mark.parametrize("algo, extra", [
-    ("ppo", ["--per_device_generation_batch_size", "16", "--critic_learning_rate", "3e-4"]),
-    ("grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
-    ("rloo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
+@pytest.mark.parametrize("name, algo, extra", [
+    ("ppo", "ppo", ["--per_device_generation_batch_size", "16", "--critic_learning_rate", "3e-4"]),
+    ("ppo-group", "ppo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
+                          "--group_baseline", "--critic_learning_rate", "3e-4"]),
+    ("grpo", "grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
+    ("rloo", "rloo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
 ])
-def test_rl_raises_a_learnable_reward(tmp_path, rules, algo, extra):
+def test_rl_raises_a_learnable_reward(tmp_path, rules, name, algo, extra):
     """16 rollouts per update round, 8 rounds: the rewarded answer goes from ~15% to most of the mass."""
-    stage3(_args(tmp_path, algo, rules + "blank", "--algo", algo, *COMMON, *extra))
-    out = tmp_path / algo
+    stage3(_args(tmp_path, name, rules + "blank", "--algo", algo, *COMMON, *extra))
+    out = tmp_path / name
     p1 = blank_probability(str(out / "actor"))
     train = [r["reward"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
     assert p1 > 0.6, (p1, train)

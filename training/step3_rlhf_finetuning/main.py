@@ -33,7 +33,7 @@ from training.utils.model.reward import head
 from training.utils.model.save import write_hf
 from training.utils.stage import StageRun
 from training.utils.rl.experience import ExperienceMaker, answer_layout, position_ids_from
-from training.utils.rl.group_trainer import GroupTrainer
+from training.utils.rl.group_trainer import GroupTrainer, repeat_batch
 from training.utils.rl.ppo_trainer import PPOTrainer, cycle
 from training.utils.rl.rewards import Rollout, build_reward, decode_answers
 
@@ -142,7 +142,7 @@ def main(argv=None) -> dict:
                                                c.per_device_generation_batch_size, cfg.optim.per_device_eval_batch_size)
         iterations = cfg.optim.max_steps or max(1, len(prompts) // c.generation_batches) * cfg.optim.num_train_epochs
         micro = c.per_device_training_batch_size
-        rows = c.per_device_generation_batch_size * (c.num_samples_per_prompt if c.algo != "ppo" else 1)
+        rows = c.per_device_generation_batch_size * c.num_samples_per_prompt
         updates = iterations * c.ppo_epochs * c.generation_batches * math.ceil(rows / micro)
         unsup_iter = None
         if c.unsup_coef > 0 and c.algo == "ppo":
@@ -187,20 +187,22 @@ def main(argv=None) -> dict:
             def iteration(it, batches):
                 exps, roll = [], []
                 for b in batches:
-                    exp, m = maker.make(b)
+                    exp, m = maker.make(repeat_batch(b, c.num_samples_per_prompt))
                     exps.append(exp)
                     roll.append(m)
                 if not guard.check(torch.cat([e.score for e in exps]), "reward", it):
                     return {"skipped_updates": 1.0}, len(roll)
                 metrics = {k: sum(m[k] for m in roll) / len(roll) for k in roll[0]}
                 metrics.update(trainer.train(exps, it - 1, micro, dev))
-                trainer.after_rollouts(metrics["kl"], c.generation_batches * c.per_device_generation_batch_size)
+                trainer.after_rollouts(metrics["kl"], c.generation_batches * rows)
                 metrics["e2e_tokens"] = sum(int(e.attention_mask.sum()) for e in exps)
                 metrics["generated_tokens"] = sum(int(e.action_mask.sum()) for e in exps)
                 return metrics, len(roll)
-            log.info("PPO: %d iterations x %d rollout batch(es) of %d prompts, %d epoch(s), micro-batch %d, "
-                     "actor ZeRO-%d, critic ZeRO-%d", iterations, c.generation_batches,
-                     c.per_device_generation_batch_size, c.ppo_epochs, micro, cfg.ds.zero_stage, c.critic_zero_stage)
+            log.info("PPO: %d iterations x %d rollout batch(es) of %d prompts x %d answers%s, %d epoch(s), "
+                     "micro-batch %d, actor ZeRO-%d, critic ZeRO-%d", iterations, c.generation_batches,
+                     c.per_device_generation_batch_size, c.num_samples_per_prompt,
+                     " (group baseline)" if c.group_baseline else "", c.ppo_epochs, micro, cfg.ds.zero_stage,
+                     c.critic_zero_stage)
         else:
             critic, maker, trainer = None, None, GroupTrainer(he, ref, reward_fn, tok, c, cfg.data.max_answer_seq_len)
             engines = {"actor": he.engine}

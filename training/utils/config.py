@@ -191,6 +191,8 @@ class PPOConfig:
     cliprange_value: float = _f(0.2, "value clip range")
     whiten_advantages: bool = _f(True, "whiten advantages over the batch's valid tokens")
     critic_warmup_steps: int = _f(0, "first N iterations update the critic only")
+    group_baseline: bool = _f(False, "ppo: subtract the mean score of the num_samples_per_prompt answers "
+                                     "to the same prompt before the KL penalty (the critic learns the rest)")
     enable_ema: bool = _f(False, "keep an exponential moving average of the actor (saved as actor_ema)")
     ema_decay: float = _f(0.992, "EMA decay")
     unsup_coef: float = _f(0.0, "weight of the unsupervised (SFT-slice language-model) loss mixed into PPO")
@@ -267,6 +269,9 @@ class Config:
             raise ConfigError(f"num_samples_per_prompt must be >= 1, got {p.num_samples_per_prompt}")
         if p.algo in ("grpo", "rloo") and p.num_samples_per_prompt < 2:
             raise ConfigError(f"{p.algo} compares answers to the same prompt: set num_samples_per_prompt >= 2")
+        if p.group_baseline and (p.algo != "ppo" or p.num_samples_per_prompt < 2):
+            raise ConfigError("group_baseline is a PPO option that compares answers to the same prompt: "
+                              "use it with --algo ppo and num_samples_per_prompt >= 2")
         if p.reward_weights and len(p.reward_weights) != len(p.reward):
             raise ConfigError(f"{len(p.reward_weights)} reward_weights for {len(p.reward)} reward sources "
                               f"({' '.join(p.reward)})")

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from ..hybrid_engine import GenerationSettings
-from .maths import RunningMoments, gae, masked_mean, masked_whiten, shape_rewards, token_logprobs
+from .maths import RunningMoments, gae, group_advantages, masked_mean, masked_whiten, shape_rewards, token_logprobs
 
 
 @dataclass
@@ -149,6 +149,8 @@ class ExperienceMaker:
             if bool(torch.isfinite(score).all()):     # a non-finite batch is skipped, not averaged in
                 self.moments.update(score)
             score = (score - self.moments.mean) / self.moments.std
+        if c.group_baseline:
+            score = group_advantages(score, c.num_samples_per_prompt, "grpo", std_normalize=False)
         rewards, kl = shape_rewards(score, old_logp, ref_logp, action, self.kl_coef(), c.reward_clip, c.kl_estimator)
         adv, ret = gae(rewards, values * action, action, c.gamma, c.lam)
         if c.whiten_advantages:
