@@ -98,6 +98,22 @@ def test_save_keeps_other_files_and_replaces_weights(tmp_path, tiny_tok):
     assert torch.equal(back.model.layers[0].mlp.up_proj.weight, ref.model.layers[0].mlp.up_proj.weight)
 
 
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_saved_files_get_the_umask_modes(tmp_path, tiny_tok, mask, mode):
+    """The weights are not left 0600 (safetensors writes through a temporary file): every saved file
+    has the mode a plain open() gives under the user's umask, like the configs beside it."""
+    import os
+    import stat
+
+    old = os.umask(mask)
+    try:
+        save_hf(load_causal_lm("tiny", tiny_tok, seed=1), tiny_tok, tmp_path / "o")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "o").iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {mode}, modes
+
+
 def test_smollm2_gguf_converts_once_and_loads():
     d = local_path("smollm2-135m")
     assert local_path("smollm2-135m") == d

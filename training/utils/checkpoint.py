@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .distributed import barrier, is_main, rank
+from .files import usual_modes
 
 log = logging.getLogger("speedchat")
 NAME = re.compile(r"^step-(\d{8})$")
@@ -125,6 +126,7 @@ def save(output_dir, step: int, engines: dict, state: dict, keep: int = 2, extra
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
         (tmp / MANIFEST).write_text(json.dumps(_manifest(tmp), indent=1))
+        usual_modes(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -20,6 +20,8 @@ from typing import Optional
 
 import torch
 
+from ..files import usual_modes
+
 log = logging.getLogger(__name__)
 
 SIZE_ALIASES = {s: f"facebook/opt-{s}" for s in ("125m", "350m", "1.3b", "2.7b", "6.7b", "13b", "30b", "66b")}
@@ -91,6 +93,7 @@ def _convert_gguf(src: ModelSource) -> Path:
         dequantised(model)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        usual_modes(tmp)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(tmp, target)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 from ..distributed import barrier, is_main
+from ..files import usual_modes
 from .lora import is_peft
 from .loader import clean_config
 
@@ -100,6 +101,7 @@ def write_hf(model, sd: dict, tokenizer, out_dir: str | os.PathLike) -> None:
                 base.config.use_cache = use_cache
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
+            usual_modes(tmp)
             new = {p.name for p in tmp.iterdir()}
             for old in out.glob("model*.safetensors*"):
                 if old.name not in new:
