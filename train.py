@@ -163,6 +163,19 @@ def run_stage(step: int, cmd: list[str], log_path: Path) -> float:
     return time.time() - t0
 
 
+def check_models(args, steps) -> None:
+    """Stop in seconds, with one message, when a model named on the command line cannot be loaded."""
+    from training.utils.model.loader import model_problem
+
+    names = {"--actor-model": args.actor_model}
+    if 2 in steps and args.algo != "dpo" and args.reward_model != SFT_INIT:
+        names["--reward-model"] = args.reward_model
+    for flag, name in names.items():
+        problem = model_problem(name, flag)
+        if problem:
+            sys.exit(problem)
+
+
 def main(argv=None) -> dict:
     t_start = time.time()
     args, extra = parse(sys.argv[1:] if argv is None else argv)
@@ -171,6 +184,8 @@ def main(argv=None) -> dict:
     if args.algo == "dpo" and 3 in steps:
         sys.exit("--algo dpo replaces stages 2 and 3 with DPO: use --step 1 2")
     out = Path(args.output_dir)
+    if not args.dry_run:
+        check_models(args, steps)
     plans = []
     for step in steps:
         needs = {1: "the SFT model (--step 1)"} if step == 3 or step == 2 and (

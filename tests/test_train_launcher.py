@@ -112,3 +112,40 @@ def test_stage_scripts_run_on_their_own(tmp_path):
     r = subprocess.run(["bash", str(ROOT / "scripts" / "multi_node" / "run_step2.sh")], capture_output=True, text=True,
                        env={**env, "HOSTFILE": str(tmp_path / "none")})
     assert r.returncode == 2 and "needs a hostfile" in r.stderr
+
+
+def test_unknown_model_stops_in_seconds_with_one_message_and_touches_nothing(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "no-such-org/no-such-model",
+                        "--output-dir", str(out)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode != 0
+    assert "--actor-model 'no-such-org/no-such-model'" in r.stderr and "not in the Hugging Face cache" in r.stderr
+    assert "huggingface-cli download no-such-org/no-such-model" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()                      # no logs, no half-made model directory
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--reward-model",
+                        str(tmp_path / "missing"), "--output-dir", str(out)], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode != 0 and f"--reward-model '{tmp_path / 'missing'}'" in r.stderr and not out.exists()
+
+
+def test_model_check_accepts_aliases_directories_and_cached_hub_ids(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from training.step1_supervised_finetuning.main import main as sft
+    from training.utils.model.loader import model_problem
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snap = tmp_path / "hub" / "models--org--cached" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (tmp_path / "hub" / "models--org--cached" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--cached" / "refs" / "main").write_text("abc123")
+    assert model_problem("tiny") is None and model_problem("org/cached") is None
+    assert "not in the Hugging Face cache" in model_problem("org/other")
+    (tmp_path / "empty").mkdir()
+    assert "no config.json" in model_problem(str(tmp_path / "empty"))
+    with pytest.raises(SystemExit, match="--model_name_or_path 'org/other': not an alias"):
+        sft(["--model_name_or_path", "org/other", "--output_dir", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()

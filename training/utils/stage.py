@@ -17,7 +17,22 @@ class StageRun:
     def __init__(self, cfg: Config, name: str):
         self.cfg, self.name = cfg, name
 
+    def models(self) -> dict:
+        """{flag: model name} this stage loads, checked before anything starts."""
+        m, p = self.cfg.model, self.cfg.ppo
+        out = {"--model_name_or_path": m.model_name_or_path, "--tokenizer_name_or_path": m.tokenizer_name_or_path}
+        if self.name not in ("sft", "reward", "dpo"):       # stage 3
+            out["--reward_model_name_or_path"] = p.reward_model_name_or_path if "model" in p.reward else ""
+            out["--critic_model_name_or_path"] = p.critic_model_name_or_path
+        return {k: v for k, v in out.items() if v}
+
     def __enter__(self) -> "StageRun":
+        from .model.loader import model_problem
+
+        for flag, name in self.models().items():
+            problem = model_problem(name, flag)
+            if problem:
+                raise SystemExit(problem)
         init_distributed()
         cfg = self.cfg
         self.out = Path(cfg.log.output_dir)

@@ -72,6 +72,60 @@ def resolve(name: str) -> ModelSource:
     return ModelSource("hf", name)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (``HF_ENDPOINT``) answers a TCP connection within ``timeout``; False
+    when ``HF_HUB_OFFLINE`` is set."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def model_problem(name: str, what: str = "model") -> Optional[str]:
+    """None when ``name`` can be loaded (an alias, a model directory or .gguf, a hub id in the local
+    Hugging Face cache or on a reachable hub), else one message saying what was tried and what to do.
+    Takes seconds: an unreachable hub is not retried, and ``HF_HUB_OFFLINE=1`` is set for what follows."""
+    try:
+        src = resolve(name)
+    except FileNotFoundError as e:
+        return f"{what} {name!r}: {e}"
+    if src.kind != "hf" or Path(src.path).is_dir():
+        return None
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(src.path, "config.json"), str):
+        return None
+    tried = (f"not an alias ({', '.join([SMOLLM2, *TINY, *SIZE_ALIASES])}), not a local directory, not in the "
+             f"Hugging Face cache ({constants.HF_HUB_CACHE})")
+    if not hub_reachable():
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        return (f"{what} {name!r}: {tried}, and the hub ({constants.ENDPOINT}) cannot be reached from here. "
+                f"Give a model directory or an alias, or download it where the hub is reachable "
+                f"(huggingface-cli download {src.path}) and copy the cache here.")
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        model_info(src.path, timeout=10)
+    except GatedRepoError:
+        return None     # exists; from_pretrained reports the access problem with its own fix
+    except RepositoryNotFoundError:
+        return (f"{what} {name!r}: {tried}, and the hub ({constants.ENDPOINT}) has no such model. "
+                f"Check the spelling, or give a model directory or an alias.")
+    except Exception as e:      # the hub answered with an error: let from_pretrained try and report
+        log.warning("could not ask the hub about %s (%s); trying to load it anyway", src.path, e)
+    return None
+
+
 def _gguf_cache_dir(src: ModelSource) -> Path:
     f = Path(src.path) / src.gguf_file
     st = f.stat()
