@@ -71,6 +71,9 @@ def parse(argv):
     ap.add_argument("--fresh-prompts", type=int, default=0,
                     help="also report the pass-rate on this many fresh held-out prompts (a second set, "
                          "disjoint from the --eval-prompts set that presets are read on)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="train stages again whose output directory holds a finished model (replacing it); "
+                         "without it such a run stops before it starts")
     ap.add_argument("--dry-run", action="store_true", help="print the stage commands and stop")
     return ap.parse_known_args(argv)
 
@@ -132,7 +135,21 @@ def stage_args(step: int, args, extra: list[str]) -> list[str]:
     zero = args.reward_zero_stage if step == 2 and args.algo != "dpo" else args.actor_zero_stage
     if zero is not None:
         a += ["--zero_stage", str(zero)]
+    if args.overwrite:
+        a += ["--overwrite"]
     return a + extra
+
+
+def run_logs(out: Path, run_id: str) -> Path:
+    """This run's log folder ``<out>/logs/<run_id>``, with ``<out>/logs/latest`` pointing at it: an
+    earlier run's logs are never overwritten."""
+    d = out / "logs" / run_id
+    if not d.is_dir():
+        d.mkdir(parents=True)
+        link = out / "logs" / f".latest-{run_id}"
+        link.symlink_to(run_id)
+        os.replace(link, out / "logs" / "latest")
+    return d
 
 
 def run_stage(step: int, cmd: list[str], log_path: Path) -> float:
@@ -198,6 +215,11 @@ def main(argv=None) -> dict:
                          f"run stage {need} first or include it in --step")
         script = ROOT / "training" / stage_script(step, args)
         plans.append((step, launcher(args) + [str(script)] + stage_args(step, args, extra)))
+    finished = [str(stage_output(s, args)) for s, _ in plans if (stage_output(s, args) / "summary.json").is_file()]
+    if finished and not args.overwrite and "--resume" not in extra and not args.dry_run:
+        sys.exit(f"{', '.join(finished)} already hold(s) a finished model: pass --resume to keep finished stages and "
+                 f"continue, --overwrite to train them again, or another --output-dir")
+    run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     if args.dry_run:
         for step, cmd in plans:
             print(f"stage {step}: {shlex.join(cmd)}")
@@ -208,7 +230,7 @@ def main(argv=None) -> dict:
             print(f"\n=== stage {step}: finished before ({stage_output(step, args)}), skipped by --resume", flush=True)
             times[step] = 0.0
             continue
-        times[step] = run_stage(step, cmd, out / "logs" / f"step{step}.log")
+        times[step] = run_stage(step, cmd, run_logs(out, run_id) / f"step{step}.log")
     report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}, "models": {}}
     rm_dir = None
     if 2 in steps and args.algo != "dpo" or 3 in steps and args.algo == "ppo":

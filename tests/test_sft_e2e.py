@@ -57,3 +57,28 @@ def test_sft_lora_zero3_gradient_accumulation_checkpointing(tmp_path):
     assert (out / "train_curves.png").is_file() and (out / "eval_curves.png").is_file()
     m = AutoModelForCausalLM.from_pretrained(out)
     assert not any("lora" in n for n, _ in m.named_parameters())
+
+
+def test_finished_output_is_not_replaced_without_overwrite(tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sft_main(_args(tmp_path, "o", "--max_steps", "1", "--enable_tensorboard", "false"))
+    out = tmp_path / "o"
+    digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    with pytest.raises(SystemExit, match="holds a finished run.*--overwrite"):
+        sft_main(_args(tmp_path, "o", "--max_steps", "2", "--enable_tensorboard", "false"))
+    assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() == digest
+    # train.py stops before any stage starts, naming the finished directory
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "t" / "actor-models" / "tiny").mkdir(parents=True)
+    (tmp_path / "t" / "actor-models" / "tiny" / "summary.json").write_text("{}")
+    r = subprocess.run([sys.executable, str(root / "train.py"), "--actor-model", "tiny", "--step", "1",
+                        "--output-dir", str(tmp_path / "t")], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "actor-models/tiny already hold(s) a finished model" in r.stderr
+    assert "--overwrite" in r.stderr and not (tmp_path / "t" / "logs").exists()
+    sft_main(_args(tmp_path, "o", "--max_steps", "2", "--enable_tensorboard", "false", "--overwrite"))
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+    assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() != digest

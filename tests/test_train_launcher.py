@@ -36,7 +36,7 @@ def test_train_py_tiny_end_to_end(tmp_path):
     assert 0.0 <= report["reward_model"]["held_out_pair_accuracy"] <= 1.0
     assert "final_kl" in report["ppo"] and set(report["stage_seconds"]) == {"1", "2", "3"}
     for step in (1, 2, 3):
-        assert (tmp_path / "logs" / f"step{step}.log").is_file()
+        assert (tmp_path / "logs" / "latest" / f"step{step}.log").is_file()
     assert (tmp_path / "actor-models" / "tiny" / "model.safetensors").is_file()
     assert (tmp_path / "reward-models" / "tiny" / "model.safetensors").is_file()
     for part in ("actor", "critic"):
@@ -50,7 +50,7 @@ def test_train_py_tiny_end_to_end(tmp_path):
     assert set(report["pass_rate"]) == {"base", "sft", "grpo"} and "final_kl" in report["grpo"]   # SFT: its start
     grpo = tmp_path / "step3-models" / "tiny-grpo"
     assert (grpo / "actor" / "model.safetensors").is_file() and not (grpo / "critic").exists()
-    assert "reward: 1 x rule:training.utils.data.checker:reward" in (tmp_path / "logs" / "step3.log").read_text()
+    assert "reward: 1 x rule:training.utils.data.checker:reward" in (tmp_path / "logs" / "latest" / "step3.log").read_text()
 
 
 def test_stage3_alone_names_the_missing_directory(tmp_path):
@@ -84,7 +84,7 @@ def test_failing_stage_reports_log_and_fix(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert "stage 1 failed" in r.stderr and "step1.log" in r.stderr and "fix the data" in r.stderr
-    assert "row 1: field 'chosen': empty" in (tmp_path / "o" / "logs" / "step1.log").read_text()
+    assert "row 1: field 'chosen': empty" in (tmp_path / "o" / "logs" / "latest" / "step1.log").read_text()
 
 
 @pytest.mark.slow
@@ -97,7 +97,7 @@ def test_single_node_two_cpu_ranks_train_the_same_model(tmp_path):
     summary = json.loads((tmp_path / "actor-models" / "tiny" / "summary.json").read_text())
     sums = summary["rank_param_checksums"]
     assert len(sums) == 2 and sums[0] == sums[1] and sums[0] > 0
-    log = (tmp_path / "logs" / "step1.log").read_text()
+    log = (tmp_path / "logs" / "latest" / "step1.log").read_text()
     assert "2 rank(s)" in log
 
 

@@ -116,6 +116,7 @@ class DeepSpeedConfig:
 @dataclass
 class LogConfig:
     output_dir: str = _f("output/actor-models/model", "where the model, logs and metrics go")
+    overwrite: bool = _f(False, "train again into an output_dir that holds a finished run (replacing its model)")
     eval_interval: int = _f(0, "evaluate every N optimizer steps (0: at the end of each epoch only)")
     eval_at_start: bool = _f(True, "evaluate once before the first update (the step-0 point of the curves)")
     log_interval: int = _f(1, "write training metrics every N optimizer steps")

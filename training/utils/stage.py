@@ -33,9 +33,13 @@ class StageRun:
             problem = model_problem(name, flag)
             if problem:
                 raise SystemExit(problem)
-        init_distributed()
         cfg = self.cfg
         self.out = Path(cfg.log.output_dir)
+        if (self.out / "summary.json").is_file() and not (cfg.log.overwrite or cfg.ckpt.resume):
+            raise SystemExit(f"{self.out} holds a finished run (summary.json): pass --overwrite to train again "
+                             f"and replace its model, --resume to continue from its checkpoints, or choose "
+                             f"another --output_dir")
+        init_distributed()
         if is_main():
             self.out.mkdir(parents=True, exist_ok=True)
         barrier()
