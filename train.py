@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from training.utils.report import closing_eval, rl_figures, table
+from training.utils.report_html import write_report_html
 
 ROOT = Path(__file__).resolve().parent
 STAGES = {
@@ -279,13 +280,16 @@ def main(argv=None) -> dict:
     secs["main_job"] = round(secs["total"] - secs.get("fresh_eval", 0.0), 1)   # without the optional second set
     report["plots"] = sorted(str(p) for s in steps for p in stage_output(s, args).glob("*.png"))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    answers_file = out / "answers.json"
+    page = write_report_html(report, json.loads(answers_file.read_text()) if "pass_rate" in report else {},
+                             out / "report.html")
     print("\n=== report")
     if "pass_rate" in report:
         print(table(report))
     for k, v in report.items():
         if k not in ("pass_rate", "fresh_pass_rate", "rm_score", "kl_to_reference", "per_task", "plots"):
             print(f"{k}: {v}")
-    print(f"(also in {out / 'report.json'}; answers side by side in {out / 'answers.json'})")
+    print(f"(also in {out / 'report.json'}; figures, curves and answers side by side in {page})")
     return report
 
 

@@ -37,6 +37,12 @@ def test_train_py_tiny_end_to_end(tmp_path):
     assert "final_kl" in report["ppo"] and set(report["stage_seconds"]) == {"1", "2", "3"}
     for step in (1, 2, 3):
         assert (tmp_path / "logs" / "latest" / f"step{step}.log").is_file()
+    page = (tmp_path / "report.html").read_text()
+    answers = json.loads((tmp_path / "answers.json").read_text())
+    assert f"<td>ppo</td><td class=\"num\">{report['pass_rate']['ppo']:.3f}</td>" in page
+    assert page.count('<td class="pass">') + page.count('<td class="fail">') == 3 * 8
+    assert page.count('<td class="pass">') == sum(a["pass"] for m in answers.values() for a in m)
+    assert page.count("data:image/png;base64,") == len(report["plots"]) > 0
     assert (tmp_path / "actor-models" / "tiny" / "model.safetensors").is_file()
     assert (tmp_path / "reward-models" / "tiny" / "model.safetensors").is_file()
     for part in ("actor", "critic"):

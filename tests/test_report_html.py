@@ -1,0 +1,74 @@
+"""report.html: figures, curves and answers from report.json / answers.json, self-contained."""
+import base64
+import re
+from html.parser import HTMLParser
+
+from training.utils.report_html import write_report_html
+
+
+class Cells(HTMLParser):
+    """Text of every table cell, per table, and every <img> src."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.imgs, self.links, self._cell = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "img":
+            self.imgs.append(a["src"])
+        if "href" in a or (tag == "script" and "src" in a) or (tag == "link"):
+            self.links.append(a)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self._cell)
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def test_report_page_has_the_figures_the_curves_and_the_answers(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    png = tmp_path / "sft" / "train_curves.png"
+    png.parent.mkdir()
+    plt.plot([3, 2, 1])
+    plt.savefig(png)
+    plt.close()
+    report = {"pass_rate": {"base": 0.0104, "sft": 0.3542, "ppo": 0.4271}, "held_out_prompts": 2,
+              "rm_score": {"base": -1.25, "sft": 0.5, "ppo": 0.93}, "kl_to_reference": {"sft": 0.0, "ppo": 0.52},
+              "reward_model": {"held_out_pair_accuracy": 0.9453}, "stage_seconds": {"1": 201.4, "3": 299.6},
+              "reward_trend": {"first3": 1.06, "last3": 1.46, "rising": True},
+              "per_task": {"base": {"lower": 0.0}, "sft": {"lower": 0.09}, "ppo": {"lower": 0.64}},
+              "plots": [str(png), str(tmp_path / "gone.png")], "models": {"sft": "out/sft"}}
+    prompts = ["Write in lowercase: <b>Cats</b>", "Say hello & goodbye."]
+    answers = {m: [{"prompt": p, "answer": f"{m} answer {i} <script>x</script>", "pass": (m == "ppo") == (i == 0)}
+                   for i, p in enumerate(prompts)] for m in ("base", "sft", "ppo")}
+    page = write_report_html(report, answers, tmp_path / "report.html").read_text()
+    doc = Cells()
+    doc.feed(page)
+    figures, facts, per_task, side = doc.tables
+    assert figures[1:] == [["base", "0.010", "-1.250", "-"], ["sft", "0.354", "0.500", "0.000"],
+                           ["ppo", "0.427", "0.930", "0.520"]]
+    assert ["reward model: held-out pair accuracy", "0.945"] in facts and ["stage 3 wall time (s)", "300"] in facts
+    assert ["stage-3 training reward, first 3 -> last 3 iterations", "1.060 -> 1.460"] in facts
+    assert per_task == [["model", "lower"], ["base", "0.00"], ["sft", "0.09"], ["ppo", "0.64"]]
+    assert side[0] == ["prompt", "base", "sft", "ppo"]
+    assert side[1] == [prompts[0], "failbase answer 0 <script>x</script>", "failsft answer 0 <script>x</script>",
+                       "passppo answer 0 <script>x</script>"]
+    assert side[2][3] == "failppo answer 1 <script>x</script>" and side[2][1].startswith("pass")
+    assert "<script>" not in page and "&lt;b&gt;Cats" in page          # answers are escaped, not run
+    # the one existing curve is embedded byte for byte; nothing is fetched from elsewhere
+    assert len(doc.imgs) == 1 and base64.b64decode(doc.imgs[0].split(",", 1)[1]) == png.read_bytes()
+    assert doc.links == [] and not re.search(r"https?://", page)

@@ -1,0 +1,116 @@
+"""``report.html``: the closing report of a ``train.py`` run as one self-contained page.
+
+The figures table (pass-rate, reward-model score, KL per model; wall time per stage), the per-task
+pass-rates, every stage's training curves (PNG files embedded as data URIs: nothing is fetched)
+and, side by side, each model's greedy answer to the same held-out prompts, marked pass / fail by
+the checker. Written from ``report.json`` and ``answers.json``; open it in any browser.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import time
+from pathlib import Path
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; vertical-align: top; text-align: left; }
+th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.pass { background: #e8f6e8; } td.fail { background: #fbeaea; }
+.verdict { font-weight: bold; font-size: 0.85em; } td.pass .verdict { color: #1d7a1d; }
+td.fail .verdict { color: #b02a2a; } pre { white-space: pre-wrap; margin: 0; font-size: 0.9em; }
+figure { display: inline-block; margin: 0 1em 1em 0; } figcaption { font-size: 0.8em; color: #555; }
+img { max-width: 36em; border: 1px solid #ddd; }
+"""
+
+
+def _num(x, digits: int = 3) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) else "-"
+
+
+def _table(head: list[str], rows: list[list[str]], numeric_from: int = 1, cls: str = "") -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><tr>{th}</tr>{body}</table>'
+
+
+def figures_section(report: dict) -> str:
+    rates, fresh = report.get("pass_rate", {}), report.get("fresh_pass_rate", {})
+    rm, kl = report.get("rm_score", {}), report.get("kl_to_reference", {})
+    head = ["model", f"pass-rate ({report.get('held_out_prompts', '?')} held-out prompts)"]
+    head += [f"fresh ({report.get('fresh_prompts')})"] if fresh else []
+    head += ["mean RM score", "KL to reference"]
+    rows = []
+    for name, rate in rates.items():
+        row = [html.escape(name), _num(rate)] + ([_num(fresh.get(name))] if fresh else [])
+        rows.append(row + [_num(rm.get(name)), _num(kl.get(name))])
+    out = "<h2>Figures</h2>" + _table(head, rows, cls="figures")
+    facts = []
+    if "reward_model" in report:
+        facts.append(("reward model: held-out pair accuracy", _num(report["reward_model"]["held_out_pair_accuracy"])))
+    trend = report.get("reward_trend")
+    if trend:
+        facts.append(("stage-3 training reward, first 3 -> last 3 iterations",
+                      f"{_num(trend['first3'])} -> {_num(trend['last3'])}"))
+    for step, s in report.get("stage_seconds", {}).items():
+        facts.append((f"stage {step} wall time (s)", _num(s, 0)))
+    for what, s in report.get("seconds", {}).items():
+        facts.append((f"{what.replace('_', ' ')} (s)", _num(s, 0)))
+    if facts:
+        out += _table(["", "value"], [[html.escape(k), v] for k, v in facts], cls="facts")
+    per_task = report.get("per_task", {})
+    if per_task:
+        tasks = sorted({t for r in per_task.values() for t in r})
+        rows = [[html.escape(m)] + [_num(r.get(t), 2) for t in tasks] for m, r in per_task.items()]
+        out += "<h2>Pass-rate per task</h2>" + _table(["model"] + tasks, rows, cls="per-task")
+    return out
+
+
+def curves_section(plots: list[str]) -> str:
+    figs = []
+    for p in plots:
+        f = Path(p)
+        if not f.is_file():
+            continue
+        data = base64.b64encode(f.read_bytes()).decode()
+        label = f"{f.parent.name}/{f.name}"
+        figs.append(f'<figure><img alt="{html.escape(label)}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{html.escape(label)}</figcaption></figure>")
+    return "<h2>Training curves</h2>" + ("".join(figs) if figs else "<p>no curves were written</p>")
+
+
+def answers_section(answers: dict[str, list[dict]], limit: int = 0) -> str:
+    models = list(answers)
+    if not models:
+        return ""
+    n = len(answers[models[0]]) if not limit else min(limit, len(answers[models[0]]))
+    rows = []
+    for i in range(n):
+        cells = [f"<td><pre>{html.escape(answers[models[0]][i]['prompt'])}</pre></td>"]
+        for m in models:
+            a = answers[m][i]
+            ok = bool(a["pass"])
+            cells.append(f'<td class="{"pass" if ok else "fail"}"><span class="verdict">{"pass" if ok else "fail"}'
+                         f"</span><pre>{html.escape(a['answer'])}</pre></td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["prompt"] + models)
+    return (f"<h2>Answers side by side ({n} held-out prompts, greedy, judged by the checker)</h2>"
+            f'<table class="answers"><tr>{head}</tr>{"".join(rows)}</table>')
+
+
+def write_report_html(report: dict, answers: dict[str, list[dict]], path: str | Path) -> Path:
+    """Write the page (atomically: a temporary file renamed into place) and return its path."""
+    path = Path(path)
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>RLHF run report</title>"
+            f"<style>{STYLE}</style></head><body><h1>RLHF run report</h1>"
+            f"<p>written {time.strftime('%Y-%m-%d %H:%M')}; models: "
+            f"{html.escape(', '.join(f'{k}: {v}' for k, v in report.get('models', {}).items()))}</p>"
+            f"{figures_section(report)}{curves_section(report.get('plots', []))}{answers_section(answers)}"
+            f"</body></html>\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
