@@ -44,7 +44,8 @@ def model_tag(name: str) -> str:
 
 
 def parse(argv):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False)
     ap.add_argument("--step", type=int, nargs="+", default=None, choices=sorted(STAGES),
                     help="stages to run, in order (default: 1 2 3; --algo dpo: 1 2; grpo, rloo, remax: 1 3)")
     ap.add_argument("--actor-model", default="smollm2-135m", help="actor model (name, alias or directory)")
@@ -216,6 +217,13 @@ def main(argv=None) -> dict:
                          f"run stage {need} first or include it in --step")
         script = ROOT / "training" / stage_script(step, args)
         plans.append((step, launcher(args) + [str(script)] + stage_args(step, args, extra)))
+    from training.utils.config import ConfigError, parse_config
+
+    for step, _ in plans:       # every stage's flags and config file, checked before any stage starts
+        try:
+            parse_config(stage_args(step, args, extra))
+        except ConfigError as e:
+            sys.exit(f"stage {step}: {e}")
     finished = [str(stage_output(s, args)) for s, _ in plans if (stage_output(s, args) / "summary.json").is_file()]
     if finished and not args.overwrite and "--resume" not in extra and not args.dry_run:
         sys.exit(f"{', '.join(finished)} already hold(s) a finished model: pass --resume to keep finished stages and "

@@ -155,3 +155,22 @@ def test_model_check_accepts_aliases_directories_and_cached_hub_ids(tmp_path, mo
     with pytest.raises(SystemExit, match="--model_name_or_path 'org/other': not an alias"):
         sft(["--model_name_or_path", "org/other", "--output_dir", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
+
+
+def test_misspelt_flag_or_config_key_stops_before_any_stage(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--learning_rat", "3",
+                        "--output-dir", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "unrecognized arguments: --learning_rat 3" in r.stderr   # no prefix matching
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  learning_rat: 0.001\n")
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--config", str(bad),
+                        "--output-dir", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and f"stage 1: {bad}: unknown key 'optim.learning_rat'" in r.stderr
+    assert not out.exists()
+    # a stage on its own: one line, exit 2, no traceback
+    r = subprocess.run([sys.executable, str(ROOT / "training" / "step1_supervised_finetuning" / "main.py"),
+                        "--model_name_or_path", "tiny", "--config", str(bad), "--output_dir", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == \
+        f"error: ConfigError: {bad}: unknown key 'optim.learning_rat'" and "Traceback" not in r.stderr

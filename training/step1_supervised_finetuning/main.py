@@ -18,7 +18,7 @@ from training.utils.engine import build_train_engine, num_update_steps
 from training.utils.loop import run, to_device
 from training.utils.model import apply_lora, load_causal_lm, save_hf
 from training.utils.rl.maths import causal_lm_loss, causal_lm_nll
-from training.utils.stage import StageRun
+from training.utils.stage import StageRun, run_cli
 
 
 def sft_step(engine, batch):
@@ -68,4 +68,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(main, sys.argv[1:])

@@ -20,7 +20,7 @@ from training.utils.distributed import all_reduce_sum
 from training.utils.engine import build_train_engine, frozen, num_update_steps
 from training.utils.loop import run, to_device
 from training.utils.model import apply_lora, load_causal_lm, save_hf
-from training.utils.stage import StageRun
+from training.utils.stage import StageRun, run_cli
 from training.utils.rl.maths import answer_mask, dpo_loss, sequence_logps
 
 
@@ -98,4 +98,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(main, sys.argv[1:])

@@ -16,7 +16,7 @@ from training.utils.engine import build_train_engine, num_update_steps
 from training.utils.loop import run, to_device
 from training.utils.model import ValueModel, apply_lora, end_scores, load_reward_model, save_hf
 from training.utils.model.reward import head
-from training.utils.stage import StageRun
+from training.utils.stage import StageRun, run_cli
 from training.utils.rl.maths import pairwise_loss, per_token_pair_loss
 
 
@@ -85,4 +85,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(main, sys.argv[1:])

@@ -31,7 +31,7 @@ from training.utils.loop import NonFinite, make_loader, to_device
 from training.utils.model import ValueModel, apply_lora, load_causal_lm, load_reward_model, save_hf
 from training.utils.model.reward import head
 from training.utils.model.save import write_hf
-from training.utils.stage import StageRun
+from training.utils.stage import StageRun, run_cli
 from training.utils.rl.experience import ExperienceMaker, answer_layout, position_ids_from
 from training.utils.rl.group_trainer import GroupTrainer, repeat_batch
 from training.utils.rl.ppo_trainer import PPOTrainer, cycle
@@ -303,4 +303,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(main, sys.argv[1:])

@@ -358,7 +358,7 @@ def _coerce(value: Any, typ, where: str):
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS,
+    p = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", help="YAML or JSON file with config values (sections or flat keys)")
     for sec_name, f, typ in _fields():

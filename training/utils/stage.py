@@ -11,6 +11,22 @@ from .distributed import barrier, device, init_distributed, is_main, set_seed, w
 from .logging import MetricsWriter, setup_logging
 
 
+def run_cli(main, argv) -> None:
+    """A stage's command-line entry: a config or data error ends the process with one line naming the
+    file, row, field or flag (exit 2), not a traceback per rank."""
+    import sys
+
+    from .config import ConfigError
+    from .data.sources import DataError
+
+    try:
+        main(argv)
+    except (ConfigError, DataError) as e:
+        if is_main():
+            print(f"error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 class StageRun:
     """Context of one stage run: ``with StageRun(cfg, 'sft') as run: ...``."""
 
