@@ -130,7 +130,7 @@ def stage_args(step: int, args, extra: list[str]) -> list[str]:
         if args.algo in CRITIC_FREE:
             a += ["--algo", args.algo]
         rm = stage_output(2, args)
-        if args.algo == "ppo" or (rm / "config.json").is_file():
+        if args.algo == "ppo" or (rm / "config.json").is_file() or 2 in (args.step or []):
             a += ["--reward_model_name_or_path", str(rm)]
         if args.reward_zero_stage is not None:
             a += ["--critic_zero_stage", str(args.reward_zero_stage), "--reward_zero_stage", str(args.reward_zero_stage)]
