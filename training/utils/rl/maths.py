@@ -82,6 +82,9 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     if kind == "sigmoid":
         losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
     elif kind == "ipo":
+        if label_smoothing:
+            raise ValueError("IPO has no label smoothing (its squared loss already regularises); "
+                             "use label_smoothing 0 with dpo_loss ipo")
         losses = (h - 1.0 / (2.0 * beta)) ** 2
     else:
         raise ValueError(f"unknown DPO loss {kind!r}")
