@@ -29,7 +29,21 @@ def init_distributed() -> None:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))
+    announce_op_build()
     deepspeed.init_distributed()
+
+
+def announce_op_build() -> None:
+    """On CPU, DeepSpeed compiles its shared-memory communication op the first time (a silent minute
+    or so on 2 cores; cached afterwards): say so before it starts."""
+    if torch.cuda.is_available():
+        return
+    from torch.utils.cpp_extension import _get_build_directory
+
+    built = os.path.join(_get_build_directory("deepspeed_shm_comm", False), "deepspeed_shm_comm.so")
+    if not os.path.isfile(built) and int(os.environ.get("RANK", "0")) == 0:
+        print(f"building DeepSpeed's CPU communication op once (about a minute on 2 cores; cached in "
+              f"{os.path.dirname(built)})", flush=True)
 
 
 def device() -> torch.device:
