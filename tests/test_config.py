@@ -79,6 +79,7 @@ def test_bad_config_file_names_file_and_key(tmp_path, text, msg):
     (["--deepspeed_config", "/nonexistent.json"], "not found"),
     (["--group_baseline"], "num_samples_per_prompt >= 2"),
     (["--dpo_loss", "ipo", "--label_smoothing", "0.1"], "IPO has none"),
+    (["--adaptive_kl", "--algo", "rloo", "--num_samples_per_prompt", "2"], "rloo uses a fixed kl_coef"),
     (["--group_baseline", "--algo", "grpo", "--num_samples_per_prompt", "4"], "group_baseline is a PPO option"),
 ])
 def test_validation_errors(argv, msg):

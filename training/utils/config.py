@@ -273,6 +273,9 @@ class Config:
             raise ConfigError(f"num_samples_per_prompt must be >= 1, got {p.num_samples_per_prompt}")
         if p.algo in ("grpo", "rloo") and p.num_samples_per_prompt < 2:
             raise ConfigError(f"{p.algo} compares answers to the same prompt: set num_samples_per_prompt >= 2")
+        if p.adaptive_kl and p.algo != "ppo":
+            raise ConfigError(f"adaptive_kl adapts PPO's KL coefficient; {p.algo} uses a fixed kl_coef "
+                              f"(drop --adaptive_kl)")
         if p.group_baseline and (p.algo != "ppo" or p.num_samples_per_prompt < 2):
             raise ConfigError("group_baseline is a PPO option that compares answers to the same prompt: "
                               "use it with --algo ppo and num_samples_per_prompt >= 2")

@@ -7,15 +7,13 @@ training and fast generation for rollouts.
   (instead of one all-gather per layer per token); with LoRA the adapters are merged for the
   rollout and unmerged after; on CUDA the decode step can run with a static KV cache, compiled.
   Each sequence stops at EOS.
-Generation goes through the small ``RolloutBackend`` interface so another backend (vLLM, ...)
-can plug in.
+``PlainHFBackend`` is the same generation on a plain (non-DeepSpeed) model: the reference the
+tests and the rollout benchmark compare the Hybrid Engine with.
 """
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 
@@ -29,12 +27,6 @@ class GenerationSettings:
     top_k: int = 0
     min_new_tokens: int = 0
     static_cache: bool = False          # static KV cache (+ compiled decode on CUDA)
-
-
-class RolloutBackend(Protocol):
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 settings: GenerationSettings) -> torch.Tensor:
-        """Prompt ids (left-padded) -> prompt + answer ids, answers right-padded with pad."""
 
 
 @contextlib.contextmanager
@@ -63,7 +55,6 @@ class HybridEngine:
 
     def __init__(self, engine, tokenizer, zero_stage: int):
         self.engine, self.tok, self.zero_stage = engine, tokenizer, zero_stage
-        self.last_generate_seconds = 0.0
 
     @property
     def module(self):
@@ -100,14 +91,12 @@ class HybridEngine:
                  settings: GenerationSettings) -> torch.Tensor:
         was_training = self.engine.module.training
         self.engine.eval()
-        t0 = time.time()
         try:
             with self._rollout_weights():
                 out = hf_generate(self._lm(), self.tok, input_ids, attention_mask, settings)
         finally:
             if was_training:
                 self.engine.train()
-        self.last_generate_seconds = time.time() - t0
         return out
 
 

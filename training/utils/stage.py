@@ -38,7 +38,11 @@ class StageRun:
         m, p = self.cfg.model, self.cfg.ppo
         out = {"--model_name_or_path": m.model_name_or_path, "--tokenizer_name_or_path": m.tokenizer_name_or_path}
         if self.name not in ("sft", "reward", "dpo"):       # stage 3
-            out["--reward_model_name_or_path"] = p.reward_model_name_or_path if "model" in p.reward else ""
+            from .rl.rewards import needs_model
+
+            for path in needs_model(p.reward):
+                out[f"--reward model:{path}" if path else "--reward_model_name_or_path"] = \
+                    path or p.reward_model_name_or_path
             out["--critic_model_name_or_path"] = p.critic_model_name_or_path
         return {k: v for k, v in out.items() if v}
 
