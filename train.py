@@ -25,6 +25,7 @@ from pathlib import Path
 
 from training.utils.report import closing_eval, rl_figures, table
 from training.utils.report_html import write_report_html
+from training.utils.rl.advantages import ESTIMATORS, critic_free
 
 ROOT = Path(__file__).resolve().parent
 STAGES = {
@@ -34,7 +35,7 @@ STAGES = {
 }
 DPO = ("step2_reward_model_finetuning/dpo_main.py", "actor-models")
 PRESETS = ROOT / "training" / "configs"
-CRITIC_FREE = ("grpo", "rloo", "remax")
+CRITIC_FREE = critic_free()     # grpo, dr_grpo, rloo, remax, reinforce_pp: from the advantage registry
 SFT_INIT = "sft"     # --reward-model default: start the reward model from the Stage 1 output
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -47,7 +48,7 @@ def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  allow_abbrev=False)
     ap.add_argument("--step", type=int, nargs="+", default=None, choices=sorted(STAGES),
-                    help="stages to run, in order (default: 1 2 3; --algo dpo: 1 2; grpo, rloo, remax: 1 3)")
+                    help="stages to run, in order (default: 1 2 3; --algo dpo: 1 2; the critic-free algorithms: 1 3)")
     ap.add_argument("--actor-model", default="smollm2-135m", help="actor model (name, alias or directory)")
     ap.add_argument("--reward-model", default=SFT_INIT,
                     help="model the reward model starts from (name, alias or directory); default: the Stage 1 "
@@ -57,7 +58,7 @@ def parse(argv):
     ap.add_argument("--reward-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
     ap.add_argument("--algo", default="ppo", choices=("ppo", "dpo") + CRITIC_FREE,
                     help="ppo: stage 2 trains a reward model, stage 3 runs PPO; dpo: stage 2 runs DPO on the "
-                         "SFT actor; grpo/rloo/remax: stage 3 without a critic, rewarded by the rule in the "
+                         "SFT actor; " + "/".join(CRITIC_FREE) + ": stage 3 without a critic, rewarded by the rule in the "
                          "preset (the bundled checker), so stages 1 and 3 only")
     ap.add_argument("--deployment-type", default="single_gpu", choices=("single_gpu", "single_node", "multi_node"))
     ap.add_argument("--num-processes", type=int, default=0,
@@ -129,6 +130,9 @@ def stage_args(step: int, args, extra: list[str]) -> list[str]:
     if step == 3:
         if args.algo in CRITIC_FREE:
             a += ["--algo", args.algo]
+            est = ESTIMATORS[args.algo]
+            if not (est.group or est.greedy_baseline):      # the shared preset drops uniform groups
+                a += ["--dynamic_filtering", "false"]
         rm = stage_output(2, args)
         if args.algo == "ppo" or (rm / "config.json").is_file() or 2 in (args.step or []):
             a += ["--reward_model_name_or_path", str(rm)]

@@ -77,9 +77,11 @@ COMMON = ["--learning_rate", "3e-4", "--ppo_epochs", "4", "--kl_coef", "0.0", "-
 @pytest.mark.parametrize("name, algo, extra", [
     ("ppo", "ppo", ["--per_device_generation_batch_size", "16", "--critic_learning_rate", "3e-4"]),
     ("ppo-group", "ppo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
-                          "--group_baseline", "--critic_learning_rate", "3e-4"]),
+                          "--group_baseline", "--critic_learning_rate", "3e-4", "--max_steps", "12"]),
     ("grpo", "grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
     ("rloo", "rloo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
+    ("dr_grpo", "dr_grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
+    ("reinforce_pp", "reinforce_pp", ["--per_device_generation_batch_size", "16"]),
 ])
 def test_rl_raises_a_learnable_reward(tmp_path, rules, name, algo, extra):
     """16 rollouts per update round, 8 rounds: the rewarded answer goes from ~15% to most of the mass."""

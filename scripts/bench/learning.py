@@ -26,6 +26,8 @@ CONFIGS = {          # name -> train.py arguments
     "main": [],          # PPO with the trained reward model
     "grpo": ["--algo", "grpo"],
     "rloo": ["--algo", "rloo"],
+    "dr_grpo": ["--algo", "dr_grpo"],
+    "reinforce_pp": ["--algo", "reinforce_pp"],
     # RLOO rewarded by the trained reward model (the checker only judges): SFT, reward model, RLOO
     "rloo-rm": ["--algo", "rloo", "--step", "1", "2", "3", "--reward", "model", "--max_steps", "6"],
     "remax": ["--algo", "remax"],

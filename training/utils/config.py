@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .rl.advantages import ESTIMATORS, critic_free
+
 
 class ConfigError(ValueError):
     """A configuration value (flag or file entry) that cannot be used."""
@@ -199,14 +201,15 @@ class PPOConfig:
     unsup_coef: float = _f(0.0, "weight of the unsupervised (SFT-slice language-model) loss mixed into PPO")
     missing_eos_penalty: float = _f(0.0, "subtracted from the score of answers that never emit EOS")
     static_cache: bool = _f(False, "rollouts with a static KV cache (compiled decode on CUDA)")
-    algo: str = _f("ppo", "stage 3 algorithm: ppo (with a critic) or the critic-free grpo, rloo, remax",
-                   choices=("ppo", "grpo", "rloo", "remax"), aliases=("--rl_algo",))
+    algo: str = _f("ppo", "stage 3 algorithm: ppo (with a critic) or a critic-free one: "
+                          + ", ".join(critic_free()), choices=("ppo", *critic_free()), aliases=("--rl_algo",))
     num_samples_per_prompt: int = _f(1, "answers sampled per prompt (the group; grpo/rloo need >= 2)",
                                      aliases=("--n_samples_per_prompt",))
     kl_in_reward: bool = _f(False, "critic-free: subtract kl_coef x the answer's KL from its reward instead "
                                    "of adding a k3 KL loss term")
     std_normalize: bool = _f(True, "grpo: divide advantages by the group's standard deviation")
-    dr_grpo: bool = _f(False, "Dr. GRPO: no std division and a constant length normaliser (max_answer_seq_len)")
+    dr_grpo: bool = _f(False, "grpo as Dr. GRPO (the same as --algo dr_grpo): no std division and a constant "
+                              "length normaliser (max_answer_seq_len)")
     loss_agg: str = _f("token", "policy loss reduction: token (mean over the batch's tokens), sequence "
                                 "(per-answer mean, then mean), constant (per-answer sum / max_answer_seq_len)",
                        choices=("token", "sequence", "constant"))
@@ -271,8 +274,12 @@ class Config:
         p = self.ppo
         if p.num_samples_per_prompt < 1:
             raise ConfigError(f"num_samples_per_prompt must be >= 1, got {p.num_samples_per_prompt}")
-        if p.algo in ("grpo", "rloo") and p.num_samples_per_prompt < 2:
+        est = ESTIMATORS["gae" if p.algo == "ppo" else p.algo]
+        if est.group and p.num_samples_per_prompt < 2:
             raise ConfigError(f"{p.algo} compares answers to the same prompt: set num_samples_per_prompt >= 2")
+        if p.dynamic_filtering and not (est.group or est.greedy_baseline):
+            raise ConfigError(f"dynamic_filtering drops groups of answers without a learning signal; {p.algo} "
+                              f"has no groups (drop --dynamic_filtering)")
         if p.adaptive_kl and p.algo != "ppo":
             raise ConfigError(f"adaptive_kl adapts PPO's KL coefficient; {p.algo} uses a fixed kl_coef "
                               f"(drop --adaptive_kl)")

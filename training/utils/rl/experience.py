@@ -14,7 +14,8 @@ from typing import Callable, Optional
 import torch
 
 from ..hybrid_engine import GenerationSettings
-from .maths import RunningMoments, gae, group_advantages, masked_mean, masked_whiten, shape_rewards, token_logprobs
+from .advantages import ESTIMATORS
+from .maths import RunningMoments, group_advantages, masked_mean, masked_whiten, shape_rewards, token_logprobs
 
 
 @dataclass
@@ -152,7 +153,7 @@ class ExperienceMaker:
         if c.group_baseline:
             score = group_advantages(score, c.num_samples_per_prompt, "grpo", std_normalize=False)
         rewards, kl = shape_rewards(score, old_logp, ref_logp, action, self.kl_coef(), c.reward_clip, c.kl_estimator)
-        adv, ret = gae(rewards, values * action, action, c.gamma, c.lam)
+        adv, ret = ESTIMATORS["gae"].fn(rewards, action, values=values, gamma=c.gamma, lam=c.lam)
         if c.whiten_advantages:
             adv = masked_whiten(adv, action)
         exp_s = time.time() - t1

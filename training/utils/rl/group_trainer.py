@@ -1,9 +1,9 @@
-"""Critic-free policy optimisation: GRPO, RLOO and ReMax on the Hybrid Engine.
+"""Critic-free policy optimisation on the Hybrid Engine: every estimator of ``advantages.py``
+without a critic (GRPO, Dr. GRPO, RLOO, ReMax, REINFORCE++).
 
-Each prompt is answered ``num_samples_per_prompt`` times; an answer's advantage compares its
-reward with the other answers to the same prompt (group mean/std, leave-one-out mean) or with the
-prompt's greedy answer (ReMax), and is spread over the answer's tokens. KL to the reference is a
-k3 loss term or, with ``kl_in_reward``, subtracted from the reward.
+Each prompt is answered ``num_samples_per_prompt`` times; the answers' per-token rewards (score on
+the last token, minus kl_coef x KL per token when the KL is in the reward) go through the
+algorithm's estimator. Otherwise the KL to the reference is a k3 loss term.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import torch
 from ..hybrid_engine import GenerationSettings
 from .experience import action_logprobs, answer_layout, causal_logprobs, first_action, micro_batches, position_ids_from
 from .ppo_trainer import finite_or_skip
-from .maths import (aggregate, entropy_from_logits, group_advantages, kl_estimate, masked_mean, policy_loss,
+from .advantages import ESTIMATORS, sequence_scores
+from .maths import (aggregate, entropy_from_logits, kl_estimate, masked_mean, policy_loss, shape_rewards,
                     silent_groups, uniform_groups)
 
 
@@ -53,8 +54,9 @@ class GroupTrainer:
                                          top_k=ppo_cfg.top_k, static_cache=ppo_cfg.static_cache)
         self.greedy = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False,
                                          static_cache=ppo_cfg.static_cache)
-        self.std_normalize = ppo_cfg.std_normalize and not ppo_cfg.dr_grpo
-        self.loss_agg = "constant" if ppo_cfg.dr_grpo else ppo_cfg.loss_agg
+        dr = ppo_cfg.dr_grpo or ppo_cfg.algo == "dr_grpo"
+        self.std_normalize = ppo_cfg.std_normalize and not dr
+        self.loss_agg = "constant" if dr else ppo_cfg.loss_agg
         self.guard = None      # a loop.NonFinite, set by the stage
 
     def score(self, batch: dict, settings: GenerationSettings):
@@ -73,7 +75,7 @@ class GroupTrainer:
         big = repeat_batch(batch, n)
         seq, attn, pos, action, raw, has_eos = self.score(big, self.sample)
         baseline = None
-        if c.algo == "remax":
+        if ESTIMATORS[c.algo].greedy_baseline:
             baseline = self.score(batch, self.greedy)[4]
         gen_s = time.time() - t0
         t1 = time.time()
@@ -83,17 +85,23 @@ class GroupTrainer:
         ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.temperature, start) if self.ref is not None
                     else old_logp.clone())
         kl = kl_estimate(old_logp, ref_logp, c.kl_estimator) * action
-        score = raw - c.kl_coef * kl.sum(1) if c.kl_in_reward else raw
-        adv = group_advantages(score, n, c.algo, self.std_normalize, baseline)
+        est = ESTIMATORS[c.algo]
+        kl_in_reward = (c.kl_in_reward or est.kl_in_reward) and self.ref is not None
+        rewards, _ = shape_rewards(raw, old_logp, ref_logp, action, c.kl_coef if kl_in_reward else 0.0, 0.0,
+                                   c.kl_estimator)
+        adv, _ = est.fn(rewards, action, group=n, baseline=baseline, gamma=c.gamma,
+                        std_normalize=self.std_normalize)
+        score = sequence_scores(rewards, action)
+        per_answer = adv.abs().amax(1)          # |advantage| of each answer (the same on all its tokens)
         same = uniform_groups(score, n) if n > 1 else torch.zeros(score.numel(), dtype=torch.bool)
         keep = torch.ones_like(score, dtype=torch.bool)
         if c.dynamic_filtering:
-            keep = ~silent_groups(score, adv, n, c.algo).repeat_interleave(n).to(score.device)
+            keep = ~silent_groups(score, per_answer, n, c.algo).repeat_interleave(n).to(score.device)
         metrics = {
             "reward": raw.mean().item(), "reward_std_in_group": raw.view(-1, n).std(1).mean().item() if n > 1 else 0.0,
             "response_length": action.sum(1).mean().item(), "eos_rate": has_eos.float().mean().item(),
             "uniform_groups": int(same.sum()), "kept_answers": int(keep.sum()),
-            "advantage_abs": adv.abs().mean().item(), "generation_s": gen_s, "experience_s": time.time() - t1,
+            "advantage_abs": masked_mean(adv.abs(), action).item(), "generation_s": gen_s, "experience_s": time.time() - t1,
             "generation_tokens_per_s": float(action.sum()) / gen_s if gen_s > 0 else 0.0,
         }
         if self.ref is not None:     # without a reference model (kl_coef 0) there is no KL to report
@@ -102,7 +110,7 @@ class GroupTrainer:
             metrics["greedy_baseline"] = baseline.mean().item()
         if not bool(keep.any()):
             return None, metrics
-        gb = GroupBatch(seq, attn, pos, action, old_logp, ref_logp, adv.unsqueeze(1) * action)
+        gb = GroupBatch(seq, attn, pos, action, old_logp, ref_logp, adv)
         return gb.select(keep), metrics
 
     def actor_step(self, b: GroupBatch) -> dict:
@@ -112,7 +120,7 @@ class GroupTrainer:
         loss, clipfrac = policy_loss(logp, b.old_logp, b.advantages, b.action_mask, c.cliprange,
                                      c.eps_clip_high, self.loss_agg, self.max_new_tokens)
         out = {"pg_loss": loss.item(), "clip_frac": clipfrac.item()}
-        if c.kl_coef > 0 and not c.kl_in_reward and self.ref is not None:
+        if c.kl_coef > 0 and not (c.kl_in_reward or ESTIMATORS[c.algo].kl_in_reward) and self.ref is not None:
             kl_term = aggregate(kl_estimate(logp, b.ref_logp, "k3"), b.action_mask, self.loss_agg, self.max_new_tokens)
             loss = loss + c.kl_coef * kl_term
             out["kl_loss"] = kl_term.item()

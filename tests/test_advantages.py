@@ -1,0 +1,65 @@
+"""The advantage registry: every estimator on hand-computed values, through the one signature."""
+import math
+
+import pytest
+import torch
+
+from training.utils.rl.advantages import ESTIMATORS, critic_free, register_advantage
+from training.utils.rl.maths import shape_rewards
+
+# two prompts x two answers; layout [prompt | answer | pad]: state 0 is the prompt, answers are 1-3 tokens
+MASK = torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0], [0, 1, 1, 0], [0, 1, 1, 1]], dtype=torch.float32)
+SCORES = torch.tensor([1.0, 0.0, 2.0, 4.0])
+
+
+def rewards(kl_coef=0.0, logp=None):
+    logp = torch.zeros(4, 4) if logp is None else logp
+    return shape_rewards(SCORES, logp, torch.zeros(4, 4), MASK, kl_coef)[0]
+
+
+def test_registry_drives_the_algorithm_names():
+    assert critic_free() == ("grpo", "dr_grpo", "rloo", "remax", "reinforce_pp")
+    assert ESTIMATORS["gae"].critic and ESTIMATORS["reinforce_pp"].kl_in_reward and ESTIMATORS["rloo"].group
+    assert ESTIMATORS["remax"].greedy_baseline and not ESTIMATORS["remax"].group
+    with pytest.raises(ValueError, match="registered twice"):
+        register_advantage("grpo")(lambda *a, **k: None)
+
+
+def test_group_estimators_spread_the_answer_advantage_over_its_tokens():
+    r = rewards()
+    adv, ret = ESTIMATORS["rloo"].fn(r, MASK, group=2)
+    # answer 0: 1 - 0 = 1; answer 1: -1; answer 2: 2 - 4 = -2; answer 3: 2
+    assert adv.tolist() == [[0, 1, 1, 1], [0, -1, 0, 0], [0, -2, -2, 0], [0, 2, 2, 2]] and torch.equal(adv, ret)
+    dr, _ = ESTIMATORS["dr_grpo"].fn(r, MASK, group=2)      # score - group mean
+    assert dr[:, 1].tolist() == [0.5, -0.5, -1.0, 1.0]
+    g, _ = ESTIMATORS["grpo"].fn(r, MASK, group=2)          # / group std (unbiased: 0.7071 and 1.4142)
+    assert g[:, 1].tolist() == pytest.approx([0.7071, -0.7071, -0.7071, 0.7071], abs=1e-4)
+    rm, _ = ESTIMATORS["remax"].fn(r, MASK, group=2, baseline=torch.tensor([0.5, 3.0]))
+    assert rm[:, 1].tolist() == [0.5, -0.5, -1.0, 1.0] and rm[1, 2:].tolist() == [0, 0]
+
+
+def test_reinforce_pp_returns_to_go_with_kl_then_batch_whitening():
+    logp = torch.tensor([[0, 0.5, 0.5, 0.5], [0, 1.0, 0, 0], [0, 0, 0, 0], [0, 0.25, 0.25, 0]])
+    r = rewards(kl_coef=0.1, logp=logp)      # k1 KL = logp - 0 on each action token
+    adv, ret = ESTIMATORS["reinforce_pp"].fn(r, MASK, gamma=1.0)
+    # row 0: rewards -0.05, -0.05, -0.05 + 1 -> returns to go 0.85, 0.9, 0.95
+    want = torch.tensor([[0, 0.85, 0.9, 0.95], [0, -0.1, 0, 0], [0, 2.0, 2.0, 0], [0, 3.95, 3.975, 4.0]])
+    torch.testing.assert_close(ret, want)
+    flat = [0.85, 0.9, 0.95, -0.1, 2.0, 2.0, 3.95, 3.975, 4.0]
+    mean = sum(flat) / 9
+    std = math.sqrt(sum((x - mean) ** 2 for x in flat) / 8)
+    assert adv[MASK > 0].tolist() == pytest.approx([(x - mean) / std for x in flat], abs=1e-5)
+    assert adv[MASK == 0].abs().max().item() == 0.0
+    _, ret_half = ESTIMATORS["reinforce_pp"].fn(r, MASK, gamma=0.5)
+    assert ret_half[3].tolist() == pytest.approx([0, -0.025 + 0.5 * (-0.025 + 0.5 * 4.0), -0.025 + 0.5 * 4.0, 4.0])
+
+
+def test_gae_needs_values_and_matches_hand_values():
+    r = rewards()
+    with pytest.raises(ValueError, match="critic's values"):
+        ESTIMATORS["gae"].fn(r, MASK)
+    values = torch.full((4, 4), 0.5)
+    adv, ret = ESTIMATORS["gae"].fn(r, MASK, values=values, gamma=1.0, lam=1.0)
+    # lam = gamma = 1: advantage = score - value at every action of the answer
+    assert adv[1, 1].item() == pytest.approx(0.0 - 0.5) and adv[3].tolist() == pytest.approx([0, 3.5, 3.5, 3.5])
+    assert ret[3].tolist() == pytest.approx([0, 4.0, 4.0, 4.0])

@@ -1,0 +1,106 @@
+"""The advantage estimators of stage 3: one registry of pure functions, one signature.
+
+Every estimator takes per-token rewards and the action mask of a rollout batch and returns
+(advantages, returns), both [B, T]. The rewards hold the sequence score on each answer's last
+action token, and minus ``kl_coef`` x the per-token KL on every action when the KL is in the
+reward (PPO and REINFORCE++ always; the group estimators with ``kl_in_reward``). Rows are grouped
+``group`` at a time: the answers to one prompt are consecutive (``repeat_batch``).
+
+    @register_advantage("my_algo", group=True)
+    def my_algo(rewards, mask, *, group=1, **_):
+        ...
+
+adds ``--algo my_algo`` (critic-free unless ``critic=True``): the config choices, ``train.py``'s
+algorithm list and its preset come from this registry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from .maths import gae, group_advantages, masked_whiten
+
+
+@dataclass(frozen=True)
+class Estimator:
+    name: str
+    fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    critic: bool = False            # needs the critic's values (PPO's GAE)
+    group: bool = False             # compares the answers to one prompt (num_samples_per_prompt >= 2)
+    greedy_baseline: bool = False   # needs the reward of each prompt's greedy answer (ReMax)
+    kl_in_reward: bool = False      # the KL penalty is part of the per-token reward by definition
+
+
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register_advantage(name: str, **flags) -> Callable:
+    def add(fn):
+        if name in ESTIMATORS:
+            raise ValueError(f"advantage estimator {name!r} registered twice")
+        ESTIMATORS[name] = Estimator(name, fn, **flags)
+        return fn
+    return add
+
+
+def critic_free() -> tuple[str, ...]:
+    """The ``--algo`` names that train without a critic, in registration order."""
+    return tuple(n for n, e in ESTIMATORS.items() if not e.critic)
+
+
+def sequence_scores(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B]: the sum of each answer's per-token rewards (its score, less its KL when that is in the reward)."""
+    return (rewards * mask).sum(1)
+
+
+def _spread(per_answer: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    adv = per_answer.to(mask.dtype).unsqueeze(1) * mask
+    return adv, adv
+
+
+@register_advantage("gae", critic=True, kl_in_reward=True)
+def gae_advantages(rewards, mask, *, values: Optional[torch.Tensor] = None, gamma: float = 1.0,
+                   lam: float = 0.95, **_) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO: generalised advantage estimation with the critic's ``values`` [B, T]; returns = adv + values."""
+    if values is None:
+        raise ValueError("GAE needs the critic's values")
+    return gae(rewards, values * mask, mask, gamma, lam)
+
+
+@register_advantage("grpo", group=True)
+def grpo_advantages(rewards, mask, *, group: int = 1, std_normalize: bool = True, **_):
+    """GRPO: (score - group mean) / (group std + eps), the same on every token of the answer."""
+    return _spread(group_advantages(sequence_scores(rewards, mask), group, "grpo", std_normalize), mask)
+
+
+@register_advantage("dr_grpo", group=True)
+def dr_grpo_advantages(rewards, mask, *, group: int = 1, **_):
+    """Dr. GRPO: score - group mean (no division by the group's std; the loss uses a constant
+    length normaliser, ``loss_agg constant``)."""
+    return _spread(group_advantages(sequence_scores(rewards, mask), group, "grpo", std_normalize=False), mask)
+
+
+@register_advantage("rloo", group=True)
+def rloo_advantages(rewards, mask, *, group: int = 1, **_):
+    """RLOO: score - mean score of the other answers to the same prompt."""
+    return _spread(group_advantages(sequence_scores(rewards, mask), group, "rloo"), mask)
+
+
+@register_advantage("remax", greedy_baseline=True)
+def remax_advantages(rewards, mask, *, group: int = 1, baseline: Optional[torch.Tensor] = None, **_):
+    """ReMax: score - the reward of the prompt's greedy answer (``baseline`` [B / group])."""
+    return _spread(group_advantages(sequence_scores(rewards, mask), group, "remax", baseline=baseline), mask)
+
+
+@register_advantage("reinforce_pp", kl_in_reward=True)
+def reinforce_pp_advantages(rewards, mask, *, gamma: float = 1.0, **_):
+    """REINFORCE++ (OpenRLHF): returns G_t = sum_{k >= t} gamma^(k - t) r_k over the answer's tokens
+    (KL penalty in r), advantages = G whitened over every action token of the batch; no critic."""
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
+    for t in reversed(range(rewards.shape[1])):
+        running = rewards[:, t] * mask[:, t] + gamma * running * mask[:, t]
+        returns[:, t] = running
+    return masked_whiten(returns, mask), returns * mask
