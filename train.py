@@ -25,7 +25,7 @@ from pathlib import Path
 
 from training.utils.report import closing_eval, rl_figures, table
 from training.utils.report_html import write_report_html
-from training.utils.rl.advantages import ESTIMATORS, critic_free
+from training.utils.rl.advantages import critic_free
 
 ROOT = Path(__file__).resolve().parent
 STAGES = {
@@ -113,8 +113,9 @@ def preset(step: int, model: str, algo: str = "ppo") -> Path:
     kind = "tiny" if model in ("tiny", "tiny-opt") else "smollm2"
     if step == 2 and algo == "dpo":
         return PRESETS / f"{kind}-dpo.yaml"
-    if step == 3 and algo in CRITIC_FREE:
-        return PRESETS / f"{kind}-grpo.yaml"
+    if step == 3 and algo in CRITIC_FREE:     # an algorithm's own preset, else the shared critic-free one
+        own = PRESETS / f"{kind}-{algo}.yaml"
+        return own if own.is_file() else PRESETS / f"{kind}-grpo.yaml"
     return PRESETS / f"{kind}-step{step}.yaml"
 
 
@@ -130,9 +131,6 @@ def stage_args(step: int, args, extra: list[str]) -> list[str]:
     if step == 3:
         if args.algo in CRITIC_FREE:
             a += ["--algo", args.algo]
-            est = ESTIMATORS[args.algo]
-            if not (est.group or est.greedy_baseline):      # the shared preset drops uniform groups
-                a += ["--dynamic_filtering", "false"]
         rm = stage_output(2, args)
         if args.algo == "ppo" or (rm / "config.json").is_file() or 2 in (args.step or []):
             a += ["--reward_model_name_or_path", str(rm)]

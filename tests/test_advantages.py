@@ -18,7 +18,7 @@ def rewards(kl_coef=0.0, logp=None):
 
 
 def test_registry_drives_the_algorithm_names():
-    assert critic_free() == ("grpo", "dr_grpo", "rloo", "remax", "reinforce_pp")
+    assert critic_free() == ("grpo", "dr_grpo", "rloo", "remax", "online_dpo", "reinforce_pp")
     assert ESTIMATORS["gae"].critic and ESTIMATORS["reinforce_pp"].kl_in_reward and ESTIMATORS["rloo"].group
     assert ESTIMATORS["remax"].greedy_baseline and not ESTIMATORS["remax"].group
     with pytest.raises(ValueError, match="registered twice"):
@@ -63,3 +63,13 @@ def test_gae_needs_values_and_matches_hand_values():
     # lam = gamma = 1: advantage = score - value at every action of the answer
     assert adv[1, 1].item() == pytest.approx(0.0 - 0.5) and adv[3].tolist() == pytest.approx([0, 3.5, 3.5, 3.5])
     assert ret[3].tolist() == pytest.approx([0, 4.0, 4.0, 4.0])
+
+
+def test_online_dpo_ranks_each_pair():
+    r = rewards()                 # pairs (1, 0) and (2, 4): the first answer wins, then the second
+    sign, _ = ESTIMATORS["online_dpo"].fn(r, MASK, group=2)
+    assert sign.tolist() == [[0, 1, 1, 1], [0, -1, 0, 0], [0, -1, -1, 0], [0, 1, 1, 1]]
+    tied = shape_rewards(torch.tensor([1.0, 1.0, 0.0, 3.0]), torch.zeros(4, 4), torch.zeros(4, 4), MASK, 0.0)[0]
+    assert ESTIMATORS["online_dpo"].fn(tied, MASK, group=2)[0][:2].abs().max().item() == 0.0
+    with pytest.raises(ValueError, match="must be 2"):
+        ESTIMATORS["online_dpo"].fn(torch.zeros(3, 4), torch.ones(3, 4), group=3)

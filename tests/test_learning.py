@@ -82,6 +82,8 @@ COMMON = ["--learning_rate", "3e-4", "--ppo_epochs", "4", "--kl_coef", "0.0", "-
     ("rloo", "rloo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
     ("dr_grpo", "dr_grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
     ("reinforce_pp", "reinforce_pp", ["--per_device_generation_batch_size", "16"]),
+    ("online_dpo", "online_dpo", ["--per_device_generation_batch_size", "8", "--num_samples_per_prompt", "2",
+                                  "--beta", "0.5"]),
 ])
 def test_rl_raises_a_learnable_reward(tmp_path, rules, name, algo, extra):
     """16 rollouts per update round, 8 rounds: the rewarded answer goes from ~15% to most of the mass."""

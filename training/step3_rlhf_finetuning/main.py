@@ -32,6 +32,7 @@ from training.utils.model import ValueModel, apply_lora, load_causal_lm, load_re
 from training.utils.model.reward import head
 from training.utils.model.save import write_hf
 from training.utils.stage import StageRun, run_cli
+from training.utils.rl.advantages import ESTIMATORS
 from training.utils.rl.experience import ExperienceMaker, answer_layout, position_ids_from
 from training.utils.rl.group_trainer import GroupTrainer, repeat_batch
 from training.utils.rl.ppo_trainer import PPOTrainer, cycle
@@ -156,7 +157,7 @@ def main(argv=None) -> dict:
                                           seed=cfg.optim.seed), cfg.lora)
         he = HybridEngine(build_train_engine(actor, actor_cfg, updates), tok, cfg.ds.zero_stage)
         ref = None
-        if c.algo == "ppo" or c.kl_coef > 0:
+        if c.algo == "ppo" or c.kl_coef > 0 or ESTIMATORS[c.algo].loss == "dpo":
             ref_stage = 3 if cfg.ds.zero_stage == 3 or c.offload_reference_model else 0
             ref = frozen(load_causal_lm(actor_name, tok, trust_remote_code=cfg.model.trust_remote_code,
                                         seed=cfg.optim.seed), cfg, ref_stage, c.offload_reference_model)
@@ -204,7 +205,8 @@ def main(argv=None) -> dict:
                      " (group baseline)" if c.group_baseline else "", c.ppo_epochs, micro, cfg.ds.zero_stage,
                      c.critic_zero_stage)
         else:
-            critic, maker, trainer = None, None, GroupTrainer(he, ref, reward_fn, tok, c, cfg.data.max_answer_seq_len)
+            critic, maker, trainer = None, None, GroupTrainer(he, ref, reward_fn, tok, c, cfg.data.max_answer_seq_len,
+                                                            cfg.dpo.beta)
             engines = {"actor": he.engine}
 
             def iteration(it, batches):

@@ -277,6 +277,8 @@ class Config:
         est = ESTIMATORS["gae" if p.algo == "ppo" else p.algo]
         if est.group and p.num_samples_per_prompt < 2:
             raise ConfigError(f"{p.algo} compares answers to the same prompt: set num_samples_per_prompt >= 2")
+        if est.loss == "dpo" and p.num_samples_per_prompt != 2:
+            raise ConfigError(f"{p.algo} ranks pairs of answers: set num_samples_per_prompt 2")
         if p.dynamic_filtering and not (est.group or est.greedy_baseline):
             raise ConfigError(f"dynamic_filtering drops groups of answers without a learning signal; {p.algo} "
                               f"has no groups (drop --dynamic_filtering)")

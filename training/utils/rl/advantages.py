@@ -31,6 +31,7 @@ class Estimator:
     group: bool = False             # compares the answers to one prompt (num_samples_per_prompt >= 2)
     greedy_baseline: bool = False   # needs the reward of each prompt's greedy answer (ReMax)
     kl_in_reward: bool = False      # the KL penalty is part of the per-token reward by definition
+    loss: str = "policy"            # policy: PPO's clipped surrogate; dpo: DPO on ranked pairs (online DPO)
 
 
 ESTIMATORS: dict[str, Estimator] = {}
@@ -92,6 +93,17 @@ def rloo_advantages(rewards, mask, *, group: int = 1, **_):
 def remax_advantages(rewards, mask, *, group: int = 1, baseline: Optional[torch.Tensor] = None, **_):
     """ReMax: score - the reward of the prompt's greedy answer (``baseline`` [B / group])."""
     return _spread(group_advantages(sequence_scores(rewards, mask), group, "remax", baseline=baseline), mask)
+
+
+@register_advantage("online_dpo", group=True, loss="dpo")
+def online_dpo_preferences(rewards, mask, *, group: int = 2, **_):
+    """Online DPO: the two answers to a prompt ranked by their scores, +1 on the preferred answer's
+    tokens and -1 on the other's (0 for a tie: no preference); the DPO loss then trains on the pair."""
+    if group != 2:
+        raise ValueError(f"online DPO ranks pairs: num_samples_per_prompt must be 2, got {group}")
+    s = sequence_scores(rewards, mask).view(-1, 2)
+    sign = torch.sign(s - s.flip(1)).view(-1)
+    return _spread(sign, mask)
 
 
 @register_advantage("reinforce_pp", kl_in_reward=True)

@@ -1,5 +1,6 @@
 """Critic-free policy optimisation on the Hybrid Engine: every estimator of ``advantages.py``
-without a critic (GRPO, Dr. GRPO, RLOO, ReMax, REINFORCE++).
+without a critic (GRPO, Dr. GRPO, RLOO, ReMax, REINFORCE++, and online DPO, whose pairs of answers
+ranked by the reward train through the DPO loss instead of the clipped surrogate).
 
 Each prompt is answered ``num_samples_per_prompt`` times; the answers' per-token rewards (score on
 the last token, minus kl_coef x KL per token when the KL is in the reward) go through the
@@ -17,7 +18,7 @@ from ..hybrid_engine import GenerationSettings
 from .experience import action_logprobs, answer_layout, causal_logprobs, first_action, micro_batches, position_ids_from
 from .ppo_trainer import finite_or_skip
 from .advantages import ESTIMATORS, sequence_scores
-from .maths import (aggregate, entropy_from_logits, kl_estimate, masked_mean, policy_loss, shape_rewards,
+from .maths import (aggregate, dpo_loss, entropy_from_logits, kl_estimate, masked_mean, policy_loss, shape_rewards,
                     silent_groups, uniform_groups)
 
 
@@ -44,11 +45,18 @@ def repeat_batch(batch: dict, n: int) -> dict:
     return out
 
 
+def pairs_in_order(b: GroupBatch, size: int) -> list[GroupBatch]:
+    """Micro-batches of whole answer pairs (rows 2i, 2i+1 stay together), ``size`` rows or one pair at least."""
+    step = max(2, size - size % 2)
+    return [b.select(torch.arange(i, min(i + step, b.sequences.shape[0]))) for i in range(0, b.sequences.shape[0], step)]
+
+
 class GroupTrainer:
     def __init__(self, hybrid, ref, reward_fn: Callable[..., torch.Tensor], tokenizer, ppo_cfg,
-                 max_new_tokens: int):
+                 max_new_tokens: int, dpo_beta: float = 0.1):
         self.he, self.ref, self.reward_fn, self.tok, self.c = hybrid, ref, reward_fn, tokenizer, ppo_cfg
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens, self.dpo_beta = max_new_tokens, dpo_beta
+        self.est = ESTIMATORS[ppo_cfg.algo]
         self.sample = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True,
                                          temperature=ppo_cfg.temperature, top_p=ppo_cfg.top_p,
                                          top_k=ppo_cfg.top_k, static_cache=ppo_cfg.static_cache)
@@ -95,7 +103,7 @@ class GroupTrainer:
         per_answer = adv.abs().amax(1)          # |advantage| of each answer (the same on all its tokens)
         same = uniform_groups(score, n) if n > 1 else torch.zeros(score.numel(), dtype=torch.bool)
         keep = torch.ones_like(score, dtype=torch.bool)
-        if c.dynamic_filtering:
+        if c.dynamic_filtering or self.est.loss == "dpo":     # a tied pair states no preference
             keep = ~silent_groups(score, per_answer, n, c.algo).repeat_interleave(n).to(score.device)
         metrics = {
             "reward": raw.mean().item(), "reward_std_in_group": raw.view(-1, n).std(1).mean().item() if n > 1 else 0.0,
@@ -134,14 +142,37 @@ class GroupTrainer:
         out["actor_loss"] = loss.item()
         return out
 
+    def dpo_step(self, b: GroupBatch) -> dict:
+        """Online DPO on consecutive answer pairs: the one with the positive preference sign is chosen;
+        sequence log-probs of the policy against the reference's from the rollout (both at the rollout
+        temperature)."""
+        engine = self.he.engine
+        _, logp, _ = action_logprobs(engine, b.sequences, b.attention_mask, b.position_ids, b.action_mask,
+                                     self.c.temperature)
+        pol = (logp * b.action_mask).sum(1).view(-1, 2)
+        ref = (b.ref_logp * b.action_mask).sum(1).view(-1, 2)
+        first = (b.advantages.sum(1).view(-1, 2)[:, 0] > 0)
+        pick = lambda x, i: torch.where(first, x[:, i], x[:, 1 - i])
+        loss, chosen, rejected = dpo_loss(pick(pol, 0), pick(pol, 1), pick(ref, 0), pick(ref, 1), self.dpo_beta)
+        if not finite_or_skip(loss, self.guard, "online DPO loss"):
+            return {}
+        engine.backward(loss)
+        engine.step()
+        with torch.no_grad():
+            approx_kl = masked_mean(b.old_logp - logp.detach(), b.action_mask).item()
+        return {"dpo_loss": loss.item(), "reward_margin": (chosen - rejected).mean().item(), "approx_kl": approx_kl,
+                "actor_loss": loss.item()}
+
     def train(self, batches: list[GroupBatch], micro_batch: int) -> dict:
         t0 = time.time()
         self.he.train()
         acc: dict = {}
+        dpo = self.est.loss == "dpo"
         for _ in range(self.c.ppo_epochs):
             for b in batches:
-                for mb in micro_batches(b, micro_batch):
-                    for k, v in self.actor_step(mb).items():
+                parts = pairs_in_order(b, micro_batch) if dpo else micro_batches(b, micro_batch)
+                for mb in parts:
+                    for k, v in (self.dpo_step(mb) if dpo else self.actor_step(mb)).items():
                         acc.setdefault(k, []).append(v)
         out = {k: sum(v) / len(v) for k, v in acc.items()}
         out["train_s"] = time.time() - t0
