@@ -56,7 +56,7 @@ def sequence_scores(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (rewards * mask).sum(1)
 
 
-def _spread(per_answer: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def spread(per_answer: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     adv = per_answer.to(mask.dtype).unsqueeze(1) * mask
     return adv, adv
 
@@ -73,26 +73,26 @@ def gae_advantages(rewards, mask, *, values: Optional[torch.Tensor] = None, gamm
 @register_advantage("grpo", group=True)
 def grpo_advantages(rewards, mask, *, group: int = 1, std_normalize: bool = True, **_):
     """GRPO: (score - group mean) / (group std + eps), the same on every token of the answer."""
-    return _spread(group_advantages(sequence_scores(rewards, mask), group, "grpo", std_normalize), mask)
+    return spread(group_advantages(sequence_scores(rewards, mask), group, "grpo", std_normalize), mask)
 
 
 @register_advantage("dr_grpo", group=True)
 def dr_grpo_advantages(rewards, mask, *, group: int = 1, **_):
     """Dr. GRPO: score - group mean (no division by the group's std; the loss uses a constant
     length normaliser, ``loss_agg constant``)."""
-    return _spread(group_advantages(sequence_scores(rewards, mask), group, "grpo", std_normalize=False), mask)
+    return spread(group_advantages(sequence_scores(rewards, mask), group, "grpo", std_normalize=False), mask)
 
 
 @register_advantage("rloo", group=True)
 def rloo_advantages(rewards, mask, *, group: int = 1, **_):
     """RLOO: score - mean score of the other answers to the same prompt."""
-    return _spread(group_advantages(sequence_scores(rewards, mask), group, "rloo"), mask)
+    return spread(group_advantages(sequence_scores(rewards, mask), group, "rloo"), mask)
 
 
 @register_advantage("remax", greedy_baseline=True)
 def remax_advantages(rewards, mask, *, group: int = 1, baseline: Optional[torch.Tensor] = None, **_):
     """ReMax: score - the reward of the prompt's greedy answer (``baseline`` [B / group])."""
-    return _spread(group_advantages(sequence_scores(rewards, mask), group, "remax", baseline=baseline), mask)
+    return spread(group_advantages(sequence_scores(rewards, mask), group, "remax", baseline=baseline), mask)
 
 
 @register_advantage("online_dpo", group=True, loss="dpo")
@@ -103,7 +103,7 @@ def online_dpo_preferences(rewards, mask, *, group: int = 2, **_):
         raise ValueError(f"online DPO ranks pairs: num_samples_per_prompt must be 2, got {group}")
     s = sequence_scores(rewards, mask).view(-1, 2)
     sign = torch.sign(s - s.flip(1)).view(-1)
-    return _spread(sign, mask)
+    return spread(sign, mask)
 
 
 @register_advantage("reinforce_pp", kl_in_reward=True)
