@@ -107,27 +107,6 @@ def counted(iterator, used: list):
         yield x
 
 
-def rl_state(trainer, maker) -> dict:
-    """The controller and statistics state a resumed run needs besides the engines."""
-    st = {}
-    kl = getattr(trainer, "kl", None)
-    if kl is not None:
-        st["kl_coef"] = kl.value
-    if maker is not None and maker.moments is not None:
-        st["reward_moments"] = [maker.moments.mean, maker.moments.var, maker.moments.count]
-    return st
-
-
-def restore_rl_state(st: dict, trainer, maker, ckpt_dir) -> None:
-    if "kl_coef" in st and getattr(trainer, "kl", None) is not None:
-        trainer.kl.value = st["kl_coef"]
-    if "reward_moments" in st and maker is not None and maker.moments is not None:
-        maker.moments.mean, maker.moments.var, maker.moments.count = st["reward_moments"]
-    ema = getattr(trainer, "ema", None)
-    if ema is not None and (ckpt_dir / "ema.safetensors").is_file():
-        ema.shadow = checkpoint.load_tensors(ckpt_dir, "ema.safetensors")
-
-
 def main(argv=None) -> dict:
     cfg = parse_config(argv, "Stage 3: RLHF with PPO, GRPO, RLOO or ReMax")
     c = cfg.ppo
@@ -249,7 +228,9 @@ def main(argv=None) -> dict:
             st = checkpoint.load(resume, engines)
             start, first = st["step"], st["first_eval"]
             w.rewind(start)
-            restore_rl_state(st, trainer, maker, resume)
+            trainer.load_state_dict(st, resume)
+            if maker is not None:
+                maker.load_state_dict(st)
             for _ in range(start * c.generation_batches):      # prompt batches the run had used
                 next(it_prompts)
             for _ in range(st.get("unsup_batches", 0)):
@@ -282,7 +263,7 @@ def main(argv=None) -> dict:
                 log.info("step %d eval: %s", it, ev)
             if cfg.ckpt.save_interval and it % cfg.ckpt.save_interval == 0 and it < iterations:
                 state = {"first_eval": first, "unsup_batches": unsup_used[0], "nonfinite": guard.total,
-                         **rl_state(trainer, maker)}
+                         **trainer.state_dict(), **(maker.state_dict() if maker is not None else {})}
                 ema = getattr(trainer, "ema", None)
                 checkpoint.save(cfg.log.output_dir, it, engines, state, cfg.ckpt.keep_checkpoints,
                                 {"ema.safetensors": ema.shadow} if ema is not None and is_main() else None)

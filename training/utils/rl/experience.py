@@ -129,6 +129,14 @@ class ExperienceMaker:
                                            top_k=ppo_cfg.top_k, static_cache=ppo_cfg.static_cache)
         self.moments: Optional[RunningMoments] = RunningMoments() if ppo_cfg.normalize_reward else None
 
+    def state_dict(self) -> dict:
+        m = self.moments
+        return {"reward_moments": [m.mean, m.var, m.count]} if m is not None else {}
+
+    def load_state_dict(self, st: dict) -> None:
+        if "reward_moments" in st and self.moments is not None:
+            self.moments.mean, self.moments.var, self.moments.count = st["reward_moments"]
+
     @torch.no_grad()
     def make(self, batch: dict) -> tuple[Experience, dict]:
         c = self.c

@@ -67,6 +67,12 @@ class GroupTrainer:
         self.loss_agg = "constant" if dr else ppo_cfg.loss_agg
         self.guard = None      # a loop.NonFinite, set by the stage
 
+    def state_dict(self) -> dict:
+        return {}          # no controller or running statistics: the engines hold everything
+
+    def load_state_dict(self, st: dict, ckpt_dir=None) -> None:
+        pass
+
     def score(self, batch: dict, settings: GenerationSettings):
         """Generate for ``batch`` and score: (seq, attn, pos, action, rewards, has_eos)."""
         seq = self.he.generate(batch["input_ids"], batch["attention_mask"], settings)

@@ -55,6 +55,18 @@ class PPOTrainer:
         self.unsup_iter = unsup_iter
         self.guard = None      # a loop.NonFinite, set by the stage
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs besides the engines (the EMA weights go to their own file)."""
+        return {"kl_coef": self.kl.value} if self.kl is not None else {}
+
+    def load_state_dict(self, st: dict, ckpt_dir=None) -> None:
+        if "kl_coef" in st and self.kl is not None:
+            self.kl.value = st["kl_coef"]
+        if self.ema is not None and ckpt_dir is not None and (ckpt_dir / "ema.safetensors").is_file():
+            from .. import checkpoint
+
+            self.ema.shadow = checkpoint.load_tensors(ckpt_dir, "ema.safetensors")
+
     def kl_coef(self) -> float:
         return self.kl.value if self.kl is not None else self.c.kl_coef
 
