@@ -221,10 +221,17 @@ def main(argv=None) -> dict:
         plans.append((step, launcher(args) + [str(script)] + stage_args(step, args, extra)))
     from training.utils.config import ConfigError, parse_config
 
-    for step, _ in plans:       # every stage's flags and config file, checked before any stage starts
+    from training.utils.data.sources import DataError, Keys, get_source
+
+    checked = set()
+    for step, _ in plans:       # every stage's flags, config file and data paths, before any stage starts
         try:
-            parse_config(stage_args(step, args, extra))
-        except ConfigError as e:
+            cfg = parse_config(stage_args(step, args, extra))
+            for spec in [*cfg.data.data_path, *cfg.data.sft_only_data_path]:
+                if spec not in checked:
+                    get_source(spec, Keys(), cfg.data.bundled_size)
+                    checked.add(spec)
+        except (ConfigError, DataError) as e:
             sys.exit(f"stage {step}: {e}")
     finished = [str(stage_output(s, args)) for s, _ in plans if (stage_output(s, args) / "summary.json").is_file()]
     if finished and not args.overwrite and "--resume" not in extra and not args.dry_run:

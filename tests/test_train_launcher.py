@@ -168,6 +168,10 @@ def test_misspelt_flag_or_config_key_stops_before_any_stage(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--config", str(bad),
                         "--output-dir", str(out)], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and f"stage 1: {bad}: unknown key 'optim.learning_rat'" in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--data_path",
+                        str(tmp_path / "nope.jsonl"), "--output-dir", str(out)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and f"stage 1: data path '{tmp_path / 'nope.jsonl'}': no such file" in r.stderr
     assert not out.exists()
     # a stage on its own: one line, exit 2, no traceback
     r = subprocess.run([sys.executable, str(ROOT / "training" / "step1_supervised_finetuning" / "main.py"),
