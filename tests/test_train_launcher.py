@@ -179,3 +179,19 @@ def test_misspelt_flag_or_config_key_stops_before_any_stage(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == \
         f"error: ConfigError: {bad}: unknown key 'optim.learning_rat'" and "Traceback" not in r.stderr
+
+
+def test_help_states_the_pass_through_rule_and_first_op_build_is_announced(tmp_path, monkeypatch, capsys):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True, timeout=60)
+    assert "Flags not listed below are passed on to the stages" in r.stdout
+    assert "step1_supervised_finetuning/main.py --help" in r.stdout
+    from training.utils.distributed import announce_op_build
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    announce_op_build()                    # nothing built there yet: one line says what the wait is
+    assert "building DeepSpeed's CPU communication op once" in capsys.readouterr().out
+    built = tmp_path / "ext" / "deepspeed_shm_comm"
+    built.mkdir(parents=True, exist_ok=True)
+    (built / "deepspeed_shm_comm.so").write_bytes(b"")
+    announce_op_build()
+    assert capsys.readouterr().out == ""
