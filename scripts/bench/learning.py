@@ -29,7 +29,9 @@ CONFIGS = {          # name -> train.py arguments
     "dr_grpo": ["--algo", "dr_grpo"],
     "reinforce_pp": ["--algo", "reinforce_pp"],
     # RLOO rewarded by the trained reward model (the checker only judges): SFT, reward model, RLOO
-    "rloo-rm": ["--algo", "rloo", "--step", "1", "2", "3", "--reward", "model", "--max_steps", "6"],
+    # with the critic-free preset (12 iterations; flags after train.py's own reach every stage, so
+    # a shorter stage 3 is run as its own `train.py --step 3 ... --max_steps N` on this output)
+    "rloo-rm": ["--algo", "rloo", "--step", "1", "2", "3", "--reward", "model"],
     "remax": ["--algo", "remax"],
     "dpo": ["--algo", "dpo"],
 }
