@@ -22,17 +22,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from training.utils.rl.advantages import critic_free  # noqa: E402  (the algorithm registry)
+
 CONFIGS = {          # name -> train.py arguments
     "main": [],          # PPO with the trained reward model
-    "grpo": ["--algo", "grpo"],
-    "rloo": ["--algo", "rloo"],
-    "dr_grpo": ["--algo", "dr_grpo"],
-    "reinforce_pp": ["--algo", "reinforce_pp"],
+    **{algo: ["--algo", algo] for algo in critic_free()},    # grpo, dr_grpo, rloo, remax, ...: checker reward
     # RLOO rewarded by the trained reward model (the checker only judges): SFT, reward model, RLOO
     # with the critic-free preset (12 iterations; flags after train.py's own reach every stage, so
     # a shorter stage 3 is run as its own `train.py --step 3 ... --max_steps N` on this output)
     "rloo-rm": ["--algo", "rloo", "--step", "1", "2", "3", "--reward", "model"],
-    "remax": ["--algo", "remax"],
     "dpo": ["--algo", "dpo"],
 }
 
