@@ -250,7 +250,7 @@ def main(argv=None) -> dict:
             continue
         times[step] = run_stage(step, cmd, run_logs(out, run_id) / f"step{step}.log")
     report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}, "models": {}}
-    rm_dir = None
+    rm_dir, answers = None, {}
     if 2 in steps and args.algo != "dpo" or 3 in steps and args.algo == "ppo":
         rm_dir = stage_output(2, args)
         rm = json.loads((rm_dir / "summary.json").read_text())["final_eval"]
@@ -282,7 +282,8 @@ def main(argv=None) -> dict:
         if rm_dir:
             report["rm_score"] = {k: r["rm_score"] for k, r in res.items()}
         report["held_out_prompts"] = n
-        (out / "answers.json").write_text(json.dumps({k: r["answers"] for k, r in res.items()}, indent=1) + "\n")
+        answers = {k: r["answers"] for k, r in res.items()}
+        (out / "answers.json").write_text(json.dumps(answers, indent=1) + "\n")
         if args.fresh_prompts:
             t_fresh = time.time()
             fresh = closing_eval(actors, fresh_prompts(args.fresh_prompts, skip=n), None, args.eval_max_new_tokens)
@@ -297,9 +298,7 @@ def main(argv=None) -> dict:
     secs["main_job"] = round(secs["total"] - secs.get("fresh_eval", 0.0), 1)   # without the optional second set
     report["plots"] = sorted(str(p) for s in steps for p in stage_output(s, args).glob("*.png"))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    answers_file = out / "answers.json"
-    page = write_report_html(report, json.loads(answers_file.read_text()) if "pass_rate" in report else {},
-                             out / "report.html")
+    page = write_report_html(report, answers, out / "report.html")
     print("\n=== report")
     if "pass_rate" in report:
         print(table(report))

@@ -213,7 +213,7 @@ def main(argv=None) -> dict:
                      "micro-batch %d, actor ZeRO-%d, KL %s (coef %g), loss reduction %s%s", c.algo.upper(),
                      iterations, c.generation_batches, c.per_device_generation_batch_size, c.num_samples_per_prompt,
                      c.ppo_epochs, micro, cfg.ds.zero_stage,
-                     "in the reward" if c.kl_in_reward or trainer.est.kl_in_reward else "k3 loss", c.kl_coef,
+                     "in the reward" if trainer.kl_in_reward else "k3 loss", c.kl_coef,
                      trainer.loss_agg, ", dynamic filtering" if c.dynamic_filtering else "")
 
         w = run_ctx.writer

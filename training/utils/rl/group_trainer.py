@@ -57,6 +57,7 @@ class GroupTrainer:
         self.he, self.ref, self.reward_fn, self.tok, self.c = hybrid, ref, reward_fn, tokenizer, ppo_cfg
         self.max_new_tokens, self.dpo_beta = max_new_tokens, dpo_beta
         self.est = ESTIMATORS[ppo_cfg.algo]
+        self.kl_in_reward = ppo_cfg.kl_in_reward or self.est.kl_in_reward   # else a k3 loss term
         self.sample = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True,
                                          temperature=ppo_cfg.temperature, top_p=ppo_cfg.top_p,
                                          top_k=ppo_cfg.top_k, static_cache=ppo_cfg.static_cache)
@@ -89,7 +90,7 @@ class GroupTrainer:
         big = repeat_batch(batch, n)
         seq, attn, pos, action, raw, has_eos = self.score(big, self.sample)
         baseline = None
-        if ESTIMATORS[c.algo].greedy_baseline:
+        if self.est.greedy_baseline:
             baseline = self.score(batch, self.greedy)[4]
         gen_s = time.time() - t0
         t1 = time.time()
@@ -99,11 +100,10 @@ class GroupTrainer:
         ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.temperature, start) if self.ref is not None
                     else old_logp.clone())
         kl = kl_estimate(old_logp, ref_logp, c.kl_estimator) * action
-        est = ESTIMATORS[c.algo]
-        kl_in_reward = (c.kl_in_reward or est.kl_in_reward) and self.ref is not None
+        kl_in_reward = self.kl_in_reward and self.ref is not None
         rewards, _ = shape_rewards(raw, old_logp, ref_logp, action, c.kl_coef if kl_in_reward else 0.0, 0.0,
                                    c.kl_estimator)
-        adv, _ = est.fn(rewards, action, group=n, baseline=baseline, gamma=c.gamma,
+        adv, _ = self.est.fn(rewards, action, group=n, baseline=baseline, gamma=c.gamma,
                         std_normalize=self.std_normalize)
         score = sequence_scores(rewards, action)
         per_answer = adv.abs().amax(1)          # |advantage| of each answer (the same on all its tokens)
@@ -134,7 +134,7 @@ class GroupTrainer:
         loss, clipfrac = policy_loss(logp, b.old_logp, b.advantages, b.action_mask, c.cliprange,
                                      c.eps_clip_high, self.loss_agg, self.max_new_tokens)
         out = {"pg_loss": loss.item(), "clip_frac": clipfrac.item()}
-        if c.kl_coef > 0 and not (c.kl_in_reward or ESTIMATORS[c.algo].kl_in_reward) and self.ref is not None:
+        if c.kl_coef > 0 and not self.kl_in_reward and self.ref is not None:
             kl_term = aggregate(kl_estimate(logp, b.ref_logp, "k3"), b.action_mask, self.loss_agg, self.max_new_tokens)
             loss = loss + c.kl_coef * kl_term
             out["kl_loss"] = kl_term.item()
