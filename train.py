@@ -7,8 +7,10 @@
 Each stage runs as its own process (the ``deepspeed`` launcher for several ranks), its log is
 streamed and saved under ``<output-dir>/logs/``, and a report closes the run.
 
-Flags not listed below are passed on to the stages (after the preset, so they win over it), e.g.
-``python train.py --step 3 --kl_coef 0.02 --max_steps 10``. Each stage lists its own flags:
+Flags not listed below go to the stages that own them (after the preset, so they win over it):
+``--kl_coef 0.02`` to stage 3 only, ``--rm_loss per_token`` to the reward model only, shared ones such
+as ``--seed`` or ``--max_steps`` to every stage. A flag that no stage knows, or whose stage is not in
+this run, stops the run before it starts. Each stage lists its own flags:
 ``python training/step1_supervised_finetuning/main.py --help`` (and step2_reward_model_finetuning/,
 step2_reward_model_finetuning/dpo_main.py, step3_rlhf_finetuning/).
 """
@@ -119,6 +121,46 @@ def preset(step: int, model: str, algo: str = "ppo") -> Path:
     return PRESETS / f"{kind}-step{step}.yaml"
 
 
+def stage_name(step: int, args) -> str:
+    """The config owner (``training.utils.config.STAGE_SECTIONS``) of stage ``step`` in this run."""
+    return {1: "sft", 2: "dpo" if args.algo == "dpo" else "reward", 3: "rl"}[step]
+
+
+def flag_groups(extra: list[str]) -> list[list[str]]:
+    """``--a 1 --b x y --c`` -> [[--a, 1], [--b, x, y], [--c]] (``--a=1`` stays one token)."""
+    groups: list[list[str]] = []
+    for tok in extra:
+        if tok.startswith("--") or not groups:
+            groups.append([tok])
+        else:
+            groups[-1].append(tok)
+    return groups
+
+
+def route(extra: list[str], args, steps) -> dict[int, list[str]]:
+    """The pass-through flags of each stage in ``steps``: each flag goes to the stages that own it.
+    Exits with one line on a flag that no stage knows or whose stages do not run."""
+    from training.utils.config import STAGE_SECTIONS, build_parser
+
+    known = {name: set(build_parser(stage=name)._option_string_actions) for name in STAGE_SECTIONS}
+    out: dict[int, list[str]] = {s: [] for s in steps}
+    for group in flag_groups(extra):
+        flag = group[0].split("=", 1)[0]
+        if not flag.startswith("--"):
+            sys.exit(f"unexpected argument {group[0]!r}: stage flags start with -- (see --help)")
+        takers = [s for s in steps if flag in known[stage_name(s, args)]]
+        if not takers:
+            owners = sorted(name for name, flags in known.items() if flag in flags)
+            if not owners:
+                sys.exit(f"unknown flag {flag}: not a flag of train.py or of any stage (train.py --help, or a "
+                         f"stage's --help, lists them)")
+            sys.exit(f"{flag} is a flag of the {'/'.join(owners)} stage, which this run does not include "
+                     f"(--step {' '.join(map(str, steps))}, --algo {args.algo})")
+        for s in takers:
+            out[s] += group
+    return out
+
+
 def stage_args(step: int, args, extra: list[str]) -> list[str]:
     rm_from_sft = step == 2 and args.algo != "dpo" and args.reward_model == SFT_INIT
     model = args.reward_model if step == 2 and args.algo != "dpo" and not rm_from_sft else args.actor_model
@@ -217,8 +259,10 @@ def main(argv=None) -> dict:
             if need not in steps and not (stage_output(need, args) / "config.json").is_file():
                 sys.exit(f"stage {step} needs {what}, but {stage_output(need, args)} does not exist: "
                          f"run stage {need} first or include it in --step")
+    routed = route(extra, args, steps)
+    for step in steps:
         script = ROOT / "training" / stage_script(step, args)
-        plans.append((step, launcher(args) + [str(script)] + stage_args(step, args, extra)))
+        plans.append((step, launcher(args) + [str(script)] + stage_args(step, args, routed[step])))
     from training.utils.config import ConfigError, parse_config
 
     from training.utils.data.sources import DataError, Keys, get_source
@@ -226,7 +270,7 @@ def main(argv=None) -> dict:
     checked = set()
     for step, _ in plans:       # every stage's flags, config file and data paths, before any stage starts
         try:
-            cfg = parse_config(stage_args(step, args, extra))
+            cfg = parse_config(stage_args(step, args, routed[step]), stage=stage_name(step, args))
             for spec in [*cfg.data.data_path, *cfg.data.sft_only_data_path]:
                 if spec not in checked:
                     get_source(spec, Keys(), cfg.data.bundled_size)

@@ -48,6 +48,22 @@ def test_yaml_file_sections_flat_keys_and_cli_precedence(tmp_path):
     assert cfg.data.max_seq_len == 64 and cfg.data.data_path == ["a.jsonl", "b.jsonl"]
 
 
+def test_each_stage_takes_its_own_flags_and_any_file_key(tmp_path):
+    from training.utils.config import STAGE_SECTIONS
+
+    assert parse_config(["--kl_coef", "0.3"], stage="rl").rl.kl_coef == 0.3
+    assert parse_config(["--beta", "0.3"], stage="rl").dpo.beta == 0.3          # online DPO's temperature
+    for stage, flag in [("sft", "--kl_coef"), ("reward", "--beta"), ("dpo", "--rm_loss"), ("rl", "--sft_loss_on"),
+                        ("sft", "--max_answer_seq_len"), ("reward", "--reward")]:
+        with pytest.raises(SystemExit):
+            parse_config([flag, "1"], stage=stage)
+    p = tmp_path / "all.yaml"                  # one file for the whole pipeline: every stage reads it
+    p.write_text("rl:\n  kl_coef: 0.25\nrewards:\n  reward: [checker]\nrm:\n  rm_loss: per_token\n")
+    for stage in STAGE_SECTIONS:
+        cfg = parse_config(["--config", str(p)], stage=stage)
+        assert cfg.rl.kl_coef == 0.25 and cfg.rewards.reward == ["checker"] and cfg.rm.rm_loss == "per_token"
+
+
 def test_json_file(tmp_path):
     p = tmp_path / "c.json"
     p.write_text(json.dumps({"ds": {"zero_stage": 2}, "lora_dim": 8}))
@@ -79,7 +95,8 @@ def test_bad_config_file_names_file_and_key(tmp_path, text, msg):
     (["--deepspeed_config", "/nonexistent.json"], "not found"),
     (["--group_baseline"], "num_samples_per_prompt >= 2"),
     (["--dpo_loss", "ipo", "--label_smoothing", "0.1"], "IPO has none"),
-    (["--adaptive_kl", "--algo", "rloo", "--num_samples_per_prompt", "2"], "rloo uses a fixed kl_coef"),
+    (["--adaptive_kl", "--algo", "rloo", "--num_samples_per_prompt", "2", "--kl_coef", "0"],
+     "adaptive_kl scales kl_coef, which is 0"),
     (["--group_baseline", "--algo", "grpo", "--num_samples_per_prompt", "4"], "group_baseline is a PPO option"),
 ])
 def test_validation_errors(argv, msg):

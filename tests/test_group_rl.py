@@ -163,6 +163,27 @@ def test_critic_free_algorithms_train_on_a_rule_reward(tmp_path, monkeypatch, al
     assert any(not torch.equal(trained[k], base[k]) for k in trained if k in base)
 
 
+@pytest.mark.parametrize("where", ["loss", "reward"])
+def test_adaptive_kl_steers_the_coefficient_of_critic_free_algorithms(tmp_path, monkeypatch, where):
+    """Ziegler's controller on GRPO's k3 loss term and on RLOO's KL in the reward: each iteration's
+    coefficient follows from the previous one and its measured KL (8 answers per iteration)."""
+    (tmp_path / "lenrule.py").write_text("def chars(prompt, answer):\n    return len(answer) / 10.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    algo = ["--algo", "grpo"] if where == "loss" else ["--algo", "rloo", "--kl_in_reward"]
+    stage3(_args(tmp_path, where, *algo, "--reward", "lenrule:chars", "--num_samples_per_prompt", "4",
+                 "--adaptive_kl", "--kl_coef", "0.05", "--kl_target", "0.002", "--kl_horizon", "16",
+                 "--max_steps", "4"))
+    train = [r for r in read_metrics(tmp_path / where / "metrics.jsonl") if r["split"] == "train"]
+    assert len(train) == 4 and train[0]["kl_coef"] == pytest.approx(0.05)
+    assert ("kl_loss" in train[0]) == (where == "loss")
+    for a, b in zip(train, train[1:]):
+        err = max(-0.2, min(0.2, a["kl"] / 0.002 - 1.0))
+        assert b["kl_coef"] == pytest.approx(a["kl_coef"] * (1 + err * 8 / 16), rel=1e-6)
+    assert train[0]["kl"] == pytest.approx(0.0, abs=1e-6) and train[1]["kl_coef"] == pytest.approx(0.05 * 0.9)
+    assert any(r["kl"] > 0.0024 for r in train[1:3])        # the policy moved: the coefficient rose again
+    assert train[-1]["kl_coef"] != pytest.approx(0.05 * 0.9 ** 3)
+
+
 def test_dynamic_filtering_skips_groups_without_signal(tmp_path):
     # a random tiny model fails every checker prompt: every group scores 0 -> all filtered, no update
     stage3(_args(tmp_path, "f", "--algo", "grpo", "--reward", "checker", "--num_samples_per_prompt", "3",
@@ -186,7 +207,7 @@ def test_group_config_errors(tmp_path):
 
 def test_rollout_pass_rate_counts_rollouts_only(tiny_tok):
     """The checker's diagnostic counts sampled rollouts, not evaluation answers or ReMax's greedy baselines."""
-    from training.step3_rlhf_finetuning.main import batch_reward
+    from training.utils.rl.runner import batch_reward
 
     prompts = ["Compute 2 + 3. Reply with the number only.", "Compute 4 + 4. Reply with the number only.",
                "Tell me a story."]          # the last one has no checkable task: not judged

@@ -91,8 +91,8 @@ def test_adaptive_kl_and_running_moments():
 def test_answer_only_logprobs_equal_the_full_forward(tiny_tok, kind):
     """The fast path (LM head on the answer states only) against the plain full-sequence forward."""
     from training.utils.model import load_causal_lm
-    from training.utils.rl.experience import answer_layout, causal_logprobs, first_action, position_ids_from
-    from training.utils.rl.maths import token_logprobs
+    from training.utils.rl.sequences import answer_layout, causal_logprobs, first_action, position_ids_from
+    from training.utils.losses import token_logprobs
 
     model = load_causal_lm(kind, tiny_tok, seed=5).eval()
     torch.manual_seed(0)
@@ -113,9 +113,8 @@ def test_answer_only_logprobs_equal_the_full_forward(tiny_tok, kind):
 def test_length_sorted_trimmed_micro_batches_keep_every_log_prob(tiny_tok):
     """Micro-batches cut to their own padding give each row the log-probs of the full padded batch."""
     from training.utils.model import load_causal_lm
-    from training.utils.rl.experience import (answer_layout, causal_logprobs, first_action, micro_batches,
-                                              position_ids_from)
-    from training.utils.rl.group_trainer import GroupBatch
+    from training.utils.rl.experience import Experience
+    from training.utils.rl.sequences import answer_layout, causal_logprobs, first_action, micro_batches, position_ids_from
 
     model = load_causal_lm("tiny", tiny_tok, seed=5).eval()
     torch.manual_seed(1)
@@ -127,7 +126,7 @@ def test_length_sorted_trimmed_micro_batches_keep_every_log_prob(tiny_tok):
     with torch.no_grad():
         full = causal_logprobs(model, seq, attn, pos, 1.0, first_action(action))
     z = torch.zeros_like(full)
-    batch = GroupBatch(seq, attn, pos, action, full, z, z)
+    batch = Experience(seq, attn, pos, action, full, z, z, torch.zeros(4))
     parts = micro_batches(batch, 2)
     # rows 2 and 0 (4 and 5 real tokens, columns 3-6 and 3-7) go together: 3 padding columns on the
     # left and 3 on the right are cut; rows 3 and 1 keep all 11 columns

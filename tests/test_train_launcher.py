@@ -162,7 +162,7 @@ def test_misspelt_flag_or_config_key_stops_before_any_stage(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--learning_rat", "3",
                         "--output-dir", str(out)], capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and "unrecognized arguments: --learning_rat 3" in r.stderr   # no prefix matching
+    assert r.returncode != 0 and "unknown flag --learning_rat: not a flag of train.py or of any stage" in r.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  learning_rat: 0.001\n")
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--config", str(bad),
@@ -181,9 +181,29 @@ def test_misspelt_flag_or_config_key_stops_before_any_stage(tmp_path):
         f"error: ConfigError: {bad}: unknown key 'optim.learning_rat'" and "Traceback" not in r.stderr
 
 
+def test_flags_reach_only_the_stages_that_own_them(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--actor-model", "tiny", "--output-dir",
+                        str(tmp_path), "--kl_coef", "0.02", "--rm_loss", "per_token", "--seed", "5", "--beta", "0.3"],
+                       capture_output=True, text=True, check=True, timeout=120).stdout
+    cmds = {int(line.split(":")[0].split()[1]): line for line in r.splitlines() if line.startswith("stage ")}
+    assert set(cmds) == {1, 2, 3} and all("--seed 5" in c for c in cmds.values())
+    assert "--kl_coef 0.02" in cmds[3] and "--beta 0.3" in cmds[3] and "--rm_loss" not in cmds[3]
+    assert "--rm_loss per_token" in cmds[2] and "--kl_coef" not in cmds[2] and "--beta" not in cmds[2]
+    assert "--kl_coef" not in cmds[1] and "--rm_loss" not in cmds[1] and "--beta" not in cmds[1]
+    # a flag whose stage is not in the run stops it, naming the stage
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--actor-model", "tiny", "--step", "1",
+                        "--output-dir", str(tmp_path), "--kl_coef", "0.02"], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--kl_coef is a flag of the rl stage, which this run does not include (--step 1" in r.stderr
+    # a stage on its own refuses a flag it would ignore, as argparse does
+    r = subprocess.run([sys.executable, str(ROOT / "training" / "step1_supervised_finetuning" / "main.py"),
+                        "--model_name_or_path", "tiny", "--kl_coef", "0.1", "--output_dir", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "unrecognized arguments: --kl_coef 0.1" in r.stderr and not (tmp_path / "x").exists()
+
+
 def test_help_states_the_pass_through_rule_and_first_op_build_is_announced(tmp_path, monkeypatch, capsys):
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True, timeout=60)
-    assert "Flags not listed below are passed on to the stages" in r.stdout
+    assert "Flags not listed below go to the stages that own them" in r.stdout
     assert "step1_supervised_finetuning/main.py --help" in r.stdout
     from training.utils.distributed import announce_op_build
 

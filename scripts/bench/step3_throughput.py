@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
     from training.utils.distributed import device, init_distributed, is_main, world_size
     from training.utils.model import end_scores, load_tokenizer
     from training.utils.rl.experience import ExperienceMaker
-    from training.utils.rl.ppo_trainer import PPOTrainer
+    from training.utils.rl.trainer import RLTrainer
 
     init_distributed()
     dev = device()
@@ -170,15 +170,15 @@ def main(argv=None) -> dict:
     a.train_batch = a.train_batch or a.batch
     tok = load_tokenizer("tiny")
     cfg, he, critic, ref, rm, plain = build(a, tok, dev)
-    cfg.ppo.static_cache = a.static_cache
+    cfg.rl.static_cache = a.static_cache
     p_actor, p_critic = nparams(he.engine.module), nparams(critic.module)
     weight_bytes = p_actor * next(he.engine.module.parameters()).element_size()
 
     def reward_fn(seq, attn, pos, end, batch):
         return end_scores(rm(seq, attn, pos), end)
 
-    trainer = PPOTrainer(he, critic, cfg.ppo, a.actor_zero_stage)
-    maker = ExperienceMaker(he, ref, critic, reward_fn, tok, cfg.ppo, a.answer_len, trainer.kl_coef)
+    trainer = RLTrainer(he, critic, cfg.rl, a.actor_zero_stage, a.answer_len)
+    maker = ExperienceMaker(he, ref, critic, reward_fn, tok, cfg.rl, cfg.rewards, a.answer_len, trainer.kl_coef)
     maker.settings.min_new_tokens = a.answer_len          # fixed answer length
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(10, min(len(tok), 49000) - 10, (a.batch, a.prompt_len), generator=g).to(dev)

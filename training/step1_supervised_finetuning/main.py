@@ -17,7 +17,7 @@ from training.utils.ds_config import resolve_dtype
 from training.utils.engine import build_train_engine, num_update_steps
 from training.utils.loop import run, to_device
 from training.utils.model import apply_lora, load_causal_lm, save_hf
-from training.utils.rl.maths import causal_lm_loss, causal_lm_nll
+from training.utils.losses import causal_lm_loss, causal_lm_nll
 from training.utils.stage import StageRun, run_cli
 
 
@@ -42,7 +42,7 @@ def evaluate(engine, loader) -> dict:
 
 
 def main(argv=None) -> dict:
-    cfg = parse_config(argv, "Stage 1: supervised fine-tuning")
+    cfg = parse_config(argv, "Stage 1: supervised fine-tuning", stage="sft")
     with StageRun(cfg, "sft") as run_ctx:
         log = run_ctx.log
         tok = run_ctx.tokenizer("right")

@@ -21,7 +21,7 @@ from training.utils.engine import build_train_engine, frozen, num_update_steps
 from training.utils.loop import run, to_device
 from training.utils.model import apply_lora, load_causal_lm, save_hf
 from training.utils.stage import StageRun, run_cli
-from training.utils.rl.maths import answer_mask, dpo_loss, sequence_logps
+from training.utils.losses import answer_mask, dpo_loss, sequence_logps
 
 
 def frozen_reference(cfg, tok):
@@ -73,7 +73,7 @@ def evaluate(engine, ref, loader, cfg) -> dict:
 
 
 def main(argv=None) -> dict:
-    cfg = parse_config(argv, "DPO: preference optimisation against a frozen reference")
+    cfg = parse_config(argv, "DPO: preference optimisation against a frozen reference", stage="dpo")
     with StageRun(cfg, "dpo") as run_ctx:
         log = run_ctx.log
         tok = run_ctx.tokenizer("right")

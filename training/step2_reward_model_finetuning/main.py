@@ -17,7 +17,7 @@ from training.utils.loop import run, to_device
 from training.utils.model import ValueModel, apply_lora, end_scores, load_reward_model, save_hf
 from training.utils.model.reward import head
 from training.utils.stage import StageRun, run_cli
-from training.utils.rl.maths import pairwise_loss, per_token_pair_loss
+from training.utils.losses import pairwise_loss, per_token_pair_loss
 
 
 def pair_scores(engine, batch):
@@ -59,7 +59,7 @@ def evaluate(engine, loader) -> dict:
 
 
 def main(argv=None) -> dict:
-    cfg = parse_config(argv, "Stage 2: reward model")
+    cfg = parse_config(argv, "Stage 2: reward model", stage="reward")
     with StageRun(cfg, "reward") as run_ctx:
         log = run_ctx.log
         tok = run_ctx.tokenizer("right")

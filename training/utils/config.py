@@ -3,7 +3,10 @@
 Each section is a dataclass; every field becomes one command-line flag (``--field_name`` and
 ``--field-name``), and DeepSpeed-Chat's flag names are accepted as written.  A YAML or JSON file
 given with ``--config`` fills the tree first (sections or flat keys); flags given on the command
-line win.  No stage declares arguments of its own: stages read the sections they need.
+line win.  No stage declares arguments of its own: each stage owns the sections it reads
+(``STAGE_SECTIONS``) and its command line takes those flags only, so a flag that a stage would
+ignore stops it with argparse's error; a config file may hold any stage's keys (one file can serve
+the whole pipeline).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .rl.advantages import ESTIMATORS, critic_free
+from .rl.advantages import critic_free, estimator_for
 
 
 class ConfigError(ValueError):
@@ -144,7 +147,7 @@ class SFTConfig:
 
 
 @dataclass
-class RewardConfig:
+class RewardModelConfig:
     rm_loss: str = _f("pairwise", "reward-model loss: -logsigmoid(r_chosen - r_rejected) on the end "
                       "scores (InstructGPT), or DeepSpeed-Chat's per-token variant over the tokens "
                       "after the answers diverge", choices=("pairwise", "per_token"))
@@ -159,11 +162,10 @@ class DPOConfig:
 
 
 @dataclass
-class PPOConfig:
-    reward_model_name_or_path: str = _f("", "trained reward model directory (Stage 2 output)")
+class RLConfig:
+    """Stage 3: the algorithm, rollouts, the policy and critic updates, the KL to the reference."""
     critic_model_name_or_path: str = _f("", "critic initialisation (default: the reward model)")
     critic_zero_stage: int = _f(0, "ZeRO stage of the critic", choices=(0, 1, 2, 3))
-    reward_zero_stage: int = _f(0, "ZeRO stage of the frozen reward model (3 partitions it)", choices=(0, 1, 2, 3))
     critic_learning_rate: float = _f(5e-6, "critic learning rate")
     critic_lora_dim: int = _f(0, "LoRA rank of the critic (0: full fine-tuning)")
     critic_gradient_checkpointing: bool = _f(False, "gradient checkpointing for the critic")
@@ -182,11 +184,10 @@ class PPOConfig:
     top_k: int = _f(0, "top-k sampling for rollouts (0: off)")
     kl_coef: float = _f(0.1, "per-token KL penalty coefficient (beta)", aliases=("--kl_ctl",))
     kl_estimator: str = _f("k1", "KL estimator in the reward", choices=("k1", "k2", "k3"))
-    adaptive_kl: bool = _f(False, "adapt kl_coef towards kl_target (Ziegler et al.)")
+    adaptive_kl: bool = _f(False, "adapt kl_coef towards kl_target (Ziegler et al.), for every algorithm: the "
+                                  "coefficient of the KL in the reward or of the k3 KL loss term")
     kl_target: float = _f(6.0, "target sequence KL for the adaptive controller")
     kl_horizon: int = _f(10000, "horizon of the adaptive KL controller")
-    reward_clip: float = _f(5.0, "clip the sequence score to +-this (0: off)", aliases=("--clip_reward_value",))
-    normalize_reward: bool = _f(False, "normalise scores with running mean/std")
     gamma: float = _f(1.0, "GAE discount")
     lam: float = _f(0.95, "GAE lambda")
     cliprange: float = _f(0.2, "PPO policy clip range")
@@ -198,8 +199,7 @@ class PPOConfig:
                                      "to the same prompt before the KL penalty (the critic learns the rest)")
     enable_ema: bool = _f(False, "keep an exponential moving average of the actor (saved as actor_ema)")
     ema_decay: float = _f(0.992, "EMA decay")
-    unsup_coef: float = _f(0.0, "weight of the unsupervised (SFT-slice language-model) loss mixed into PPO")
-    missing_eos_penalty: float = _f(0.0, "subtracted from the score of answers that never emit EOS")
+    unsup_coef: float = _f(0.0, "weight of the unsupervised (SFT-slice language-model) loss mixed into the actor updates")
     static_cache: bool = _f(False, "rollouts with a static KV cache (compiled decode on CUDA)")
     algo: str = _f("ppo", "stage 3 algorithm: ppo (with a critic) or a critic-free one: "
                           + ", ".join(critic_free()), choices=("ppo", *critic_free()), aliases=("--rl_algo",))
@@ -214,11 +214,21 @@ class PPOConfig:
                                 "(per-answer mean, then mean), constant (per-answer sum / max_answer_seq_len)",
                        choices=("token", "sequence", "constant"))
     dynamic_filtering: bool = _f(False, "critic-free: drop groups whose samples all got the same reward")
+
+
+@dataclass
+class RewardSourcesConfig:
+    """Stage 3: where rewards come from and how a score is shaped before the advantage estimator."""
     reward: list[str] = _f(["model"], "reward sources, weighted by reward_weights and summed: model (the "
                                       "reward model), model:DIR, checker (the bundled checker), "
                                       "rule:module:function, http(s)://URL")
     reward_weights: list[float] = _f([], "one weight per reward source (default: 1 each)")
     reward_timeout: float = _f(30.0, "seconds to wait for an HTTP reward endpoint")
+    reward_model_name_or_path: str = _f("", "trained reward model directory (Stage 2 output)")
+    reward_zero_stage: int = _f(0, "ZeRO stage of the frozen reward model (3 partitions it)", choices=(0, 1, 2, 3))
+    missing_eos_penalty: float = _f(0.0, "subtracted from the score of answers that never emit EOS")
+    reward_clip: float = _f(5.0, "clip the sequence score to +-this (0: off)", aliases=("--clip_reward_value",))
+    normalize_reward: bool = _f(False, "normalise scores with running mean/std")
 
 
 @dataclass
@@ -231,9 +241,10 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     ckpt: CheckpointConfig = field(default_factory=CheckpointConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
-    rm: RewardConfig = field(default_factory=RewardConfig)
+    rm: RewardModelConfig = field(default_factory=RewardModelConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    rewards: RewardSourcesConfig = field(default_factory=RewardSourcesConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -271,10 +282,10 @@ class Config:
             raise ConfigError(f"beta must be positive, got {self.dpo.beta}")
         if self.ckpt.save_interval < 0 or self.ckpt.keep_checkpoints < 1 or self.ckpt.max_nonfinite < 1:
             raise ConfigError("save_interval must be >= 0, keep_checkpoints and max_nonfinite >= 1")
-        p = self.ppo
+        p, r = self.rl, self.rewards
         if p.num_samples_per_prompt < 1:
             raise ConfigError(f"num_samples_per_prompt must be >= 1, got {p.num_samples_per_prompt}")
-        est = ESTIMATORS["gae" if p.algo == "ppo" else p.algo]
+        est = estimator_for(p.algo)
         if est.group and p.num_samples_per_prompt < 2:
             raise ConfigError(f"{p.algo} compares answers to the same prompt: set num_samples_per_prompt >= 2")
         if est.loss == "dpo" and p.num_samples_per_prompt != 2:
@@ -282,20 +293,38 @@ class Config:
         if p.dynamic_filtering and not (est.group or est.greedy_baseline):
             raise ConfigError(f"dynamic_filtering drops groups of answers without a learning signal; {p.algo} "
                               f"has no groups (drop --dynamic_filtering)")
-        if p.adaptive_kl and p.algo != "ppo":
-            raise ConfigError(f"adaptive_kl adapts PPO's KL coefficient; {p.algo} uses a fixed kl_coef "
-                              f"(drop --adaptive_kl)")
+        if p.adaptive_kl and p.kl_coef <= 0:
+            raise ConfigError("adaptive_kl scales kl_coef, which is 0 here: set --kl_coef > 0 or drop --adaptive_kl")
+        if p.adaptive_kl and p.kl_target <= 0:
+            raise ConfigError(f"kl_target must be positive, got {p.kl_target}")
         if p.group_baseline and (p.algo != "ppo" or p.num_samples_per_prompt < 2):
             raise ConfigError("group_baseline is a PPO option that compares answers to the same prompt: "
                               "use it with --algo ppo and num_samples_per_prompt >= 2")
-        if p.reward_weights and len(p.reward_weights) != len(p.reward):
-            raise ConfigError(f"{len(p.reward_weights)} reward_weights for {len(p.reward)} reward sources "
-                              f"({' '.join(p.reward)})")
-        if not p.reward:
+        if r.reward_weights and len(r.reward_weights) != len(r.reward):
+            raise ConfigError(f"{len(r.reward_weights)} reward_weights for {len(r.reward)} reward sources "
+                              f"({' '.join(r.reward)})")
+        if not r.reward:
             raise ConfigError("reward: give at least one reward source")
         if self.ds.deepspeed_config and not Path(self.ds.deepspeed_config).is_file():
             raise ConfigError(f"deepspeed_config file not found: {self.ds.deepspeed_config}")
         return self
+
+
+SHARED = ("data", "model", "lora", "optim", "ds", "log", "ckpt")
+STAGE_SECTIONS = {
+    "sft": SHARED + ("sft",),
+    "reward": SHARED + ("rm",),
+    "dpo": SHARED + ("dpo",),
+    "rl": SHARED + ("rl", "rewards"),
+}
+# fields whose owners differ from their section's: online DPO (stage 3) uses the DPO temperature;
+# only stage 3 generates answers
+FIELD_STAGES = {"beta": ("dpo", "rl"), "max_answer_seq_len": ("rl",)}
+
+
+def owners(section: str, name: str) -> tuple[str, ...]:
+    """The stages that read config field ``name`` of ``section``."""
+    return FIELD_STAGES.get(name) or tuple(st for st, secs in STAGE_SECTIONS.items() if section in secs)
 
 
 def parse_split(text: str) -> list[float]:
@@ -372,11 +401,17 @@ def _coerce(value: Any, typ, where: str):
     raise AssertionError(f"unsupported config type {typ}")
 
 
-def build_parser(description: str = "") -> argparse.ArgumentParser:
+def build_parser(description: str = "", stage: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line of ``stage`` (a key of ``STAGE_SECTIONS``; None: every field of the tree)."""
+    if stage is not None and stage not in STAGE_SECTIONS:
+        raise AssertionError(f"unknown stage {stage!r}")
     p = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", help="YAML or JSON file with config values (sections or flat keys)")
+    p.add_argument("--config", help="YAML or JSON file with config values (sections or flat keys; keys of "
+                                    "other stages are allowed and left to them)")
     for sec_name, f, typ in _fields():
+        if stage is not None and stage not in owners(sec_name, f.name):
+            continue
         group_title = sec_name
         group = next((g for g in p._action_groups if g.title == group_title), None)
         if group is None:
@@ -458,9 +493,9 @@ def config_from_flat(values: dict) -> Config:
 
 
 def parse_config(argv: Optional[list[str]] = None, description: str = "",
-                 overrides: Optional[dict] = None) -> Config:
-    """Defaults < stage overrides < --config file < command-line flags."""
-    ns = vars(build_parser(description).parse_args(argv))
+                 overrides: Optional[dict] = None, stage: Optional[str] = None) -> Config:
+    """Defaults < stage overrides < --config file < command-line flags (``stage``'s flags only)."""
+    ns = vars(build_parser(description, stage).parse_args(argv))
     values = dict(overrides or {})
     if "config" in ns:
         values.update(load_config_file(ns.pop("config")))

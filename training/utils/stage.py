@@ -35,14 +35,14 @@ class StageRun:
 
     def models(self) -> dict:
         """{flag: model name} this stage loads, checked before anything starts."""
-        m, p = self.cfg.model, self.cfg.ppo
+        m, p, r = self.cfg.model, self.cfg.rl, self.cfg.rewards
         out = {"--model_name_or_path": m.model_name_or_path, "--tokenizer_name_or_path": m.tokenizer_name_or_path}
         if self.name not in ("sft", "reward", "dpo"):       # stage 3
             from .rl.rewards import needs_model
 
-            for path in needs_model(p.reward):
+            for path in needs_model(r.reward):
                 out[f"--reward model:{path}" if path else "--reward_model_name_or_path"] = \
-                    path or p.reward_model_name_or_path
+                    path or r.reward_model_name_or_path
             out["--critic_model_name_or_path"] = p.critic_model_name_or_path
         return {k: v for k, v in out.items() if v}
 

@@ -46,6 +46,11 @@ def register_advantage(name: str, **flags) -> Callable:
     return add
 
 
+def estimator_for(algo: str) -> Estimator:
+    """The estimator behind ``--algo``: ``ppo`` is GAE with a critic, every other name is its own entry."""
+    return ESTIMATORS["gae" if algo == "ppo" else algo]
+
+
 def critic_free() -> tuple[str, ...]:
     """The ``--algo`` names that train without a critic, in registration order."""
     return tuple(n for n, e in ESTIMATORS.items() if not e.critic)

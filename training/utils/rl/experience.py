@@ -1,133 +1,59 @@
-"""The experience maker: rollouts through the Hybrid Engine, then log-probs, values and rewards.
+"""The experience maker: one rollout-and-score path for every stage-3 algorithm.
 
-Layout: a sequence is [left-padded prompt | answer, right-padded]; positions are taken from the
-attention mask so left padding does not shift them.  Per-token arrays have length L-1 and are
-indexed by *state* s: the action is token s+1, its log-prob comes from the logits at s and its
-value is the critic's value at s.
+A prompt batch is answered ``num_samples_per_prompt`` times through the Hybrid Engine, scored by
+the reward sources, and turned into an ``Experience``: old and reference log-probs, the critic's
+values when the algorithm has a critic, per-token rewards (score on the last action, minus
+kl_coef x KL per token when the KL is in the reward), and the advantages of the algorithm's
+estimator from ``advantages.py``. Algorithms differ only by that estimator.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
 from ..hybrid_engine import GenerationSettings
-from .advantages import ESTIMATORS
-from .maths import RunningMoments, group_advantages, masked_mean, masked_whiten, shape_rewards, token_logprobs
+from .advantages import ESTIMATORS, estimator_for, sequence_scores
+from .maths import RunningMoments, group_advantages, masked_mean, masked_whiten, shape_rewards, silent_groups, uniform_groups
+from .sequences import answer_layout, causal_logprobs, first_action, position_ids_from, repeat_batch, select_rows
 
 
 @dataclass
 class Experience:
+    """One rollout batch, rows = prompts x answers per prompt (a prompt's answers consecutive)."""
     sequences: torch.Tensor        # [B, L]
     attention_mask: torch.Tensor   # [B, L]
     position_ids: torch.Tensor     # [B, L]
     action_mask: torch.Tensor      # [B, L-1] float
     old_logp: torch.Tensor         # [B, L-1]
-    ref_logp: torch.Tensor         # [B, L-1]
-    values: torch.Tensor           # [B, L-1]
-    rewards: torch.Tensor          # [B, L-1]
+    ref_logp: torch.Tensor         # [B, L-1] (= old_logp when there is no reference model)
     advantages: torch.Tensor       # [B, L-1]
-    returns: torch.Tensor          # [B, L-1]
-    score: torch.Tensor            # [B] (after clipping/normalisation inputs: the raw score)
+    score: torch.Tensor            # [B] the reward sources' raw score
+    values: Optional[torch.Tensor] = None    # [B, L-1] the critic's values (algorithms with a critic)
+    returns: Optional[torch.Tensor] = None   # [B, L-1] the critic's targets
 
-
-def micro_batches(batch, size: int) -> list:
-    """A rollout batch (``Experience`` or ``GroupBatch``) as micro-batches of ``size`` rows of similar
-    length (sorted by real tokens), each cut to the columns that hold a real token in one of its rows.
-
-    Sequences are [left padding | prompt | answer | right padding], so the columns dropped are
-    padding at both ends; per-token arrays (indexed by state, one column shorter) are cut to match.
-    Positions were taken from the full mask, so they are unchanged for every real token.
-    """
-    order = torch.argsort(batch.attention_mask.sum(1), stable=True)
-    width = batch.sequences.shape[1]
-    out = []
-    for i in range(0, len(order), size):
-        idx = order[i:i + size]
-        cols = batch.attention_mask[idx].any(0).nonzero()
-        lo, hi = int(cols[0]), int(cols[-1]) + 1
-        part = {}
-        for f in fields(batch):
-            t = getattr(batch, f.name)[idx]
-            if t.dim() == 2:
-                t = t[:, lo:hi] if t.shape[1] == width else t[:, lo:hi - 1]
-            part[f.name] = t
-        out.append(type(batch)(**part))
-    return out
-
-
-def answer_layout(seq: torch.Tensor, prompt_mask: torch.Tensor, eos_id: int):
-    """Masks for generated sequences: the answer runs up to and including its first EOS.
-
-    Returns (attention_mask [B, L], action_mask [B, L-1], end_index [B], has_eos [B]).
-    """
-    p = prompt_mask.shape[1]
-    resp = seq[:, p:]
-    is_eos = resp == eos_id
-    after = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) > 0
-    resp_mask = (~after).long()
-    attn = torch.cat([prompt_mask.long(), resp_mask], dim=1)
-    action = torch.zeros(seq.shape[0], seq.shape[1] - 1, dtype=torch.float32, device=seq.device)
-    action[:, p - 1:] = resp_mask.float()
-    length = resp_mask.sum(1)
-    end = p + length - 1
-    return attn, action, end, is_eos.any(1)
-
-
-def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def first_action(action_mask: torch.Tensor) -> int:
-    """The first state that takes an action in the batch (prompt width - 1 with left-padded prompts)."""
-    cols = action_mask.any(0).nonzero()
-    return int(cols[0]) if len(cols) else action_mask.shape[1]
-
-
-def action_logits(model, seq, attn, pos, start: int = 0, temperature: float = 1.0) -> torch.Tensor:
-    """Logits / T at the states start..L-2, the ones whose next token can be an action: [B, L-1-start, V].
-
-    The LM head and everything after it run on those positions only (``logits_to_keep``): with
-    ~50-token prompts and short answers that is most of the vocabulary-sized work saved.
-    """
-    logits = model(input_ids=seq, attention_mask=attn, position_ids=pos, use_cache=False,
-                   logits_to_keep=seq.shape[1] - start).logits
-    return logits[:, :-1, :] / temperature
-
-
-def widen(x: torch.Tensor, start: int) -> torch.Tensor:
-    """[B, L-1-start] per-state values -> [B, L-1], zeros before ``start`` (prompt states)."""
-    return torch.nn.functional.pad(x, (start, 0))
-
-
-def action_logprobs(model, seq, attn, pos, action_mask, temperature: float = 1.0):
-    """(logits / T at the action states [B, L-1-start, V], log-probs of seq[:, 1:] [B, L-1] (0 before
-    ``start``), ``start``) for the actions that ``action_mask`` marks: the policy's forward in training."""
-    start = first_action(action_mask)
-    logits = action_logits(model, seq, attn, pos, start, temperature)
-    return logits, widen(token_logprobs(logits, seq[:, start + 1:]), start), start
-
-
-def causal_logprobs(model, seq, attn, pos, temperature: float = 1.0, start: int = 0) -> torch.Tensor:
-    """Log-probs of seq[:, 1:] under ``model`` at the sampling temperature (logits / T), [B, L-1];
-    computed for states >= ``start`` only (0 before it)."""
-    logits = action_logits(model, seq, attn, pos, start, temperature)
-    return widen(token_logprobs(logits, seq[:, start + 1:]), start)
+    def select(self, keep: torch.Tensor) -> "Experience":
+        return select_rows(self, keep)
 
 
 class ExperienceMaker:
-    """Turns a prompt batch into an Experience (one rollout batch)."""
+    """Turns a prompt batch into an Experience (``None`` when no answer carries a learning signal)."""
 
-    def __init__(self, hybrid, ref, critic, reward_fn: Callable, tokenizer, ppo_cfg, max_new_tokens: int,
+    def __init__(self, hybrid, ref, critic, reward_fn: Callable, tokenizer, rl_cfg, reward_cfg, max_new_tokens: int,
                  kl_coef_fn: Callable[[], float]):
         self.he, self.ref, self.critic, self.reward_fn = hybrid, ref, critic, reward_fn
-        self.tok, self.c, self.kl_coef = tokenizer, ppo_cfg, kl_coef_fn
+        self.tok, self.c, self.r, self.kl_coef = tokenizer, rl_cfg, reward_cfg, kl_coef_fn
+        self.est = estimator_for(rl_cfg.algo)
+        self.kl_in_reward = (rl_cfg.kl_in_reward or self.est.kl_in_reward) and ref is not None
         self.settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True,
-                                           temperature=ppo_cfg.temperature, top_p=ppo_cfg.top_p,
-                                           top_k=ppo_cfg.top_k, static_cache=ppo_cfg.static_cache)
-        self.moments: Optional[RunningMoments] = RunningMoments() if ppo_cfg.normalize_reward else None
+                                           temperature=rl_cfg.temperature, top_p=rl_cfg.top_p,
+                                           top_k=rl_cfg.top_k, static_cache=rl_cfg.static_cache)
+        self.greedy = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False,
+                                         static_cache=rl_cfg.static_cache)
+        self.std_normalize = rl_cfg.std_normalize and not (rl_cfg.dr_grpo or rl_cfg.algo == "dr_grpo")
+        self.moments: Optional[RunningMoments] = RunningMoments() if reward_cfg.normalize_reward else None
 
     def state_dict(self) -> dict:
         m = self.moments
@@ -137,42 +63,67 @@ class ExperienceMaker:
         if "reward_moments" in st and self.moments is not None:
             self.moments.mean, self.moments.var, self.moments.count = st["reward_moments"]
 
-    @torch.no_grad()
-    def make(self, batch: dict) -> tuple[Experience, dict]:
-        c = self.c
-        t0 = time.time()
-        seq = self.he.generate(batch["input_ids"], batch["attention_mask"], self.settings)
-        gen_s = time.time() - t0
+    def answer(self, batch: dict, settings: GenerationSettings, **reward_kw):
+        """Generate for ``batch`` and score: (seq, attn, pos, action, raw score, score less the
+        missing-EOS penalty, has_eos)."""
+        seq = self.he.generate(batch["input_ids"], batch["attention_mask"], settings)
         attn, action, end, has_eos = answer_layout(seq, batch["attention_mask"], self.tok.eos_token_id)
         pos = position_ids_from(attn)
+        raw = self.reward_fn(seq, attn, pos, end, batch, **reward_kw).float()
+        return seq, attn, pos, action, raw, raw - self.r.missing_eos_penalty * (~has_eos).float(), has_eos
+
+    def normalise(self, score: torch.Tensor) -> torch.Tensor:
+        if self.moments is None:
+            return score
+        if bool(torch.isfinite(score).all()):     # a non-finite batch is skipped, not averaged in
+            self.moments.update(score)
+        return (score - self.moments.mean) / self.moments.std
+
+    @torch.no_grad()
+    def make(self, batch: dict) -> tuple[Optional[Experience], dict]:
+        c, n = self.c, self.c.num_samples_per_prompt
+        t0 = time.time()
+        seq, attn, pos, action, raw, score, has_eos = self.answer(repeat_batch(batch, n), self.settings)
+        baseline = self.answer(batch, self.greedy, rollout=False)[5] if self.est.greedy_baseline else None
+        gen_s = time.time() - t0
         t1 = time.time()
         self.he.eval()
         start = first_action(action)
         old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature, start)
-        ref_logp = causal_logprobs(self.ref, seq, attn, pos, c.temperature, start)
-        self.critic.eval()
-        values = self.critic(seq, attn, pos)[:, :-1].float()
-        raw = self.reward_fn(seq, attn, pos, end, batch).float()
-        score = raw - c.missing_eos_penalty * (~has_eos).float()
-        if self.moments is not None:
-            if bool(torch.isfinite(score).all()):     # a non-finite batch is skipped, not averaged in
-                self.moments.update(score)
-            score = (score - self.moments.mean) / self.moments.std
+        ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.temperature, start) if self.ref is not None
+                    else old_logp.clone())
+        values = None
+        if self.critic is not None:
+            self.critic.eval()
+            values = self.critic(seq, attn, pos)[:, :-1].float()
+        score = self.normalise(score)
         if c.group_baseline:
-            score = group_advantages(score, c.num_samples_per_prompt, "grpo", std_normalize=False)
-        rewards, kl = shape_rewards(score, old_logp, ref_logp, action, self.kl_coef(), c.reward_clip, c.kl_estimator)
-        adv, ret = ESTIMATORS["gae"].fn(rewards, action, values=values, gamma=c.gamma, lam=c.lam)
-        if c.whiten_advantages:
+            score = group_advantages(score, n, "grpo", std_normalize=False)
+        rewards, kl = shape_rewards(score, old_logp, ref_logp, action, self.kl_coef() if self.kl_in_reward else 0.0,
+                                    self.r.reward_clip, c.kl_estimator)
+        adv, ret = self.est.fn(rewards, action, values=values, group=n, baseline=baseline, gamma=c.gamma, lam=c.lam,
+                               std_normalize=self.std_normalize)
+        if self.est.critic and c.whiten_advantages:
             adv = masked_whiten(adv, action)
-        exp_s = time.time() - t1
-        gen_tokens = int(action.sum().item())
+        keep = torch.ones_like(raw, dtype=torch.bool)
+        if c.dynamic_filtering or self.est.loss == "dpo":     # a tied pair states no preference
+            keep = ~silent_groups(sequence_scores(rewards, action), adv.abs().amax(1), n, c.algo).repeat_interleave(n)
         metrics = {
             "reward": raw.mean().item(), "score_used": score.mean().item(),
-            "kl": (kl.sum(1)).mean().item(), "kl_per_token": masked_mean(kl, action).item(),
             "response_length": action.sum(1).mean().item(), "eos_rate": has_eos.float().mean().item(),
-            "values": masked_mean(values, action).item(), "returns": masked_mean(ret, action).item(),
-            "generation_s": gen_s, "experience_s": exp_s,
-            "generation_tokens_per_s": gen_tokens / gen_s if gen_s > 0 else 0.0,
+            "advantage_abs": masked_mean(adv.abs(), action).item(), "kept_answers": int(keep.sum()),
+            "generation_s": gen_s, "experience_s": time.time() - t1,
+            "generation_tokens_per_s": float(action.sum()) / gen_s if gen_s > 0 else 0.0,
         }
-        exp = Experience(seq, attn, pos, action, old_logp, ref_logp, values, rewards, adv, ret, raw)
-        return exp, metrics
+        if n > 1:
+            metrics["reward_std_in_group"] = raw.view(-1, n).std(1).mean().item()
+            metrics["uniform_groups"] = int(uniform_groups(sequence_scores(rewards, action), n).sum())
+        if self.ref is not None:     # without a reference model (kl_coef 0) there is no KL to report
+            metrics.update(kl=kl.sum(1).mean().item(), kl_per_token=masked_mean(kl, action).item())
+        if values is not None:
+            metrics.update(values=masked_mean(values, action).item(), returns=masked_mean(ret, action).item())
+        if baseline is not None:
+            metrics["greedy_baseline"] = baseline.mean().item()
+        exp = Experience(seq, attn, pos, action, old_logp, ref_logp, adv, raw, values,
+                         ret if values is not None else None)
+        return (exp.select(keep) if bool(keep.any()) else None), metrics

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from training.utils.rl.maths import (answer_mask, causal_lm_loss, causal_lm_nll, dpo_loss, pairwise_loss,
-                                     per_token_pair_loss, sequence_logps, token_logprobs)
+from training.utils.losses import (answer_mask, causal_lm_loss, causal_lm_nll, dpo_loss, pairwise_loss,
+                                  per_token_pair_loss, sequence_logps, token_logprobs)
 
 
 def test_token_logprobs_hand_values():

@@ -1,0 +1,61 @@
+"""The models of stage 3: the actor on the Hybrid Engine, the frozen reference, the reward sources
+(a frozen reward model among them) and, for PPO, the critic initialised from the reward model."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..engine import build_train_engine, frozen
+from ..hybrid_engine import HybridEngine
+from ..model import ValueModel, apply_lora, load_causal_lm, load_reward_model
+from ..model.reward import head
+from .advantages import estimator_for
+from .rewards import build_reward
+
+
+def needs_reference(c) -> bool:
+    """A reference model is loaded for a KL term (kl_coef > 0), for PPO, and for online DPO's loss."""
+    return c.algo == "ppo" or c.kl_coef > 0 or estimator_for(c.algo).loss == "dpo"
+
+
+def build_actor(cfg, tok, updates: int) -> HybridEngine:
+    c = cfg.rl
+    actor_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=c.per_device_training_batch_size))
+    actor = load_causal_lm(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
+                           dropout=0.0 if c.disable_actor_dropout else cfg.model.dropout, seed=cfg.optim.seed)
+    return HybridEngine(build_train_engine(apply_lora(actor, cfg.lora), actor_cfg, updates), tok, cfg.ds.zero_stage)
+
+
+def build_reference(cfg, tok):
+    c = cfg.rl
+    if not needs_reference(c):
+        return None
+    stage = 3 if cfg.ds.zero_stage == 3 or c.offload_reference_model else 0
+    return frozen(load_causal_lm(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
+                                 seed=cfg.optim.seed), cfg, stage, c.offload_reference_model)
+
+
+def build_reward_sources(cfg, tok):
+    """The weighted sum of ``--reward`` sources; a reward model is loaded frozen (``reward_zero_stage``)."""
+    r = cfg.rewards
+    load = lambda path: frozen(ValueModel(load_reward_model(path, tok)), cfg, r.reward_zero_stage)
+    return build_reward(r.reward, r.reward_weights, timeout=r.reward_timeout,
+                        default_model=r.reward_model_name_or_path, load_model=load)
+
+
+def build_critic(cfg, tok, updates: int):
+    """PPO's critic (None for the critic-free algorithms): a value model started from
+    ``critic_model_name_or_path``, else the reward model, else the actor; its head always trains."""
+    c = cfg.rl
+    if not estimator_for(c.algo).critic:
+        return None
+    name = c.critic_model_name_or_path or cfg.rewards.reward_model_name_or_path or cfg.model.model_name_or_path
+    critic_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=c.per_device_training_batch_size,
+                                            learning_rate=c.critic_learning_rate),
+                         lora=replace(cfg.lora, lora_dim=c.critic_lora_dim, only_optimize_lora=c.critic_lora_dim > 0),
+                         model=replace(cfg.model, gradient_checkpointing=c.critic_gradient_checkpointing))
+    model = apply_lora(load_reward_model(name, tok, seed=cfg.optim.seed,
+                                         dropout=0.0 if c.disable_critic_dropout else cfg.model.dropout),
+                       critic_cfg.lora)
+    for p in head(model).parameters():
+        p.requires_grad_(True)  # the value head trains even when only the LoRA weights do
+    return build_train_engine(ValueModel(model), critic_cfg, updates, zero_stage=c.critic_zero_stage)

@@ -1,0 +1,203 @@
+"""The stage-3 loop, one for every algorithm: rollouts, updates, evaluation, checkpoints and resume.
+
+Each iteration collects ``generation_batches`` rollout batches through the experience maker, skips
+the update when a reward is not finite (``--max_nonfinite`` in a row stop the run), trains on the
+experiences, and logs one metrics row; ``--eval_interval`` evaluates greedy answers on the held-out
+prompts, ``--save_interval`` writes a checkpoint that ``--resume`` continues from exactly.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import checkpoint, faults
+from ..data.checker import check, parse_task, pass_rate
+from ..distributed import all_reduce_sum, is_main
+from ..hybrid_engine import GenerationSettings
+from ..loop import to_device
+from .rewards import Rollout, decode_answers
+from .sequences import answer_layout, position_ids_from
+from .trainer import cycle
+
+log = logging.getLogger("speedchat")
+
+
+def batch_reward(reward, tok):
+    """The (seq, attn, pos, end, batch) -> [B] form the experience maker and evaluation call.
+
+    ``score.checked`` accumulates (passed, judged) of the bundled checker over the rollouts scored
+    since the last ``take_checked()``: a diagnostic the training log shows beside the reward (the
+    checker judges here; it rewards only when it is one of the reward sources). Answers scored with
+    ``rollout=False`` (evaluation, ReMax's greedy baselines) are not counted."""
+    def score(seq, attn, pos, end, batch, rollout: bool = True):
+        answers = decode_answers(tok, seq, batch["input_ids"].shape[1], end)
+        prompts = batch.get("prompt_text") or [""] * seq.shape[0]
+        if rollout:
+            known = [(p, a) for p, a in zip(prompts, answers) if parse_task(p) is not None]
+            score.checked[0] += sum(check(p, a) for p, a in known)
+            score.checked[1] += len(known)
+        return reward(Rollout(seq, attn, pos, end, prompts, answers)).to(seq.device)
+
+    def take_checked() -> dict:
+        passed, n = score.checked
+        score.checked = [0, 0]
+        return {"rollout_pass_rate": passed / n} if n else {}
+    score.checked, score.take_checked = [0, 0], take_checked
+    return score
+
+
+class Faulty:
+    """Wraps a reward so the reliability tests can make one iteration's rewards NaN."""
+
+    def __init__(self, reward):
+        self.reward, self.iteration = reward, 0
+        self.parts = getattr(reward, "parts", {})
+
+    def __call__(self, rollout):
+        r = self.reward(rollout)
+        return r * float("nan") if self.iteration and faults.nan_at(self.iteration) else r
+
+
+class Counted:
+    """An iterator that counts what it has handed out (the SFT batches a resumed run skips)."""
+
+    def __init__(self, it: Iterator):
+        self.it, self.used = it, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        x = next(self.it)
+        self.used += 1
+        return x
+
+
+@torch.no_grad()
+def evaluate(he, reward_fn, loader, tok, max_new_tokens: int) -> dict:
+    """Greedy answers on the held-out prompts: mean reward, length, and the checker pass-rate."""
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False)
+    total = length = n = 0.0
+    prompts, answers = [], []
+    for batch in loader:
+        batch = to_device(batch, he.engine.device)
+        seq = he.generate(batch["input_ids"], batch["attention_mask"], settings)
+        attn, action, end, _ = answer_layout(seq, batch["attention_mask"], tok.eos_token_id)
+        r = reward_fn(seq, attn, position_ids_from(attn), end, batch, rollout=False)
+        total += r.sum().item()
+        length += action.sum().item()
+        n += r.numel()
+        p = batch["input_ids"].shape[1]
+        prompts += batch["prompt_text"]
+        answers += [tok.decode(s[p:], skip_special_tokens=True).strip() for s in seq]
+    known = [(p, a) for p, a in zip(prompts, answers) if parse_task(p) is not None]
+    passed = pass_rate([p for p, _ in known], [a for _, a in known])["pass_rate"] * len(known) if known else 0.0
+    total, length, n, passed, n_known = all_reduce_sum([total, length, n, passed, float(len(known))])
+    out = {"reward": total / max(n, 1), "response_length": length / max(n, 1)}
+    if n_known:
+        out["pass_rate"] = passed / n_known
+    return out
+
+
+class RLLoop:
+    """``run()`` trains ``iterations`` iterations and returns (first eval, final eval)."""
+
+    def __init__(self, cfg, writer, maker, trainer, reward: Faulty, reward_fn, prompts, eval_loader, engines: dict,
+                 iterations: int, guard, device, unsup: Optional[Counted] = None):
+        self.cfg, self.c, self.w = cfg, cfg.rl, writer
+        self.maker, self.trainer, self.reward, self.reward_fn = maker, trainer, reward, reward_fn
+        self.prompts, self.eval_loader, self.engines = cycle(prompts), eval_loader, engines
+        self.iterations, self.guard, self.device, self.unsup = iterations, guard, device, unsup
+        self.rows = self.c.per_device_generation_batch_size * self.c.num_samples_per_prompt
+
+    def evaluate(self) -> dict:
+        if not self.eval_loader:
+            return {}
+        return evaluate(self.trainer.he, self.reward_fn, self.eval_loader, self.maker.tok,
+                        self.cfg.data.max_answer_seq_len)
+
+    def iteration(self, it: int) -> dict:
+        c = self.c
+        exps, roll, scores = [], [], []
+        for _ in range(c.generation_batches):
+            exp, m = self.maker.make(to_device(next(self.prompts), self.device))
+            if len(self.reward.parts) > 1:       # per-source means of this rollout's rewards
+                m.update({f"reward/{k}": v for k, v in self.reward.parts.items()})
+            roll.append(m)
+            scores.append(torch.tensor([m["reward"]]))
+            if exp is not None:
+                exps.append(exp)
+        if not self.guard.check(torch.cat(scores), "reward", it):
+            return {"skipped_updates": 1.0}
+        metrics = {k: sum(m.get(k, 0.0) for m in roll) / len(roll) for k in roll[0]}
+        if exps:
+            metrics.update(self.trainer.train(exps, it - 1, c.per_device_training_batch_size, self.device))
+        else:
+            metrics["train_s"] = 0.0
+            log.info("iteration %d: no answer carried a learning signal (every group scored alike); no update", it)
+        if "kl" in metrics:
+            self.trainer.after_rollouts(metrics["kl"], c.generation_batches * self.rows)
+        metrics["skipped_updates"] = float(not exps)
+        step_s = (metrics["generation_s"] + metrics["experience_s"]) * len(roll) + metrics["train_s"]
+        e2e = sum(int(e.attention_mask.sum()) for e in exps)
+        metrics["e2e_tokens_per_s"] = e2e / step_s if step_s > 0 else 0.0
+        metrics["generated_tokens"] = sum(int(e.action_mask.sum()) for e in exps)
+        return metrics
+
+    def resume(self) -> tuple[int, Optional[dict]]:
+        """(iterations done, the step-0 eval) of the newest intact checkpoint, its state restored."""
+        d = checkpoint.find_resume(self.cfg)
+        if d is None:
+            return 0, None
+        st = checkpoint.load(d, self.engines)
+        self.w.rewind(st["step"])
+        self.trainer.load_state_dict(st, d)
+        self.maker.load_state_dict(st)
+        for _ in range(st["step"] * self.c.generation_batches):      # prompt batches the run had used
+            next(self.prompts)
+        for _ in range(st.get("unsup_batches", 0)):
+            next(self.unsup)
+        self.guard.total = st["nonfinite"]
+        return st["step"], st["first_eval"]
+
+    def save(self, it: int, first: Optional[dict]) -> None:
+        state = {"first_eval": first, "unsup_batches": self.unsup.used if self.unsup is not None else 0,
+                 "nonfinite": self.guard.total, **self.trainer.state_dict(), **self.maker.state_dict()}
+        ema = self.trainer.ema
+        checkpoint.save(self.cfg.log.output_dir, it, self.engines, state, self.cfg.ckpt.keep_checkpoints,
+                        {"ema.safetensors": ema.shadow} if ema is not None and is_main() else None)
+
+    def run(self) -> tuple[Optional[dict], dict]:
+        cfg, lg, total = self.cfg, self.cfg.log, self.iterations
+        start, first = self.resume()
+        if first is None and lg.eval_at_start:
+            first = self.evaluate()
+            self.w.log(0, "eval", first)
+            log.info("step 0 eval: %s", first)
+        bar = tqdm(total=total, initial=start, desc=self.c.algo, disable=lg.disable_tqdm or not is_main(),
+                   dynamic_ncols=True)
+        for it in range(start + 1, total + 1):
+            self.reward.iteration = it
+            metrics = self.iteration(it)
+            self.reward.iteration = 0
+            metrics.update(self.reward_fn.take_checked())
+            metrics["nonfinite_skipped"] = self.guard.total
+            if it % lg.log_interval == 0 or it == total:
+                self.w.log(it, "train", metrics)
+            bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("reward", "kl", "rollout_pass_rate") if k in metrics})
+            bar.update(1)
+            if lg.eval_interval and it % lg.eval_interval == 0 and it < total:
+                ev = self.evaluate()
+                self.w.log(it, "eval", ev)
+                log.info("step %d eval: %s", it, ev)
+            if cfg.ckpt.save_interval and it % cfg.ckpt.save_interval == 0 and it < total:
+                self.save(it, first)
+            faults.after_step(it)
+        bar.close()
+        final = self.evaluate()
+        self.w.log(total, "eval", final)
+        log.info("final eval: %s (step 0: %s)", final, first)
+        return first, final

@@ -1,0 +1,120 @@
+"""Rollout sequences: masks, positions, log-probs of the answer tokens, and micro-batches.
+
+Layout: a sequence is [left-padded prompt | answer, right-padded]; positions are taken from the
+attention mask so left padding does not shift them.  Per-token arrays have length L-1 and are
+indexed by *state* s: the action is token s+1, its log-prob comes from the logits at s and its
+value is the critic's value at s.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+
+import torch
+
+from ..losses import token_logprobs
+
+
+def answer_layout(seq: torch.Tensor, prompt_mask: torch.Tensor, eos_id: int):
+    """Masks for generated sequences: the answer runs up to and including its first EOS.
+
+    Returns (attention_mask [B, L], action_mask [B, L-1], end_index [B], has_eos [B]).
+    """
+    p = prompt_mask.shape[1]
+    resp = seq[:, p:]
+    is_eos = resp == eos_id
+    after = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) > 0
+    resp_mask = (~after).long()
+    attn = torch.cat([prompt_mask.long(), resp_mask], dim=1)
+    action = torch.zeros(seq.shape[0], seq.shape[1] - 1, dtype=torch.float32, device=seq.device)
+    action[:, p - 1:] = resp_mask.float()
+    length = resp_mask.sum(1)
+    end = p + length - 1
+    return attn, action, end, is_eos.any(1)
+
+
+def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def first_action(action_mask: torch.Tensor) -> int:
+    """The first state that takes an action in the batch (prompt width - 1 with left-padded prompts)."""
+    cols = action_mask.any(0).nonzero()
+    return int(cols[0]) if len(cols) else action_mask.shape[1]
+
+
+def action_logits(model, seq, attn, pos, start: int = 0, temperature: float = 1.0) -> torch.Tensor:
+    """Logits / T at the states start..L-2, the ones whose next token can be an action: [B, L-1-start, V].
+
+    The LM head and everything after it run on those positions only (``logits_to_keep``): with
+    ~50-token prompts and short answers that is most of the vocabulary-sized work saved.
+    """
+    logits = model(input_ids=seq, attention_mask=attn, position_ids=pos, use_cache=False,
+                   logits_to_keep=seq.shape[1] - start).logits
+    return logits[:, :-1, :] / temperature
+
+
+def widen(x: torch.Tensor, start: int) -> torch.Tensor:
+    """[B, L-1-start] per-state values -> [B, L-1], zeros before ``start`` (prompt states)."""
+    return torch.nn.functional.pad(x, (start, 0))
+
+
+def action_logprobs(model, seq, attn, pos, action_mask, temperature: float = 1.0):
+    """(logits / T at the action states [B, L-1-start, V], log-probs of seq[:, 1:] [B, L-1] (0 before
+    ``start``), ``start``) for the actions that ``action_mask`` marks: the policy's forward in training."""
+    start = first_action(action_mask)
+    logits = action_logits(model, seq, attn, pos, start, temperature)
+    return logits, widen(token_logprobs(logits, seq[:, start + 1:]), start), start
+
+
+def causal_logprobs(model, seq, attn, pos, temperature: float = 1.0, start: int = 0) -> torch.Tensor:
+    """Log-probs of seq[:, 1:] under ``model`` at the sampling temperature (logits / T), [B, L-1];
+    computed for states >= ``start`` only (0 before it)."""
+    logits = action_logits(model, seq, attn, pos, start, temperature)
+    return widen(token_logprobs(logits, seq[:, start + 1:]), start)
+
+
+def repeat_batch(batch: dict, n: int) -> dict:
+    """Each prompt ``n`` times in a row (the group layout the group estimators expect)."""
+    out = {k: v.repeat_interleave(n, 0) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    if "prompt_text" in batch:
+        out["prompt_text"] = [p for p in batch["prompt_text"] for _ in range(n)]
+    return out
+
+
+def select_rows(batch, idx: torch.Tensor, cols: tuple[int, int] | None = None):
+    """The rows ``idx`` of a dataclass of tensors (fields that are None stay None); with ``cols`` =
+    (lo, hi), 2-D fields are cut to those sequence columns (per-state fields to lo..hi-1)."""
+    width = batch.sequences.shape[1]
+    part = {}
+    for f in fields(batch):
+        t = getattr(batch, f.name)
+        if t is not None:
+            t = t[idx]
+            if cols is not None and t.dim() == 2:
+                lo, hi = cols
+                t = t[:, lo:hi] if t.shape[1] == width else t[:, lo:hi - 1]
+        part[f.name] = t
+    return type(batch)(**part)
+
+
+def micro_batches(batch, size: int) -> list:
+    """A rollout batch as micro-batches of ``size`` rows of similar length (sorted by real tokens),
+    each cut to the columns that hold a real token in one of its rows.
+
+    Sequences are [left padding | prompt | answer | right padding], so the columns dropped are
+    padding at both ends; per-token arrays (indexed by state, one column shorter) are cut to match.
+    Positions were taken from the full mask, so they are unchanged for every real token.
+    """
+    order = torch.argsort(batch.attention_mask.sum(1), stable=True)
+    out = []
+    for i in range(0, len(order), size):
+        idx = order[i:i + size]
+        cols = batch.attention_mask[idx].any(0).nonzero()
+        out.append(select_rows(batch, idx, (int(cols[0]), int(cols[-1]) + 1)))
+    return out
+
+
+def pairs_in_order(batch, size: int) -> list:
+    """Micro-batches of whole answer pairs (rows 2i, 2i+1 stay together), ``size`` rows or one pair at least."""
+    step, n = max(2, size - size % 2), batch.sequences.shape[0]
+    return [select_rows(batch, torch.arange(i, min(i + step, n))) for i in range(0, n, step)]

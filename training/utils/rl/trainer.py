@@ -1,0 +1,186 @@
+"""Updates on collected experience, one path for every algorithm: the clipped policy loss (or, for
+online DPO, the DPO loss on ranked pairs) for the actor, with the KL to the reference as a k3 loss
+term when it is not in the reward; the clipped value loss when there is a critic; the optional
+unsupervised (SFT-slice) loss; the EMA actor and the adaptive KL controller."""
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Iterator, Optional
+
+import torch
+
+from ..losses import causal_lm_loss, dpo_loss
+from .advantages import estimator_for
+from .experience import Experience
+from .maths import AdaptiveKLController, aggregate, entropy_from_logits, kl_estimate, masked_mean, policy_loss, value_loss
+from .sequences import action_logprobs, micro_batches, pairs_in_order
+
+
+def finite_or_skip(loss: torch.Tensor, guard, what: str) -> bool:
+    """False (and counted by ``guard``) when ``loss`` is not finite on some rank: skip the update."""
+    if guard is not None:
+        return guard.check(loss, what)
+    from ..loop import all_finite
+
+    if not all_finite(loss):
+        raise FloatingPointError(f"non-finite {what}")
+    return True
+
+
+class EMA:
+    """Exponential moving average of the actor's parameters (CPU fp32, rank 0 keeps the copy)."""
+
+    def __init__(self, module, decay: float, zero_stage: int):
+        self.decay, self.zero_stage = decay, zero_stage
+        self.shadow = {n: t.clone() for n, t in self._full(module).items()}
+
+    def _full(self, module) -> dict:
+        out = {}
+        for n, p in module.named_parameters():
+            if self.zero_stage == 3:
+                import deepspeed
+
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                    out[n] = p.detach().float().cpu().clone()
+            else:
+                out[n] = p.detach().float().cpu()
+        return out
+
+    def update(self, module) -> None:
+        for n, t in self._full(module).items():
+            self.shadow[n].mul_(self.decay).add_(t, alpha=1.0 - self.decay)
+
+
+class RLTrainer:
+    """The actor (a Hybrid Engine) and, for PPO, the critic engine; ``guard`` (a ``loop.NonFinite``)
+    skips non-finite losses; ``unsup_iter`` yields SFT batches when ``unsup_coef`` > 0."""
+
+    def __init__(self, hybrid, critic, rl_cfg, actor_zero_stage: int, max_new_tokens: int, dpo_beta: float = 0.1,
+                 has_ref: bool = True, guard=None, unsup_iter: Optional[Iterator[dict]] = None):
+        self.he, self.critic, self.c, self.guard, self.unsup_iter = hybrid, critic, rl_cfg, guard, unsup_iter
+        self.est = estimator_for(rl_cfg.algo)
+        self.max_new_tokens, self.dpo_beta, self.has_ref = max_new_tokens, dpo_beta, has_ref
+        self.kl_in_reward = rl_cfg.kl_in_reward or self.est.kl_in_reward
+        dr = rl_cfg.dr_grpo or rl_cfg.algo == "dr_grpo"
+        self.loss_agg = "constant" if dr else rl_cfg.loss_agg
+        self.kl = AdaptiveKLController(rl_cfg.kl_coef, rl_cfg.kl_target, rl_cfg.kl_horizon) if rl_cfg.adaptive_kl else None
+        self.ema: Optional[EMA] = EMA(hybrid.module, rl_cfg.ema_decay, actor_zero_stage) if rl_cfg.enable_ema else None
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs besides the engines (the EMA weights go to their own file)."""
+        return {"kl_coef": self.kl.value} if self.kl is not None else {}
+
+    def load_state_dict(self, st: dict, ckpt_dir=None) -> None:
+        if "kl_coef" in st and self.kl is not None:
+            self.kl.value = st["kl_coef"]
+        if self.ema is not None and ckpt_dir is not None and (ckpt_dir / "ema.safetensors").is_file():
+            from .. import checkpoint
+
+            self.ema.shadow = checkpoint.load_tensors(ckpt_dir, "ema.safetensors")
+
+    def kl_coef(self) -> float:
+        return self.kl.value if self.kl is not None else self.c.kl_coef
+
+    def _apply(self, loss: torch.Tensor, what: str) -> bool:
+        if not finite_or_skip(loss, self.guard, what):
+            return False
+        self.he.engine.backward(loss)
+        self.he.engine.step()
+        return True
+
+    def policy_step(self, e: Experience) -> dict:
+        """The clipped surrogate on the experience's advantages, plus kl_coef x k3 KL to the reference
+        when the KL is not in the reward."""
+        c = self.c
+        logits, logp, start = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids,
+                                              e.action_mask, c.temperature)
+        loss, clipfrac = policy_loss(logp, e.old_logp, e.advantages, e.action_mask, c.cliprange, c.eps_clip_high,
+                                     self.loss_agg, self.max_new_tokens)
+        out = {"pg_loss": loss.item(), "clip_frac": clipfrac.item()}
+        if self.kl_coef() > 0 and not self.kl_in_reward and self.has_ref:
+            kl_term = aggregate(kl_estimate(logp, e.ref_logp, "k3"), e.action_mask, self.loss_agg, self.max_new_tokens)
+            loss = loss + self.kl_coef() * kl_term
+            out["kl_loss"] = kl_term.item()
+        if not self._apply(loss, "policy loss"):
+            return {}
+        with torch.no_grad():
+            out["entropy"] = masked_mean(entropy_from_logits(logits.detach()), e.action_mask[:, start:]).item()
+            out["approx_kl"] = masked_mean(e.old_logp - logp.detach(), e.action_mask).item()
+        out["actor_loss"] = loss.item()
+        return out
+
+    def dpo_step(self, e: Experience) -> dict:
+        """Online DPO on consecutive answer pairs: the one with the positive preference sign is chosen;
+        sequence log-probs of the policy against the reference's from the rollout (both at the rollout
+        temperature)."""
+        _, logp, _ = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids, e.action_mask,
+                                     self.c.temperature)
+        pol = (logp * e.action_mask).sum(1).view(-1, 2)
+        ref = (e.ref_logp * e.action_mask).sum(1).view(-1, 2)
+        first = (e.advantages.sum(1).view(-1, 2)[:, 0] > 0)
+        pick = lambda x, i: torch.where(first, x[:, i], x[:, 1 - i])
+        loss, chosen, rejected = dpo_loss(pick(pol, 0), pick(pol, 1), pick(ref, 0), pick(ref, 1), self.dpo_beta)
+        if not self._apply(loss, "online DPO loss"):
+            return {}
+        with torch.no_grad():
+            approx_kl = masked_mean(e.old_logp - logp.detach(), e.action_mask).item()
+        return {"dpo_loss": loss.item(), "reward_margin": (chosen - rejected).mean().item(), "approx_kl": approx_kl,
+                "actor_loss": loss.item()}
+
+    def critic_step(self, e: Experience) -> dict:
+        values = self.critic(e.sequences, e.attention_mask, e.position_ids)[:, :-1].float()
+        loss = value_loss(values, e.values, e.returns, e.action_mask, self.c.cliprange_value)
+        if not finite_or_skip(loss, self.guard, "critic loss"):
+            return {}
+        self.critic.backward(loss)
+        self.critic.step()
+        return {"critic_loss": loss.item()}
+
+    def unsup_step(self, batch: dict) -> dict:
+        engine = self.he.engine
+        logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        loss = causal_lm_loss(logits, batch["labels"]) * self.c.unsup_coef
+        engine.backward(loss)
+        engine.step()
+        return {"unsup_loss": loss.item() / self.c.unsup_coef}
+
+    def train(self, exps: list[Experience], iteration: int, micro_batch: int, device) -> dict:
+        """``ppo_epochs`` passes over the iteration's experiences in micro-batches; the first
+        ``critic_warmup_steps`` iterations (0-based ``iteration``) update the critic only."""
+        t0 = time.time()
+        self.he.train()
+        if self.critic is not None:
+            self.critic.train()
+        dpo = self.est.loss == "dpo"
+        warm = iteration < self.c.critic_warmup_steps and self.critic is not None
+        acc: dict = {}
+        for _ in range(self.c.ppo_epochs):
+            for exp in exps:
+                for e in (pairs_in_order(exp, micro_batch) if dpo else micro_batches(exp, micro_batch)):
+                    m = {} if warm else (self.dpo_step(e) if dpo else self.policy_step(e))
+                    if self.critic is not None:
+                        m.update(self.critic_step(e))
+                    if self.unsup_iter is not None and self.c.unsup_coef > 0 and not warm:
+                        batch = {k: v.to(device) for k, v in next(self.unsup_iter).items()}
+                        m.update(self.unsup_step(batch))
+                    for k, v in m.items():
+                        acc.setdefault(k, []).append(v)
+        if self.ema is not None and not warm:
+            self.ema.update(self.he.module)
+        out = {k: sum(v) / len(v) for k, v in acc.items()}
+        out["train_s"] = time.time() - t0
+        out["kl_coef"] = self.kl_coef()
+        return out
+
+    def after_rollouts(self, mean_kl: float, n: int) -> None:
+        if self.kl is not None:
+            self.kl.update(mean_kl, n)
+
+
+def cycle(loader):
+    """Endless iteration over a DataLoader, advancing the sampler's epoch each pass."""
+    for epoch in itertools.count():
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        yield from loader
