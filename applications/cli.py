@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from applications.engine import ChatEngine, ContextOverflow, Request, Sampling
+from applications.chat_engine import ChatEngine, ContextOverflow, Request, Sampling
 
 DEFAULT_FINAL = Path("output/step3-models/smollm2-135m/actor")
 

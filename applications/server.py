@@ -27,7 +27,7 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.requests import Request as HTTPRequest
 
-from applications.engine import ChatEngine, Completion, Request, Sampling
+from applications.chat_engine import ChatEngine, Completion, Request, Sampling
 
 log = logging.getLogger(__name__)
 

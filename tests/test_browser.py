@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from applications.engine import ChatEngine, Sampling
+from applications.chat_engine import ChatEngine, Sampling
 from applications.server import Background, create_app
 
 CHROMIUM = "/usr/bin/chromium"

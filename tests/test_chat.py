@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from applications.cli import Chat
-from applications.engine import ChatEngine, ContextOverflow, Request, Sampling, _Row, _Rows
+from applications.chat_engine import ChatEngine, ContextOverflow, Request, Sampling, _Row, _Rows
 
 
 @pytest.fixture(scope="module")

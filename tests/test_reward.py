@@ -7,7 +7,7 @@ from training.step2_reward_model_finetuning.main import main as rm_main
 from training.utils.config import parse_config
 from training.utils.data import PairCollator
 from training.utils.distributed import init_distributed
-from training.utils.engine import build_train_engine
+from training.utils.deepspeed_setup import build_train_engine
 from training.utils.logging import read_metrics
 from training.utils.model import ValueModel, end_scores, load_reward_model
 

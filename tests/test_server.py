@@ -6,7 +6,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from applications.engine import ChatEngine, Sampling
+from applications.chat_engine import ChatEngine, Sampling
 from applications.server import Background, Limits, create_app
 
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import httpx  # noqa: E402
 
-from applications.engine import ChatEngine  # noqa: E402
+from applications.chat_engine import ChatEngine  # noqa: E402
 from applications.server import Background, Limits, create_app  # noqa: E402
 
 PROMPTS = ["What is {a} + {b}?", "Name {a} fruits.", "Write the word 'cat' {a} times.",

@@ -34,7 +34,7 @@ def main(argv=None):
 
     from training.utils.config import parse_config
     from training.utils.distributed import init_distributed, is_main, world_size
-    from training.utils.engine import build_train_engine
+    from training.utils.deepspeed_setup import build_train_engine
     from training.utils.hybrid_engine import GenerationSettings, HybridEngine, PlainHFBackend
     from training.utils.model import load_tokenizer
 

@@ -74,7 +74,7 @@ def build(a, tok, dev):
     from transformers import OPTForCausalLM, OPTForSequenceClassification
 
     from training.utils.config import parse_config
-    from training.utils.engine import build_train_engine, frozen
+    from training.utils.deepspeed_setup import build_train_engine, frozen
     from training.utils.hybrid_engine import HybridEngine
     from training.utils.model import ValueModel
 

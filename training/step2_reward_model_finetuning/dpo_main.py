@@ -17,9 +17,9 @@ import torch
 from training.utils.config import parse_config
 from training.utils.data import PairCollator
 from training.utils.distributed import all_reduce_sum
-from training.utils.engine import build_train_engine, frozen, num_update_steps
+from training.utils.deepspeed_setup import frozen
 from training.utils.loop import run, to_device
-from training.utils.model import apply_lora, load_causal_lm, save_hf
+from training.utils.model import load_causal_lm, save_hf
 from training.utils.stage import StageRun, run_cli
 from training.utils.losses import answer_mask, dpo_loss, sequence_logps
 
@@ -75,25 +75,15 @@ def evaluate(engine, ref, loader, cfg) -> dict:
 def main(argv=None) -> dict:
     cfg = parse_config(argv, "DPO: preference optimisation against a frozen reference", stage="dpo")
     with StageRun(cfg, "dpo") as run_ctx:
-        log = run_ctx.log
-        tok = run_ctx.tokenizer("right")
-        train_ds, eval_ds, stats = run_ctx.phase_data(tok, 2)
-        model = load_causal_lm(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
-                               dropout=cfg.model.dropout, seed=cfg.optim.seed)
-        model = apply_lora(model, cfg.lora)
-        ref = frozen_reference(cfg, tok)
-        o = cfg.optim
-        train_loader, eval_loader = run_ctx.loaders(train_ds, eval_ds, PairCollator(tok.pad_token_id),
-                                                    o.per_device_train_batch_size, o.per_device_eval_batch_size)
-        total = num_update_steps(len(train_loader), cfg)
-        engine = build_train_engine(model, cfg, total)
-        log.info("DPO (%s, beta %g, label smoothing %g): %d optimizer steps", cfg.dpo.dpo_loss, cfg.dpo.beta,
-                 cfg.dpo.label_smoothing, total)
-        final = run(engine, train_loader, make_step(cfg, ref), lambda: evaluate(engine, ref, eval_loader, cfg),
-                    cfg, run_ctx.writer, total, desc="dpo")
-        save_hf(engine.module, tok, cfg.log.output_dir, cfg.ds.zero_stage)
-        log.info("saved the DPO actor to %s", cfg.log.output_dir)
-        run_ctx.summary(steps=total, final_eval=final, data=stats)
+        s = run_ctx.setup(2, load_causal_lm, lambda tok: PairCollator(tok.pad_token_id))
+        engine, ref = s.engine, frozen_reference(cfg, s.tok)
+        run_ctx.log.info("DPO (%s, beta %g, label smoothing %g): %d optimizer steps", cfg.dpo.dpo_loss, cfg.dpo.beta,
+                         cfg.dpo.label_smoothing, s.total)
+        final = run(engine, s.train_loader, make_step(cfg, ref), lambda: evaluate(engine, ref, s.eval_loader, cfg),
+                    cfg, run_ctx.writer, s.total, desc="dpo")
+        save_hf(engine.module, s.tok, cfg.log.output_dir, cfg.ds.zero_stage)
+        run_ctx.log.info("saved the DPO actor to %s", cfg.log.output_dir)
+        run_ctx.summary(steps=s.total, final_eval=final, data=s.stats)
         return final
 
 

@@ -12,9 +12,8 @@ import torch
 from training.utils.config import parse_config
 from training.utils.data import PairCollator
 from training.utils.distributed import all_reduce_sum
-from training.utils.engine import build_train_engine, num_update_steps
 from training.utils.loop import run, to_device
-from training.utils.model import ValueModel, apply_lora, end_scores, load_reward_model, save_hf
+from training.utils.model import ValueModel, end_scores, load_reward_model, save_hf
 from training.utils.model.reward import head
 from training.utils.stage import StageRun, run_cli
 from training.utils.losses import pairwise_loss, per_token_pair_loss
@@ -58,29 +57,24 @@ def evaluate(engine, loader) -> dict:
             "margin": (chosen - rejected) / n, "pairs": n}
 
 
+def value_model(model) -> ValueModel:
+    for p in head(model).parameters():
+        p.requires_grad_(True)  # the new head always trains, LoRA or not
+    return ValueModel(model)
+
+
 def main(argv=None) -> dict:
     cfg = parse_config(argv, "Stage 2: reward model", stage="reward")
     with StageRun(cfg, "reward") as run_ctx:
-        log = run_ctx.log
-        tok = run_ctx.tokenizer("right")
-        train_ds, eval_ds, stats = run_ctx.phase_data(tok, 2)
-        model = load_reward_model(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
-                                  dropout=cfg.model.dropout, seed=cfg.optim.seed)
-        model = apply_lora(model, cfg.lora)
-        for p in head(model).parameters():
-            p.requires_grad_(True)  # the new head always trains, LoRA or not
-        o = cfg.optim
-        train_loader, eval_loader = run_ctx.loaders(train_ds, eval_ds, PairCollator(tok.pad_token_id),
-                                                    o.per_device_train_batch_size, o.per_device_eval_batch_size)
-        total = num_update_steps(len(train_loader), cfg)
-        engine = build_train_engine(ValueModel(model), cfg, total)
-        log.info("reward model: %d training pairs, %d eval pairs, %d optimizer steps, loss %s",
-                 len(train_ds), len(eval_ds), total, cfg.rm.rm_loss)
-        final = run(engine, train_loader, make_step(cfg.rm.rm_loss), lambda: evaluate(engine, eval_loader),
-                    cfg, run_ctx.writer, total, desc="reward")
-        save_hf(engine.module.model, tok, cfg.log.output_dir, cfg.ds.zero_stage)
-        log.info("saved the reward model to %s (eval accuracy %.3f)", cfg.log.output_dir, final.get("acc", 0.0))
-        run_ctx.summary(steps=total, final_eval=final, data=stats)
+        s = run_ctx.setup(2, load_reward_model, lambda tok: PairCollator(tok.pad_token_id), value_model)
+        engine = s.engine
+        run_ctx.log.info("reward model: %d training pairs, %d eval pairs, %d optimizer steps, loss %s",
+                         len(s.train_ds), len(s.eval_ds), s.total, cfg.rm.rm_loss)
+        final = run(engine, s.train_loader, make_step(cfg.rm.rm_loss), lambda: evaluate(engine, s.eval_loader),
+                    cfg, run_ctx.writer, s.total, desc="reward")
+        save_hf(engine.module.model, s.tok, cfg.log.output_dir, cfg.ds.zero_stage)
+        run_ctx.log.info("saved the reward model to %s (eval accuracy %.3f)", cfg.log.output_dir, final.get("acc", 0.0))
+        run_ctx.summary(steps=s.total, final_eval=final, data=s.stats)
         return final
 
 

@@ -5,6 +5,8 @@ import json
 import logging
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
 
 from .config import Config
 from .distributed import barrier, device, init_distributed, is_main, set_seed, world_size
@@ -99,6 +101,28 @@ class StageRun:
         train = make_loader(train_ds, train_batch, collate, True, seed, workers)
         evals = make_loader(eval_ds, eval_batch, collate, False, seed) if len(eval_ds) else []
         return train, evals
+
+    def setup(self, phase: int, load: Callable, collate: Callable, prepare: Callable = lambda m: m) -> SimpleNamespace:
+        """The start of stage 1, stage 2 and DPO: the tokenizer (right padding), the data of ``phase``,
+        the model ``load(name, tok, ...)`` with LoRA, ``prepare(model)`` (the module the engine trains),
+        the loaders with ``collate(tok)``, the optimizer-step count and the DeepSpeed engine.
+
+        Returns a namespace: tok, model, train_ds, eval_ds, stats, train_loader, eval_loader, total, engine."""
+        from .deepspeed_setup import build_train_engine, num_update_steps
+        from .model import apply_lora
+
+        cfg, o = self.cfg, self.cfg.optim
+        tok = self.tokenizer("right")
+        train_ds, eval_ds, stats = self.phase_data(tok, phase)
+        model = apply_lora(load(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
+                                dropout=cfg.model.dropout, seed=o.seed), cfg.lora)
+        module = prepare(model)
+        train_loader, eval_loader = self.loaders(train_ds, eval_ds, collate(tok), o.per_device_train_batch_size,
+                                                 o.per_device_eval_batch_size)
+        total = num_update_steps(len(train_loader), cfg)
+        return SimpleNamespace(tok=tok, model=model, train_ds=train_ds, eval_ds=eval_ds, stats=stats,
+                               train_loader=train_loader, eval_loader=eval_loader, total=total,
+                               engine=build_train_engine(module, cfg, total))
 
     def summary(self, **fields) -> None:
         """Write <output_dir>/summary.json (rank 0)."""

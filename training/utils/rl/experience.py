@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from ..hybrid_engine import GenerationSettings
-from .advantages import ESTIMATORS, estimator_for, sequence_scores
+from .advantages import estimator_for, sequence_scores
 from .maths import RunningMoments, group_advantages, masked_mean, masked_whiten, shape_rewards, silent_groups, uniform_groups
 from .sequences import answer_layout, causal_logprobs, first_action, position_ids_from, repeat_batch, select_rows
 

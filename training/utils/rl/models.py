@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..engine import build_train_engine, frozen
+from ..deepspeed_setup import build_train_engine, frozen
 from ..hybrid_engine import HybridEngine
 from ..model import ValueModel, apply_lora, load_causal_lm, load_reward_model
 from ..model.reward import head

@@ -1,4 +1,4 @@
-"""Building DeepSpeed engines: optimizer, lr schedule, ZeRO config, gradient checkpointing."""
+"""Building DeepSpeed engines for training and frozen inference: optimizer, lr schedule, ZeRO config, gradient checkpointing."""
 from __future__ import annotations
 
 import logging
