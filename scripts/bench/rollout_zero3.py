@@ -72,7 +72,7 @@ def main(argv=None):
             outs[name] = fn(x, m, s)
             t.append(time.perf_counter() - t0)
         times[name] = min(t)
-    equal = {k: bool(torch.equal(v, outs["plain_hf_generate"])) for k, v in outs.items()}
+    equal = {k: bool(torch.equal(v, outs["plain_hf_generate"])) for k, v in outs.items() if k != "plain_hf_generate"}
     tokens = a.batch * a.new_tokens
     res = {"ranks": world_size(), "params_m": round(sum(p.numel() for p in plain.model.parameters()) / 1e6, 2),
            "batch": a.batch, "prompt_len": a.prompt_len, "new_tokens": a.new_tokens,
@@ -84,7 +84,7 @@ def main(argv=None):
         print(json.dumps(res))
         print("\n| path | s per rollout | tokens/s | tokens equal to plain HF |\n|---|---|---|---|")
         for k in paths:
-            print(f"| {k} | {times[k]:.3f} | {tokens / times[k]:.1f} | {equal[k]} |")
+            print(f"| {k} | {times[k]:.3f} | {tokens / times[k]:.1f} | {equal.get(k, '(the reference)')} |")
         print(f"\nHybrid Engine vs generate through the ZeRO-3 engine: {res['speedup_he_vs_zero3_generate']}x")
     return res
 

@@ -1,0 +1,156 @@
+"""The one rollout-and-score path: answer masks, the experience maker's wiring of rewards, KL and
+advantages for a critic-free and a critic algorithm, pair filtering, and the ZeRO-3 gather the
+Hybrid Engine generates under."""
+import math
+
+import pytest
+import torch
+
+from training.utils.config import parse_config
+from training.utils.losses import token_logprobs
+from training.utils.rl.experience import ExperienceMaker
+from training.utils.rl.sequences import answer_layout, position_ids_from
+
+EOS = 2
+
+
+def test_answer_layout_hand_values():
+    # prompt width 3 (row 0 left-padded by one); answers of width 4: row 0 ends at its EOS (third
+    # answer token), row 1 never emits EOS, row 2 emits EOS first and then junk
+    prompt_mask = torch.tensor([[0, 1, 1], [1, 1, 1], [1, 1, 1]])
+    seq = torch.tensor([[0, 5, 6, 7, 8, EOS, 9], [4, 5, 6, 7, 8, 9, 9], [4, 5, 6, EOS, 7, EOS, 8]])
+    attn, action, end, has_eos = answer_layout(seq, prompt_mask, EOS)
+    assert attn.tolist() == [[0, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]]
+    # state s takes the action seq[s + 1]: states 2.. are answer states
+    assert action.tolist() == [[0, 0, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1], [0, 0, 1, 0, 0, 0]]
+    assert end.tolist() == [5, 6, 3] and has_eos.tolist() == [True, False, True]
+    assert position_ids_from(attn)[0].tolist() == [0, 0, 1, 2, 3, 4, 4]     # padding repeats the last
+
+
+class FakeHybrid:
+    """Returns fixed answers after the prompts; ``engine`` is a real model, so log-probs are real."""
+
+    def __init__(self, model, answers: torch.Tensor):
+        self.engine, self.answers = model, answers
+
+    def generate(self, ids, mask, settings):
+        return torch.cat([ids, self.answers[:ids.shape[0]]], 1)
+
+    def eval(self):
+        self.engine.eval()
+
+
+def _full_logprobs(model, seq, attn, temperature):
+    pos = position_ids_from(attn)
+    with torch.no_grad():
+        logits = model(input_ids=seq, attention_mask=attn, position_ids=pos).logits[:, :-1].float()
+    return token_logprobs(logits / temperature, seq[:, 1:])
+
+
+def _maker(flags, model, ref, answers, scores, critic=None):
+    cfg = parse_config(flags, stage="rl")
+    reward_fn = lambda seq, attn, pos, end, batch, rollout=True: scores[:seq.shape[0]].clone()
+    return ExperienceMaker(FakeHybrid(model, answers), ref, critic, reward_fn, None, cfg.rl, cfg.rewards,
+                           answers.shape[1], lambda: cfg.rl.kl_coef), cfg
+
+
+@pytest.fixture(scope="module")
+def models(tiny_tok):
+    from training.utils.model import load_causal_lm
+
+    return load_causal_lm("tiny", tiny_tok, seed=1).eval(), load_causal_lm("tiny", tiny_tok, seed=2).eval()
+
+
+def _tok(eos):
+    class T:
+        eos_token_id = eos
+    return T()
+
+
+def test_grpo_experience_scores_penalises_and_normalises_per_group(models):
+    model, ref = models
+    prompt = {"input_ids": torch.tensor([[0, 11, 12, 13]]), "attention_mask": torch.tensor([[0, 1, 1, 1]])}
+    answers = torch.tensor([[21, 22, EOS], [23, EOS, 0], [24, 25, EOS], [26, 27, 28]])     # the last: no EOS
+    maker, cfg = _maker(["--algo", "grpo", "--num_samples_per_prompt", "4", "--kl_coef", "0.1",
+                         "--missing_eos_penalty", "0.5", "--temperature", "0.7"], model, ref, answers,
+                        torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    maker.tok = _tok(EOS)
+    exp, m = maker.make(prompt)
+    s = torch.tensor([1.0, 0.0, 0.0, 0.5])                   # the answer without EOS pays 0.5
+    mean, std = 0.375, math.sqrt((0.625 ** 2 + 2 * 0.375 ** 2 + 0.125 ** 2) / 3)
+    want = (s - mean) / (std + 1e-6)
+    assert exp.action_mask.sum(1).tolist() == [3, 2, 3, 3]
+    per_answer = (exp.advantages * exp.action_mask).sum(1) / exp.action_mask.sum(1)
+    assert per_answer.tolist() == pytest.approx(want.tolist(), abs=1e-5)
+    assert (exp.advantages * (1 - exp.action_mask)).abs().sum() == 0
+    # log-probs at the rollout temperature from the plain full forward of each model
+    seq, attn = exp.sequences, exp.attention_mask
+    torch.testing.assert_close(exp.old_logp * exp.action_mask, _full_logprobs(model, seq, attn, 0.7) * exp.action_mask,
+                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(exp.ref_logp * exp.action_mask, _full_logprobs(ref, seq, attn, 0.7) * exp.action_mask,
+                               rtol=0, atol=1e-5)
+    kl = ((exp.old_logp - exp.ref_logp) * exp.action_mask).sum(1).mean().item()
+    assert m["kl"] == pytest.approx(kl, abs=1e-5) and abs(kl) > 1e-3      # two different models
+    assert m["reward"] == pytest.approx(0.5) and m["score_used"] == pytest.approx(0.375)
+    assert exp.values is None and exp.returns is None and m["kept_answers"] == 4
+
+
+def test_ppo_experience_gae_with_clipped_score_and_critic_values(models):
+    model, _ = models
+    prompt = {"input_ids": torch.tensor([[11, 12, 13]]), "attention_mask": torch.tensor([[1, 1, 1]])}
+    answers = torch.tensor([[21, 22, EOS]])
+
+    def critic(seq, attn, pos):              # V(s) = 0.1 x s
+        return 0.1 * torch.arange(seq.shape[1], dtype=torch.float32).expand(seq.shape[0], -1)
+    critic.eval = lambda: None
+    # gamma = lambda = 1, no KL, no whitening: A_t = clipped score - V(s_t), returns = clipped score
+    maker, _ = _maker(["--kl_coef", "0", "--lam", "1", "--whiten_advantages", "false", "--reward_clip", "5"],
+                      model, model, answers, torch.tensor([7.0]), critic)
+    maker.tok = _tok(EOS)
+    exp, m = maker.make(prompt)
+    assert exp.action_mask[0].tolist() == [0, 0, 1, 1, 1]
+    assert exp.advantages[0, 2:].tolist() == pytest.approx([5 - 0.2, 5 - 0.3, 5 - 0.4], abs=1e-6)
+    assert exp.returns[0, 2:].tolist() == pytest.approx([5.0, 5.0, 5.0], abs=1e-6)
+    assert exp.score.tolist() == [7.0] and m["reward"] == 7.0        # the raw score is what is logged
+    assert m["kl"] == pytest.approx(0.0, abs=1e-6)                     # reference = actor
+
+
+def test_online_dpo_drops_tied_pairs_and_keeps_ranked_ones(models):
+    model, ref = models
+    prompt = {"input_ids": torch.tensor([[11, 12], [13, 14]]), "attention_mask": torch.ones(2, 2, dtype=torch.long)}
+    answers = torch.tensor([[21, EOS], [22, EOS], [23, EOS], [24, EOS]])
+    maker, _ = _maker(["--algo", "online_dpo", "--num_samples_per_prompt", "2", "--kl_coef", "0"], model, ref,
+                      answers, torch.tensor([1.0, 1.0, 0.0, 2.0]))       # prompt 0 tied, prompt 1 prefers answer 2
+    maker.tok = _tok(EOS)
+    exp, m = maker.make(prompt)
+    assert exp.sequences.shape[0] == 2 and m["kept_answers"] == 2
+    assert exp.sequences[:, -2].tolist() == [23, 24]
+    assert (exp.advantages * exp.action_mask).sum(1).tolist() == [-2.0, 2.0]     # -1 / +1 on each answer token
+    tied, _ = _maker(["--algo", "online_dpo", "--num_samples_per_prompt", "2", "--kl_coef", "0"], model, ref,
+                     answers, torch.tensor([1.0, 1.0, 3.0, 3.0]))
+    tied.tok = _tok(EOS)
+    assert tied.make(prompt)[0] is None
+
+
+def test_zero3_gather_gives_every_full_weight_and_restores_the_partition(tiny_tok):
+    import copy
+
+    from training.utils.deepspeed_setup import build_train_engine
+    from training.utils.distributed import init_distributed
+    from training.utils.hybrid_engine import zero3_gathered_without_hooks
+    from training.utils.model import load_causal_lm
+
+    init_distributed()
+
+    model = load_causal_lm("tiny", tiny_tok, seed=4)
+    want = {n: p.detach().clone() for n, p in copy.deepcopy(model).named_parameters()}
+    engine = build_train_engine(model, parse_config(["--zero_stage", "3", "--per_device_train_batch_size", "2"]), 1)
+    params = dict(engine.module.named_parameters())
+    assert all(p.numel() == 0 or p.shape != want[n].shape for n, p in params.items())     # partitioned
+    with zero3_gathered_without_hooks(engine):
+        for n, p in params.items():
+            assert torch.equal(p.data, want[n]), n
+    assert all(p.data.numel() == 0 for p in params.values())      # released again after the context
+    x = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():       # the hooks are back: a plain forward through the engine still works
+        assert engine.module(input_ids=x).logits.shape == (1, 3, len(tiny_tok))
