@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
+
 from applications.chat_engine import ChatEngine, ContextOverflow, Request, Sampling
 
 DEFAULT_FINAL = Path("output/step3-models/smollm2-135m/actor")
@@ -46,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--system", default=None, help="a system message kept at the top of the history")
     ap.add_argument("--prompt", default=None, help="ask this one question, print the answer and exit")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    ap.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                    help="weights and activations: auto is bf16 on a CUDA GPU with bf16, fp16 on older ones, fp32 "
+                         "on CPU (bf16 also runs on CPU; fp16 needs a GPU)")
     ap.add_argument("--trust_remote_code", action="store_true")
     srv = ap.add_argument_group("server (--serve)")
     srv.add_argument("--serve", action="store_true", help="run the OpenAI-compatible HTTP server")
@@ -156,7 +161,15 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = a.model or default_model()
-    engine = ChatEngine(model, template=a.template, max_context=a.max_context, device=a.device,
+    from training.utils.config import ConfigError
+    from training.utils.ds_config import resolve_dtype, torch_dtype
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dtype = torch_dtype(resolve_dtype(a.dtype, torch.device(device).type))
+    except ConfigError as e:
+        sys.exit(f"chat.py: --dtype {a.dtype}: {e}")
+    engine = ChatEngine(model, template=a.template, max_context=a.max_context, device=device, dtype=dtype,
                         trust_remote_code=a.trust_remote_code)
     if a.serve:
         from applications.server import Limits, serve

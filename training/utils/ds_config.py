@@ -79,7 +79,9 @@ def train_config(cfg: Config, world_size: int, device_type: str,
     if dtype == "bf16":
         conf["bf16"] = {"enabled": True}
     elif dtype == "fp16":
-        conf["fp16"] = {"enabled": True, "loss_scale_window": 100, "initial_scale_power": 16}
+        # dynamic loss scaling: start at 2^16, halve on overflow (after 2 in a row), double after 100 clean steps
+        conf["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 100,
+                        "hysteresis": 2, "min_loss_scale": 1}
     if cfg.ds.deepspeed_config:
         _deep_update(conf, load_user_json(cfg.ds.deepspeed_config))
     return conf
