@@ -65,7 +65,22 @@ def parse(argv):
     ap.add_argument("--deployment-type", default="single_gpu", choices=("single_gpu", "single_node", "multi_node"))
     ap.add_argument("--num-processes", type=int, default=0,
                     help="ranks for single_node (default: every local GPU; on CPU 2)")
-    ap.add_argument("--hostfile", default="/job/hostfile", help="hostfile for multi_node")
+    ap.add_argument("--hostfile", default="/job/hostfile",
+                    help="multi_node: DeepSpeed hostfile ('host slots=N' per line); the launcher reaches the other "
+                         "hosts by ssh (pdsh), or, with --no-ssh, every node runs this same command itself")
+    mn = ap.add_argument_group("multi_node without ssh (every node runs the same command, e.g. from a Slurm job step)")
+    mn.add_argument("--no-ssh", action="store_true",
+                    help="one launcher per node; each node passes its own --node-rank (or sets NODE_RANK / SLURM_NODEID)")
+    mn.add_argument("--node-rank", type=int, default=None, help="this node's index, 0 .. num-nodes - 1 "
+                    "(default: $NODE_RANK, else $SLURM_NODEID)")
+    mn.add_argument("--num-nodes", type=int, default=None,
+                    help="nodes in the run (default: the hostfile's hosts, else $SLURM_NNODES); without a hostfile "
+                         "each node runs --num-processes ranks")
+    mn.add_argument("--master-addr", default=None,
+                    help="address of node 0, reachable from every node (default: $MASTER_ADDR, else the hostfile's "
+                         "first host)")
+    mn.add_argument("--master-port", type=int, default=None,
+                    help="rendezvous port on node 0 (default: $MASTER_PORT, else 29500); stage N uses port + N - 1")
     ap.add_argument("--output-dir", default="output")
     ap.add_argument("--config", help="YAML/JSON config file passed to every stage")
     ap.add_argument("--eval-prompts", type=int, default=0,
@@ -83,7 +98,41 @@ def parse(argv):
     return ap.parse_known_args(argv)
 
 
-def launcher(args) -> list[str]:
+def no_ssh_settings(args) -> dict:
+    """multi_node --no-ssh: this node's rank, the node count, the master address and port, and the
+    hostfile every node's launcher reads (the given one, else one written for --num-nodes)."""
+    env = os.environ
+    hosts = []
+    if Path(args.hostfile).is_file():
+        hosts = [ln.split()[0] for ln in Path(args.hostfile).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    nodes = args.num_nodes or (len(hosts) if hosts else int(env.get("SLURM_NNODES", "0")))
+    rank = args.node_rank if args.node_rank is not None else int(env.get("NODE_RANK", env.get("SLURM_NODEID", "-1")))
+    master = args.master_addr or env.get("MASTER_ADDR") or (hosts[0] if hosts else "")
+    if nodes < 1:
+        sys.exit("multi_node --no-ssh needs the node count: --num-nodes N (or a --hostfile, or $SLURM_NNODES)")
+    if hosts and len(hosts) != nodes:
+        sys.exit(f"--num-nodes {nodes} but the hostfile {args.hostfile} lists {len(hosts)} hosts")
+    if not 0 <= rank < nodes:
+        sys.exit(f"multi_node --no-ssh needs this node's rank in 0..{nodes - 1}: --node-rank (or $NODE_RANK / "
+                 f"$SLURM_NODEID); got {rank}")
+    if not master:
+        sys.exit("multi_node --no-ssh needs node 0's address: --master-addr (or $MASTER_ADDR, or a hostfile)")
+    hostfile = args.hostfile
+    if not hosts:
+        import torch
+
+        per_node = args.num_processes or (torch.cuda.device_count() if torch.cuda.is_available() else 1)
+        d = Path(args.output_dir) / "logs"
+        d.mkdir(parents=True, exist_ok=True)
+        hostfile = str(d / f"hostfile-{nodes}x{per_node}")
+        tmp = Path(f"{hostfile}.{os.getpid()}")
+        tmp.write_text("".join(f"node-{i} slots={per_node}\n" for i in range(nodes)))
+        os.replace(tmp, hostfile)        # every node writes the same text: whichever lands last is right
+    port = args.master_port or int(env.get("MASTER_PORT", "29500"))
+    return {"rank": rank, "nodes": nodes, "master": master, "port": port, "hostfile": hostfile}
+
+
+def launcher(args, step: int = 1) -> list[str]:
     if args.deployment_type == "single_gpu":
         return [sys.executable]
     import torch
@@ -93,8 +142,13 @@ def launcher(args) -> list[str]:
     ds = [sys.executable, "-m", "deepspeed.launcher.runner"]
     if args.deployment_type == "single_node":
         return ds + ["--num_gpus", str(n), "--master_port", str(29500 + os.getpid() % 1000)]
+    if args.no_ssh:
+        s = no_ssh_settings(args)
+        return ds + ["--hostfile", s["hostfile"], "--no_ssh", "--node_rank", str(s["rank"]), "--master_addr",
+                     s["master"], "--master_port", str(s["port"] + step - 1)]
     if not Path(args.hostfile).is_file():
-        sys.exit(f"multi_node needs a hostfile; {args.hostfile} does not exist (use --hostfile)")
+        sys.exit(f"multi_node needs a hostfile; {args.hostfile} does not exist (use --hostfile, or --no-ssh "
+                 f"with --num-nodes)")
     return ds + ["--hostfile", args.hostfile]
 
 
@@ -222,6 +276,12 @@ def run_stage(step: int, cmd: list[str], log_path: Path) -> float:
                     "--offload, --lora_dim 128 --only_optimize_lora, or --gradient_checkpointing")
         elif "dataerror" in text or "configerror" in text:
             hint = "fix the data or config entry named above"
+        elif "did not all meet" in text or "started with different configuration" in text:
+            hint = ("start every node with the same command, each with its own --node-rank, the same --num-nodes "
+                    "and a --master-addr / --master-port that every node can reach")
+        elif "connection closed by peer" in text or "timed out waiting" in text:
+            hint = ("another rank or node stopped (see its log); after fixing it, rerun the same command with "
+                    "--resume on every node")
         sys.exit(f"stage {step} failed (exit {rc}); full log: {log_path}" + (f"\nlikely fix: {hint}" if hint else ""))
     return time.time() - t0
 
@@ -262,7 +322,7 @@ def main(argv=None) -> dict:
     routed = route(extra, args, steps)
     for step in steps:
         script = ROOT / "training" / stage_script(step, args)
-        plans.append((step, launcher(args) + [str(script)] + stage_args(step, args, routed[step])))
+        plans.append((step, launcher(args, step) + [str(script)] + stage_args(step, args, routed[step])))
     from training.utils.config import ConfigError, parse_config
 
     from training.utils.data.sources import DataError, Keys, get_source
@@ -293,6 +353,9 @@ def main(argv=None) -> dict:
             times[step] = 0.0
             continue
         times[step] = run_stage(step, cmd, run_logs(out, run_id) / f"step{step}.log")
+    if args.deployment_type == "multi_node" and args.no_ssh and no_ssh_settings(args)["rank"] != 0:
+        print(f"\n=== node {no_ssh_settings(args)['rank']}: every stage finished; node 0 writes the report", flush=True)
+        return {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}}
     report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}, "models": {}}
     rm_dir, answers = None, {}
     if 2 in steps and args.algo != "dpo" or 3 in steps and args.algo == "ppo":

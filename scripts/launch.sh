@@ -6,6 +6,10 @@
 # Environment: MODEL (default smollm2-135m), REWARD_MODEL (stage 3), OUTPUT (default output),
 # CONFIG (a preset to use instead of training/configs/<smollm2|tiny>-stepN.yaml),
 # NUM_GPUS (single_node; default every local GPU, 2 ranks on CPU), HOSTFILE (multi_node).
+# multi_node without ssh (every node runs the same command; e.g. `srun` in a Slurm job):
+# NO_SSH=1, NODE_RANK (default $SLURM_NODEID), NUM_NODES (default: the hostfile's hosts, else
+# $SLURM_NNODES), MASTER_ADDR (node 0, reachable from every node), MASTER_PORT (default 29500),
+# NUM_GPUS (ranks per node when there is no hostfile; default every local GPU, 1 on CPU).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -37,7 +41,25 @@ launch_stage() {  # launch_stage DEPLOYMENT STEP [stage flags...]
       exec "$PY" -m deepspeed.launcher.runner --num_gpus "$n" "$script" "${args[@]}" "$@" ;;
     multi_node)
       local hf=${HOSTFILE:-/job/hostfile}
-      [ -f "$hf" ] || { echo "multi_node needs a hostfile: $hf does not exist (set HOSTFILE)" >&2; return 2; }
+      if [ "${NO_SSH:-0}" = 1 ]; then
+        local rank=${NODE_RANK:-${SLURM_NODEID:-}} nodes=${NUM_NODES:-} master=${MASTER_ADDR:-}
+        if [ -f "$hf" ]; then
+          nodes=${nodes:-$(grep -cv '^\s*\(#\|$\)' "$hf")}
+          master=${master:-$(grep -v '^\s*\(#\|$\)' "$hf" | head -n1 | cut -d' ' -f1)}
+        else
+          nodes=${nodes:-${SLURM_NNODES:-}}
+          local per=${NUM_GPUS:-$("$PY" -c 'import torch; print(torch.cuda.device_count() or 1)')}
+          [ -n "$nodes" ] || { echo "NO_SSH=1 needs NUM_NODES (or a HOSTFILE, or SLURM_NNODES)" >&2; return 2; }
+          hf="$out/logs/hostfile-${nodes}x${per}"
+          mkdir -p "$out/logs"
+          for ((i = 0; i < nodes; i++)); do echo "node-$i slots=$per"; done > "$hf.$$" && mv "$hf.$$" "$hf"
+        fi
+        [ -n "$rank" ] || { echo "NO_SSH=1 needs NODE_RANK (this node's index; or SLURM_NODEID)" >&2; return 2; }
+        [ -n "$master" ] || { echo "NO_SSH=1 needs MASTER_ADDR (node 0's address)" >&2; return 2; }
+        exec "$PY" -m deepspeed.launcher.runner --hostfile "$hf" --no_ssh --node_rank "$rank" --master_addr "$master" \
+          --master_port "${MASTER_PORT:-29500}" "$script" "${args[@]}" "$@"
+      fi
+      [ -f "$hf" ] || { echo "multi_node needs a hostfile: $hf does not exist (set HOSTFILE, or NO_SSH=1)" >&2; return 2; }
       exec "$PY" -m deepspeed.launcher.runner --hostfile "$hf" "$script" "${args[@]}" "$@" ;;
   esac
 }

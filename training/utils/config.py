@@ -116,6 +116,8 @@ class DeepSpeedConfig:
     deepspeed_config: str = _f("", "a DeepSpeed JSON whose entries override the built config",
                                aliases=("--deepspeed_config_file",))
     local_rank: int = _f(-1, "set by the deepspeed launcher")
+    dist_timeout: float = _f(1800.0, "seconds a rank waits for the others, at start-up (a node that is missing or "
+                                     "cannot reach the master) and in every collective, before it stops with an error")
 
 
 @dataclass

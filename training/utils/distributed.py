@@ -15,11 +15,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed() -> None:
+class DistributedStartError(RuntimeError):
+    """The ranks of a run could not all meet: a missing node, an unreachable master, a wrong count."""
+
+
+def init_distributed(timeout_s: float = 1800.0) -> None:
     """Initialise torch.distributed through DeepSpeed (nccl on CUDA, gloo on CPU).
 
-    Works under the ``deepspeed`` launcher and as a plain single process (rank 0 of 1).
+    Works under the ``deepspeed`` launcher and as a plain single process (rank 0 of 1). Every rank
+    waits at most ``timeout_s`` for the others, at start-up and in every collective afterwards; a
+    rendezvous that does not complete ends with ``DistributedStartError`` saying what to check.
     """
+    import datetime
+
     import deepspeed
     import torch.distributed as dist
 
@@ -30,7 +38,33 @@ def init_distributed() -> None:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))
     announce_op_build()
-    deepspeed.init_distributed()
+    try:
+        deepspeed.init_distributed(timeout=datetime.timedelta(seconds=timeout_s))
+    except (RuntimeError, TimeoutError, ConnectionError) as e:       # torch's DistStoreError is a RuntimeError
+        env = os.environ
+        raise DistributedStartError(
+            f"rank {env.get('RANK')} of {env.get('WORLD_SIZE')}: the ranks did not all meet at "
+            f"{env.get('MASTER_ADDR')}:{env.get('MASTER_PORT')} within {timeout_s:g} s ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}). Check that every node was started, with the same "
+            f"--num-nodes and ranks per node, and that the master address and port are reachable from every "
+            f"node") from e
+
+
+def same_on_every_rank(name: str, value: dict) -> None:
+    """Stop every rank with one message when ``value`` (e.g. the run's config) differs between ranks:
+    nodes launched with different flags or files would otherwise train different things or hang."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    diffs = sorted({k for other in out[1:] for k in set(out[0]) | set(other) if out[0].get(k) != other.get(k)})
+    if diffs:
+        where = ", ".join(f"{k}: " + " / ".join(f"rank {r} {v.get(k)!r}" for r, v in enumerate(out)) for k in diffs[:3])
+        raise DistributedStartError(f"the ranks were started with different {name} ({where}"
+                                    f"{', ...' if len(diffs) > 3 else ''}): launch every node with the same "
+                                    f"command and files")
 
 
 def announce_op_build() -> None:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Callable
 
 from .config import Config
-from .distributed import barrier, device, init_distributed, is_main, set_seed, world_size
+from .distributed import barrier, device, init_distributed, is_main, same_on_every_rank, set_seed, world_size
 from .logging import MetricsWriter, setup_logging
 
 
@@ -20,12 +20,16 @@ def run_cli(main, argv) -> None:
 
     from .config import ConfigError
     from .data.sources import DataError
+    from .distributed import DistributedStartError
 
     try:
         main(argv)
     except (ConfigError, DataError) as e:
         if is_main():
             print(f"error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except DistributedStartError as e:      # every rank says it: rank 0 may be the one missing
+        print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
@@ -61,7 +65,10 @@ class StageRun:
             raise SystemExit(f"{self.out} holds a finished run (summary.json): pass --overwrite to train again "
                              f"and replace its model, --resume to continue from its checkpoints, or choose "
                              f"another --output_dir")
-        init_distributed()
+        init_distributed(cfg.ds.dist_timeout)
+        flat = {f"{sec}.{k}": v for sec, fields in cfg.to_dict().items() for k, v in fields.items()}
+        flat.pop("ds.local_rank")
+        same_on_every_rank("configuration", flat)
         if is_main():
             self.out.mkdir(parents=True, exist_ok=True)
         barrier()
