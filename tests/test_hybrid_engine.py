@@ -96,12 +96,15 @@ def test_step3_throughput_benchmark_measures_every_phase(tmp_path):
     spec.loader.exec_module(mod)
     out = tmp_path / "bench.jsonl"
     res = mod.main(["--actor", "64,2,2,128", "--critic", "32,1,2,64", "--prompt_len", "8", "--answer_len", "4",
-                    "--batch", "2", "--steps", "1", "--warmup", "0", "--json", str(out)])
+                    "--batch", "2", "--steps", "1", "--warmup", "0", "--json", str(out), "--offload_idle_models",
+                    "--critic_zero_stage", "2"])
     assert json.loads(out.read_text()) == res
     assert res["greedy_equal_to_plain"] == {"hybrid_engine": True, "engine_generate": True}
     # phases are measured separately and must fit inside the measured step (JSON rounded to 1 ms)
     assert res["step_s"] >= res["generation_s"] + res["training_s"] - 2e-3
     assert all(v > 0 for v in res["tflops"].values()) and res["peak_memory_gb"] > 0
+    assert res["offload_idle_models"] and set(res["phase_peak_memory_gb"]) == {"generation", "experience", "training"}
+    assert all(0 < v <= res["peak_memory_gb"] + 1e-3 for v in res["phase_peak_memory_gb"].values())
     # reading every weight once at memory bandwidth is a floor that a measured decode step cannot beat
     assert 0 < res["decode_floor_ms"] < res["decode_ms_per_step"]
     assert set(res["rollout_s"]) == {"hybrid_engine", "plain_hf_generate", "engine_generate"}

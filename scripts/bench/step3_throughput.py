@@ -65,6 +65,26 @@ def peak_memory_gb(dev) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # KiB -> GiB (process RSS)
 
 
+def reset_phase_peak(dev) -> None:
+    """Start a new peak: CUDA's allocator statistics, or the process's peak RSS (Linux clear_refs 5)."""
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass           # not Linux, or not allowed: the figure is then the process's peak so far
+
+
+def phase_peak_gb(dev) -> float:
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 2 ** 30
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kib / 2 ** 20
+
+
 def sync(dev):
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -148,6 +168,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--offload", action="store_true")
     ap.add_argument("--gradient_checkpointing", action="store_true")
     ap.add_argument("--static_cache", action="store_true", help="rollouts with the static KV cache path")
+    ap.add_argument("--offload_idle_models", action="store_true",
+                    help="reference, reward model and critic leave device memory while a phase does not use them")
     ap.add_argument("--bandwidth_gbs", type=float, default=3350.0,
                     help="memory bandwidth for the decode floor (GB/s; H100 SXM HBM3 about 3350)")
     ap.add_argument("--json", default=None, help="append the JSON line to this file")
@@ -157,6 +179,7 @@ def main(argv=None) -> dict:
     from training.utils.distributed import device, init_distributed, is_main, world_size
     from training.utils.model import end_scores, load_tokenizer
     from training.utils.rl.experience import ExperienceMaker
+    from training.utils.rl.residency import Residency
     from training.utils.rl.trainer import RLTrainer
 
     init_distributed()
@@ -177,8 +200,10 @@ def main(argv=None) -> dict:
     def reward_fn(seq, attn, pos, end, batch):
         return end_scores(rm(seq, attn, pos), end)
 
-    trainer = RLTrainer(he, critic, cfg.rl, a.actor_zero_stage, a.answer_len)
-    maker = ExperienceMaker(he, ref, critic, reward_fn, tok, cfg.rl, cfg.rewards, a.answer_len, trainer.kl_coef)
+    resident = Residency(a.offload_idle_models, dev, {"ref": ref, "critic": critic, "reward:0": rm})
+    trainer = RLTrainer(he, critic, cfg.rl, a.actor_zero_stage, a.answer_len, residency=resident)
+    maker = ExperienceMaker(he, ref, critic, reward_fn, tok, cfg.rl, cfg.rewards, a.answer_len, trainer.kl_coef,
+                            resident)
     maker.settings.min_new_tokens = a.answer_len          # fixed answer length
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(10, min(len(tok), 49000) - 10, (a.batch, a.prompt_len), generator=g).to(dev)
@@ -187,7 +212,18 @@ def main(argv=None) -> dict:
     L = P + A
     # the rollout paths first, while the copy outside DeepSpeed still has the actor's weights
     secs, equal = rollout_paths(a, tok, he, plain, prompts, mask)
+    del plain                    # the comparison copy is done with: it would count in every phase's memory
     rec = {"gen": [], "exp": [], "train": [], "step": []}
+    peak = {"generation": 0.0, "experience": 0.0, "training": 0.0}
+    generate = he.generate
+
+    def measured_generate(*args):          # the generation phase's own peak, inside the experience maker
+        reset_phase_peak(dev)
+        out = generate(*args)
+        peak["generation"] = max(peak["generation"], phase_peak_gb(dev))
+        reset_phase_peak(dev)
+        return out
+    he.generate = measured_generate
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     for i in range(a.warmup + a.steps):
@@ -195,9 +231,12 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         exp, m = maker.make({"input_ids": prompts, "attention_mask": mask})
         sync(dev)
+        peak["experience"] = max(peak["experience"], phase_peak_gb(dev))
         t1 = time.perf_counter()
+        reset_phase_peak(dev)
         trainer.train([exp], i, a.train_batch, dev)
         sync(dev)
+        peak["training"] = max(peak["training"], phase_peak_gb(dev))
         t2 = time.perf_counter()
         if i >= a.warmup:
             assert int(exp.action_mask.sum()) == B * A, "answers were not the fixed length"
@@ -224,7 +263,8 @@ def main(argv=None) -> dict:
                    "experience": round(exp_flops / mean["exp"] / 1e12, 4),
                    "training": round(train_flops / mean["train"] / 1e12, 4),
                    "end_to_end": round((gen_flops + exp_flops + train_flops) / mean["step"] / 1e12, 4)},
-        "peak_memory_gb": round(peak_memory_gb(dev), 2),
+        "peak_memory_gb": round(peak_memory_gb(dev), 2), "offload_idle_models": a.offload_idle_models,
+        "phase_peak_memory_gb": {k: round(v, 3) for k, v in peak.items()},
         # one decode step reads every actor weight once: that read at --bandwidth_gbs is the floor
         "decode_ms_per_step": round(secs["hybrid_engine"] / A * 1e3, 3),
         "decode_floor_ms": round(weight_bytes / (a.bandwidth_gbs * 1e9) * 1e3, 3),
@@ -254,6 +294,8 @@ def table(r: dict) -> str:
         ("training (actor + critic)", f"{r['training_s']} s, {r['training_tokens_per_s']} tokens/s, {t['training']} TFLOP/s"),
         ("end to end", f"{r['step_s']} s per step, {r['samples_per_s']} samples/s, {t['end_to_end']} TFLOP/s"),
         ("peak memory", f"{r['peak_memory_gb']} GiB"),
+        ("peak memory per phase" + (" (idle models offloaded)" if r["offload_idle_models"] else ""),
+         ", ".join(f"{k} {v} GiB" for k, v in r["phase_peak_memory_gb"].items())),
         ("decode step (greedy rollout / answer tokens)", f"{r['decode_ms_per_step']} ms; weight-read floor "
                                                          f"{r['decode_floor_ms']} ms"),
         ("rollout: Hybrid Engine", f"{r['rollout_s']['hybrid_engine']} s"),

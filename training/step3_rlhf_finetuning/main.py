@@ -25,6 +25,7 @@ from training.utils.loop import NonFinite, make_loader
 from training.utils.model import save_hf
 from training.utils.model.save import write_hf
 from training.utils.rl.experience import ExperienceMaker
+from training.utils.rl.residency import Residency
 from training.utils.rl.models import build_actor, build_critic, build_reference, build_reward_sources
 from training.utils.rl.runner import Counted, Faulty, RLLoop, batch_reward
 from training.utils.rl.trainer import RLTrainer, cycle
@@ -55,14 +56,18 @@ def main(argv=None) -> dict:
 
         he = build_actor(cfg, tok, updates)
         ref = build_reference(cfg, tok)
-        reward = Faulty(build_reward_sources(cfg, tok))
+        reward, reward_models = build_reward_sources(cfg, tok)
+        reward = Faulty(reward)
         log.info("reward: %s", " + ".join(f"{w:g} x {n}" for w, n in zip(reward.reward.weights, reward.reward.names)))
         reward_fn = batch_reward(reward, tok)
         critic = build_critic(cfg, tok, updates)
         guard = NonFinite(cfg.ckpt.max_nonfinite, cfg.log.output_dir)
+        resident = Residency(c.offload_idle_models, dev, {"ref": ref, "critic": critic,
+                                                          **{f"reward:{i}": m for i, m in enumerate(reward_models)}})
         trainer = RLTrainer(he, critic, c, cfg.ds.zero_stage, cfg.data.max_answer_seq_len, cfg.dpo.beta,
-                            has_ref=ref is not None, guard=guard, unsup_iter=unsup)
-        maker = ExperienceMaker(he, ref, critic, reward_fn, tok, c, r, cfg.data.max_answer_seq_len, trainer.kl_coef)
+                            has_ref=ref is not None, guard=guard, unsup_iter=unsup, residency=resident)
+        maker = ExperienceMaker(he, ref, critic, reward_fn, tok, c, r, cfg.data.max_answer_seq_len, trainer.kl_coef,
+                                resident)
         engines = {"actor": he.engine, **({"critic": critic} if critic is not None else {})}
         log.info("%s: %d iterations x %d rollout batch(es) of %d prompts x %d answers%s, %d epoch(s), micro-batch %d, "
                  "actor ZeRO-%d%s, KL %s (coef %g%s), loss reduction %s%s", c.algo.upper(), iterations,

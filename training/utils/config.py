@@ -172,6 +172,9 @@ class RLConfig:
     critic_lora_dim: int = _f(0, "LoRA rank of the critic (0: full fine-tuning)")
     critic_gradient_checkpointing: bool = _f(False, "gradient checkpointing for the critic")
     offload_reference_model: bool = _f(False, "keep the frozen reference model's parameters in CPU memory (ZeRO-3 offload)")
+    offload_idle_models: bool = _f(False, "keep only the models a phase uses in device memory: the reference, the "
+                                          "reward model(s) and the critic (with its optimizer state) move to CPU "
+                                          "memory while idle (generation keeps the actor alone); pays on a GPU")
     disable_actor_dropout: bool = _f(True, "turn the actor's dropout off in stage 3 (old log-probs are taken in eval "
                                            "mode, so dropout would make the first PPO ratio differ from 1); "
                                            "false keeps --dropout / the model's own")

@@ -16,6 +16,7 @@ import torch
 
 from ..hybrid_engine import GenerationSettings
 from .advantages import estimator_for, sequence_scores
+from .residency import Residency
 from .maths import RunningMoments, group_advantages, masked_mean, masked_whiten, shape_rewards, silent_groups, uniform_groups
 from .sequences import answer_layout, causal_logprobs, first_action, position_ids_from, repeat_batch, select_rows
 
@@ -42,9 +43,10 @@ class ExperienceMaker:
     """Turns a prompt batch into an Experience (``None`` when no answer carries a learning signal)."""
 
     def __init__(self, hybrid, ref, critic, reward_fn: Callable, tokenizer, rl_cfg, reward_cfg, max_new_tokens: int,
-                 kl_coef_fn: Callable[[], float]):
+                 kl_coef_fn: Callable[[], float], residency: Optional[Residency] = None):
         self.he, self.ref, self.critic, self.reward_fn = hybrid, ref, critic, reward_fn
         self.tok, self.c, self.r, self.kl_coef = tokenizer, rl_cfg, reward_cfg, kl_coef_fn
+        self.resident = residency or Residency(False, torch.device("cpu"), {})
         self.est = estimator_for(rl_cfg.algo)
         self.kl_in_reward = (rl_cfg.kl_in_reward or self.est.kl_in_reward) and ref is not None
         self.settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True,
@@ -66,9 +68,11 @@ class ExperienceMaker:
     def answer(self, batch: dict, settings: GenerationSettings, **reward_kw):
         """Generate for ``batch`` and score: (seq, attn, pos, action, raw score, score less the
         missing-EOS penalty, has_eos)."""
+        self.resident.use()                          # generation: the actor alone
         seq = self.he.generate(batch["input_ids"], batch["attention_mask"], settings)
         attn, action, end, has_eos = answer_layout(seq, batch["attention_mask"], self.tok.eos_token_id)
         pos = position_ids_from(attn)
+        self.resident.use("reward")
         raw = self.reward_fn(seq, attn, pos, end, batch, **reward_kw).float()
         return seq, attn, pos, action, raw, raw - self.r.missing_eos_penalty * (~has_eos).float(), has_eos
 
@@ -90,10 +94,12 @@ class ExperienceMaker:
         self.he.eval()
         start = first_action(action)
         old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature, start)
+        self.resident.use("ref")
         ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.temperature, start) if self.ref is not None
                     else old_logp.clone())
         values = None
         if self.critic is not None:
+            self.resident.use("critic")
             self.critic.eval()
             values = self.critic(seq, attn, pos)[:, :-1].float()
         score = self.normalise(score)

@@ -35,11 +35,16 @@ def build_reference(cfg, tok):
 
 
 def build_reward_sources(cfg, tok):
-    """The weighted sum of ``--reward`` sources; a reward model is loaded frozen (``reward_zero_stage``)."""
-    r = cfg.rewards
-    load = lambda path: frozen(ValueModel(load_reward_model(path, tok)), cfg, r.reward_zero_stage)
-    return build_reward(r.reward, r.reward_weights, timeout=r.reward_timeout,
-                        default_model=r.reward_model_name_or_path, load_model=load)
+    """(the weighted sum of ``--reward`` sources, the reward models it loaded): a reward model is loaded
+    frozen (``reward_zero_stage``)."""
+    r, loaded = cfg.rewards, []
+
+    def load(path):
+        loaded.append(frozen(ValueModel(load_reward_model(path, tok)), cfg, r.reward_zero_stage))
+        return loaded[-1]
+    reward = build_reward(r.reward, r.reward_weights, timeout=r.reward_timeout,
+                          default_model=r.reward_model_name_or_path, load_model=load)
+    return reward, loaded
 
 
 def build_critic(cfg, tok, updates: int):

@@ -116,6 +116,7 @@ class RLLoop:
     def evaluate(self) -> dict:
         if not self.eval_loader:
             return {}
+        self.trainer.resident.use("reward")          # greedy answers, scored
         return evaluate(self.trainer.he, self.reward_fn, self.eval_loader, self.maker.tok,
                         self.cfg.data.max_answer_seq_len)
 

@@ -14,6 +14,7 @@ from ..losses import causal_lm_loss, dpo_loss
 from .advantages import estimator_for
 from .experience import Experience
 from .maths import AdaptiveKLController, aggregate, entropy_from_logits, kl_estimate, masked_mean, policy_loss, value_loss
+from .residency import Residency
 from .sequences import action_logprobs, micro_batches, pairs_in_order
 
 
@@ -57,8 +58,10 @@ class RLTrainer:
     skips non-finite losses; ``unsup_iter`` yields SFT batches when ``unsup_coef`` > 0."""
 
     def __init__(self, hybrid, critic, rl_cfg, actor_zero_stage: int, max_new_tokens: int, dpo_beta: float = 0.1,
-                 has_ref: bool = True, guard=None, unsup_iter: Optional[Iterator[dict]] = None):
+                 has_ref: bool = True, guard=None, unsup_iter: Optional[Iterator[dict]] = None,
+                 residency: Optional[Residency] = None):
         self.he, self.critic, self.c, self.guard, self.unsup_iter = hybrid, critic, rl_cfg, guard, unsup_iter
+        self.resident = residency or Residency(False, torch.device("cpu"), {})
         self.est = estimator_for(rl_cfg.algo)
         self.max_new_tokens, self.dpo_beta, self.has_ref = max_new_tokens, dpo_beta, has_ref
         self.kl_in_reward = rl_cfg.kl_in_reward or self.est.kl_in_reward
@@ -149,6 +152,7 @@ class RLTrainer:
         """``ppo_epochs`` passes over the iteration's experiences in micro-batches; the first
         ``critic_warmup_steps`` iterations (0-based ``iteration``) update the critic only."""
         t0 = time.time()
+        self.resident.use("critic")                  # the updates: actor and critic
         self.he.train()
         if self.critic is not None:
             self.critic.train()
