@@ -1,6 +1,5 @@
 """--offload_idle_models: models leave and come back with every parameter and optimizer-state value,
 and PPO trains the same weights with and without it."""
-import copy
 import hashlib
 
 import pytest
