@@ -29,8 +29,9 @@ CONFIGS = {          # name -> train.py arguments
     "main": [],          # PPO with the trained reward model
     **{algo: ["--algo", algo] for algo in critic_free()},    # grpo, dr_grpo, rloo, remax, ...: checker reward
     # RLOO rewarded by the trained reward model (the checker only judges): SFT, reward model, RLOO
-    # with the critic-free preset (12 iterations; flags after train.py's own reach every stage, so
-    # a shorter stage 3 is run as its own `train.py --step 3 ... --max_steps N` on this output)
+    # with the critic-free preset (12 iterations; --reward reaches stage 3 only, while a shared flag
+    # such as --max_steps would reach every stage, so a shorter stage 3 is run as its own
+    # `train.py --step 3 ... --max_steps N` on this output)
     "rloo-rm": ["--algo", "rloo", "--step", "1", "2", "3", "--reward", "model"],
     "dpo": ["--algo", "dpo"],
 }
