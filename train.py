@@ -143,7 +143,7 @@ def launcher(args, step: int = 1) -> list[str]:
     if args.deployment_type == "single_node":
         return ds + ["--num_gpus", str(n), "--master_port", str(29500 + os.getpid() % 1000)]
     if args.no_ssh:
-        s = no_ssh_settings(args)
+        s = args.nodes
         return ds + ["--hostfile", s["hostfile"], "--no_ssh", "--node_rank", str(s["rank"]), "--master_addr",
                      s["master"], "--master_port", str(s["port"] + step - 1)]
     if not Path(args.hostfile).is_file():
@@ -302,6 +302,8 @@ def check_models(args, steps) -> None:
 def main(argv=None) -> dict:
     t_start = time.time()
     args, extra = parse(sys.argv[1:] if argv is None else argv)
+    # multi_node --no-ssh: this node's rank, the node count, master and hostfile, settled once for every stage
+    args.nodes = no_ssh_settings(args) if args.deployment_type == "multi_node" and args.no_ssh else None
     default = {"dpo": [1, 2], **{a: [1, 3] for a in CRITIC_FREE}}.get(args.algo, [1, 2, 3])
     steps = sorted(set(args.step or default))
     if args.algo == "dpo" and 3 in steps:
@@ -353,8 +355,8 @@ def main(argv=None) -> dict:
             times[step] = 0.0
             continue
         times[step] = run_stage(step, cmd, run_logs(out, run_id) / f"step{step}.log")
-    if args.deployment_type == "multi_node" and args.no_ssh and no_ssh_settings(args)["rank"] != 0:
-        print(f"\n=== node {no_ssh_settings(args)['rank']}: every stage finished; node 0 writes the report", flush=True)
+    if args.nodes is not None and args.nodes["rank"] != 0:
+        print(f"\n=== node {args.nodes['rank']}: every stage finished; node 0 writes the report", flush=True)
         return {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}}
     report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}, "models": {}}
     rm_dir, answers = None, {}

@@ -51,6 +51,17 @@ def estimator_for(algo: str) -> Estimator:
     return ESTIMATORS["gae" if algo == "ppo" else algo]
 
 
+def kl_in_reward(rl_cfg) -> bool:
+    """True when the KL to the reference is part of the per-token reward (the algorithm's definition,
+    or ``--kl_in_reward``); otherwise it is a k3 loss term."""
+    return rl_cfg.kl_in_reward or estimator_for(rl_cfg.algo).kl_in_reward
+
+
+def is_dr_grpo(rl_cfg) -> bool:
+    """Dr. GRPO (``--algo dr_grpo`` or ``--dr_grpo``): no std division, constant length normaliser."""
+    return rl_cfg.dr_grpo or rl_cfg.algo == "dr_grpo"
+
+
 def critic_free() -> tuple[str, ...]:
     """The ``--algo`` names that train without a critic, in registration order."""
     return tuple(n for n, e in ESTIMATORS.items() if not e.critic)

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from ..hybrid_engine import GenerationSettings
-from .advantages import estimator_for, sequence_scores
+from .advantages import estimator_for, is_dr_grpo, kl_in_reward, sequence_scores
 from .residency import Residency
 from .maths import RunningMoments, group_advantages, masked_mean, masked_whiten, shape_rewards, silent_groups, uniform_groups
 from .sequences import answer_layout, causal_logprobs, first_action, position_ids_from, repeat_batch, select_rows
@@ -48,13 +48,13 @@ class ExperienceMaker:
         self.tok, self.c, self.r, self.kl_coef = tokenizer, rl_cfg, reward_cfg, kl_coef_fn
         self.resident = residency or Residency(False, torch.device("cpu"), {})
         self.est = estimator_for(rl_cfg.algo)
-        self.kl_in_reward = (rl_cfg.kl_in_reward or self.est.kl_in_reward) and ref is not None
+        self.kl_in_reward = kl_in_reward(rl_cfg) and ref is not None
         self.settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True,
                                            temperature=rl_cfg.temperature, top_p=rl_cfg.top_p,
                                            top_k=rl_cfg.top_k, static_cache=rl_cfg.static_cache)
         self.greedy = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False,
                                          static_cache=rl_cfg.static_cache)
-        self.std_normalize = rl_cfg.std_normalize and not (rl_cfg.dr_grpo or rl_cfg.algo == "dr_grpo")
+        self.std_normalize = rl_cfg.std_normalize and not is_dr_grpo(rl_cfg)
         self.moments: Optional[RunningMoments] = RunningMoments() if reward_cfg.normalize_reward else None
 
     def state_dict(self) -> dict:

@@ -122,16 +122,15 @@ class RLLoop:
 
     def iteration(self, it: int) -> dict:
         c = self.c
-        exps, roll, scores = [], [], []
+        exps, roll = [], []
         for _ in range(c.generation_batches):
             exp, m = self.maker.make(to_device(next(self.prompts), self.device))
             if len(self.reward.parts) > 1:       # per-source means of this rollout's rewards
                 m.update({f"reward/{k}": v for k, v in self.reward.parts.items()})
             roll.append(m)
-            scores.append(torch.tensor([m["reward"]]))
             if exp is not None:
                 exps.append(exp)
-        if not self.guard.check(torch.cat(scores), "reward", it):
+        if not self.guard.check(torch.tensor([m["reward"] for m in roll]), "reward", it):
             return {"skipped_updates": 1.0}
         metrics = {k: sum(m.get(k, 0.0) for m in roll) / len(roll) for k in roll[0]}
         if exps:

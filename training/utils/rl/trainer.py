@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 import torch
 
 from ..losses import causal_lm_loss, dpo_loss
-from .advantages import estimator_for
+from .advantages import estimator_for, is_dr_grpo, kl_in_reward
 from .experience import Experience
 from .maths import AdaptiveKLController, aggregate, entropy_from_logits, kl_estimate, masked_mean, policy_loss, value_loss
 from .residency import Residency
@@ -64,9 +64,8 @@ class RLTrainer:
         self.resident = residency or Residency(False, torch.device("cpu"), {})
         self.est = estimator_for(rl_cfg.algo)
         self.max_new_tokens, self.dpo_beta, self.has_ref = max_new_tokens, dpo_beta, has_ref
-        self.kl_in_reward = rl_cfg.kl_in_reward or self.est.kl_in_reward
-        dr = rl_cfg.dr_grpo or rl_cfg.algo == "dr_grpo"
-        self.loss_agg = "constant" if dr else rl_cfg.loss_agg
+        self.kl_in_reward = kl_in_reward(rl_cfg)
+        self.loss_agg = "constant" if is_dr_grpo(rl_cfg) else rl_cfg.loss_agg
         self.kl = AdaptiveKLController(rl_cfg.kl_coef, rl_cfg.kl_target, rl_cfg.kl_horizon) if rl_cfg.adaptive_kl else None
         self.ema: Optional[EMA] = EMA(hybrid.module, rl_cfg.ema_decay, actor_zero_stage) if rl_cfg.enable_ema else None
 
