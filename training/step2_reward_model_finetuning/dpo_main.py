@@ -21,7 +21,9 @@ from training.utils.deepspeed_setup import frozen
 from training.utils.loop import run, to_device
 from training.utils.model import load_causal_lm, save_hf
 from training.utils.stage import StageRun, run_cli
-from training.utils.losses import answer_mask, dpo_loss, sequence_logps
+from training.utils.losses import dpo_loss, token_logprobs
+from training.utils.rl.sequences import position_ids_from
+from training.utils.shared_prefix import state_logits
 
 
 def frozen_reference(cfg, tok):
@@ -31,21 +33,37 @@ def frozen_reference(cfg, tok):
     return frozen(ref, cfg, cfg.ds.zero_stage, cfg.ds.offload)
 
 
-def pair_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = batch["input_ids"]
-    logits = model(input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False).logits
-    lp = sequence_logps(logits, ids, answer_mask(ids, batch["prompt_len"], batch["end_index"]))
+def prompt_answer_layout(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """The pair batch (right-padded [prompt answer pad]) as [left-padded prompt | answer | pad]:
+    (ids, attention mask, positions, prompt width P). A pair's chosen and rejected rows then hold the
+    same columns before P - 1, which ``state_logits`` runs once."""
+    ids, mask, plen, end = batch["input_ids"], batch["attention_mask"], batch["prompt_len"], batch["end_index"]
+    p, a = int(plen.max()), int((end + 1 - plen).max())
+    rows = torch.arange(ids.shape[0], device=ids.device)[:, None]
+    cols = torch.arange(p + a, device=ids.device)[None, :]
+    src = cols - (p - plen[:, None])                      # column of the right-padded batch each cell comes from
+    real = (src >= 0) & (src <= end[:, None])
+    out = torch.where(real, ids[rows, src.clamp(0, ids.shape[1] - 1)], 0)       # 0 under the mask: any id
+    attn = (real & (mask[rows, src.clamp(0, ids.shape[1] - 1)] > 0)).long()
+    return out, attn, position_ids_from(attn), p
+
+
+def pair_logps(model, batch, share: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence log-probs of the answers (EOS included), chosen rows then rejected rows."""
+    seq, attn, pos, p = prompt_answer_layout(batch)
+    logits = state_logits(model, seq, attn, pos, p - 1, share)      # states P-1.. predict the answer tokens
+    lp = (token_logprobs(logits, seq[:, p:]) * attn[:, p:]).sum(-1)
     b = lp.shape[0] // 2
     return lp[:b], lp[b:]
 
 
 def make_step(cfg, ref):
-    d = cfg.dpo
+    d, share = cfg.dpo, cfg.model.share_prompt_forward
 
     def step(engine, batch):
-        pc, pr = pair_logps(engine, batch)
+        pc, pr = pair_logps(engine, batch, share)
         with torch.no_grad():
-            rc, rr = pair_logps(ref, batch)
+            rc, rr = pair_logps(ref, batch, share)
         loss, cw, rw = dpo_loss(pc, pr, rc, rr, d.beta, d.label_smoothing, d.dpo_loss)
         return loss, {"reward_acc": (cw > rw).float().mean().item(), "reward_margin": (cw - rw).mean().item()}
     return step
@@ -58,8 +76,8 @@ def evaluate(engine, ref, loader, cfg) -> dict:
     loss = acc = margin = chosen = n = 0.0
     for batch in loader:
         batch = to_device(batch, engine.device)
-        pc, pr = pair_logps(engine, batch)
-        rc, rr = pair_logps(ref, batch)
+        pc, pr = pair_logps(engine, batch, cfg.model.share_prompt_forward)
+        rc, rr = pair_logps(ref, batch, cfg.model.share_prompt_forward)
         lo, cw, rw = dpo_loss(pc, pr, rc, rr, d.beta, d.label_smoothing, d.dpo_loss)
         k = pc.numel()
         loss += lo.item() * k

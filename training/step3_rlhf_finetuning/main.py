@@ -65,9 +65,10 @@ def main(argv=None) -> dict:
         resident = Residency(c.offload_idle_models, dev, {"ref": ref, "critic": critic,
                                                           **{f"reward:{i}": m for i, m in enumerate(reward_models)}})
         trainer = RLTrainer(he, critic, c, cfg.ds.zero_stage, cfg.data.max_answer_seq_len, cfg.dpo.beta,
-                            has_ref=ref is not None, guard=guard, unsup_iter=unsup, residency=resident)
+                            has_ref=ref is not None, guard=guard, unsup_iter=unsup, residency=resident,
+                            share_prompt=cfg.model.share_prompt_forward)
         maker = ExperienceMaker(he, ref, critic, reward_fn, tok, c, r, cfg.data.max_answer_seq_len, trainer.kl_coef,
-                                resident)
+                                resident, cfg.model.share_prompt_forward)
         engines = {"actor": he.engine, **({"critic": critic} if critic is not None else {})}
         log.info("%s: %d iterations x %d rollout batch(es) of %d prompts x %d answers%s, %d epoch(s), micro-batch %d, "
                  "actor ZeRO-%d%s, KL %s (coef %g%s), loss reduction %s%s", c.algo.upper(), iterations,

@@ -74,6 +74,9 @@ class ModelConfig:
     dropout: float = _f(-1.0, "override the model's dropout probabilities (negative: keep)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory",
                                       aliases=("--actor_gradient_checkpointing",))
+    share_prompt_forward: bool = _f(True, "RL and DPO forwards: a prompt shared by several rows (a group's answers, "
+                                    "a chosen / rejected pair) runs once and its KV cache is reused (off: every "
+                                    "row runs its prompt)")
 
 
 @dataclass
@@ -126,6 +129,8 @@ class LogConfig:
     overwrite: bool = _f(False, "train again into an output_dir that holds a finished run (replacing its model)")
     eval_interval: int = _f(0, "evaluate every N optimizer steps (0: at the end of each epoch only)")
     eval_at_start: bool = _f(True, "evaluate once before the first update (the step-0 point of the curves)")
+    final_eval: bool = _f(True, "evaluate once after the last update (off: the stage ends with no evaluation; "
+                          "train.py's closing pass-rate report is separate)")
     log_interval: int = _f(1, "write training metrics every N optimizer steps")
     enable_tensorboard: bool = _f(True, "write TensorBoard events")
     tensorboard_path: str = _f("", "TensorBoard directory (default: <output_dir>/tensorboard)")

@@ -5,7 +5,8 @@ training and fast generation for rollouts.
 - ``generate()``: eval mode, KV cache on.  With ZeRO-3 the parameters are gathered once for the
   whole rollout batch and DeepSpeed's per-module fetch/release hooks are lifted for its duration
   (instead of one all-gather per layer per token); with LoRA the adapters are merged for the
-  rollout and unmerged after; on CUDA the decode step can run with a static KV cache, compiled.
+  rollout and unmerged after; on CUDA the decode step can run with a static KV cache, compiled;
+  a prompt repeated over a group's rows is prefilled once (``shared_prefix.py``).
   Each sequence stops at EOS.
 ``PlainHFBackend`` is the same generation on a plain (non-DeepSpeed) model: the reference the
 tests and the rollout benchmark compare the Hybrid Engine with.
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .rl.sequences import position_ids_from
+from .shared_prefix import prefix_cache, prefix_groups
+
 
 @dataclass
 class GenerationSettings:
@@ -27,6 +31,7 @@ class GenerationSettings:
     top_k: int = 0
     min_new_tokens: int = 0
     static_cache: bool = False          # static KV cache (+ compiled decode on CUDA)
+    share_prompt: bool = False          # repeated prompts (a group's rows) are prefilled once
 
 
 @contextlib.contextmanager
@@ -115,6 +120,12 @@ def hf_generate(model, tok, input_ids: torch.Tensor, attention_mask: torch.Tenso
         kw["min_new_tokens"] = settings.min_new_tokens
     if settings.static_cache:
         kw["cache_implementation"] = "static"
+    elif settings.share_prompt:
+        # the prompt but its last token, once per distinct prompt; generate() runs from that cache
+        groups = prefix_groups(input_ids, attention_mask, input_ids.shape[1] - 1)
+        if groups is not None:
+            kw["past_key_values"] = prefix_cache(model, input_ids, attention_mask, position_ids_from(attention_mask),
+                                                 input_ids.shape[1] - 1, groups)
     return model.generate(input_ids=input_ids, attention_mask=attention_mask, **kw)
 
 

@@ -95,7 +95,7 @@ def plot_metrics(metrics_path, out_dir) -> list[str]:
 
     recs = read_metrics(metrics_path)
     written = []
-    for split in sorted({r["split"] for r in recs}):
+    for split in sorted({r["split"] for r in recs} - {"time"}):     # "time": one row of loop seconds
         rows = [r for r in recs if r["split"] == split]
         keys = sorted({k for r in rows for k in r} - {"step", "split", "time"})
         if not keys:

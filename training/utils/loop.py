@@ -96,6 +96,7 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
     guard = NonFinite(ck.max_nonfinite, lg.output_dir, faults_seen)
     bar = tqdm(total=total_steps, initial=step, desc=desc, disable=lg.disable_tqdm or not is_main(), dynamic_ncols=True)
     micro, acc, acc_n, t0, tokens, attempts = 0, {}, 0, time.time(), 0, 0
+    t_loop, eval_s = time.time(), 0.0
     while step < total_steps:
         loader.sampler.set_epoch(epoch)
         for bi, batch in enumerate(loader):
@@ -131,9 +132,12 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
                 acc, acc_n, t0, tokens = {}, 0, time.time(), 0
             bar.update(1)
             if lg.eval_interval and step % lg.eval_interval == 0 and step < total_steps:
+                t_ev = time.time()
                 ev = eval_fn()
                 writer.log(step, "eval", ev)
                 log.info("step %d eval: %s", step, _fmt(ev))
+                eval_s += time.time() - t_ev
+                t0 += time.time() - t_ev         # tokens_per_s counts training time only
             if ck.save_interval and step % ck.save_interval == 0 and step < total_steps:
                 checkpoint.save(lg.output_dir, step, {"model": engine},
                                 {"epoch": epoch, "batches_done": bi + 1, "nonfinite": guard.total}, ck.keep_checkpoints)
@@ -143,6 +147,9 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
         skip = 0
         epoch += 1
     bar.close()
+    writer.log(step, "time", {"train_loop_s": time.time() - t_loop - eval_s, "eval_s": eval_s})
+    if not lg.final_eval:
+        return {}
     ev = eval_fn()
     writer.log(step, "eval", ev)
     log.info("step %d (final) eval: %s", step, _fmt(ev))

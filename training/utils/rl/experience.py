@@ -43,7 +43,8 @@ class ExperienceMaker:
     """Turns a prompt batch into an Experience (``None`` when no answer carries a learning signal)."""
 
     def __init__(self, hybrid, ref, critic, reward_fn: Callable, tokenizer, rl_cfg, reward_cfg, max_new_tokens: int,
-                 kl_coef_fn: Callable[[], float], residency: Optional[Residency] = None):
+                 kl_coef_fn: Callable[[], float], residency: Optional[Residency] = None, share_prompt: bool = True):
+        self.share = share_prompt                    # a group's prompt runs once in the log-prob forwards
         self.he, self.ref, self.critic, self.reward_fn = hybrid, ref, critic, reward_fn
         self.tok, self.c, self.r, self.kl_coef = tokenizer, rl_cfg, reward_cfg, kl_coef_fn
         self.resident = residency or Residency(False, torch.device("cpu"), {})
@@ -51,7 +52,8 @@ class ExperienceMaker:
         self.kl_in_reward = kl_in_reward(rl_cfg) and ref is not None
         self.settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True,
                                            temperature=rl_cfg.temperature, top_p=rl_cfg.top_p,
-                                           top_k=rl_cfg.top_k, static_cache=rl_cfg.static_cache)
+                                           top_k=rl_cfg.top_k, static_cache=rl_cfg.static_cache,
+                                           share_prompt=share_prompt)
         self.greedy = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False,
                                          static_cache=rl_cfg.static_cache)
         self.std_normalize = rl_cfg.std_normalize and not is_dr_grpo(rl_cfg)
@@ -93,9 +95,9 @@ class ExperienceMaker:
         t1 = time.time()
         self.he.eval()
         start = first_action(action)
-        old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature, start)
+        old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature, start, self.share)
         self.resident.use("ref")
-        ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.temperature, start) if self.ref is not None
+        ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.temperature, start, self.share) if self.ref is not None
                     else old_logp.clone())
         values = None
         if self.critic is not None:

@@ -8,6 +8,7 @@ prompts, ``--save_interval`` writes a checkpoint that ``--resume`` continues fro
 from __future__ import annotations
 
 import logging
+import time
 from typing import Iterator, Optional
 
 import torch
@@ -179,6 +180,7 @@ class RLLoop:
             log.info("step 0 eval: %s", first)
         bar = tqdm(total=total, initial=start, desc=self.c.algo, disable=lg.disable_tqdm or not is_main(),
                    dynamic_ncols=True)
+        t_loop, eval_s = time.time(), 0.0
         for it in range(start + 1, total + 1):
             self.reward.iteration = it
             metrics = self.iteration(it)
@@ -190,13 +192,18 @@ class RLLoop:
             bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("reward", "kl", "rollout_pass_rate") if k in metrics})
             bar.update(1)
             if lg.eval_interval and it % lg.eval_interval == 0 and it < total:
+                t_ev = time.time()
                 ev = self.evaluate()
                 self.w.log(it, "eval", ev)
                 log.info("step %d eval: %s", it, ev)
+                eval_s += time.time() - t_ev
             if cfg.ckpt.save_interval and it % cfg.ckpt.save_interval == 0 and it < total:
                 self.save(it, first)
             faults.after_step(it)
         bar.close()
+        self.w.log(total, "time", {"train_loop_s": time.time() - t_loop - eval_s, "eval_s": eval_s})
+        if not lg.final_eval:
+            return first, {}
         final = self.evaluate()
         self.w.log(total, "eval", final)
         log.info("final eval: %s (step 0: %s)", final, first)

@@ -12,6 +12,7 @@ from dataclasses import fields
 import torch
 
 from ..losses import token_logprobs
+from ..shared_prefix import state_logits
 
 
 def answer_layout(seq: torch.Tensor, prompt_mask: torch.Tensor, eos_id: int):
@@ -42,15 +43,14 @@ def first_action(action_mask: torch.Tensor) -> int:
     return int(cols[0]) if len(cols) else action_mask.shape[1]
 
 
-def action_logits(model, seq, attn, pos, start: int = 0, temperature: float = 1.0) -> torch.Tensor:
+def action_logits(model, seq, attn, pos, start: int = 0, temperature: float = 1.0, share: bool = False) -> torch.Tensor:
     """Logits / T at the states start..L-2, the ones whose next token can be an action: [B, L-1-start, V].
 
     The LM head and everything after it run on those positions only (``logits_to_keep``): with
-    ~50-token prompts and short answers that is most of the vocabulary-sized work saved.
+    ~50-token prompts and short answers that is most of the vocabulary-sized work saved. With
+    ``share``, rows that share their prompt run it once (``shared_prefix.py``).
     """
-    logits = model(input_ids=seq, attention_mask=attn, position_ids=pos, use_cache=False,
-                   logits_to_keep=seq.shape[1] - start).logits
-    return logits[:, :-1, :] / temperature
+    return state_logits(model, seq, attn, pos, start, share) / temperature
 
 
 def widen(x: torch.Tensor, start: int) -> torch.Tensor:
@@ -58,18 +58,18 @@ def widen(x: torch.Tensor, start: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (start, 0))
 
 
-def action_logprobs(model, seq, attn, pos, action_mask, temperature: float = 1.0):
+def action_logprobs(model, seq, attn, pos, action_mask, temperature: float = 1.0, share: bool = False):
     """(logits / T at the action states [B, L-1-start, V], log-probs of seq[:, 1:] [B, L-1] (0 before
     ``start``), ``start``) for the actions that ``action_mask`` marks: the policy's forward in training."""
     start = first_action(action_mask)
-    logits = action_logits(model, seq, attn, pos, start, temperature)
+    logits = action_logits(model, seq, attn, pos, start, temperature, share)
     return logits, widen(token_logprobs(logits, seq[:, start + 1:]), start), start
 
 
-def causal_logprobs(model, seq, attn, pos, temperature: float = 1.0, start: int = 0) -> torch.Tensor:
+def causal_logprobs(model, seq, attn, pos, temperature: float = 1.0, start: int = 0, share: bool = False) -> torch.Tensor:
     """Log-probs of seq[:, 1:] under ``model`` at the sampling temperature (logits / T), [B, L-1];
     computed for states >= ``start`` only (0 before it)."""
-    logits = action_logits(model, seq, attn, pos, start, temperature)
+    logits = action_logits(model, seq, attn, pos, start, temperature, share)
     return widen(token_logprobs(logits, seq[:, start + 1:]), start)
 
 
@@ -97,15 +97,24 @@ def select_rows(batch, idx: torch.Tensor, cols: tuple[int, int] | None = None):
     return type(batch)(**part)
 
 
-def micro_batches(batch, size: int) -> list:
+def micro_batches(batch, size: int, group: int = 1) -> list:
     """A rollout batch as micro-batches of ``size`` rows of similar length (sorted by real tokens),
     each cut to the columns that hold a real token in one of its rows.
+
+    With ``group`` > 1 (a divisor of ``size`` and of the row count) the blocks of ``group``
+    consecutive rows (a prompt's answers) stay together, sorted by their longest row, so a
+    micro-batch holds whole groups whose shared prompt runs once.
 
     Sequences are [left padding | prompt | answer | right padding], so the columns dropped are
     padding at both ends; per-token arrays (indexed by state, one column shorter) are cut to match.
     Positions were taken from the full mask, so they are unchanged for every real token.
     """
-    order = torch.argsort(batch.attention_mask.sum(1), stable=True)
+    real = batch.attention_mask.sum(1)
+    if group > 1 and size % group == 0 and len(real) % group == 0:
+        blocks = torch.argsort(real.view(-1, group).amax(1), stable=True)
+        order = (blocks[:, None] * group + torch.arange(group, device=real.device)).flatten()
+    else:
+        order = torch.argsort(real, stable=True)
     out = []
     for i in range(0, len(order), size):
         idx = order[i:i + size]

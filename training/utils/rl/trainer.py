@@ -59,7 +59,8 @@ class RLTrainer:
 
     def __init__(self, hybrid, critic, rl_cfg, actor_zero_stage: int, max_new_tokens: int, dpo_beta: float = 0.1,
                  has_ref: bool = True, guard=None, unsup_iter: Optional[Iterator[dict]] = None,
-                 residency: Optional[Residency] = None):
+                 residency: Optional[Residency] = None, share_prompt: bool = True):
+        self.share = share_prompt                    # a group's prompt runs once per forward
         self.he, self.critic, self.c, self.guard, self.unsup_iter = hybrid, critic, rl_cfg, guard, unsup_iter
         self.resident = residency or Residency(False, torch.device("cpu"), {})
         self.est = estimator_for(rl_cfg.algo)
@@ -96,7 +97,7 @@ class RLTrainer:
         when the KL is not in the reward."""
         c = self.c
         logits, logp, start = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids,
-                                              e.action_mask, c.temperature)
+                                              e.action_mask, c.temperature, self.share)
         loss, clipfrac = policy_loss(logp, e.old_logp, e.advantages, e.action_mask, c.cliprange, c.eps_clip_high,
                                      self.loss_agg, self.max_new_tokens)
         out = {"pg_loss": loss.item(), "clip_frac": clipfrac.item()}
@@ -117,7 +118,7 @@ class RLTrainer:
         sequence log-probs of the policy against the reference's from the rollout (both at the rollout
         temperature)."""
         _, logp, _ = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids, e.action_mask,
-                                     self.c.temperature)
+                                     self.c.temperature, self.share)
         pol = (logp * e.action_mask).sum(1).view(-1, 2)
         ref = (e.ref_logp * e.action_mask).sum(1).view(-1, 2)
         first = (e.advantages.sum(1).view(-1, 2)[:, 0] > 0)
@@ -156,11 +157,12 @@ class RLTrainer:
         if self.critic is not None:
             self.critic.train()
         dpo = self.est.loss == "dpo"
+        group = self.c.num_samples_per_prompt if self.share else 1
         warm = iteration < self.c.critic_warmup_steps and self.critic is not None
         acc: dict = {}
         for _ in range(self.c.ppo_epochs):
             for exp in exps:
-                for e in (pairs_in_order(exp, micro_batch) if dpo else micro_batches(exp, micro_batch)):
+                for e in (pairs_in_order(exp, micro_batch) if dpo else micro_batches(exp, micro_batch, group)):
                     m = {} if warm else (self.dpo_step(e) if dpo else self.policy_step(e))
                     if self.critic is not None:
                         m.update(self.critic_step(e))
