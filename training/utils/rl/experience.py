@@ -28,8 +28,8 @@ class Experience:
     attention_mask: torch.Tensor   # [B, L]
     position_ids: torch.Tensor     # [B, L]
     action_mask: torch.Tensor      # [B, L-1] float
-    old_logp: torch.Tensor         # [B, L-1]
-    ref_logp: torch.Tensor         # [B, L-1] (= old_logp when there is no reference model)
+    old_logp: Optional[torch.Tensor]   # [B, L-1]; None when the one update is on-policy (see ExperienceMaker)
+    ref_logp: Optional[torch.Tensor]   # [B, L-1] (= old_logp when there is no reference model)
     advantages: torch.Tensor       # [B, L-1]
     score: torch.Tensor            # [B] the reward sources' raw score
     values: Optional[torch.Tensor] = None    # [B, L-1] the critic's values (algorithms with a critic)
@@ -57,6 +57,12 @@ class ExperienceMaker:
         self.greedy = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False,
                                          static_cache=rl_cfg.static_cache)
         self.std_normalize = rl_cfg.std_normalize and not is_dr_grpo(rl_cfg)
+        # One optimizer step per rollout batch, taken before the policy moves, and no KL or critic that
+        # reads them: the old log-probs are the policy's own (detached) in that step, so their forward is
+        # skipped (the trainer uses logp.detach(); the ratio is 1 and the gradient the same).
+        rows = rl_cfg.per_device_generation_batch_size * rl_cfg.num_samples_per_prompt
+        self.on_policy_once = (ref is None and critic is None and rl_cfg.ppo_epochs == 1
+                               and rl_cfg.generation_batches == 1 and rows <= rl_cfg.per_device_training_batch_size)
         self.moments: Optional[RunningMoments] = RunningMoments() if reward_cfg.normalize_reward else None
 
     def state_dict(self) -> dict:
@@ -95,10 +101,12 @@ class ExperienceMaker:
         t1 = time.time()
         self.he.eval()
         start = first_action(action)
-        old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature, start, self.share)
-        self.resident.use("ref")
-        ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.temperature, start, self.share) if self.ref is not None
-                    else old_logp.clone())
+        old_logp = ref_logp = None
+        if not self.on_policy_once:
+            old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature, start, self.share)
+            self.resident.use("ref")
+            ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.temperature, start, self.share)
+                        if self.ref is not None else old_logp.clone())
         values = None
         if self.critic is not None:
             self.resident.use("critic")
@@ -107,7 +115,9 @@ class ExperienceMaker:
         score = self.normalise(score)
         if c.group_baseline:
             score = group_advantages(score, n, "grpo", std_normalize=False)
-        rewards, kl = shape_rewards(score, old_logp, ref_logp, action, self.kl_coef() if self.kl_in_reward else 0.0,
+        zeros = torch.zeros_like(action)
+        rewards, kl = shape_rewards(score, zeros if old_logp is None else old_logp, zeros if ref_logp is None else ref_logp,
+                                    action, self.kl_coef() if self.kl_in_reward else 0.0,
                                     self.r.reward_clip, c.kl_estimator)
         adv, ret = self.est.fn(rewards, action, values=values, group=n, baseline=baseline, gamma=c.gamma, lam=c.lam,
                                std_normalize=self.std_normalize)

@@ -98,7 +98,8 @@ class RLTrainer:
         c = self.c
         logits, logp, start = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids,
                                               e.action_mask, c.temperature, self.share)
-        loss, clipfrac = policy_loss(logp, e.old_logp, e.advantages, e.action_mask, c.cliprange, c.eps_clip_high,
+        old = e.old_logp if e.old_logp is not None else logp.detach()      # None: the one on-policy update
+        loss, clipfrac = policy_loss(logp, old, e.advantages, e.action_mask, c.cliprange, c.eps_clip_high,
                                      self.loss_agg, self.max_new_tokens)
         out = {"pg_loss": loss.item(), "clip_frac": clipfrac.item()}
         if self.kl_coef() > 0 and not self.kl_in_reward and self.has_ref:
@@ -109,7 +110,7 @@ class RLTrainer:
             return {}
         with torch.no_grad():
             out["entropy"] = masked_mean(entropy_from_logits(logits.detach()), e.action_mask[:, start:]).item()
-            out["approx_kl"] = masked_mean(e.old_logp - logp.detach(), e.action_mask).item()
+            out["approx_kl"] = masked_mean(old - logp.detach(), e.action_mask).item()
         out["actor_loss"] = loss.item()
         return out
 
@@ -120,14 +121,15 @@ class RLTrainer:
         _, logp, _ = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids, e.action_mask,
                                      self.c.temperature, self.share)
         pol = (logp * e.action_mask).sum(1).view(-1, 2)
-        ref = (e.ref_logp * e.action_mask).sum(1).view(-1, 2)
+        old = e.old_logp if e.old_logp is not None else logp.detach()      # None: the one on-policy update
+        ref = ((e.ref_logp if e.ref_logp is not None else old) * e.action_mask).sum(1).view(-1, 2)
         first = (e.advantages.sum(1).view(-1, 2)[:, 0] > 0)
         pick = lambda x, i: torch.where(first, x[:, i], x[:, 1 - i])
         loss, chosen, rejected = dpo_loss(pick(pol, 0), pick(pol, 1), pick(ref, 0), pick(ref, 1), self.dpo_beta)
         if not self._apply(loss, "online DPO loss"):
             return {}
         with torch.no_grad():
-            approx_kl = masked_mean(e.old_logp - logp.detach(), e.action_mask).item()
+            approx_kl = masked_mean(old - logp.detach(), e.action_mask).item()
         return {"dpo_loss": loss.item(), "reward_margin": (chosen - rejected).mean().item(), "approx_kl": approx_kl,
                 "actor_loss": loss.item()}
 

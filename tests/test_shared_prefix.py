@@ -1,0 +1,165 @@
+"""A prompt shared by several rows runs once (shared_prefix.py): equal to the plain forward in fp32
+(logits, gradients, DPO sequence log-probs, generated tokens), and the one on-policy update that
+skips the old log-prob forward takes the same gradient as the update that computes it."""
+import pytest
+import torch
+
+from training.utils.hybrid_engine import GenerationSettings, hf_generate
+from training.utils.rl.sequences import position_ids_from
+from training.utils.shared_prefix import prefix_groups, state_logits
+
+
+def test_prefix_groups_hand_values():
+    seq = torch.tensor([[0, 5, 6, 9], [0, 5, 6, 8], [4, 5, 6, 7], [0, 5, 6, 1]])
+    attn = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
+    first, inverse = prefix_groups(seq, attn, 3)
+    # rows 0 and 1 share [pad 5 6]; row 3 has the same ids but a real first token: its own prefix
+    assert inverse[0] == inverse[1] and len({int(inverse[0]), int(inverse[2]), int(inverse[3])}) == 3
+    assert sorted(first.tolist()) == [0, 2, 3] and first[inverse[0]] == 0
+    assert prefix_groups(seq, attn, 0) is None and prefix_groups(seq[2:], attn[2:], 3) is None
+
+
+def _group_batch(tok, n=4):
+    torch.manual_seed(0)
+    prompts = torch.randint(3, 200, (3, 9))
+    pm = torch.ones(3, 9, dtype=torch.long)
+    pm[0, :3] = 0
+    prompts[pm == 0] = tok.pad_token_id
+    seq = torch.cat([prompts.repeat_interleave(n, 0), torch.randint(3, 200, (3 * n, 6))], 1)
+    attn = torch.cat([pm.repeat_interleave(n, 0), torch.ones(3 * n, 6, dtype=torch.long)], 1)
+    attn[1, -2:] = 0                     # answers of different lengths (right padding)
+    attn[5, -4:] = 0
+    return seq, attn, position_ids_from(attn)
+
+
+@pytest.mark.parametrize("kind", ["tiny", "tiny-opt"])
+def test_shared_forward_equals_plain_forward_and_gradients(kind):
+    from training.utils.model import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(kind)
+    model = load_causal_lm(kind, tok, seed=0).train()
+    seq, attn, pos = _group_batch(tok)
+    out = {}
+    for share in (False, True):
+        model.zero_grad()
+        logits = state_logits(model, seq, attn, pos, 8, share)          # states 8.. predict the answers
+        assert logits.shape == (12, 6, len(tok))
+        lp = torch.log_softmax(logits, -1).gather(-1, seq[:, 9:].unsqueeze(-1)).squeeze(-1)
+        (lp * attn[:, 9:]).sum().backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        out[share] = (logits.detach()[attn[:, 9:].bool()], grads)
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=0, atol=5e-5)
+    assert out[False][1].abs().max() > 1.0          # the gradients compared are not all ~0
+
+
+def test_shared_prefill_generates_the_plain_tokens(tiny_tok):
+    from training.utils.model import load_causal_lm
+
+    model = load_causal_lm("tiny", tiny_tok, seed=0).eval()
+    seq, attn, _ = _group_batch(tiny_tok)
+    ids, mask = seq[:, :9], attn[:, :9]
+    for sample in (False, True):
+        got = {}
+        for share in (False, True):
+            torch.manual_seed(1)
+            with torch.no_grad():
+                got[share] = hf_generate(model, tiny_tok, ids, mask,
+                                         GenerationSettings(max_new_tokens=12, do_sample=sample, share_prompt=share))
+        assert torch.equal(got[True], got[False])
+        assert got[True].shape[1] > 9
+
+
+def test_dpo_pair_logps_equal_the_right_padded_plain_forward(tiny_tok):
+    from training.step2_reward_model_finetuning.dpo_main import pair_logps
+    from training.utils.data import PairCollator
+    from training.utils.losses import answer_mask, sequence_logps
+    from training.utils.model import load_causal_lm
+
+    model = load_causal_lm("tiny", tiny_tok, seed=0)
+    torch.manual_seed(0)
+    rows = []
+    for plen, c, r in ((5, 3, 6), (9, 4, 2), (7, 1, 1)):
+        p = torch.randint(3, 200, (plen,)).tolist()
+        rows.append({"chosen_ids": p + torch.randint(3, 200, (c,)).tolist(),
+                     "rejected_ids": p + torch.randint(3, 200, (r,)).tolist(), "prompt_len": plen})
+    b = PairCollator(tiny_tok.pad_token_id)(rows)
+    ids = b["input_ids"]
+    with torch.no_grad():
+        plain = sequence_logps(model(input_ids=ids, attention_mask=b["attention_mask"]).logits, ids,
+                               answer_mask(ids, b["prompt_len"], b["end_index"]))
+        for share in (False, True):
+            chosen, rejected = pair_logps(model, b, share)
+            torch.testing.assert_close(torch.cat([chosen, rejected]), plain, rtol=0, atol=1e-4)
+    assert plain.abs().min() > 1.0
+
+
+class _Engine:
+    """The two calls the trainer makes on an engine, on a plain model."""
+
+    def __init__(self, model):
+        self.module = model
+
+    def __call__(self, **kw):
+        return self.module(**kw)
+
+    def backward(self, loss):
+        loss.backward()
+
+    def step(self):
+        pass
+
+    def train(self):
+        self.module.train()
+
+    def eval(self):
+        self.module.eval()
+
+
+def test_one_on_policy_update_skips_old_logprobs_with_the_same_gradient(tiny_tok):
+    from training.utils.config import parse_config
+    from training.utils.model import load_causal_lm
+    from training.utils.rl.experience import ExperienceMaker
+    from training.utils.rl.trainer import RLTrainer
+
+    flags = ["--algo", "grpo", "--num_samples_per_prompt", "4", "--per_device_generation_batch_size", "1",
+             "--per_device_training_batch_size", "4", "--ppo_epochs", "1", "--kl_coef", "0"]
+    cfg = parse_config(flags, stage="rl")
+    model = load_causal_lm("tiny", tiny_tok, seed=1)
+    engine = _Engine(model)
+
+    class He:
+        def __init__(self):
+            self.engine, self.module = engine, model
+
+        def generate(self, ids, mask, settings):
+            return torch.cat([ids, torch.tensor([[21, 22, 2], [23, 2, 0], [24, 25, 2], [26, 2, 0]])], 1)
+
+        def eval(self):
+            model.eval()
+
+        def train(self):
+            model.train()
+
+    class Tok:
+        eos_token_id = 2
+
+    reward = lambda seq, attn, pos, end, batch, rollout=True: torch.tensor([1.0, 0.0, 0.0, 1.0])
+    prompt = {"input_ids": torch.tensor([[11, 12, 13]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    grads = {}
+    for once in (True, False):
+        maker = ExperienceMaker(He(), None, None, reward, Tok(), cfg.rl, cfg.rewards, 3, lambda: 0.0)
+        assert maker.on_policy_once          # one prompt x 4 answers, one micro-batch of 4, one epoch, no KL
+        maker.on_policy_once = once
+        exp, _ = maker.make(prompt)
+        assert (exp.old_logp is None) == once
+        model.zero_grad()
+        m = RLTrainer(He(), None, cfg.rl, 0, 3, has_ref=False).policy_step(exp)
+        assert m["approx_kl"] == pytest.approx(0.0, abs=1e-6) and m["clip_frac"] == 0.0
+        grads[once] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    torch.testing.assert_close(grads[True], grads[False], rtol=0, atol=1e-6)
+    assert grads[True].abs().max() > 1e-3
+    for more in (["--ppo_epochs", "2"], ["--per_device_training_batch_size", "2"], ["--kl_coef", "0.1"]):
+        c = parse_config(flags + more, stage="rl")
+        ref = model if "--kl_coef" in more else None
+        assert not ExperienceMaker(He(), ref, None, reward, Tok(), c.rl, c.rewards, 3, lambda: 0.1).on_policy_once
