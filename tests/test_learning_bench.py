@@ -1,4 +1,5 @@
-"""scripts/bench/learning.py: figures per seed, mean / min / max, and one real run on tiny."""
+"""scripts/bench/learning.py: figures per seed, mean / min / max, and one real run on tiny; the work
+scripts/bench/vs_trl.py hands to this project's stages."""
 import importlib.util
 import json
 from pathlib import Path
@@ -43,3 +44,25 @@ def test_one_seed_on_tiny_writes_json_and_markdown(tmp_path):
     assert saved["summary"]["pass_rate.grpo"]["mean"] == report["pass_rate"]["grpo"]
     assert saved["summary"]["gain.grpo"]["min"] == report["pass_rate"]["grpo"] - report["pass_rate"]["sft"]
     assert "| pass_rate.grpo |" in (tmp_path / "learning.md").read_text() and result["config"] == "grpo"
+
+
+def test_vs_trl_work_definition_reaches_the_stages():
+    """The flags scripts/bench/vs_trl.py gives this project's stages parse, and set the work the
+    TRL side mirrors (one typo would silently benchmark something else)."""
+    from training.utils.config import parse_config
+
+    spec = importlib.util.spec_from_file_location("vs_trl", ROOT / "scripts" / "bench" / "vs_trl.py")
+    b = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(b)
+    a = b.parse([])
+    g = parse_config(b.ours("grpo", a, "tiny", Path("/tmp/x"))[2:], stage="rl")
+    assert (g.optim.max_steps, g.rl.per_device_generation_batch_size, g.rl.num_samples_per_prompt,
+            g.rl.per_device_training_batch_size, g.rl.ppo_epochs, g.data.max_answer_seq_len) == (16, 4, 4, 16, 1, 48)
+    assert (g.rl.kl_coef, g.rl.dynamic_filtering, g.rewards.missing_eos_penalty, g.log.final_eval) == (0.0, False, 0.0, False)
+    assert (g.lora.lora_dim, g.lora.lora_alpha, g.lora.lora_learning_rate, g.rl.top_k) == (16, 32, 2e-4, 0)
+    d = parse_config(b.ours("dpo", a, "tiny", Path("/tmp/x"))[2:], stage="dpo")
+    assert (d.optim.max_steps, d.optim.per_device_train_batch_size, d.dpo.beta, d.optim.num_warmup_steps) == (40, 8, 0.1, 5)
+    assert (d.optim.learning_rate, d.log.eval_interval, d.log.final_eval, d.model.share_prompt_forward) == (5e-6, 0, False, True)
+    off = parse_config(b.ours("dpo", b.parse(["--ours-flags", "--share_prompt_forward", "false"]), "tiny",
+                              Path("/tmp/x"))[2:], stage="dpo")
+    assert off.model.share_prompt_forward is False

@@ -6,7 +6,7 @@ import torch
 
 from training.utils.hybrid_engine import GenerationSettings, hf_generate
 from training.utils.rl.sequences import position_ids_from
-from training.utils.shared_prefix import prefix_groups, state_logits
+from training.utils.shared_prefix import buckets, prefix_groups, state_logprobs
 
 
 def test_prefix_groups_hand_values():
@@ -32,6 +32,13 @@ def _group_batch(tok, n=4):
     return seq, attn, position_ids_from(attn)
 
 
+def test_buckets_hand_values():
+    # one long answer among short ones: its own bucket (3 x 4 + 1 x 40 + 2 calls of 10 = 72 < 4 x 40 + 10)
+    assert buckets([4, 40, 3, 4], call_cost=10) == [[2, 0, 3], [1]]
+    assert buckets([4, 40, 3, 4], call_cost=200) == [[2, 0, 3, 1]]      # 160 + 200 < 52 + 400: one bucket
+    assert buckets([5, 5], call_cost=0) == [[0, 1]]
+
+
 @pytest.mark.parametrize("kind", ["tiny", "tiny-opt"])
 def test_shared_forward_equals_plain_forward_and_gradients(kind):
     from training.utils.model import load_causal_lm, load_tokenizer
@@ -39,18 +46,20 @@ def test_shared_forward_equals_plain_forward_and_gradients(kind):
     tok = load_tokenizer(kind)
     model = load_causal_lm(kind, tok, seed=0).train()
     seq, attn, pos = _group_batch(tok)
+    attn[7, -5:] = 0                     # a short answer in another group: the answers run in two buckets
+    assert len(buckets(attn[:, 9:].sum(1).tolist(), call_cost=2)) == 2
     out = {}
     for share in (False, True):
         model.zero_grad()
-        logits = state_logits(model, seq, attn, pos, 8, share)          # states 8.. predict the answers
-        assert logits.shape == (12, 6, len(tok))
-        lp = torch.log_softmax(logits, -1).gather(-1, seq[:, 9:].unsqueeze(-1)).squeeze(-1)
+        lp, ent = state_logprobs(model, seq, attn, pos, 8, 0.7, share, entropy=True, call_cost=2)  # states 8..: answers
+        assert lp.shape == ent.shape == (12, 6)
         (lp * attn[:, 9:]).sum().backward()
         grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-        out[share] = (logits.detach()[attn[:, 9:].bool()], grads)
-    torch.testing.assert_close(out[True][0], out[False][0], rtol=0, atol=1e-5)
-    torch.testing.assert_close(out[True][1], out[False][1], rtol=0, atol=5e-5)
-    assert out[False][1].abs().max() > 1.0          # the gradients compared are not all ~0
+        real = attn[:, 9:].bool()
+        out[share] = (lp.detach()[real], ent[real], grads)
+    for a, b, tol in zip(out[True], out[False], (1e-5, 1e-5, 5e-5)):
+        torch.testing.assert_close(a, b, rtol=0, atol=tol)
+    assert out[False][2].abs().max() > 1.0          # the gradients compared are not all ~0
 
 
 def test_shared_prefill_generates_the_plain_tokens(tiny_tok):

@@ -21,9 +21,9 @@ from training.utils.deepspeed_setup import frozen
 from training.utils.loop import run, to_device
 from training.utils.model import load_causal_lm, save_hf
 from training.utils.stage import StageRun, run_cli
-from training.utils.losses import dpo_loss, token_logprobs
+from training.utils.losses import dpo_loss
 from training.utils.rl.sequences import position_ids_from
-from training.utils.shared_prefix import state_logits
+from training.utils.shared_prefix import state_logprobs
 
 
 def frozen_reference(cfg, tok):
@@ -36,7 +36,7 @@ def frozen_reference(cfg, tok):
 def prompt_answer_layout(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """The pair batch (right-padded [prompt answer pad]) as [left-padded prompt | answer | pad]:
     (ids, attention mask, positions, prompt width P). A pair's chosen and rejected rows then hold the
-    same columns before P - 1, which ``state_logits`` runs once."""
+    same columns before P - 1, which ``state_logprobs`` runs once."""
     ids, mask, plen, end = batch["input_ids"], batch["attention_mask"], batch["prompt_len"], batch["end_index"]
     p, a = int(plen.max()), int((end + 1 - plen).max())
     rows = torch.arange(ids.shape[0], device=ids.device)[:, None]
@@ -51,8 +51,8 @@ def prompt_answer_layout(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 def pair_logps(model, batch, share: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Sequence log-probs of the answers (EOS included), chosen rows then rejected rows."""
     seq, attn, pos, p = prompt_answer_layout(batch)
-    logits = state_logits(model, seq, attn, pos, p - 1, share)      # states P-1.. predict the answer tokens
-    lp = (token_logprobs(logits, seq[:, p:]) * attn[:, p:]).sum(-1)
+    lp, _ = state_logprobs(model, seq, attn, pos, p - 1, 1.0, share)     # states P-1.. predict the answer tokens
+    lp = (lp * attn[:, p:]).sum(-1)
     b = lp.shape[0] // 2
     return lp[:b], lp[b:]
 

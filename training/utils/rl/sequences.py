@@ -11,8 +11,7 @@ from dataclasses import fields
 
 import torch
 
-from ..losses import token_logprobs
-from ..shared_prefix import state_logits
+from ..shared_prefix import state_logprobs
 
 
 def answer_layout(seq: torch.Tensor, prompt_mask: torch.Tensor, eos_id: int):
@@ -43,34 +42,25 @@ def first_action(action_mask: torch.Tensor) -> int:
     return int(cols[0]) if len(cols) else action_mask.shape[1]
 
 
-def action_logits(model, seq, attn, pos, start: int = 0, temperature: float = 1.0, share: bool = False) -> torch.Tensor:
-    """Logits / T at the states start..L-2, the ones whose next token can be an action: [B, L-1-start, V].
-
-    The LM head and everything after it run on those positions only (``logits_to_keep``): with
-    ~50-token prompts and short answers that is most of the vocabulary-sized work saved. With
-    ``share``, rows that share their prompt run it once (``shared_prefix.py``).
-    """
-    return state_logits(model, seq, attn, pos, start, share) / temperature
-
-
 def widen(x: torch.Tensor, start: int) -> torch.Tensor:
     """[B, L-1-start] per-state values -> [B, L-1], zeros before ``start`` (prompt states)."""
     return torch.nn.functional.pad(x, (start, 0))
 
 
 def action_logprobs(model, seq, attn, pos, action_mask, temperature: float = 1.0, share: bool = False):
-    """(logits / T at the action states [B, L-1-start, V], log-probs of seq[:, 1:] [B, L-1] (0 before
-    ``start``), ``start``) for the actions that ``action_mask`` marks: the policy's forward in training."""
+    """(log-probs of seq[:, 1:] at temperature T [B, L-1] (0 before ``start``), entropy at the states
+    start.. [B, L-1-start] (no gradient), ``start``) for the actions ``action_mask`` marks: the policy's
+    forward in training. The LM head runs on the action states only; with ``share`` rows that share
+    their prompt run it once (``shared_prefix.py``)."""
     start = first_action(action_mask)
-    logits = action_logits(model, seq, attn, pos, start, temperature, share)
-    return logits, widen(token_logprobs(logits, seq[:, start + 1:]), start), start
+    lp, ent = state_logprobs(model, seq, attn, pos, start, temperature, share, entropy=True)
+    return widen(lp, start), ent, start
 
 
 def causal_logprobs(model, seq, attn, pos, temperature: float = 1.0, start: int = 0, share: bool = False) -> torch.Tensor:
     """Log-probs of seq[:, 1:] under ``model`` at the sampling temperature (logits / T), [B, L-1];
     computed for states >= ``start`` only (0 before it)."""
-    logits = action_logits(model, seq, attn, pos, start, temperature, share)
-    return widen(token_logprobs(logits, seq[:, start + 1:]), start)
+    return widen(state_logprobs(model, seq, attn, pos, start, temperature, share)[0], start)
 
 
 def repeat_batch(batch: dict, n: int) -> dict:

@@ -13,7 +13,7 @@ import torch
 from ..losses import causal_lm_loss, dpo_loss
 from .advantages import estimator_for, is_dr_grpo, kl_in_reward
 from .experience import Experience
-from .maths import AdaptiveKLController, aggregate, entropy_from_logits, kl_estimate, masked_mean, policy_loss, value_loss
+from .maths import AdaptiveKLController, aggregate, kl_estimate, masked_mean, policy_loss, value_loss
 from .residency import Residency
 from .sequences import action_logprobs, micro_batches, pairs_in_order
 
@@ -96,7 +96,7 @@ class RLTrainer:
         """The clipped surrogate on the experience's advantages, plus kl_coef x k3 KL to the reference
         when the KL is not in the reward."""
         c = self.c
-        logits, logp, start = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids,
+        logp, ent, start = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids,
                                               e.action_mask, c.temperature, self.share)
         old = e.old_logp if e.old_logp is not None else logp.detach()      # None: the one on-policy update
         loss, clipfrac = policy_loss(logp, old, e.advantages, e.action_mask, c.cliprange, c.eps_clip_high,
@@ -109,7 +109,7 @@ class RLTrainer:
         if not self._apply(loss, "policy loss"):
             return {}
         with torch.no_grad():
-            out["entropy"] = masked_mean(entropy_from_logits(logits.detach()), e.action_mask[:, start:]).item()
+            out["entropy"] = masked_mean(ent, e.action_mask[:, start:]).item()
             out["approx_kl"] = masked_mean(old - logp.detach(), e.action_mask).item()
         out["actor_loss"] = loss.item()
         return out
@@ -118,7 +118,7 @@ class RLTrainer:
         """Online DPO on consecutive answer pairs: the one with the positive preference sign is chosen;
         sequence log-probs of the policy against the reference's from the rollout (both at the rollout
         temperature)."""
-        _, logp, _ = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids, e.action_mask,
+        logp, _, _ = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids, e.action_mask,
                                      self.c.temperature, self.share)
         pol = (logp * e.action_mask).sum(1).view(-1, 2)
         old = e.old_logp if e.old_logp is not None else logp.detach()      # None: the one on-policy update
