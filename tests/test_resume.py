@@ -18,8 +18,8 @@ from training.utils.loop import NumericFault
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"sft": "training/step1_supervised_finetuning/main.py", "rm": "training/step2_reward_model_finetuning/main.py",
-           "ppo": "training/step3_rlhf_finetuning/main.py"}
-MAINS = {"sft": sft_main, "rm": rm_main, "ppo": rl_main}
+           "ppo": "training/step3_rlhf_finetuning/main.py", "curriculum": "training/step3_rlhf_finetuning/main.py"}
+MAINS = {"sft": sft_main, "rm": rm_main, "ppo": rl_main, "curriculum": rl_main}
 COMMON = ["--bundled_size", "300", "--max_seq_len", "96", "--max_prompt_seq_len", "64", "--max_eval_samples", "4",
           "--per_device_eval_batch_size", "4", "--disable_tqdm", "--plots", "false", "--seed", "5",
           "--enable_tensorboard", "false"]
@@ -33,17 +33,21 @@ def stage_args(kind, tmp_path, out, rm_dir=None):
     if kind == "rm":
         return COMMON + cache + ["--model_name_or_path", "tiny", "--per_device_train_batch_size", "2", "--max_steps", "6",
                                  "--learning_rate", "1e-3", "--gradient_accumulation_steps", "2", "--save_interval", "2"]
-    return COMMON + cache + ["--actor_model_name_or_path", "tiny", "--reward_model_name_or_path", rm_dir,
-                             "--max_answer_seq_len", "8", "--per_device_generation_batch_size", "4",
-                             "--per_device_training_batch_size", "2", "--max_steps", "5", "--learning_rate", "1e-3",
-                             "--critic_learning_rate", "1e-3", "--save_interval", "2", "--enable_ema", "--adaptive_kl",
-                             "--normalize_reward", "--dropout", "0.1"]
+    rl = COMMON + cache + ["--actor_model_name_or_path", "tiny", "--reward_model_name_or_path", rm_dir,
+                           "--max_answer_seq_len", "8", "--per_device_generation_batch_size", "4",
+                           "--per_device_training_batch_size", "2", "--max_steps", "5", "--learning_rate", "1e-3",
+                           "--critic_learning_rate", "1e-3", "--save_interval", "2", "--enable_ema", "--adaptive_kl",
+                           "--normalize_reward", "--dropout", "0.1"]
+    if kind == "curriculum":       # prompts drawn by the spread of their answers: the draws resume too
+        rl += ["--num_samples_per_prompt", "2", "--group_baseline", "--prompt_curriculum", "--balance_key", "task"]
+    return rl
 
 
 def weights(out: Path, kind: str) -> dict:
-    d = out / "actor" if kind == "ppo" else out
+    rl = kind in ("ppo", "curriculum")
+    d = out / "actor" if rl else out
     w = load_file(str(d / "model.safetensors"))
-    if kind == "ppo":
+    if rl:
         w.update({"critic." + k: v for k, v in load_file(str(out / "critic" / "model.safetensors")).items()})
         w.update({"ema." + k: v for k, v in load_file(str(out / "actor_ema" / "model.safetensors")).items()})
     return w
@@ -67,7 +71,7 @@ def rm_dir(tmp_path_factory, tiny_tok):
     return str(d)
 
 
-@pytest.mark.parametrize("kind", ["sft", "rm", "ppo"])
+@pytest.mark.parametrize("kind", ["sft", "rm", "ppo", "curriculum"])
 def test_sigkill_mid_stage_then_resume_gives_the_uninterrupted_weights(tmp_path, kind, rm_dir):
     full, cut = tmp_path / "full", tmp_path / "cut"
     MAINS[kind](stage_args(kind, tmp_path, full, rm_dir))
@@ -81,10 +85,10 @@ def test_sigkill_mid_stage_then_resume_gives_the_uninterrupted_weights(tmp_path,
         assert torch.equal(a[k], b[k]), k
     # one metrics record per step across the two runs (the killed run's step 3 was redone), and the
     # same numbers as the uninterrupted run
-    key = "reward" if kind == "ppo" else "loss"
+    key = "reward" if kind in ("ppo", "curriculum") else "loss"
     la = [(r["step"], r[key]) for r in read_metrics(full / "metrics.jsonl") if r["split"] == "train"]
     lb = [(r["step"], r[key]) for r in read_metrics(cut / "metrics.jsonl") if r["split"] == "train"]
-    assert la == lb and len(la) == (5 if kind == "ppo" else 6)
+    assert la == lb and len(la) == (5 if key == "reward" else 6)
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):

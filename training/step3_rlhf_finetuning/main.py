@@ -20,10 +20,11 @@ import sys
 
 from training.utils.config import ConfigError, parse_config
 from training.utils.data import PromptCollator, SFTCollator
-from training.utils.distributed import is_main
+from training.utils.distributed import all_reduce_sum, is_main, rank, world_size
 from training.utils.loop import NonFinite, make_loader
 from training.utils.model import save_hf
 from training.utils.model.save import write_hf
+from training.utils.rl.curriculum import PromptCurriculum, loader as curriculum_loader
 from training.utils.rl.experience import ExperienceMaker
 from training.utils.rl.residency import Residency
 from training.utils.rl.models import build_actor, build_critic, build_reference, build_reward_sources
@@ -79,8 +80,15 @@ def main(argv=None) -> dict:
                  ", adaptive" if c.adaptive_kl else "", trainer.loss_agg,
                  ", dynamic filtering" if c.dynamic_filtering else "")
 
+        curriculum = None
+        if c.prompt_curriculum:
+            curriculum = PromptCurriculum(train_ds["group"], c.per_device_generation_batch_size, cfg.optim.seed,
+                                          c.curriculum_decay, c.curriculum_prior, c.curriculum_floor, rank(), world_size(),
+                                          all_reduce_sum)
+            prompts = curriculum_loader(train_ds, curriculum, PromptCollator(tok.pad_token_id))
+            log.info("prompt curriculum over %d groups (%s)", len(curriculum.names), ", ".join(curriculum.names))
         loop = RLLoop(cfg, run_ctx.writer, maker, trainer, reward, reward_fn, prompts, eval_loader, engines,
-                      iterations, guard, dev, unsup)
+                      iterations, guard, dev, unsup, curriculum)
         first, final = loop.run()
         out = run_ctx.out
         save_hf(he.module, tok, out / "actor", cfg.ds.zero_stage)

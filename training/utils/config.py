@@ -224,6 +224,15 @@ class RLConfig:
                                 "(per-answer mean, then mean), constant (per-answer sum / max_answer_seq_len)",
                        choices=("token", "sequence", "constant"))
     dynamic_filtering: bool = _f(False, "critic-free: drop groups whose samples all got the same reward")
+    prompt_curriculum: bool = _f(False, "draw each rollout batch's prompts by group (the --balance_key field, "
+                                         "e.g. the task), in proportion to how much the answers to one prompt "
+                                         "of that group still disagree (needs num_samples_per_prompt >= 2)")
+    curriculum_decay: float = _f(0.8, "at every rollout batch the curriculum's earlier observations of a group's "
+                                      "spread count this much (1: never forgotten)")
+    curriculum_prior: float = _f(2.0, "pseudo-prompts at the all-group mean spread that each group's estimate "
+                                      "starts from (one unlucky batch does not starve a group)")
+    curriculum_floor: float = _f(0.1, "every group keeps at least this fraction of the mean group weight, so a "
+                                      "group whose answers all agree is still revisited")
 
 
 @dataclass
@@ -310,6 +319,12 @@ class Config:
         if p.group_baseline and (p.algo != "ppo" or p.num_samples_per_prompt < 2):
             raise ConfigError("group_baseline is a PPO option that compares answers to the same prompt: "
                               "use it with --algo ppo and num_samples_per_prompt >= 2")
+        if p.prompt_curriculum and (p.num_samples_per_prompt < 2 or not self.data.balance_key):
+            raise ConfigError("prompt_curriculum weighs the groups named by --balance_key by the spread of the "
+                              "answers to one prompt: set --balance_key (e.g. task) and num_samples_per_prompt >= 2")
+        if not (0 < p.curriculum_decay <= 1) or p.curriculum_prior < 0 or p.curriculum_floor < 0:
+            raise ConfigError(f"curriculum_decay must be in (0, 1], curriculum_prior and curriculum_floor >= 0, got "
+                              f"{p.curriculum_decay}, {p.curriculum_prior} and {p.curriculum_floor}")
         if r.reward_weights and len(r.reward_weights) != len(r.reward):
             raise ConfigError(f"{len(r.reward_weights)} reward_weights for {len(r.reward)} reward sources "
                               f"({' '.join(r.reward)})")

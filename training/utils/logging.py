@@ -97,15 +97,23 @@ def plot_metrics(metrics_path, out_dir) -> list[str]:
     written = []
     for split in sorted({r["split"] for r in recs} - {"time"}):     # "time": one row of loop seconds
         rows = [r for r in recs if r["split"] == split]
-        keys = sorted({k for r in rows for k in r} - {"step", "split", "time"})
+        names = sorted({k for r in rows for k in r} - {"step", "split", "time"})
+        panels: dict[str, list[str]] = {}        # "curriculum/lower", "curriculum/math": one panel, a line each
+        for k in names:
+            panels.setdefault(k.split("/")[0] if "/" in k else k, []).append(k)
+        keys = list(panels)
         if not keys:
             continue
         cols = min(3, len(keys))
         nrows = math.ceil(len(keys) / cols)
         fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.2 * nrows), squeeze=False)
         for ax, k in zip(axes.flat, keys):
-            pts = [(r["step"], r[k]) for r in rows if k in r]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 30 else None)
+            for name in panels[k]:
+                pts = [(r["step"], r[name]) for r in rows if name in r]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 30 else None,
+                        label=name.split("/", 1)[1] if "/" in name else None)
+            if len(panels[k]) > 1 or "/" in panels[k][0]:
+                ax.legend(fontsize=6)
             ax.set_title(k)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)

@@ -66,6 +66,7 @@ class PromptCollator:
     def __call__(self, rows: list[dict]) -> dict:
         ids, mask = pad_sequences([list(r["prompt_ids"]) for r in rows], self.pad_token_id, True, self.pad_to_multiple_of)
         out = {"input_ids": ids, "attention_mask": mask}
-        if "prompt_text" in rows[0]:
-            out["prompt_text"] = [r["prompt_text"] for r in rows]
+        for key in ("prompt_text", "group"):          # the checker's task, the curriculum's group
+            if key in rows[0]:
+                out[key] = [r[key] for r in rows]
         return out

@@ -24,7 +24,7 @@ from .format import answer_token_ids, prompt_token_ids, render_answer, render_pr
 from .sources import DataError, Keys, Source, get_source
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 PHASE_NAMES = {1: "sft", 2: "pairs", 3: "prompts"}
 
 
@@ -94,10 +94,12 @@ def tokenize_rows(rows: list[dict], tokenizer, phase: int, d: DataConfig) -> tup
     p_ids = [prompt_token_ids(tokenizer, t, mode) for t in prompts]
     out: list[dict] = []
     if phase == 3:
-        for text, p in zip(prompts, p_ids):
+        grouped = any("_group" in r for r in rows)      # --balance_key: the row's group travels along
+        for r, text, p in zip(rows, prompts, p_ids):
             fit = _fit(p, None, d, st)
             if fit:
-                out.append({"prompt_ids": fit[0], "prompt_text": text})
+                out.append({"prompt_ids": fit[0], "prompt_text": text,
+                            **({"group": r.get("_group", "")} if grouped else {})})
     elif phase == 1:
         for r, p in zip(rows, p_ids):
             fit = _fit(p, answer_token_ids(tokenizer, render_answer(r["chosen"], tokenizer, mode)), d, st)

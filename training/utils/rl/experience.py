@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from ..hybrid_engine import GenerationSettings
+from .curriculum import prompt_spread
 from .advantages import estimator_for, is_dr_grpo, kl_in_reward, sequence_scores
 from .residency import Residency
 from .maths import RunningMoments, group_advantages, masked_mean, masked_whiten, shape_rewards, silent_groups, uniform_groups
@@ -64,6 +65,7 @@ class ExperienceMaker:
         self.on_policy_once = (ref is None and critic is None and rl_cfg.ppo_epochs == 1
                                and rl_cfg.generation_batches == 1 and rows <= rl_cfg.per_device_training_batch_size)
         self.moments: Optional[RunningMoments] = RunningMoments() if reward_cfg.normalize_reward else None
+        self.spread: Optional[torch.Tensor] = None   # the last batch's spread of scores among a prompt's answers
 
     def state_dict(self) -> dict:
         m = self.moments
@@ -96,6 +98,7 @@ class ExperienceMaker:
         c, n = self.c, self.c.num_samples_per_prompt
         t0 = time.time()
         seq, attn, pos, action, raw, score, has_eos = self.answer(repeat_batch(batch, n), self.settings)
+        self.spread = prompt_spread(score, n) if n > 1 else None    # [P] for the prompt curriculum
         baseline = self.answer(batch, self.greedy, rollout=False)[5] if self.est.greedy_baseline else None
         gen_s = time.time() - t0
         t1 = time.time()

@@ -107,11 +107,12 @@ class RLLoop:
     """``run()`` trains ``iterations`` iterations and returns (first eval, final eval)."""
 
     def __init__(self, cfg, writer, maker, trainer, reward: Faulty, reward_fn, prompts, eval_loader, engines: dict,
-                 iterations: int, guard, device, unsup: Optional[Counted] = None):
+                 iterations: int, guard, device, unsup: Optional[Counted] = None, curriculum=None):
         self.cfg, self.c, self.w = cfg, cfg.rl, writer
         self.maker, self.trainer, self.reward, self.reward_fn = maker, trainer, reward, reward_fn
         self.prompts, self.eval_loader, self.engines = cycle(prompts), eval_loader, engines
         self.iterations, self.guard, self.device, self.unsup = iterations, guard, device, unsup
+        self.curriculum = curriculum                 # PromptCurriculum drawing ``prompts`` (None: shuffled epochs)
         self.rows = self.c.per_device_generation_batch_size * self.c.num_samples_per_prompt
 
     def evaluate(self) -> dict:
@@ -125,7 +126,10 @@ class RLLoop:
         c = self.c
         exps, roll = [], []
         for _ in range(c.generation_batches):
-            exp, m = self.maker.make(to_device(next(self.prompts), self.device))
+            batch = next(self.prompts)
+            exp, m = self.maker.make(to_device(batch, self.device))
+            if self.curriculum is not None:
+                self.curriculum.observe(batch["group"], self.maker.spread)
             if len(self.reward.parts) > 1:       # per-source means of this rollout's rewards
                 m.update({f"reward/{k}": v for k, v in self.reward.parts.items()})
             roll.append(m)
@@ -134,6 +138,8 @@ class RLLoop:
         if not self.guard.check(torch.tensor([m["reward"] for m in roll]), "reward", it):
             return {"skipped_updates": 1.0}
         metrics = {k: sum(m.get(k, 0.0) for m in roll) / len(roll) for k in roll[0]}
+        if self.curriculum is not None:
+            metrics.update(self.curriculum.metrics())
         if exps:
             metrics.update(self.trainer.train(exps, it - 1, c.per_device_training_batch_size, self.device))
         else:
@@ -157,8 +163,11 @@ class RLLoop:
         self.w.rewind(st["step"])
         self.trainer.load_state_dict(st, d)
         self.maker.load_state_dict(st)
-        for _ in range(st["step"] * self.c.generation_batches):      # prompt batches the run had used
-            next(self.prompts)
+        if self.curriculum is not None:
+            self.curriculum.load_state_dict(st["curriculum"])
+        else:
+            for _ in range(st["step"] * self.c.generation_batches):      # prompt batches the run had used
+                next(self.prompts)
         for _ in range(st.get("unsup_batches", 0)):
             next(self.unsup)
         self.guard.total = st["nonfinite"]
@@ -166,7 +175,8 @@ class RLLoop:
 
     def save(self, it: int, first: Optional[dict]) -> None:
         state = {"first_eval": first, "unsup_batches": self.unsup.used if self.unsup is not None else 0,
-                 "nonfinite": self.guard.total, **self.trainer.state_dict(), **self.maker.state_dict()}
+                 "nonfinite": self.guard.total, **self.trainer.state_dict(), **self.maker.state_dict(),
+                 **({"curriculum": self.curriculum.state_dict()} if self.curriculum is not None else {})}
         ema = self.trainer.ema
         checkpoint.save(self.cfg.log.output_dir, it, self.engines, state, self.cfg.ckpt.keep_checkpoints,
                         {"ema.safetensors": ema.shadow} if ema is not None and is_main() else None)
