@@ -122,4 +122,6 @@ def loader(ds, curriculum: PromptCurriculum, collate):
     """A DataLoader over ``ds`` that draws every batch from ``curriculum`` (endless)."""
     from torch.utils.data import DataLoader
 
-    return DataLoader(ds, batch_sampler=curriculum, collate_fn=collate)
+    # its own generator: starting an iterator draws a seed, which must not come from (and shift) the
+    # global RNG stream that sampling uses; a resumed run starts its iterator at another point of it
+    return DataLoader(ds, batch_sampler=curriculum, collate_fn=collate, generator=torch.Generator().manual_seed(0))

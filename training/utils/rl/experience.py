@@ -15,8 +15,8 @@ from typing import Callable, Optional
 import torch
 
 from ..hybrid_engine import GenerationSettings
-from .curriculum import prompt_spread
 from .advantages import estimator_for, is_dr_grpo, kl_in_reward, sequence_scores
+from .curriculum import prompt_spread
 from .residency import Residency
 from .maths import RunningMoments, group_advantages, masked_mean, masked_whiten, shape_rewards, silent_groups, uniform_groups
 from .sequences import answer_layout, causal_logprobs, first_action, position_ids_from, repeat_batch, select_rows

@@ -164,6 +164,9 @@ class RLLoop:
         self.trainer.load_state_dict(st, d)
         self.maker.load_state_dict(st)
         if self.curriculum is not None:
+            if "curriculum" not in st:
+                raise RuntimeError(f"checkpoint {d}: written without --prompt_curriculum; resume with the "
+                                   "settings of the run that wrote it")
             self.curriculum.load_state_dict(st["curriculum"])
         else:
             for _ in range(st["step"] * self.c.generation_batches):      # prompt batches the run had used
