@@ -231,8 +231,8 @@ class RLConfig:
                                       "spread count this much (1: never forgotten)")
     curriculum_prior: float = _f(2.0, "pseudo-prompts at the all-group mean spread that each group's estimate "
                                       "starts from (one unlucky batch does not starve a group)")
-    curriculum_floor: float = _f(0.1, "every group keeps at least this fraction of the mean group weight, so a "
-                                      "group whose answers all agree is still revisited")
+    curriculum_floor: float = _f(0.1, "added to every group's weight, as a fraction of the mean spread of all "
+                                      "groups, so a group whose answers all agree is still revisited")
 
 
 @dataclass
