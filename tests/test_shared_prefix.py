@@ -6,7 +6,7 @@ import torch
 
 from training.utils.hybrid_engine import GenerationSettings, hf_generate
 from training.utils.rl.sequences import position_ids_from
-from training.utils.shared_prefix import buckets, prefix_groups, state_logprobs
+from training.utils.shared_prefix import buckets, prefix_groups, prompt_answer_layout, state_logprobs
 
 
 def test_prefix_groups_hand_values():
@@ -101,6 +101,40 @@ def test_dpo_pair_logps_equal_the_right_padded_plain_forward(tiny_tok):
             chosen, rejected = pair_logps(model, b, share)
             torch.testing.assert_close(torch.cat([chosen, rejected]), plain, rtol=0, atol=1e-4)
     assert plain.abs().min() > 1.0
+
+
+@pytest.mark.parametrize("kind", ["tiny", "tiny-opt"])
+def test_reward_pair_scores_and_gradients_equal_the_right_padded_plain_forward(kind):
+    from training.step2_reward_model_finetuning.main import pair_scores
+    from training.utils.data import PairCollator
+    from training.utils.losses import pairwise_loss
+    from training.utils.model import ValueModel, end_scores, load_reward_model, load_tokenizer
+
+    tok = load_tokenizer(kind)
+    vm = ValueModel(load_reward_model(kind, tok, seed=0)).train()
+    torch.manual_seed(0)
+    rows = []
+    for plen, c, r in ((5, 3, 6), (9, 4, 2), (7, 1, 1), (6, 12, 2)):
+        p = torch.randint(3, 200, (plen,)).tolist()
+        rows.append({"chosen_ids": p + torch.randint(3, 200, (c,)).tolist(),
+                     "rejected_ids": p + torch.randint(3, 200, (r,)).tolist(), "prompt_len": plen})
+    b = PairCollator(tok.pad_token_id)(rows)
+    seq, attn, _, p = prompt_answer_layout(b)
+    assert prefix_groups(seq, attn, p)[0].numel() == 4                  # the shared path runs 4 prompts
+    out = {}
+    for share in ("plain", False, True):
+        vm.zero_grad()
+        if share == "plain":        # the whole right-padded rows, scored at each EOS
+            c, r = end_scores(vm(b["input_ids"], b["attention_mask"]), b["end_index"]).chunk(2)
+        else:
+            c, r = pair_scores(vm, b, share)
+        pairwise_loss(c, r).backward()
+        grads = torch.cat([p.grad.flatten() for p in vm.parameters() if p.grad is not None])
+        out[share] = (torch.cat([c, r]).detach(), grads)
+    for share in (False, True):
+        torch.testing.assert_close(out[share][0], out["plain"][0], rtol=0, atol=1e-4)
+        torch.testing.assert_close(out[share][1], out["plain"][1], rtol=0, atol=5e-5)
+    assert out["plain"][0].std() > 1e-2 and out["plain"][1].abs().max() > 1e-2     # not all alike / ~0
 
 
 class _Engine:

@@ -22,8 +22,7 @@ from training.utils.loop import run, to_device
 from training.utils.model import load_causal_lm, save_hf
 from training.utils.stage import StageRun, run_cli
 from training.utils.losses import dpo_loss
-from training.utils.rl.sequences import position_ids_from
-from training.utils.shared_prefix import state_logprobs
+from training.utils.shared_prefix import prompt_answer_layout, state_logprobs
 
 
 def frozen_reference(cfg, tok):
@@ -31,21 +30,6 @@ def frozen_reference(cfg, tok):
     name = cfg.dpo.ref_model_name_or_path or cfg.model.model_name_or_path
     ref = load_causal_lm(name, tok, trust_remote_code=cfg.model.trust_remote_code, seed=cfg.optim.seed)
     return frozen(ref, cfg, cfg.ds.zero_stage, cfg.ds.offload)
-
-
-def prompt_answer_layout(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """The pair batch (right-padded [prompt answer pad]) as [left-padded prompt | answer | pad]:
-    (ids, attention mask, positions, prompt width P). A pair's chosen and rejected rows then hold the
-    same columns before P - 1, which ``state_logprobs`` runs once."""
-    ids, mask, plen, end = batch["input_ids"], batch["attention_mask"], batch["prompt_len"], batch["end_index"]
-    p, a = int(plen.max()), int((end + 1 - plen).max())
-    rows = torch.arange(ids.shape[0], device=ids.device)[:, None]
-    cols = torch.arange(p + a, device=ids.device)[None, :]
-    src = cols - (p - plen[:, None])                      # column of the right-padded batch each cell comes from
-    real = (src >= 0) & (src <= end[:, None])
-    out = torch.where(real, ids[rows, src.clamp(0, ids.shape[1] - 1)], 0)       # 0 under the mask: any id
-    attn = (real & (mask[rows, src.clamp(0, ids.shape[1] - 1)] > 0)).long()
-    return out, attn, position_ids_from(attn), p
 
 
 def pair_logps(model, batch, share: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,22 +17,27 @@ from training.utils.model import ValueModel, end_scores, load_reward_model, save
 from training.utils.model.reward import head
 from training.utils.stage import StageRun, run_cli
 from training.utils.losses import pairwise_loss, per_token_pair_loss
+from training.utils.shared_prefix import prompt_answer_layout, state_values
 
 
-def pair_scores(engine, batch):
-    """(values [2B, T], chosen scores [B], rejected scores [B])."""
-    values = engine(batch["input_ids"], batch["attention_mask"])
-    scores = end_scores(values, batch["end_index"])
+def pair_scores(engine, batch, share: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen scores [B], rejected scores [B]): the head's value at each answer's EOS. With
+    ``share`` a pair's prompt runs once and both answers continue from its KV cache."""
+    seq, attn, pos, p = prompt_answer_layout(batch)
+    values = state_values(engine, seq, attn, pos, p, share)           # columns p.. = the answers
+    scores = values.gather(1, (batch["end_index"] - batch["prompt_len"]).unsqueeze(1)).squeeze(1)
     b = scores.shape[0] // 2
-    return values, scores[:b], scores[b:]
+    return scores[:b], scores[b:]
 
 
-def make_step(kind: str):
+def make_step(kind: str, share: bool):
     def step(engine, batch):
-        values, c, r = pair_scores(engine, batch)
         if kind == "pairwise":
+            c, r = pair_scores(engine, batch, share)
             loss = pairwise_loss(c, r)
-        else:
+        else:     # per-token: every position of the right-padded rows
+            values = engine(batch["input_ids"], batch["attention_mask"])
+            c, r = end_scores(values, batch["end_index"]).chunk(2)
             b = c.shape[0]
             ids, end = batch["input_ids"], batch["end_index"]
             loss = per_token_pair_loss(values[:b], values[b:], ids[:b], ids[b:], end[:b] + 1, end[b:] + 1)
@@ -41,12 +46,12 @@ def make_step(kind: str):
 
 
 @torch.no_grad()
-def evaluate(engine, loader) -> dict:
+def evaluate(engine, loader, share: bool = True) -> dict:
     """Pairwise accuracy, mean chosen / rejected score and margin over the eval slice."""
     engine.eval()
     correct = chosen = rejected = n = 0.0
     for batch in loader:
-        _, c, r = pair_scores(engine, to_device(batch, engine.device))
+        c, r = pair_scores(engine, to_device(batch, engine.device), share)
         correct += (c > r).sum().item()
         chosen += c.sum().item()
         rejected += r.sum().item()
@@ -70,7 +75,8 @@ def main(argv=None) -> dict:
         engine = s.engine
         run_ctx.log.info("reward model: %d training pairs, %d eval pairs, %d optimizer steps, loss %s",
                          len(s.train_ds), len(s.eval_ds), s.total, cfg.rm.rm_loss)
-        final = run(engine, s.train_loader, make_step(cfg.rm.rm_loss), lambda: evaluate(engine, s.eval_loader),
+        share = cfg.model.share_prompt_forward
+        final = run(engine, s.train_loader, make_step(cfg.rm.rm_loss, share), lambda: evaluate(engine, s.eval_loader, share),
                     cfg, run_ctx.writer, s.total, desc="reward")
         save_hf(engine.module.model, s.tok, cfg.log.output_dir, cfg.ds.zero_stage)
         run_ctx.log.info("saved the reward model to %s (eval accuracy %.3f)", cfg.log.output_dir, final.get("acc", 0.0))

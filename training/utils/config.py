@@ -74,8 +74,8 @@ class ModelConfig:
     dropout: float = _f(-1.0, "override the model's dropout probabilities (negative: keep)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory",
                                       aliases=("--actor_gradient_checkpointing",))
-    share_prompt_forward: bool = _f(True, "RL and DPO forwards: a prompt shared by several rows (a group's answers, "
-                                    "a chosen / rejected pair) runs once and its KV cache is reused (off: every "
+    share_prompt_forward: bool = _f(True, "RL, DPO and reward-model forwards: a prompt shared by several rows (a group's "
+                                    "answers, a chosen / rejected pair) runs once and its KV cache is reused (off: every "
                                     "row runs its prompt)")
 
 

@@ -41,6 +41,23 @@ def prefix_groups(seq: torch.Tensor, attn: torch.Tensor, start: int) -> Optional
     return first, inverse
 
 
+def prompt_answer_layout(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """The pair batch (right-padded [prompt answer pad]) as [left-padded prompt | answer | pad]:
+    (ids, attention mask, positions, prompt width P). A pair's chosen and rejected rows then hold the
+    same columns before P - 1, which ``state_logprobs`` and ``state_values`` run once."""
+    from .rl.sequences import position_ids_from       # rl.sequences imports this module
+
+    ids, mask, plen, end = batch["input_ids"], batch["attention_mask"], batch["prompt_len"], batch["end_index"]
+    p, a = int(plen.max()), int((end + 1 - plen).max())
+    rows = torch.arange(ids.shape[0], device=ids.device)[:, None]
+    cols = torch.arange(p + a, device=ids.device)[None, :]
+    src = cols - (p - plen[:, None])                      # column of the right-padded batch each cell comes from
+    real = (src >= 0) & (src <= end[:, None])
+    out = torch.where(real, ids[rows, src.clamp(0, ids.shape[1] - 1)], 0)       # 0 under the mask: any id
+    attn = (real & (mask[rows, src.clamp(0, ids.shape[1] - 1)] > 0)).long()
+    return out, attn, position_ids_from(attn), p
+
+
 def _checkpointing(model) -> bool:
     m = getattr(model, "module", model)          # a DeepSpeed engine's module
     flag = "is_activation_checkpointing" if hasattr(m, "is_activation_checkpointing") else "is_gradient_checkpointing"
@@ -48,13 +65,16 @@ def _checkpointing(model) -> bool:
 
 
 def prefix_cache(model, seq: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, start: int,
-                 groups: tuple[torch.Tensor, torch.Tensor], per_row: bool = True):
+                 groups: tuple[torch.Tensor, torch.Tensor], per_row: bool = True, lm: bool = True):
     """The KV cache of columns [0, start), computed once per distinct prefix (one cache row each) and,
-    with ``per_row``, copied to every row."""
+    with ``per_row``, copied to every row.  ``lm``: a causal LM (else a ``ValueModel``, whose
+    forward with the cache on returns (values, cache))."""
     first, inverse = groups
-    out = model(input_ids=seq[first, :start], attention_mask=attn[first, :start], position_ids=pos[first, :start],
-                 use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+    ids, mask, p = seq[first, :start], attn[first, :start], pos[first, :start]
+    if lm:
+        cache = model(input_ids=ids, attention_mask=mask, position_ids=p, use_cache=True, logits_to_keep=1).past_key_values
+    else:
+        cache = model(input_ids=ids, attention_mask=mask, position_ids=p, use_cache=True)[1]
     if per_row:
         cache.batch_select_indices(inverse)
     return cache
@@ -87,6 +107,30 @@ def _scored(logits: torch.Tensor, labels: torch.Tensor, temperature: float, entr
     return token_logprobs(logits, labels), ent
 
 
+def _answer_columns(model, seq: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, start: int,
+                    groups: tuple[torch.Tensor, torch.Tensor], real: list[int], width: int, score, lm: bool,
+                    call_cost: int) -> list[Optional[torch.Tensor]]:
+    """Runs columns start.. of every row from its prompt's cache, in length buckets of ``real[b]``
+    columns; ``score(model output, rows, w)`` gives a tuple of [rows, w] tensors (or None), each
+    returned as [B, width] in the original row order, 0 past a row's ``real`` columns."""
+    cache = prefix_cache(model, seq, attn, pos, start, groups, per_row=False, lm=lm)
+    inverse = groups[1]
+    parts, rows = [], []
+    for idx in buckets(real, call_cost):
+        w = max(real[i] for i in idx)
+        sel = torch.tensor(idx, device=seq.device)
+        sub = type(cache)()
+        for li, layer in enumerate(cache.layers):
+            sub.update(layer.keys[inverse[sel]], layer.values[inverse[sel]], li)
+        out = model(input_ids=seq[sel, start:start + w], attention_mask=attn[sel, :start + w],
+                    position_ids=pos[sel, start:start + w], past_key_values=sub, use_cache=True)
+        parts.append(score(out, sel, w))
+        rows += idx
+    back = torch.argsort(torch.tensor(rows, device=seq.device))
+    pad = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]))
+    return [None if parts[0][k] is None else torch.cat([pad(p[k]) for p in parts])[back] for k in range(len(parts[0]))]
+
+
 def state_logprobs(model, seq: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, start: int,
                    temperature: float = 1.0, share: bool = True, entropy: bool = False, call_cost: int = CALL_COST):
     """Log-probs of the tokens start+1..L-1 under ``model`` at temperature T (logits / T), taken at
@@ -102,24 +146,22 @@ def state_logprobs(model, seq: torch.Tensor, attn: torch.Tensor, pos: torch.Tens
         logits = model(input_ids=seq, attention_mask=attn, position_ids=pos, use_cache=False,
                        logits_to_keep=seq.shape[1] - start).logits[:, :-1, :]
         return _scored(logits, labels, temperature, entropy)
-    cache = prefix_cache(model, seq, attn, pos, start, groups, per_row=False)
-    inverse = groups[1]
-    width = seq.shape[1] - 1 - start
     real = attn[:, start + 1:].sum(1).clamp(min=1).tolist()     # answer tokens per row (right-padded)
-    parts, rows = [], []
-    for idx in buckets(real, call_cost):
-        w = max(real[i] for i in idx)
-        sel = torch.tensor(idx, device=seq.device)
-        sub = type(cache)()
-        for li, layer in enumerate(cache.layers):
-            sub.update(layer.keys[inverse[sel]], layer.values[inverse[sel]], li)
-        logits = model(input_ids=seq[sel, start:start + w], attention_mask=attn[sel, :start + w],
-                       position_ids=pos[sel, start:start + w], past_key_values=sub, use_cache=True).logits
-        lp, ent = _scored(logits, labels[sel, :w], temperature, entropy)
-        parts.append((lp, ent))
-        rows += idx
-    back = torch.argsort(torch.tensor(rows, device=seq.device))
-    pad = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]))
-    lp = torch.cat([pad(p) for p, _ in parts])[back]
-    ent = torch.cat([pad(e) for _, e in parts])[back] if entropy else None
+    score = lambda out, sel, w: _scored(out.logits, labels[sel, :w], temperature, entropy)
+    lp, ent = _answer_columns(model, seq, attn, pos, start, groups, real, seq.shape[1] - 1 - start, score, True,
+                              call_cost)
     return lp, ent
+
+
+def state_values(model, seq: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, start: int,
+                 share: bool = True, call_cost: int = CALL_COST) -> torch.Tensor:
+    """A ``ValueModel``'s values at columns start..L-1: [B, L-start] (0 past a row's last real
+    token). With ``share`` rows with the same columns before ``start`` (a reward pair's prompt)
+    compute them once and the rest runs in length buckets, as in ``state_logprobs``."""
+    groups = prefix_groups(seq, attn, start) if share and not _checkpointing(model) else None
+    if groups is None:
+        return model(seq, attn, pos)[:, start:] * attn[:, start:]
+    real = attn[:, start:].sum(1).clamp(min=1).tolist()
+    values, = _answer_columns(model, seq, attn, pos, start, groups, real, seq.shape[1] - start,
+                              lambda out, sel, w: (out[0],), False, call_cost)
+    return values * attn[:, start:]

@@ -54,20 +54,27 @@ class ValueModel(torch.nn.Module):
     """What DeepSpeed wraps: forward gives the head's value at every position, float32 [B, T].
 
     ``.model`` is the Hugging Face sequence-classification model (possibly LoRA-wrapped), the
-    thing that is saved.
+    thing that is saved.  With ``use_cache`` the forward returns ``(values, past_key_values)``:
+    the answer columns of rows that share a prompt then run from the prompt's cache
+    (``shared_prefix.state_values``).
     """
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return bool(getattr(_unwrap(self.model), "is_gradient_checkpointing", False))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+                position_ids: torch.Tensor | None = None, past_key_values=None, use_cache: bool = False):
         m = _unwrap(self.model)
         kw = {} if position_ids is None else {"position_ids": position_ids}
-        hidden = m.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                              **kw).last_hidden_state
-        return head(m)(hidden).squeeze(-1).float()
+        out = m.base_model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
+                           use_cache=use_cache, **kw)
+        values = head(m)(out.last_hidden_state).squeeze(-1).float()
+        return (values, out.past_key_values) if use_cache else values
 
 
 def end_scores(values: torch.Tensor, end_index: torch.Tensor) -> torch.Tensor:
