@@ -16,13 +16,24 @@ from training.utils.distributed import all_reduce_sum, rank_checksums
 from training.utils.ds_config import resolve_dtype
 from training.utils.loop import run, to_device
 from training.utils.model import load_causal_lm, save_hf
-from training.utils.losses import causal_lm_loss, causal_lm_nll
+from training.utils.losses import IGNORE, causal_lm_loss, causal_lm_nll
 from training.utils.stage import StageRun, run_cli
 
 
+def scored_logits(engine, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) over the columns from the state before the batch's first scored label on:
+    the LM head (a fifth of SmolLM2's forward) and the log-softmax skip the prompt columns that
+    no row scores. Labels stay aligned with the logits as in ``causal_lm_nll``."""
+    labels = batch["labels"]
+    scored = (labels[:, 1:] != IGNORE).any(0).nonzero()
+    first = int(scored[0]) if scored.numel() else labels.shape[1] - 1      # the state predicting it
+    logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                    logits_to_keep=labels.shape[1] - first).logits
+    return logits, labels[:, first:]
+
+
 def sft_step(engine, batch):
-    logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    return causal_lm_loss(logits, batch["labels"]), {}
+    return causal_lm_loss(*scored_logits(engine, batch)), {}
 
 
 @torch.no_grad()
@@ -32,8 +43,7 @@ def evaluate(engine, loader) -> dict:
     total, count = 0.0, 0.0
     for batch in loader:
         batch = to_device(batch, engine.device)
-        logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        s, c = causal_lm_nll(logits, batch["labels"])
+        s, c = causal_lm_nll(*scored_logits(engine, batch))
         total, count = total + s.item(), count + c.item()
     total, count = all_reduce_sum([total, count])
     loss = total / max(count, 1.0)
