@@ -123,3 +123,12 @@ def test_config_round_trip(tmp_path):
     cfg.save(tmp_path / "config.json")
     again = parse_config(["--config", str(tmp_path / "config.json")])
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_help_of_every_stage_renders_its_flags():
+    from training.utils.config import STAGE_SECTIONS, build_parser
+
+    for stage in (None, *STAGE_SECTIONS):
+        text = " ".join(build_parser("help", stage).format_help().split())
+        assert "--seed" in text and "--data_path" in text, stage
+        assert "small tasks are 2-4% of the rows" in text, stage      # a literal '%' in a help string

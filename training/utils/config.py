@@ -446,9 +446,9 @@ def build_parser(description: str = "", stage: Optional[str] = None) -> argparse
             names.append(f"--{f.name.replace('_', '-')}")
         for a in f.metadata.get("aliases", ()):
             names += [a] + ([a.replace("_", "-")] if "_" in a[2:] else [])
-        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help", "")}
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kw["help"] += f" (default: {default!r})"
+        # argparse %-formats help strings: a literal '%' (e.g. "2-4% of the rows") must be doubled
+        kw: dict[str, Any] = {"dest": f.name, "help": f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")}
         if typ is bool:
             kw.update(nargs="?", const=True, type=str2bool, metavar="BOOL")
         elif typing.get_origin(typ) is list:
