@@ -135,6 +135,9 @@ def test_reward_pair_scores_and_gradients_equal_the_right_padded_plain_forward(k
         torch.testing.assert_close(out[share][0], out["plain"][0], rtol=0, atol=1e-4)
         torch.testing.assert_close(out[share][1], out["plain"][1], rtol=0, atol=5e-5)
     assert out["plain"][0].std() > 1e-2 and out["plain"][1].abs().max() > 1e-2     # not all alike / ~0
+    vm.model.gradient_checkpointing_enable()      # the cache would be dropped: the plain forward runs instead
+    assert vm.is_activation_checkpointing
+    torch.testing.assert_close(torch.cat(pair_scores(vm, b, True)).detach(), out["plain"][0], rtol=0, atol=1e-4)
 
 
 class _Engine:

@@ -64,8 +64,10 @@ class ValueModel(torch.nn.Module):
         self.model = model
 
     @property
-    def is_gradient_checkpointing(self) -> bool:
-        return bool(getattr(_unwrap(self.model), "is_gradient_checkpointing", False))
+    def is_activation_checkpointing(self) -> bool:
+        m = _unwrap(self.model)
+        flag = "is_activation_checkpointing" if hasattr(m, "is_activation_checkpointing") else "is_gradient_checkpointing"
+        return bool(getattr(m, flag, False))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 position_ids: torch.Tensor | None = None, past_key_values=None, use_cache: bool = False):
