@@ -1,0 +1,104 @@
+"""Forward + backward seconds of one SFT step and one reward-model step, each fast path against
+its plain form, on the main job's data (the stage presets' first training batches).
+
+    python scripts/bench/stage_steps.py --model output/actor-models/smollm2-135m [--reps 3] [--batches 3]
+
+SFT: the LM head and log-softmax on every column (plain) against the columns from the batch's
+first scored label on (``scored_logits``). Reward model: chosen and rejected rows run whole
+(plain) against a pair's prompt once with its KV cache (``pair_scores`` with sharing). The two
+forms of a stage alternate on the same batches in one process, so the machine's drift between
+runs lands on both; the losses of the two forms are printed beside the times (they agree up
+to float rounding; ``tests/test_sft_e2e.py`` and ``tests/test_shared_prefix.py`` assert it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def batches(stage: str, model: str, n: int):
+    """The first ``n`` training batches of the stage's preset, collated as the stage collates them."""
+    from training.utils.config import parse_config
+    from training.utils.data import PairCollator, SFTCollator, build_phase
+    from training.utils.loop import make_loader
+    from training.utils.model import load_tokenizer
+
+    step = 1 if stage == "sft" else 2
+    cfg = parse_config(["--config", str(ROOT / f"training/configs/smollm2-step{step}.yaml"),
+                        "--model_name_or_path", model], "bench", stage=stage)
+    tok = load_tokenizer(model)
+    train, _, _, _ = build_phase(cfg.data, tok, step, cfg.optim.seed)
+    collate = SFTCollator(tok.pad_token_id, cfg.sft.sft_loss_on) if step == 1 else PairCollator(tok.pad_token_id)
+    loader = make_loader(train, cfg.optim.per_device_train_batch_size, collate, True, cfg.optim.seed)
+    out = []
+    for b in loader:
+        out.append(b)
+        if len(out) == n:
+            break
+    return tok, out
+
+
+def timed(forms: dict, data: list, params, reps: int) -> dict:
+    """Mean seconds per batch of loss + backward for each form, forms alternating batch by batch."""
+    secs = {k: 0.0 for k in forms}
+    loss = {k: [] for k in forms}
+    for r in range(reps):
+        for b in data:
+            for name, fn in forms.items():
+                for p in params:
+                    p.grad = None
+                t0 = time.perf_counter()
+                lo = fn(b)
+                lo.backward()
+                secs[name] += time.perf_counter() - t0
+                if r == 0:
+                    loss[name].append(round(lo.item(), 6))
+    return {k: {"s_per_step": secs[k] / (reps * len(data)), "losses": loss[k]} for k in forms}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="a causal LM directory (the SFT output), or a tiny model name")
+    p.add_argument("--reps", type=int, default=3, help="passes over the batches")
+    p.add_argument("--batches", type=int, default=3, help="training batches per stage")
+    p.add_argument("--json", default="", help="write the figures here too")
+    a = p.parse_args(argv)
+
+    import torch
+
+    from training.step1_supervised_finetuning.main import sft_step
+    from training.step2_reward_model_finetuning.main import pair_scores
+    from training.utils.losses import causal_lm_loss, pairwise_loss
+    from training.utils.model import ValueModel, end_scores, load_causal_lm, load_reward_model
+
+    out = {"torch_threads": torch.get_num_threads()}
+    tok, data = batches("sft", a.model, a.batches)
+    lm = load_causal_lm(a.model, tok).train()
+    full = lambda b: causal_lm_loss(lm(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                       use_cache=False).logits, b["labels"])
+    scored = lambda b: sft_step(lambda **kw: lm(**kw), b)[0]
+    out["sft"] = timed({"plain": full, "scored columns": scored}, data, list(lm.parameters()), a.reps)
+    del lm
+    tok, data = batches("reward", a.model, a.batches)
+    rm = ValueModel(load_reward_model(a.model, tok)).train()
+    plain = lambda b: pairwise_loss(*end_scores(rm(b["input_ids"], b["attention_mask"]), b["end_index"]).chunk(2))
+    shared = lambda b: pairwise_loss(*pair_scores(rm, b, True))
+    out["reward"] = timed({"plain": plain, "prompt once": shared}, data, list(rm.parameters()), a.reps)
+    print(f"{'stage':8} {'form':16} {'s / step':>9} {'vs plain':>9}")
+    for stage in ("sft", "reward"):
+        base = out[stage]["plain"]["s_per_step"]
+        for form, r in out[stage].items():
+            print(f"{stage:8} {form:16} {r['s_per_step']:9.3f} {base / r['s_per_step']:8.2f}x   losses {r['losses']}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
