@@ -11,8 +11,9 @@ row pay 48). With ~50-token prompts and ~15-token answers a group of 4 then runs
 of the tokens the plain forward runs. Log-probs equal the plain forward's up to float rounding
 (``tests/test_shared_prefix.py``).
 
-It falls back to the plain forward when no two rows share a prompt, when ``start`` is 0, and with
-gradient checkpointing (transformers drops the cache inside checkpointed layers).
+It falls back to the plain forward when no two rows share a prompt, when ``start`` is 0, with
+gradient checkpointing (transformers drops the cache inside checkpointed layers), and for a ZeRO-3
+engine on several ranks (its weight gathers need the same forward calls on every rank).
 """
 from __future__ import annotations
 
@@ -62,6 +63,24 @@ def _checkpointing(model) -> bool:
     m = getattr(model, "module", model)          # a DeepSpeed engine's module
     flag = "is_activation_checkpointing" if hasattr(m, "is_activation_checkpointing") else "is_gradient_checkpointing"
     return bool(getattr(m, flag, False))
+
+
+def _gathers_across_ranks(model) -> bool:
+    """A ZeRO-3 engine on several ranks gathers the weights with collectives in every forward call,
+    so every rank must make the same calls; the length buckets follow a rank's own rows and may
+    not, so such a model runs the plain (one-call) forward."""
+    stage = getattr(model, "zero_optimization_stage", None)
+    if not callable(stage) or stage() != 3:
+        return False
+    from .distributed import world_size
+
+    return world_size() > 1
+
+
+def _shareable(model, seq: torch.Tensor, attn: torch.Tensor, start: int, share: bool):
+    if not share or _checkpointing(model) or _gathers_across_ranks(model):
+        return None
+    return prefix_groups(seq, attn, start)
 
 
 def prefix_cache(model, seq: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, start: int,
@@ -141,7 +160,7 @@ def state_logprobs(model, seq: torch.Tensor, attn: torch.Tensor, pos: torch.Tens
     ``start`` compute them once, and the answer columns run in length buckets (0 past a row's
     last real token)."""
     labels = seq[:, start + 1:]
-    groups = prefix_groups(seq, attn, start) if share and not _checkpointing(model) else None
+    groups = _shareable(model, seq, attn, start, share)
     if groups is None:
         logits = model(input_ids=seq, attention_mask=attn, position_ids=pos, use_cache=False,
                        logits_to_keep=seq.shape[1] - start).logits[:, :-1, :]
@@ -158,7 +177,7 @@ def state_values(model, seq: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor
     """A ``ValueModel``'s values at columns start..L-1: [B, L-start] (0 past a row's last real
     token). With ``share`` rows with the same columns before ``start`` (a reward pair's prompt)
     compute them once and the rest runs in length buckets, as in ``state_logprobs``."""
-    groups = prefix_groups(seq, attn, start) if share and not _checkpointing(model) else None
+    groups = _shareable(model, seq, attn, start, share)
     if groups is None:
         return model(seq, attn, pos)[:, start:] * attn[:, start:]
     real = attn[:, start:].sum(1).clamp(min=1).tolist()
