@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 
 from .losses import token_logprobs
+from .model.reward import activation_checkpointing
 from .rl.maths import entropy_from_logits
 
 CALL_COST = 48      # a forward call's fixed cost, in answer tokens, when choosing the buckets
@@ -59,12 +60,6 @@ def prompt_answer_layout(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return out, attn, position_ids_from(attn), p
 
 
-def _checkpointing(model) -> bool:
-    m = getattr(model, "module", model)          # a DeepSpeed engine's module
-    flag = "is_activation_checkpointing" if hasattr(m, "is_activation_checkpointing") else "is_gradient_checkpointing"
-    return bool(getattr(m, flag, False))
-
-
 def _gathers_across_ranks(model) -> bool:
     """A ZeRO-3 engine on several ranks gathers the weights with collectives in every forward call,
     so every rank must make the same calls; the length buckets follow a rank's own rows and may
@@ -78,7 +73,7 @@ def _gathers_across_ranks(model) -> bool:
 
 
 def _shareable(model, seq: torch.Tensor, attn: torch.Tensor, start: int, share: bool):
-    if not share or _checkpointing(model) or _gathers_across_ranks(model):
+    if not share or activation_checkpointing(model) or _gathers_across_ranks(model):
         return None
     return prefix_groups(seq, attn, start)
 

@@ -37,6 +37,14 @@ def load_reward_model(name: str, tokenizer, dtype: torch.dtype = torch.float32, 
     return model
 
 
+def activation_checkpointing(model) -> bool:
+    """Whether a Hugging Face model (or a DeepSpeed engine around one) recomputes activations in
+    backward (transformers 5 names it ``is_activation_checkpointing``; earlier ``is_gradient_checkpointing``)."""
+    m = getattr(model, "module", model)          # a DeepSpeed engine's module
+    flag = "is_activation_checkpointing" if hasattr(m, "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return bool(getattr(m, flag, False))
+
+
 def _unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -65,9 +73,7 @@ class ValueModel(torch.nn.Module):
 
     @property
     def is_activation_checkpointing(self) -> bool:
-        m = _unwrap(self.model)
-        flag = "is_activation_checkpointing" if hasattr(m, "is_activation_checkpointing") else "is_gradient_checkpointing"
-        return bool(getattr(m, flag, False))
+        return activation_checkpointing(_unwrap(self.model))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 position_ids: torch.Tensor | None = None, past_key_values=None, use_cache: bool = False):
