@@ -15,7 +15,8 @@ import torch
 from training.utils.data.collate import pad_sequences
 from training.utils.data.format import answer_token_ids, prompt_token_ids, render_answer, render_prompt, to_messages
 from training.utils.data.sources import Keys, read_rows
-from training.utils.model import ValueModel, end_scores, load_reward_model, load_tokenizer
+from training.utils.model import ValueModel, load_reward_model, load_tokenizer
+from training.utils.shared_prefix import answer_end_scores
 
 
 class Scorer:
@@ -26,19 +27,29 @@ class Scorer:
         self.model = ValueModel(load_reward_model(model_name, self.tok)).eval()
         self.template = template
 
-    def encode(self, prompt, answer: str) -> list[int]:
+    def encode(self, prompt, answer: str) -> tuple[list[int], list[int]]:
+        """(prompt tokens, answer tokens ending in EOS), as Stage 2 tokenised its pairs."""
         t = self.tok
         p = prompt_token_ids(t, render_prompt(t, to_messages(prompt), self.template), self.template)
-        return p + answer_token_ids(t, render_answer(answer, t, self.template))
+        return p, answer_token_ids(t, render_answer(answer, t, self.template))
 
     @torch.no_grad()
     def score(self, pairs: list[tuple], batch_size: int = 16) -> list[float]:
-        out: list[float] = []
-        for i in range(0, len(pairs), batch_size):
-            seqs = [self.encode(p, a) for p, a in pairs[i:i + batch_size]]
+        """One score per (prompt, answer) pair, in the order given. The pairs run ordered by prompt,
+        so the answers to one prompt share a batch and the prompt runs once for them
+        (``shared_prefix.answer_end_scores``)."""
+        enc = [self.encode(p, a) for p, a in pairs]
+        order = sorted(range(len(enc)), key=lambda i: enc[i][0])
+        out = [0.0] * len(enc)
+        for k in range(0, len(order), batch_size):
+            idx = order[k:k + batch_size]
+            seqs = [enc[i][0] + enc[i][1] for i in idx]
             ids, mask = pad_sequences(seqs, self.tok.pad_token_id, left=False)
-            end = torch.tensor([len(s) - 1 for s in seqs])
-            out += end_scores(self.model(ids, mask), end).tolist()
+            batch = {"input_ids": ids, "attention_mask": mask,
+                     "prompt_len": torch.tensor([len(enc[i][0]) for i in idx]),
+                     "end_index": torch.tensor([len(s) - 1 for s in seqs])}
+            for i, v in zip(idx, answer_end_scores(self.model, batch).tolist()):
+                out[i] = v
         return out
 
 

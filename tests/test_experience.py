@@ -9,7 +9,8 @@ import torch
 from training.utils.config import parse_config
 from training.utils.losses import token_logprobs
 from training.utils.rl.experience import ExperienceMaker
-from training.utils.rl.sequences import answer_layout, position_ids_from
+from training.utils.rl.sequences import answer_layout
+from training.utils.shared_prefix import position_ids_from
 
 EOS = 2
 

@@ -91,7 +91,8 @@ def test_adaptive_kl_and_running_moments():
 def test_answer_only_logprobs_equal_the_full_forward(tiny_tok, kind):
     """The fast path (LM head on the answer states only) against the plain full-sequence forward."""
     from training.utils.model import load_causal_lm
-    from training.utils.rl.sequences import answer_layout, causal_logprobs, first_action, position_ids_from
+    from training.utils.rl.sequences import answer_layout, causal_logprobs, first_action
+    from training.utils.shared_prefix import position_ids_from
     from training.utils.losses import token_logprobs
 
     model = load_causal_lm(kind, tiny_tok, seed=5).eval()
@@ -114,7 +115,8 @@ def test_length_sorted_trimmed_micro_batches_keep_every_log_prob(tiny_tok):
     """Micro-batches cut to their own padding give each row the log-probs of the full padded batch."""
     from training.utils.model import load_causal_lm
     from training.utils.rl.experience import Experience
-    from training.utils.rl.sequences import answer_layout, causal_logprobs, first_action, micro_batches, position_ids_from
+    from training.utils.rl.sequences import answer_layout, causal_logprobs, first_action, micro_batches
+    from training.utils.shared_prefix import position_ids_from
 
     model = load_causal_lm("tiny", tiny_tok, seed=5).eval()
     torch.manual_seed(1)

@@ -17,15 +17,13 @@ from training.utils.model import ValueModel, end_scores, load_reward_model, save
 from training.utils.model.reward import head
 from training.utils.stage import StageRun, run_cli
 from training.utils.losses import pairwise_loss, per_token_pair_loss
-from training.utils.shared_prefix import prompt_answer_layout, state_values
+from training.utils.shared_prefix import answer_end_scores
 
 
 def pair_scores(engine, batch, share: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen scores [B], rejected scores [B]): the head's value at each answer's EOS. With
     ``share`` a pair's prompt runs once and both answers continue from its KV cache."""
-    seq, attn, pos, p = prompt_answer_layout(batch)
-    values = state_values(engine, seq, attn, pos, p, share)           # columns p.. = the answers
-    scores = values.gather(1, (batch["end_index"] - batch["prompt_len"]).unsqueeze(1)).squeeze(1)
+    scores = answer_end_scores(engine, batch, share)
     b = scores.shape[0] // 2
     return scores[:b], scores[b:]
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .rl.sequences import position_ids_from
-from .shared_prefix import prefix_cache, prefix_groups
+from .shared_prefix import position_ids_from, prefix_cache, prefix_groups
 
 
 @dataclass

@@ -45,12 +45,12 @@ def closing_eval(actors: dict[str, str], prompts: list[str], reward_model: Optio
     if reward_model:
         from inference.rw_eval import Scorer
 
-        scorer = Scorer(reward_model)
+        scorer = Scorer(reward_model)      # all models' answers in one call: a prompt runs once for them
+        answers = [a for r in results.values() for a in r["answers"]]
+        for a, s in zip(answers, scorer.score([(a["prompt"], a["answer"]) for a in answers], batch_size=32)):
+            a["rm_score"] = s
         for r in results.values():
-            scores = scorer.score([(a["prompt"], a["answer"]) for a in r["answers"]], batch_size=32)
-            r["rm_score"] = sum(scores) / len(scores)
-            for a, s in zip(r["answers"], scores):
-                a["rm_score"] = s
+            r["rm_score"] = sum(a["rm_score"] for a in r["answers"]) / len(r["answers"])
     return results
 
 

@@ -28,6 +28,11 @@ from .rl.maths import entropy_from_logits
 CALL_COST = 48      # a forward call's fixed cost, in answer tokens, when choosing the buckets
 
 
+def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over the attended tokens only, so left padding does not shift them [B, L]."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def prefix_groups(seq: torch.Tensor, attn: torch.Tensor, start: int) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     """(first row of each distinct prefix [U], prefix of each row [B]) for the columns before
     ``start``; None when every row's prefix is its own (nothing to share)."""
@@ -47,8 +52,6 @@ def prompt_answer_layout(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     """The pair batch (right-padded [prompt answer pad]) as [left-padded prompt | answer | pad]:
     (ids, attention mask, positions, prompt width P). A pair's chosen and rejected rows then hold the
     same columns before P - 1, which ``state_logprobs`` and ``state_values`` run once."""
-    from .rl.sequences import position_ids_from       # rl.sequences imports this module
-
     ids, mask, plen, end = batch["input_ids"], batch["attention_mask"], batch["prompt_len"], batch["end_index"]
     p, a = int(plen.max()), int((end + 1 - plen).max())
     rows = torch.arange(ids.shape[0], device=ids.device)[:, None]
@@ -58,6 +61,15 @@ def prompt_answer_layout(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     out = torch.where(real, ids[rows, src.clamp(0, ids.shape[1] - 1)], 0)       # 0 under the mask: any id
     attn = (real & (mask[rows, src.clamp(0, ids.shape[1] - 1)] > 0)).long()
     return out, attn, position_ids_from(attn), p
+
+
+def answer_end_scores(model, batch: dict, share: bool = True) -> torch.Tensor:
+    """A ``ValueModel``'s value at each row's last real token (a reward model's score) [B], from a
+    right-padded [prompt answer pad] batch (input_ids, attention_mask, prompt_len, end_index). With
+    ``share`` rows with the same prompt run it once and their answers continue from its KV cache."""
+    seq, attn, pos, p = prompt_answer_layout(batch)
+    values = state_values(model, seq, attn, pos, p, share)           # columns p.. = the answers
+    return values.gather(1, (batch["end_index"] - batch["prompt_len"]).unsqueeze(1)).squeeze(1)
 
 
 def _gathers_across_ranks(model) -> bool:

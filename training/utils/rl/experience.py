@@ -19,7 +19,8 @@ from .advantages import estimator_for, is_dr_grpo, kl_in_reward, sequence_scores
 from .curriculum import prompt_spread
 from .residency import Residency
 from .maths import RunningMoments, group_advantages, masked_mean, masked_whiten, shape_rewards, silent_groups, uniform_groups
-from .sequences import answer_layout, causal_logprobs, first_action, position_ids_from, repeat_batch, select_rows
+from ..shared_prefix import position_ids_from
+from .sequences import answer_layout, causal_logprobs, first_action, repeat_batch, select_rows
 
 
 @dataclass

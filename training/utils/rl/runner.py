@@ -20,7 +20,8 @@ from ..distributed import all_reduce_sum, is_main
 from ..hybrid_engine import GenerationSettings
 from ..loop import to_device
 from .rewards import Rollout, decode_answers
-from .sequences import answer_layout, position_ids_from
+from ..shared_prefix import position_ids_from
+from .sequences import answer_layout
 from .trainer import cycle
 
 log = logging.getLogger("speedchat")

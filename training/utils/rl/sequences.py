@@ -32,10 +32,6 @@ def answer_layout(seq: torch.Tensor, prompt_mask: torch.Tensor, eos_id: int):
     return attn, action, end, is_eos.any(1)
 
 
-def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
 def first_action(action_mask: torch.Tensor) -> int:
     """The first state that takes an action in the batch (prompt width - 1 with left-padded prompts)."""
     cols = action_mask.any(0).nonzero()
