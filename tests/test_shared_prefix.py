@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from training.utils.hybrid_engine import GenerationSettings, hf_generate
-from training.utils.shared_prefix import position_ids_from
-from training.utils.shared_prefix import buckets, prefix_groups, prompt_answer_layout, state_logprobs
+from training.utils.shared_prefix import buckets, position_ids_from, prefix_groups, prompt_answer_layout, state_logprobs
 
 
 def test_prefix_groups_hand_values():
