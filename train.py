@@ -362,8 +362,15 @@ def main(argv=None) -> dict:
     rm_dir, answers = None, {}
     if 2 in steps and args.algo != "dpo" or 3 in steps and args.algo == "ppo":
         rm_dir = stage_output(2, args)
-        rm = json.loads((rm_dir / "summary.json").read_text())["final_eval"]
+        rm_summary = json.loads((rm_dir / "summary.json").read_text())
+        rm = rm_summary["final_eval"]
         report["reward_model"] = {"held_out_pair_accuracy": rm["acc"], "margin": rm["margin"]}
+        comp = rm_summary.get("comparisons")
+        if comp:        # comparison data from the policy: the labels it cost and the on-policy AUC
+            report["reward_model"].update(
+                labeller=comp["labeller"], labels=comp.get("labels", 0), label_budget=comp.get("label_budget"),
+                policy_pairs=comp.get("pairs", 0), eval_labels=comp.get("eval_labels", 0),
+                **{k: rm[k] for k in ("on_policy_auc", "on_policy_within_prompt_auc", "within_prompt_pairs") if k in rm})
         report["models"]["reward"] = str(rm_dir)
     actors = {"base": args.actor_model}
     if 1 in steps or 3 in steps or args.algo == "dpo":
@@ -374,8 +381,9 @@ def main(argv=None) -> dict:
         actors[args.algo] = str(stage_output(3, args) / "actor")
         rl = rl_figures(stage_output(3, args))
         report[args.algo] = rl
-        if "reward_trend" in rl:
-            report["reward_trend"] = rl["reward_trend"]
+        for key in ("reward_trend", "gold_trend"):
+            if key in rl:
+                report[key] = rl[key]
         report["kl_to_reference"] = {"sft": 0.0}
         if "final_kl" in rl:     # absent when the run loaded no reference model (critic-free, kl_coef 0)
             report["kl_to_reference"][args.algo] = rl["final_kl"]

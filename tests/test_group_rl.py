@@ -222,7 +222,8 @@ def test_rollout_pass_rate_counts_rollouts_only(tiny_tok):
     r = fn(seq, None, None, end, batch)                       # 1 of the 2 checkable rollouts passes
     assert r.tolist() == [1.0, 0.0, 0.0]
     fn(seq[:1], None, None, end[:1], {"input_ids": seq[:1, :pw], "prompt_text": prompts[:1]}, rollout=False)
-    assert fn.take_checked() == {"rollout_pass_rate": 0.5}
+    # the reward ranks the passing rollout above the failing one (two prompts: one pair over the batch)
+    assert fn.take_checked() == {"rollout_pass_rate": 0.5, "reward_judge_auc": 1.0, "reward_judge_pairs": 1.0}
     assert fn.take_checked() == {}                            # reset by the previous call
 
 

@@ -1,6 +1,8 @@
 """report.html: figures, curves and answers from report.json / answers.json, self-contained."""
 import base64
 import re
+
+import pytest
 from html.parser import HTMLParser
 
 from training.utils.report_html import write_report_html
@@ -48,7 +50,12 @@ def test_report_page_has_the_figures_the_curves_and_the_answers(tmp_path):
     plt.close()
     report = {"pass_rate": {"base": 0.0104, "sft": 0.3542, "ppo": 0.4271}, "held_out_prompts": 2,
               "rm_score": {"base": -1.25, "sft": 0.5, "ppo": 0.93}, "kl_to_reference": {"sft": 0.0, "ppo": 0.52},
-              "reward_model": {"held_out_pair_accuracy": 0.9453}, "stage_seconds": {"1": 201.4, "3": 299.6},
+              "reward_model": {"held_out_pair_accuracy": 0.9453, "on_policy_auc": 0.9612,
+                               "on_policy_within_prompt_auc": 0.8871, "labels": 384, "policy_pairs": 97},
+              "stage_seconds": {"1": 201.4, "3": 299.6},
+              "ppo": {"proxy_vs_gold": {"iterations": [1, 2, 3], "reward": [0.5, 1.0, 1.5], "gold": [0.25, 0.5, 0.75],
+                                        "gold_name": "rollout_pass_rate", "agreement": [0.8, None, 0.9]}},
+              "gold_trend": {"first3": 0.25, "last3": 0.75, "rising": True},
               "reward_trend": {"first3": 1.06, "last3": 1.46, "rising": True},
               "per_task": {"base": {"lower": 0.0}, "sft": {"lower": 0.09}, "ppo": {"lower": 0.64}},
               "plots": [str(png), str(tmp_path / "gone.png")], "models": {"sft": "out/sft"}}
@@ -63,6 +70,20 @@ def test_report_page_has_the_figures_the_curves_and_the_answers(tmp_path):
                            ["ppo", "0.427", "0.930", "0.520"]]
     assert ["reward model: held-out pair accuracy", "0.945"] in facts and ["stage 3 wall time (s)", "300"] in facts
     assert ["stage-3 training reward, first 3 -> last 3 iterations", "1.060 -> 1.460"] in facts
+    assert ["reward model: on-policy AUC (sampled answers, any prompts)", "0.961"] in facts
+    assert ["reward model: on-policy AUC within a prompt", "0.887"] in facts
+    assert ["labels spent on policy comparisons", "384"] in facts and ["policy pairs trained on", "97"] in facts
+    assert ["stage-3 judge verdict of the rollouts (pass-rate), first 3 -> last 3 iterations", "0.250 -> 0.750"] in facts
+    # proxy and gold on one chart: the reward on its own axis (0.4 .. 1.6 padded), the pass-rate on 0 .. 1;
+    # both rise in a straight line here, so each polyline's points are evenly spaced along the box
+    lines = re.findall(r'<polyline fill="none" stroke="(#[0-9a-f]+)" stroke-width="2" points="([^"]+)"', page)
+    assert [c for c, _ in lines] == ["#1f5fbf", "#c0392b"]
+    gold = [tuple(map(float, p.split(","))) for p in lines[1][1].split()]
+    assert [x for x, _ in gold] == [50.0, 330.0, 610.0] and [y for _, y in gold] == [180.0, 125.0, 70.0]
+    proxy = [tuple(map(float, p.split(","))) for p in lines[0][1].split()]
+    assert [y for _, y in proxy] == [pytest.approx(235.0 - 220 * 0.1 / 1.2, abs=0.05), 125.0,
+                                     pytest.approx(15 + 220 * 0.1 / 1.2, abs=0.05)]
+    assert "mean over 2 iterations" in page and "0.85 of the time" in page
     assert per_task == [["model", "lower"], ["base", "0.00"], ["sft", "0.09"], ["ppo", "0.64"]]
     assert side[0] == ["prompt", "base", "sft", "ppo"]
     assert side[1] == [prompts[0], "failbase answer 0 <script>x</script>", "failsft answer 0 <script>x</script>",

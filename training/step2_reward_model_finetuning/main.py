@@ -1,7 +1,13 @@
 """Stage 2: reward model on chosen/rejected pairs (backbone + scalar head, score at the EOS).
 
+With ``--pairs_from_policy`` it also learns from comparisons of the starting model's own answers
+(K sampled per prompt, ranked by ``--labeller``; ``training/utils/labels``) and reports its
+on-policy AUC: how often it ranks the policy's sampled answers as the labeller does.
+
     python training/step2_reward_model_finetuning/main.py --model_name_or_path smollm2-135m \\
         --data_path bundled --output_dir output/reward-models/smollm2-135m
+    python training/step2_reward_model_finetuning/main.py --model_name_or_path output/actor-models/smollm2-135m \\
+        --pairs_from_policy --labeller checker --label_budget 256 --output_dir output/reward-models/sft
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from training.utils.distributed import all_reduce_sum
 from training.utils.loop import run, to_device
 from training.utils.model import ValueModel, end_scores, load_reward_model, save_hf
 from training.utils.model.reward import head
+from training.utils.labels import comparisons
 from training.utils.stage import StageRun, run_cli
 from training.utils.losses import pairwise_loss, per_token_pair_loss
 from training.utils.shared_prefix import answer_end_scores
@@ -68,17 +75,46 @@ def value_model(model) -> ValueModel:
 
 def main(argv=None) -> dict:
     cfg = parse_config(argv, "Stage 2: reward model", stage="reward")
+    m = cfg.rm
     with StageRun(cfg, "reward") as run_ctx:
-        s = run_ctx.setup(2, load_reward_model, lambda tok: PairCollator(tok.pad_token_id), value_model)
+        comp = None
+        if m.pairs_from_policy or m.export_for_labelling:
+            tok = run_ctx.tokenizer("right")
+            comp = comparisons.build(cfg, tok, run_ctx.log, run_ctx.out)
+            if m.export_for_labelling:
+                run_ctx.log.info("exported the comparisons to %s; no reward model trained (label them, then run again "
+                                 "with --pairs_from_policy --labeller human:%s)", m.export_for_labelling,
+                                 m.export_for_labelling)
+                return {"exported": m.export_for_labelling}
+
+        def augment(tok, train_ds):
+            if comp is None:
+                return train_ds
+            from datasets import Dataset
+
+            from training.utils.data.pipeline import tokenize_rows
+
+            toks, st = tokenize_rows(comp.pairs, tok, 2, cfg.data)
+            mixed = comparisons.mix(train_ds, Dataset.from_list(toks), m.policy_pair_weight, cfg.optim.seed) if toks \
+                else train_ds
+            run_ctx.log.info("training rows: %d dataset pairs + %d policy pairs (%d kept of %d) at weight %g -> %d rows",
+                             len(train_ds), len(mixed) - (len(train_ds) if m.policy_pair_weight < 1 else 0), len(toks),
+                             len(comp.pairs), m.policy_pair_weight, len(mixed))
+            return mixed
+        s = run_ctx.setup(2, load_reward_model, lambda tok: PairCollator(tok.pad_token_id), value_model, augment)
         engine = s.engine
         run_ctx.log.info("reward model: %d training pairs, %d eval pairs, %d optimizer steps, loss %s",
                          len(s.train_ds), len(s.eval_ds), s.total, cfg.rm.rm_loss)
         share = cfg.model.share_prompt_forward
         final = run(engine, s.train_loader, make_step(cfg.rm.rm_loss, share), lambda: evaluate(engine, s.eval_loader, share),
                     cfg, run_ctx.writer, s.total, desc="reward")
+        extra = {}
+        if comp is not None:
+            final.update(comparisons.measure(engine, s.tok, comp, cfg, run_ctx.log))
+            extra["comparisons"] = comp.stats
         save_hf(engine.module.model, s.tok, cfg.log.output_dir, cfg.ds.zero_stage)
         run_ctx.log.info("saved the reward model to %s (eval accuracy %.3f)", cfg.log.output_dir, final.get("acc", 0.0))
-        run_ctx.summary(steps=s.total, final_eval=final, data=s.stats)
+        run_ctx.summary(steps=s.total, final_eval=final, data=s.stats, **extra)
         return final
 
 

@@ -60,7 +60,13 @@ def main(argv=None) -> dict:
         reward, reward_models = build_reward_sources(cfg, tok)
         reward = Faulty(reward)
         log.info("reward: %s", " + ".join(f"{w:g} x {n}" for w, n in zip(reward.reward.weights, reward.reward.names)))
-        reward_fn = batch_reward(reward, tok)
+        judge = None
+        if r.judge:
+            from training.utils.labels.labellers import DEFAULT_JUDGE_TEMPLATE, build_labeller
+
+            judge = build_labeller(r.judge, cfg.rm.judge_template or DEFAULT_JUDGE_TEMPLATE, r.reward_timeout)
+            log.info("judge of the rollouts (logged, never a reward): %s", judge.name)
+        reward_fn = batch_reward(reward, tok, judge)
         critic = build_critic(cfg, tok, updates)
         guard = NonFinite(cfg.ckpt.max_nonfinite, cfg.log.output_dir)
         resident = Residency(c.offload_idle_models, dev, {"ref": ref, "critic": critic,

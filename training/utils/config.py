@@ -158,6 +158,30 @@ class RewardModelConfig:
     rm_loss: str = _f("pairwise", "reward-model loss: -logsigmoid(r_chosen - r_rejected) on the end "
                       "scores (InstructGPT), or DeepSpeed-Chat's per-token variant over the tokens "
                       "after the answers diverge", choices=("pairwise", "per_token"))
+    pairs_from_policy: bool = _f(False, "also train on comparisons of the starting (SFT) model's own answers: K "
+                                        "sampled per prompt of the reward slice, ranked by --labeller, turned into "
+                                        "chosen/rejected pairs (InstructGPT's comparison data)")
+    policy_model_name_or_path: str = _f("", "the policy whose answers are compared (empty: the model the reward "
+                                            "model starts from, the SFT model in train.py's main job)")
+    labeller: str = _f("checker", "who ranks the sampled answers: checker (the bundled checker), rule:module:function, "
+                                  "an http(s) URL (the HTTP reward contract), judge:MODEL (a local causal LM "
+                                  "comparing two answers) or human:FILE (a filled-in --export_for_labelling file)")
+    judge_template: str = _f("", "judge:MODEL's prompt, with {prompt}, {answer_a} and {answer_b} (empty: the "
+                                 "built-in one asking which answer follows the instruction, reply A or B)")
+    label_budget: int = _f(256, "labels to spend on policy comparisons: one per answer scored (rule, HTTP), one "
+                                "per two answers compared (judge)")
+    samples_per_prompt: int = _f(4, "answers sampled per prompt for the comparisons (K)")
+    pair_rule: str = _f("all", "pairs of a prompt's ranked answers: all (every two that differ) or best_worst",
+                        choices=("all", "best_worst"))
+    policy_pair_weight: float = _f(0.5, "share of the training rows that are policy pairs (the policy pairs "
+                                        "repeated or sampled to it; 1: policy pairs only)")
+    policy_max_new_tokens: int = _f(48, "answer length limit when sampling the comparisons")
+    policy_temperature: float = _f(1.0, "sampling temperature of the comparisons")
+    on_policy_eval_prompts: int = _f(48, "held-out prompts (eval slice) whose K sampled answers measure the "
+                                         "reward model's on-policy AUC against the labeller (0: off)")
+    export_for_labelling: str = _f("", "write the sampled comparisons (prompt, answer_a, answer_b) to this JSONL "
+                                       "for people to fill in 'preference', then stop (read back with "
+                                       "--labeller human:FILE)")
 
 
 @dataclass
@@ -248,6 +272,9 @@ class RewardSourcesConfig:
     missing_eos_penalty: float = _f(0.0, "subtracted from the score of answers that never emit EOS")
     reward_clip: float = _f(5.0, "clip the sequence score to +-this (0: off)", aliases=("--clip_reward_value",))
     normalize_reward: bool = _f(False, "normalise scores with running mean/std")
+    judge: str = _f("", "a labeller (checker, rule:module:function, http(s) URL, judge:MODEL) whose verdicts on "
+                        "each iteration's rollouts are logged beside the reward, with their agreement (never a "
+                        "reward); empty: the bundled checker on the prompts that are its tasks")
 
 
 @dataclass
@@ -330,6 +357,15 @@ class Config:
                               f"({' '.join(r.reward)})")
         if not r.reward:
             raise ConfigError("reward: give at least one reward source")
+        m = self.rm
+        if m.samples_per_prompt < 2:
+            raise ConfigError(f"samples_per_prompt must be >= 2 (answers are compared), got {m.samples_per_prompt}")
+        if m.label_budget < 0 or m.on_policy_eval_prompts < 0 or m.policy_max_new_tokens <= 0:
+            raise ConfigError("label_budget and on_policy_eval_prompts must be >= 0, policy_max_new_tokens > 0")
+        if not 0.0 <= m.policy_pair_weight <= 1.0:
+            raise ConfigError(f"policy_pair_weight must be in [0, 1], got {m.policy_pair_weight}")
+        if m.policy_temperature <= 0:
+            raise ConfigError(f"policy_temperature must be positive, got {m.policy_temperature}")
         if self.ds.deepspeed_config and not Path(self.ds.deepspeed_config).is_file():
             raise ConfigError(f"deepspeed_config file not found: {self.ds.deepspeed_config}")
         return self
@@ -344,7 +380,7 @@ STAGE_SECTIONS = {
 }
 # fields whose owners differ from their section's: online DPO (stage 3) uses the DPO temperature;
 # only stage 3 generates answers
-FIELD_STAGES = {"beta": ("dpo", "rl"), "max_answer_seq_len": ("rl",)}
+FIELD_STAGES = {"beta": ("dpo", "rl"), "max_answer_seq_len": ("rl",), "judge_template": ("reward", "rl")}
 
 
 def owners(section: str, name: str) -> tuple[str, ...]:

@@ -25,6 +25,15 @@ def rl_figures(stage_dir: Path) -> dict:
         first = sum(r["reward"] for r in train[:k]) / k
         last = sum(r["reward"] for r in train[-k:]) / k
         out["reward_trend"] = {"first3": first, "last3": last, "rising": last > first}
+        gold = next((k for k in ("rollout_pass_rate", "judge_score") if k in train[0]), None)
+        if gold:     # the proxy (the reward) against the gold (the judge) over the iterations
+            judged = [r for r in train if gold in r]
+            out["proxy_vs_gold"] = {"iterations": [r["step"] for r in judged], "reward": [r["reward"] for r in judged],
+                                    "gold": [r[gold] for r in judged], "gold_name": gold,
+                                    "agreement": [r.get("reward_judge_auc") for r in judged]}
+            g = out["proxy_vs_gold"]["gold"]
+            k = min(3, len(g))
+            out["gold_trend"] = {"first3": sum(g[:k]) / k, "last3": sum(g[-k:]) / k, "rising": sum(g[-k:]) > sum(g[:k])}
     return out
 
 

@@ -50,11 +50,21 @@ def figures_section(report: dict) -> str:
     out = "<h2>Figures</h2>" + _table(head, rows, cls="figures")
     facts = []
     if "reward_model" in report:
-        facts.append(("reward model: held-out pair accuracy", _num(report["reward_model"]["held_out_pair_accuracy"])))
+        rm = report["reward_model"]
+        facts.append(("reward model: held-out pair accuracy", _num(rm["held_out_pair_accuracy"])))
+        for key, what in (("on_policy_auc", "reward model: on-policy AUC (sampled answers, any prompts)"),
+                          ("on_policy_within_prompt_auc", "reward model: on-policy AUC within a prompt"),
+                          ("labels", "labels spent on policy comparisons"), ("policy_pairs", "policy pairs trained on")):
+            if rm.get(key) is not None:
+                facts.append((what, _num(rm[key], 3 if "auc" in key else 0)))
     trend = report.get("reward_trend")
     if trend:
         facts.append(("stage-3 training reward, first 3 -> last 3 iterations",
                       f"{_num(trend['first3'])} -> {_num(trend['last3'])}"))
+    gold = report.get("gold_trend")
+    if gold:
+        facts.append(("stage-3 judge verdict of the rollouts (pass-rate), first 3 -> last 3 iterations",
+                      f"{_num(gold['first3'])} -> {_num(gold['last3'])}"))
     for step, s in report.get("stage_seconds", {}).items():
         facts.append((f"stage {step} wall time (s)", _num(s, 0)))
     for what, s in report.get("seconds", {}).items():
@@ -67,6 +77,48 @@ def figures_section(report: dict) -> str:
         rows = [[html.escape(m)] + [_num(r.get(t), 2) for t in tasks] for m, r in per_task.items()]
         out += "<h2>Pass-rate per task</h2>" + _table(["model"] + tasks, rows, cls="per-task")
     return out
+
+
+def _polyline(xs: list[float], ys: list[float], x0: float, x1: float, lo: float, hi: float, colour: str) -> str:
+    W, H, L, T = 560, 220, 50, 15
+    span, yspan = (x1 - x0) or 1.0, (hi - lo) or 1.0
+    pts = " ".join(f"{L + (x - x0) / span * W:.1f},{T + H - (y - lo) / yspan * H:.1f}" for x, y in zip(xs, ys))
+    dots = "".join(f'<circle cx="{p.split(",")[0]}" cy="{p.split(",")[1]}" r="2.5" fill="{colour}"/>' for p in pts.split())
+    return f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{pts}"/>{dots}'
+
+
+def proxy_gold_section(report: dict) -> str:
+    """The stage-3 reward (the proxy: the reward model's score) and the judge's verdict of the same
+    rollouts (the gold) over the iterations, on one chart with an axis each (Gao et al., 2022)."""
+    algo = next((k for k, v in report.items() if isinstance(v, dict) and "proxy_vs_gold" in v), None)
+    if algo is None:
+        return ""
+    d = report[algo]["proxy_vs_gold"]
+    xs, rw, gold = d["iterations"], d["reward"], d["gold"]
+    if not xs:
+        return ""
+    lo, hi = min(rw), max(rw)
+    pad = (hi - lo) * 0.1 or 0.5
+    lo, hi = lo - pad, hi + pad
+    glo, ghi = (0.0, 1.0) if all(0.0 <= g <= 1.0 for g in gold) else (min(gold), max(gold) or 1.0)
+    W, H, L, T = 560, 220, 50, 15
+    gold_name = "judge pass-rate of the rollouts" if d["gold_name"] == "rollout_pass_rate" else "judge's mean verdict"
+    ticks = "".join(f'<text x="{L - 6}" y="{T + H - f * H + 4:.0f}" text-anchor="end" font-size="10" fill="#1f5fbf">'
+                    f"{lo + f * (hi - lo):.2f}</text>"
+                    f'<text x="{L + W + 6}" y="{T + H - f * H + 4:.0f}" font-size="10" fill="#c0392b">'
+                    f"{glo + f * (ghi - glo):.2f}</text>" for f in (0.0, 0.5, 1.0))
+    xt = "".join(f'<text x="{L + (x - xs[0]) / ((xs[-1] - xs[0]) or 1) * W:.0f}" y="{T + H + 16}" font-size="10" '
+                 f'text-anchor="middle">{x}</text>' for x in xs)
+    svg = (f'<svg width="{W + 2 * L + 20}" height="{H + 50}" class="proxy-gold">'
+           f'<rect x="{L}" y="{T}" width="{W}" height="{H}" fill="none" stroke="#999"/>{ticks}{xt}'
+           f"{_polyline(xs, rw, xs[0], xs[-1], lo, hi, '#1f5fbf')}{_polyline(xs, gold, xs[0], xs[-1], glo, ghi, '#c0392b')}"
+           f'<text x="{L + W / 2}" y="{T + H + 32}" font-size="11" text-anchor="middle">stage-3 iteration</text></svg>')
+    agree = [a for a in d.get("agreement", []) if a is not None]
+    note = (f"; the reward ranked two rollouts as the judge did {sum(agree) / len(agree):.2f} of the time (mean over "
+            f"{len(agree)} iterations)" if agree else "")
+    return (f"<h2>Proxy and gold over stage 3</h2><p><span style='color:#1f5fbf'>&#9632; training reward (the "
+            f"proxy, left axis)</span> &nbsp; <span style='color:#c0392b'>&#9632; {gold_name} (the gold, right axis; "
+            f"it never rewards)</span>{note}. A reward that rises while the gold falls is over-optimisation.</p>{svg}")
 
 
 def curves_section(plots: list[str]) -> str:
@@ -108,7 +160,7 @@ def write_report_html(report: dict, answers: dict[str, list[dict]], path: str | 
             f"<style>{STYLE}</style></head><body><h1>RLHF run report</h1>"
             f"<p>written {time.strftime('%Y-%m-%d %H:%M')}; models: "
             f"{html.escape(', '.join(f'{k}: {v}' for k, v in report.get('models', {}).items()))}</p>"
-            f"{figures_section(report)}{curves_section(report.get('plots', []))}{answers_section(answers)}"
+            f"{figures_section(report)}{proxy_gold_section(report)}{curves_section(report.get('plots', []))}{answers_section(answers)}"
             f"</body></html>\n")
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(page, encoding="utf-8")

@@ -109,10 +109,12 @@ class StageRun:
         evals = make_loader(eval_ds, eval_batch, collate, False, seed) if len(eval_ds) else []
         return train, evals
 
-    def setup(self, phase: int, load: Callable, collate: Callable, prepare: Callable = lambda m: m) -> SimpleNamespace:
+    def setup(self, phase: int, load: Callable, collate: Callable, prepare: Callable = lambda m: m,
+              augment: Callable = lambda tok, train: train) -> SimpleNamespace:
         """The start of stage 1, stage 2 and DPO: the tokenizer (right padding), the data of ``phase``,
         the model ``load(name, tok, ...)`` with LoRA, ``prepare(model)`` (the module the engine trains),
-        the loaders with ``collate(tok)``, the optimizer-step count and the DeepSpeed engine.
+        the loaders with ``collate(tok)``, the optimizer-step count and the DeepSpeed engine;
+        ``augment(tok, train_ds)`` may add training rows first (stage 2's policy comparisons).
 
         Returns a namespace: tok, model, train_ds, eval_ds, stats, train_loader, eval_loader, total, engine."""
         from .deepspeed_setup import build_train_engine, num_update_steps
@@ -121,6 +123,7 @@ class StageRun:
         cfg, o = self.cfg, self.cfg.optim
         tok = self.tokenizer("right")
         train_ds, eval_ds, stats = self.phase_data(tok, phase)
+        train_ds = augment(tok, train_ds)
         model = apply_lora(load(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
                                 dropout=cfg.model.dropout, seed=o.seed), cfg.lora)
         module = prepare(model)

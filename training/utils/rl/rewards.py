@@ -69,14 +69,17 @@ class RuleReward:
         self.name = f"rule:{target}"
 
     def __call__(self, r: Rollout) -> torch.Tensor:
+        return self.score_texts(r.prompts, r.answers)
+
+    def score_texts(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
         vals = []
-        for i, (p, a) in enumerate(zip(r.prompts, r.answers)):
+        for i, (p, a) in enumerate(zip(prompts, answers)):
             try:
                 vals.append(self.fn(p, a))
             except Exception as e:
                 raise RewardError(f"{self.name} failed on answer {i} (prompt {p[:80]!r}): "
                                   f"{type(e).__name__}: {e}") from e
-        return _floats(vals, len(r.answers), self.name)
+        return _floats(vals, len(answers), self.name)
 
 
 class HTTPReward:
@@ -84,7 +87,10 @@ class HTTPReward:
         self.url, self.timeout, self.name = url, timeout, url
 
     def __call__(self, r: Rollout) -> torch.Tensor:
-        body = json.dumps({"prompts": r.prompts, "answers": r.answers}).encode()
+        return self.score_texts(r.prompts, r.answers)
+
+    def score_texts(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
+        body = json.dumps({"prompts": list(prompts), "answers": list(answers)}).encode()
         req = urllib.request.Request(self.url, data=body, headers={"content-type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
@@ -97,7 +103,7 @@ class HTTPReward:
             raise RewardError(f"reward endpoint {self.url}: answer is not JSON ({e})") from e
         if not isinstance(data, dict) or "rewards" not in data:
             raise RewardError(f"reward endpoint {self.url}: expected {{\"rewards\": [...]}}, got {str(data)[:200]}")
-        return _floats(data["rewards"], len(r.answers), self.url)
+        return _floats(data["rewards"], len(answers), self.url)
 
 
 class ModelReward:

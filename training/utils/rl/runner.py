@@ -18,6 +18,7 @@ from .. import checkpoint, faults
 from ..data.checker import check, parse_task, pass_rate
 from ..distributed import all_reduce_sum, is_main
 from ..hybrid_engine import GenerationSettings
+from ..labels.ranking import auc, within_prompt_auc
 from ..loop import to_device
 from .rewards import Rollout, decode_answers
 from ..shared_prefix import position_ids_from
@@ -27,27 +28,58 @@ from .trainer import cycle
 log = logging.getLogger("speedchat")
 
 
-def batch_reward(reward, tok):
+def batch_reward(reward, tok, judge=None):
     """The (seq, attn, pos, end, batch) -> [B] form the experience maker and evaluation call.
 
-    ``score.checked`` accumulates (passed, judged) of the bundled checker over the rollouts scored
-    since the last ``take_checked()``: a diagnostic the training log shows beside the reward (the
-    checker judges here; it rewards only when it is one of the reward sources). Answers scored with
-    ``rollout=False`` (evaluation, ReMax's greedy baselines) are not counted."""
+    The rollouts scored since the last ``take_checked()`` are also judged, as a diagnostic the training
+    log shows beside the reward (the judge never rewards: it is the gold the reward is the proxy of):
+    by ``judge`` (a labeller, ``training/utils/labels``) when one is configured, else by the bundled
+    checker on the prompts that are its tasks. ``take_checked()`` gives the judge's mean verdict
+    (``rollout_pass_rate`` for the checker, ``judge_score`` for another judge) and ``reward_judge_auc``:
+    how often the reward ranks two rollouts as the judge does, within a prompt's answers when the batch
+    has several per prompt (``reward_judge_pairs`` such pairs), else over the batch. Answers scored
+    with ``rollout=False`` (evaluation, ReMax's greedy baselines) are not judged."""
+    def verdicts(prompts: list[str], answers: list[str]) -> list:
+        if judge is None:
+            return [float(check(p, a)) if parse_task(p) is not None else None for p, a in zip(prompts, answers)]
+        out, i = [], 0
+        while i < len(prompts):          # a prompt's answers are consecutive rows
+            j = i
+            while j < len(prompts) and prompts[j] == prompts[i]:
+                j += 1
+            out += judge.scores(prompts[i], answers[i:j], len(score.seen) + 1)[0]
+            i = j
+        return out
+
     def score(seq, attn, pos, end, batch, rollout: bool = True):
         answers = decode_answers(tok, seq, batch["input_ids"].shape[1], end)
         prompts = batch.get("prompt_text") or [""] * seq.shape[0]
+        r = reward(Rollout(seq, attn, pos, end, prompts, answers)).to(seq.device)
         if rollout:
-            known = [(p, a) for p, a in zip(prompts, answers) if parse_task(p) is not None]
-            score.checked[0] += sum(check(p, a) for p, a in known)
-            score.checked[1] += len(known)
-        return reward(Rollout(seq, attn, pos, end, prompts, answers)).to(seq.device)
+            score.seen.append((prompts, r.detach().float().cpu().tolist(), verdicts(prompts, answers)))
+        return r
 
     def take_checked() -> dict:
-        passed, n = score.checked
-        score.checked = [0, 0]
-        return {"rollout_pass_rate": passed / n} if n else {}
-    score.checked, score.take_checked = [0, 0], take_checked
+        seen, score.seen = score.seen, []
+        judged = [(p, r, v) for ps, rs, vs in seen for p, r, v in zip(ps, rs, vs) if v is not None]
+        if not judged:
+            return {}
+        mean = sum(v for _, _, v in judged) / len(judged)
+        out = {"rollout_pass_rate" if judge is None else "judge_score": mean}
+        groups: dict[str, tuple[list, list]] = {}
+        for p, r, v in judged:
+            g = groups.setdefault(p, ([], []))
+            g[0].append(r)
+            g[1].append(v)
+        if any(len(g[0]) > 1 for g in groups.values()):
+            agreement, pairs = within_prompt_auc(list(groups.values()))
+        else:
+            agreement = auc([r for _, r, _ in judged], [v for _, _, v in judged])
+            pairs = sum(1 for a in judged for b in judged if a[2] > b[2])
+        if agreement is not None:
+            out.update(reward_judge_auc=agreement, reward_judge_pairs=float(pairs))
+        return out
+    score.seen, score.take_checked = [], take_checked
     return score
 
 
