@@ -36,6 +36,13 @@ def test_train_py_tiny_end_to_end(tmp_path):
     rm_summary = json.loads((tmp_path / "reward-models" / "tiny" / "summary.json").read_text())
     assert report["reward_model"]["held_out_pair_accuracy"] == rm_summary["final_eval"]["acc"]
     assert "final_kl" in report["ppo"] and set(report["stage_seconds"]) == {"1", "2", "3"}
+    # the tiny preset, like the main job's, trains the reward model on comparisons of the SFT model's answers
+    rm = report["reward_model"]
+    assert rm["labeller"] == "checker" and rm["labels"] == 32 and rm["eval_labels"] == 8 * 4
+    assert "on_policy_auc" in rm and "on_policy_within_prompt_auc" in rm
+    assert (tmp_path / "reward-models" / "tiny" / "policy_pairs.jsonl").is_file()
+    gold = report["ppo"]["proxy_vs_gold"]           # the reward and the checker's verdicts, per iteration
+    assert gold["iterations"] == [1, 2, 3, 4] and len(gold["reward"]) == 4 and all(0 <= g <= 1 for g in gold["gold"])
     for step in (1, 2, 3):
         assert (tmp_path / "logs" / "latest" / f"step{step}.log").is_file()
     page = (tmp_path / "report.html").read_text()

@@ -73,7 +73,8 @@ def summarise(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, floa
 
 
 KEY_FIGURES = ("pass_rate.", "fresh_pass_rate.", "gain.", "fresh_gain.", "reward_model.held_out_pair_accuracy",
-               "rm_score.", "kl_to_reference.", "reward_trend.", "seconds.", "stage_seconds.")
+               "reward_model.on_policy", "reward_model.labels", "reward_model.policy_pairs", "rm_score.",
+               "kl_to_reference.", "reward_trend.", "gold_trend.", "seconds.", "stage_seconds.")
 
 
 def markdown(name: str, summary: dict, seeds: list[int], command: str, prompts: int | None) -> str:

@@ -86,10 +86,14 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
                          "then --labeller human:%s)", path, path)
             elif m.on_policy_eval_prompts:
                 held = unique_prompts(rows["eval"])[:m.on_policy_eval_prompts]
+                torch.manual_seed(cfg.optim.seed + 7)     # the same held-out samples whatever the label budget
                 for n, (h, ans) in enumerate(zip(held, sampler([h["prompt"] for h in held])), start=1):
                     labels, _ = labeller.scores(sampler.text(h["prompt"]), ans, n)
                     eval_records.append({"prompt": h["prompt"], "answers": ans, "labels": labels})
                 stats["eval_labels"] = sum(len(r["answers"]) for r in eval_records)
+                stats["eval_sampling_seconds"] = round(sampler.seconds - st["sampling_seconds"], 1)
+                log.info("on-policy evaluation set: %d held-out prompts x %d answers sampled and labelled (%.0f s)",
+                         len(eval_records), m.samples_per_prompt, stats["eval_sampling_seconds"])
             del sampler
         write_jsonl(out / PAIRS_FILE, rows_out, replace=True)
         write_jsonl(out / EVAL_FILE, eval_records, replace=True)
