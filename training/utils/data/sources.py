@@ -149,25 +149,33 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _utf8(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: not valid UTF-8 ({e.reason})") from None
+
+
+def jsonl_objects(path: Path):
+    """(row number, parsed JSON) of each non-blank line of a JSONL file; DataError naming the row."""
+    for i, line in enumerate(_utf8(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield i, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: row {i}: bad JSON at column {e.colno}: {e.msg}") from None
+
+
 def read_rows(path: Path, keys: Keys) -> list[dict]:
     """Parse and validate a .json (list of rows) or .jsonl file."""
     where = str(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[:e.start].count(b"\n") + 1
-        raise DataError(f"{where}: line {line}: not valid UTF-8 ({e.reason})") from None
     rows = []
     if path.suffix.lower() == ".jsonl":
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: row {i}: bad JSON at column {e.colno}: {e.msg}") from None
-            rows.append(normalise_row(obj, where, i, keys))
+        rows = [normalise_row(obj, where, i, keys) for i, obj in jsonl_objects(path)]
     else:
+        text = _utf8(path)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:

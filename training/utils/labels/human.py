@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..data.sources import DataError, Keys, normalise_row
+from ..data.sources import DataError, Keys, jsonl_objects, normalise_row
 
 PREFERENCES = ("a", "b", "tie", "skip")
 
@@ -29,13 +29,7 @@ def read_human_labels(path: str | os.PathLike) -> tuple[list[dict], dict]:
     if not p.is_file():
         raise DataError(f"human labels {p}: no such file (export one with --export_for_labelling)")
     pairs, counts = [], {"rows": 0, **{k: 0 for k in PREFERENCES}}
-    for row, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p}: row {row}: bad JSON at column {e.colno}: {e.msg}") from None
+    for row, obj in jsonl_objects(p):
         if not isinstance(obj, dict):
             raise DataError(f"{p}: row {row}: expected a JSON object, got {type(obj).__name__}")
         for field in ("prompt", "answer_a", "answer_b", "preference"):
