@@ -321,6 +321,11 @@ def main(argv=None) -> dict:
             if need not in steps and not (stage_output(need, args) / "config.json").is_file():
                 sys.exit(f"stage {step} needs {what}, but {stage_output(need, args)} does not exist: "
                          f"run stage {need} first or include it in --step")
+    export = any(t.split("=", 1)[0] == "--export_for_labelling" for t in extra)
+    if export and 3 in steps:     # stage 2 writes the comparisons for people to label and stops
+        steps = [s for s in steps if s < 3]
+        print("--export_for_labelling: stage 2 samples the comparisons, writes them and stops; stage 3 is not run "
+              "(label them, then run stage 2 again with --labeller human:FILE)", flush=True)
     routed = route(extra, args, steps)
     for step in steps:
         script = ROOT / "training" / stage_script(step, args)
@@ -355,6 +360,9 @@ def main(argv=None) -> dict:
             times[step] = 0.0
             continue
         times[step] = run_stage(step, cmd, run_logs(out, run_id) / f"step{step}.log")
+    if export:
+        print("\n=== the comparisons to label are written; no model was trained in stage 2", flush=True)
+        return {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}}
     if args.nodes is not None and args.nodes["rank"] != 0:
         print(f"\n=== node {args.nodes['rank']}: every stage finished; node 0 writes the report", flush=True)
         return {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}}

@@ -232,3 +232,30 @@ def test_reward_model_on_policy_pairs_judges_the_policy_where_mismatched_pairs_d
     assert final["on_policy_within_prompt_auc"] > 0.9, final
     final0, _ = _stage2(tmp_path, "mismatched", "--policy_pair_weight", "0")
     assert final0["on_policy_within_prompt_auc"] < 0.75, final0
+
+
+def test_export_then_train_on_human_verdicts(tmp_path):
+    """Stage 2 exports the comparisons and stops (no model); people fill in preferences; stage 2 trains on them."""
+    from training.step2_reward_model_finetuning.main import main as rm_main
+
+    todo = tmp_path / "todo.jsonl"
+    base = ["--model_name_or_path", "tiny", "--data_output_path", str(tmp_path / "cache"), "--bundled_size", "400",
+            "--max_seq_len", "96", "--max_prompt_seq_len", "64", "--per_device_train_batch_size", "4",
+            "--max_steps", "2", "--max_eval_samples", "8", "--disable_tqdm", "--plots", "false",
+            "--policy_temperature", "0.08", "--policy_max_new_tokens", "3"]
+    out = rm_main(base + ["--output_dir", str(tmp_path / "export"), "--export_for_labelling", str(todo),
+                          "--label_budget", "16"])
+    assert out == {"exported": str(todo)} and not (tmp_path / "export" / "summary.json").exists()
+    rows = [json.loads(x) for x in todo.read_text().splitlines()]
+    assert rows and all(r["preference"] is None and r["answer_a"] != r["answer_b"] for r in rows)
+    for r in rows:            # a "person" who prefers the longer answer, and says tie when equal
+        la, lb = len(r["answer_a"]), len(r["answer_b"])
+        r["preference"] = "a" if la > lb else "b" if lb > la else "tie"
+    done = tmp_path / "done.jsonl"
+    done.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rm_main(base + ["--output_dir", str(tmp_path / "human"), "--pairs_from_policy", "--labeller", f"human:{done}",
+                    "--policy_pair_weight", "1"])
+    summary = json.loads((tmp_path / "human" / "summary.json").read_text())
+    n_pairs = sum(r["preference"] != "tie" for r in rows)
+    assert summary["comparisons"]["pairs"] == n_pairs and summary["comparisons"]["labels"] == len(rows)
+    assert f"at weight 1 -> {n_pairs} rows" in (tmp_path / "human" / "training.log").read_text()

@@ -222,3 +222,17 @@ def test_help_states_the_pass_through_rule_and_first_op_build_is_announced(tmp_p
     (built / "deepspeed_shm_comm.so").write_bytes(b"")
     announce_op_build()
     assert capsys.readouterr().out == ""
+
+
+def test_labelling_flags_reach_their_stages_and_export_stops_after_stage_2(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--actor-model", "tiny", "--output-dir",
+                        str(tmp_path), "--labeller", "judge:tiny", "--label_budget", "64", "--judge", "checker"],
+                       capture_output=True, text=True, check=True, timeout=120).stdout
+    cmds = {int(line.split(":")[0].split()[1]): line for line in r.splitlines() if line.startswith("stage ")}
+    assert "--labeller judge:tiny" in cmds[2] and "--label_budget 64" in cmds[2] and "--judge " not in cmds[2]
+    assert "--judge checker" in cmds[3] and "--labeller" not in cmds[3]
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--actor-model", "tiny", "--output-dir",
+                        str(tmp_path), "--export_for_labelling", str(tmp_path / "todo.jsonl")],
+                       capture_output=True, text=True, check=True, timeout=120).stdout
+    cmds = [line for line in r.splitlines() if line.startswith("stage ")]
+    assert [c.split(":")[0] for c in cmds] == ["stage 1", "stage 2"] and "stage 3 is not run" in r
