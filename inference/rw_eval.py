@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 
-from training.utils.data.collate import pad_sequences
 from training.utils.data.format import answer_token_ids, prompt_token_ids, render_answer, render_prompt, to_messages
 from training.utils.data.sources import Keys, read_rows
 from training.utils.model import ValueModel, load_reward_model, load_tokenizer
-from training.utils.shared_prefix import answer_end_scores
+from training.utils.shared_prefix import score_rows
 
 
 class Scorer:
@@ -41,15 +40,8 @@ class Scorer:
         enc = [self.encode(p, a) for p, a in pairs]
         order = sorted(range(len(enc)), key=lambda i: enc[i][0])
         out = [0.0] * len(enc)
-        for k in range(0, len(order), batch_size):
-            idx = order[k:k + batch_size]
-            seqs = [enc[i][0] + enc[i][1] for i in idx]
-            ids, mask = pad_sequences(seqs, self.tok.pad_token_id, left=False)
-            batch = {"input_ids": ids, "attention_mask": mask,
-                     "prompt_len": torch.tensor([len(enc[i][0]) for i in idx]),
-                     "end_index": torch.tensor([len(s) - 1 for s in seqs])}
-            for i, v in zip(idx, answer_end_scores(self.model, batch).tolist()):
-                out[i] = v
+        for i, v in zip(order, score_rows(self.model, [enc[i] for i in order], self.tok.pad_token_id, batch_size)):
+            out[i] = v
         return out
 
 

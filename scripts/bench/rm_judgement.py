@@ -29,21 +29,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--reward-model", nargs="+", required=True)
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args(argv)
-    from types import SimpleNamespace
-
-    import torch
-
-    from training.utils.labels.comparisons import score
-    from training.utils.model import ValueModel, load_reward_model, load_tokenizer
+    from inference.rw_eval import Scorer
 
     records = [json.loads(x) for x in Path(a.eval).read_text().splitlines() if x.strip()]
     out = {}
     for rm in a.reward_model:
-        tok = load_tokenizer(rm, padding_side="right")
-        model = ValueModel(load_reward_model(rm, tok)).eval()
-        cfg = SimpleNamespace(data=SimpleNamespace(template="auto", max_prompt_seq_len=96, max_seq_len=160))
-        with torch.no_grad():
-            scores = score(model, tok, records, cfg)
+        scorer = Scorer(rm)
+        tok = scorer.tok
+        scores = scorer.score([(r["prompt"], ans) for r in records for ans in r["answers"]])
         res = on_policy_auc(records, scores)
         per_task: dict[str, list] = {}
         i = 0

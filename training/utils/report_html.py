@@ -79,12 +79,15 @@ def figures_section(report: dict) -> str:
     return out
 
 
+W, H, L, T = 560, 220, 50, 15          # the proxy-and-gold chart: plot box width, height, left and top margins
+
+
 def _polyline(xs: list[float], ys: list[float], x0: float, x1: float, lo: float, hi: float, colour: str) -> str:
-    W, H, L, T = 560, 220, 50, 15
     span, yspan = (x1 - x0) or 1.0, (hi - lo) or 1.0
-    pts = " ".join(f"{L + (x - x0) / span * W:.1f},{T + H - (y - lo) / yspan * H:.1f}" for x, y in zip(xs, ys))
-    dots = "".join(f'<circle cx="{p.split(",")[0]}" cy="{p.split(",")[1]}" r="2.5" fill="{colour}"/>' for p in pts.split())
-    return f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{pts}"/>{dots}'
+    pts = [(L + (x - x0) / span * W, T + H - (y - lo) / yspan * H) for x, y in zip(xs, ys)]
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>' for x, y in pts)
+    return f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{line}"/>{dots}'
 
 
 def proxy_gold_section(report: dict) -> str:
@@ -101,7 +104,6 @@ def proxy_gold_section(report: dict) -> str:
     pad = (hi - lo) * 0.1 or 0.5
     lo, hi = lo - pad, hi + pad
     glo, ghi = (0.0, 1.0) if all(0.0 <= g <= 1.0 for g in gold) else (min(gold), max(gold) or 1.0)
-    W, H, L, T = 560, 220, 50, 15
     gold_name = "judge pass-rate of the rollouts" if d["gold_name"] == "rollout_pass_rate" else "judge's mean verdict"
     ticks = "".join(f'<text x="{L - 6}" y="{T + H - f * H + 4:.0f}" text-anchor="end" font-size="10" fill="#1f5fbf">'
                     f"{lo + f * (hi - lo):.2f}</text>"

@@ -72,6 +72,27 @@ def answer_end_scores(model, batch: dict, share: bool = True) -> torch.Tensor:
     return values.gather(1, (batch["end_index"] - batch["prompt_len"]).unsqueeze(1)).squeeze(1)
 
 
+@torch.no_grad()
+def score_rows(model, rows: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 16,
+               share: bool = True) -> list[float]:
+    """A ``ValueModel``'s end score of each (prompt ids, answer ids ending in EOS) row, in order, in
+    right-padded batches of ``batch_size`` (``answer_end_scores``: rows of a batch that share their
+    prompt run it once, so callers that want that order their rows by prompt)."""
+    from .data.collate import pad_sequences
+
+    dev = next(model.parameters()).device
+    out: list[float] = []
+    for k in range(0, len(rows), batch_size):
+        chunk = rows[k:k + batch_size]
+        seqs = [p + a for p, a in chunk]
+        ids, mask = pad_sequences(seqs, pad_id, left=False)
+        batch = {"input_ids": ids.to(dev), "attention_mask": mask.to(dev),
+                 "prompt_len": torch.tensor([len(p) for p, _ in chunk], device=dev),
+                 "end_index": torch.tensor([len(s) - 1 for s in seqs], device=dev)}
+        out += answer_end_scores(model, batch, share).float().cpu().tolist()
+    return out
+
+
 def _gathers_across_ranks(model) -> bool:
     """A ZeRO-3 engine on several ranks gathers the weights with collectives in every forward call,
     so every rank must make the same calls; the length buckets follow a rank's own rows and may

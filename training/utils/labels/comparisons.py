@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ..data.collate import pad_sequences
-from ..data.format import answer_token_ids, prompt_token_ids, render_answer, render_prompt
+from ..data.format import answer_token_ids, prompt_token_ids, render_answer, render_prompt, to_messages
 from ..distributed import barrier, is_main
-from ..shared_prefix import answer_end_scores
+from ..shared_prefix import score_rows
 from .human import read_human_labels, write_jsonl
 from .labellers import DEFAULT_JUDGE_TEMPLATE, build_labeller
 from .policy import Sampler, collect_pairs, comparison_rows, on_policy_auc, pair_rows, unique_prompts
@@ -54,14 +53,14 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
     from ..data.pipeline import collect_rows
 
     m = cfg.rm
-    human = m.labeller.startswith("human:")
+    human = read_human_labels(m.labeller[6:]) if m.labeller.startswith("human:") else None    # (pairs, counts)
     if is_main():
         rows = collect_rows(cfg.data, 2, cfg.optim.seed)
         torch.manual_seed(cfg.optim.seed)
         stats: dict = {"labeller": m.labeller}
         rows_out, eval_records = [], []
-        if human:      # people's verdicts: nothing to sample or ask
-            pairs, counts = read_human_labels(m.labeller[6:])
+        if human is not None:      # people's verdicts: nothing to sample or ask
+            pairs, counts = human
             stats.update(human_rows=counts, labels=counts["rows"], pairs=len(pairs))
             log.info("human labels %s: %d rows (%s): %d pairs", m.labeller[6:], counts["rows"],
                      ", ".join(f"{k} {v}" for k, v in counts.items() if k != "rows"), len(pairs))
@@ -101,17 +100,12 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
     barrier()
     stats = json.loads((out / "comparisons.json").read_text())
     read = lambda f: [json.loads(x) for x in (out / f).read_text().splitlines() if x.strip()]
-    pairs = [{"prompt": _messages(r["prompt"]), "chosen": r["chosen"], "rejected": r["rejected"],
-              "_src": str(out / PAIRS_FILE), "_row": i} for i, r in enumerate(read(PAIRS_FILE), start=1)]
-    if stats["labeller"].startswith("human:"):
-        pairs, _ = read_human_labels(stats["labeller"][6:])
+    if human is not None:
+        pairs = human[0]
+    else:
+        pairs = [{"prompt": to_messages(r["prompt"]), "chosen": r["chosen"], "rejected": r["rejected"],
+                  "_src": str(out / PAIRS_FILE), "_row": i} for i, r in enumerate(read(PAIRS_FILE), start=1)]
     return Comparisons(pairs, read(EVAL_FILE), stats)
-
-
-def _messages(p):
-    from ..data.format import to_messages
-
-    return to_messages(p)
 
 
 def mix(train_ds, pair_ds, weight: float, seed: int):
@@ -133,29 +127,18 @@ def mix(train_ds, pair_ds, weight: float, seed: int):
                                           pair_ds.select(idx).select_columns(list(cols))])
 
 
-@torch.no_grad()
 def score(model, tok, records: list[dict], cfg, batch_size: int = 16, share: bool = True) -> list[float]:
-    """The reward model's score of every sampled answer, in record order, tokenised as stage 2's pairs
-    (prompt rendered, answer + EOS, cut to max_seq_len)."""
+    """The reward model's score of every sampled answer, in record order (a prompt's answers together, so
+    its prompt runs once), tokenised as stage 2's pairs (prompt rendered, answer + EOS, cut to the
+    length limits)."""
     d = cfg.data
     rows = []
     for r in records:
-        p = prompt_token_ids(tok, render_prompt(tok, r["prompt"] if isinstance(r["prompt"], list) else _messages(r["prompt"]),
-                                                d.template), d.template)[-d.max_prompt_seq_len:]
-        for a in r["answers"]:
-            ans = answer_token_ids(tok, render_answer(a, tok, d.template))[:d.max_seq_len - len(p)]
-            rows.append((p, ans))
-    dev = next(model.parameters()).device
-    out = []
-    for k in range(0, len(rows), batch_size):
-        chunk = rows[k:k + batch_size]
-        seqs = [p + a for p, a in chunk]
-        ids, mask = pad_sequences(seqs, tok.pad_token_id, left=False)
-        batch = {"input_ids": ids.to(dev), "attention_mask": mask.to(dev),
-                 "prompt_len": torch.tensor([len(p) for p, _ in chunk], device=dev),
-                 "end_index": torch.tensor([len(s) - 1 for s in seqs], device=dev)}
-        out += answer_end_scores(model, batch, share).float().cpu().tolist()
-    return out
+        p = prompt_token_ids(tok, render_prompt(tok, to_messages(r["prompt"]), d.template), d.template)
+        p = p[-d.max_prompt_seq_len:]
+        rows += [(p, answer_token_ids(tok, render_answer(a, tok, d.template))[:d.max_seq_len - len(p)])
+                 for a in r["answers"]]
+    return score_rows(model, rows, tok.pad_token_id, batch_size, share)
 
 
 def measure(engine, tok, comp: Comparisons, cfg, log) -> dict:
