@@ -159,15 +159,28 @@ def test_http_labeller_same_contract_as_the_http_reward():
         srv.shutdown()
 
 
-def test_judge_labeller_on_a_tiny_model(tiny_tok):
-    """The judge's verdicts come from its A/B logits in both orders: a verdict that flips with the order
-    is a tie; a template without the answers' fields is refused before anything runs."""
+def test_judge_labeller_on_a_tiny_model(tiny_tok, monkeypatch):
+    """The judge's verdicts come from its A/B probabilities in both orders: a verdict that flips with the
+    order is a tie; a template without the answers' fields is refused before anything runs."""
+    import torch
+
     lab = build_labeller("judge:tiny")
-    k = 3
-    scores, cost = lab.scores("Say hi.", ["hi", "hello there", "x"], 1)
-    assert cost == k * (k - 1) // 2 and len(scores) == k and sum(scores) == pytest.approx(cost)
-    p = lab.prefer_first([("Say hi.", "hi", "x"), ("Say hi.", "x", "hi")])
-    assert all(0.0 < x < 1.0 for x in p)
+    # P(first answer better), asked as (i, j) for the pairs (0,1) (0,2) (1,2), then as (j, i):
+    # (0,1): 0.8 then 0.3 -> 0 wins both ways; (0,2): 0.6 then 0.7 -> flips with the order, a tie;
+    # (1,2): 0.2 then 0.9 -> 2 wins both ways. Wins: 0 -> 1.5, 1 -> 0, 2 -> 1.5
+    asked = []
+    monkeypatch.setattr(lab, "prefer_first", lambda items: asked.append(items) or [0.8, 0.6, 0.2, 0.3, 0.7, 0.9])
+    assert lab.scores("Say hi.", ["hi", "hello there", "x"], 1) == ([1.5, 0.0, 1.5], 3)
+    assert [it[1:] for it in asked[0]] == [("hi", "hello there"), ("hi", "x"), ("hello there", "x"),
+                                           ("hello there", "hi"), ("x", "hi"), ("x", "hello there")]
+    monkeypatch.undo()
+    # the real probability is the softmax of the letters' next-token logits of the rendered template; in a
+    # batch with a longer item the short one is left-padded and must read the same as alone, unpadded
+    p = lab.prefer_first([("Say hi.", "hi", "x"), ("Say hi.", "a much longer answer than the other one", "x")])[0]
+    ids = torch.tensor([lab.tok(lab._texts("Say hi.", "hi", "x"), add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        logits = lab.model(input_ids=ids).logits[0, -1, lab.letters]
+    assert p == pytest.approx(torch.softmax(logits, -1)[0].item(), abs=1e-5)
     with pytest.raises(LabelError, match=r"no \{answer_b\} field"):
         build_labeller("judge:tiny", "Q: {prompt} A: {answer_a}")
 
@@ -219,6 +232,7 @@ def _stage2(tmp_path, name, *extra):
     return final, json.loads((tmp_path / name / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_reward_model_on_policy_pairs_judges_the_policy_where_mismatched_pairs_do_not(tmp_path):
     """A tiny policy sampled cold answers empty about a third of the time; the rule prefers text. Trained on
     the policy's pairs the reward model ranks held-out samples as the rule does; trained on the dataset's
@@ -234,6 +248,7 @@ def test_reward_model_on_policy_pairs_judges_the_policy_where_mismatched_pairs_d
     assert final0["on_policy_within_prompt_auc"] < 0.75, final0
 
 
+@pytest.mark.slow
 def test_export_then_train_on_human_verdicts(tmp_path):
     """Stage 2 exports the comparisons and stops (no model); people fill in preferences; stage 2 trains on them."""
     from training.step2_reward_model_finetuning.main import main as rm_main
