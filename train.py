@@ -389,9 +389,11 @@ def main(argv=None) -> dict:
         actors[args.algo] = str(stage_output(3, args) / "actor")
         rl = rl_figures(stage_output(3, args))
         report[args.algo] = rl
-        for key in ("reward_trend", "gold_trend"):
+        for key in ("reward_trend", "gold_trend", "agreement_trend", "reward_refresh"):
             if key in rl:
                 report[key] = rl[key]
+        if "reward_refresh" in rl and "reward_model" in report:     # the labels of stage 2 and of stage 3 together
+            report["reward_model"]["labels_total"] = report["reward_model"].get("labels", 0) + rl["reward_refresh"]["labels"]
         report["kl_to_reference"] = {"sft": 0.0}
         if "final_kl" in rl:     # absent when the run loaded no reference model (critic-free, kl_coef 0)
             report["kl_to_reference"][args.algo] = rl["final_kl"]

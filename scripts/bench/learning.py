@@ -33,6 +33,9 @@ CONFIGS = {          # name -> train.py arguments
     # such as --max_steps would reach every stage, so a shorter stage 3 is run as its own
     # `train.py --step 3 ... --max_steps N` on this output)
     "rloo-rm": ["--algo", "rloo", "--step", "1", "2", "3", "--reward", "model"],
+    # iterated RLHF at the main job's label budget (384): 192 labels in stage 2, then every 2 of stage 3's
+    # 8 iterations the reward model trains again on 64 labels of the latest rollouts (3 refreshes)
+    "main-iterated": ["--label_budget", "192", "--reward_refresh_interval", "2", "--reward_refresh_labels", "64"],
     "dpo": ["--algo", "dpo"],
 }
 
@@ -74,7 +77,8 @@ def summarise(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, floa
 
 KEY_FIGURES = ("pass_rate.", "fresh_pass_rate.", "gain.", "fresh_gain.", "reward_model.held_out_pair_accuracy",
                "reward_model.on_policy", "reward_model.labels", "reward_model.policy_pairs", "rm_score.",
-               "kl_to_reference.", "reward_trend.", "gold_trend.", "seconds.", "stage_seconds.")
+               "kl_to_reference.", "reward_trend.", "gold_trend.", "agreement_trend.", "reward_refresh.labels",
+               "reward_refresh.pairs", "seconds.", "stage_seconds.")
 
 
 def markdown(name: str, summary: dict, seeds: list[int], command: str, prompts: int | None) -> str:

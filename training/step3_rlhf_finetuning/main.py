@@ -21,6 +21,7 @@ import sys
 from training.utils.config import ConfigError, parse_config
 from training.utils.data import PromptCollator, SFTCollator
 from training.utils.distributed import all_reduce_sum, is_main, rank, world_size
+from training.utils.labels.refresh import RewardRefresh
 from training.utils.loop import NonFinite, make_loader
 from training.utils.model import save_hf
 from training.utils.model.save import write_hf
@@ -57,7 +58,8 @@ def main(argv=None) -> dict:
 
         he = build_actor(cfg, tok, updates)
         ref = build_reference(cfg, tok)
-        reward, reward_models = build_reward_sources(cfg, tok)
+        refreshes = (iterations - 1) // r.reward_refresh_interval if r.reward_refresh_interval else 0
+        reward, reward_models = build_reward_sources(cfg, tok, refreshes)
         reward = Faulty(reward)
         log.info("reward: %s", " + ".join(f"{w:g} x {n}" for w, n in zip(reward.reward.weights, reward.reward.names)))
         judge = None
@@ -66,7 +68,14 @@ def main(argv=None) -> dict:
 
             judge = build_labeller(r.judge, cfg.rm.judge_template or DEFAULT_JUDGE_TEMPLATE, r.reward_timeout)
             log.info("judge of the rollouts (logged, never a reward): %s", judge.name)
-        reward_fn = batch_reward(reward, tok, judge)
+        refresh = None
+        if r.reward_refresh_interval:
+            refresh = RewardRefresh.from_config(cfg, tok, reward_models[0], iterations, run_ctx.out)
+            log.info("iterated RLHF: every %d iterations the reward model trains on %d labels (%s) of the latest "
+                     "rollouts (%d refreshes x %d steps, %d replayed stage-2 pairs)", r.reward_refresh_interval,
+                     r.reward_refresh_labels, refresh.labeller.name, refreshes, r.reward_refresh_steps,
+                     len(refresh.replay))
+        reward_fn = batch_reward(reward, tok, judge, refresh.keep if refresh is not None else None)
         critic = build_critic(cfg, tok, updates)
         guard = NonFinite(cfg.ckpt.max_nonfinite, cfg.log.output_dir)
         resident = Residency(c.offload_idle_models, dev, {"ref": ref, "critic": critic,
@@ -76,7 +85,8 @@ def main(argv=None) -> dict:
                             share_prompt=cfg.model.share_prompt_forward)
         maker = ExperienceMaker(he, ref, critic, reward_fn, tok, c, r, cfg.data.max_answer_seq_len, trainer.kl_coef,
                                 resident, cfg.model.share_prompt_forward)
-        engines = {"actor": he.engine, **({"critic": critic} if critic is not None else {})}
+        engines = {"actor": he.engine, **({"critic": critic} if critic is not None else {}),
+                   **({"reward": reward_models[0]} if refresh is not None else {})}
         log.info("%s: %d iterations x %d rollout batch(es) of %d prompts x %d answers%s, %d epoch(s), micro-batch %d, "
                  "actor ZeRO-%d%s, KL %s (coef %g%s), loss reduction %s%s", c.algo.upper(), iterations,
                  c.generation_batches, c.per_device_generation_batch_size, c.num_samples_per_prompt,
@@ -94,7 +104,7 @@ def main(argv=None) -> dict:
             prompts = curriculum_loader(train_ds, curriculum, PromptCollator(tok.pad_token_id))
             log.info("prompt curriculum over %d groups (%s)", len(curriculum.names), ", ".join(curriculum.names))
         loop = RLLoop(cfg, run_ctx.writer, maker, trainer, reward, reward_fn, prompts, eval_loader, engines,
-                      iterations, guard, dev, unsup, curriculum)
+                      iterations, guard, dev, unsup, curriculum, refresh)
         first, final = loop.run()
         out = run_ctx.out
         save_hf(he.module, tok, out / "actor", cfg.ds.zero_stage)
@@ -102,9 +112,14 @@ def main(argv=None) -> dict:
             save_hf(critic.module.model, tok, out / "critic", c.critic_zero_stage)
         if trainer.ema is not None:
             write_hf(he.module, dict(trainer.ema.shadow) if is_main() else {}, tok, out / "actor_ema")
-        log.info("saved actor%s%s under %s", " and critic" if critic is not None else "",
-                 ", actor_ema" if trainer.ema is not None else "", out)
-        run_ctx.summary(iterations=iterations, algo=c.algo, first_eval=first, final_eval=final, data=stats)
+        extra = {}
+        if refresh is not None:
+            save_hf(reward_models[0].module.model, tok, out / "reward_model", r.reward_zero_stage)
+            extra["reward_refresh"] = refresh.summary()
+        log.info("saved actor%s%s%s under %s", " and critic" if critic is not None else "",
+                 ", actor_ema" if trainer.ema is not None else "",
+                 ", the refreshed reward_model" if refresh is not None else "", out)
+        run_ctx.summary(iterations=iterations, algo=c.algo, first_eval=first, final_eval=final, data=stats, **extra)
         return {"first": first, "final": final}
 
 

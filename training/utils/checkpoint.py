@@ -98,8 +98,10 @@ def latest(output_dir) -> Optional[Path]:
     return None
 
 
-def save(output_dir, step: int, engines: dict, state: dict, keep: int = 2, extra_tensors: Optional[dict] = None) -> Path:
-    """Write checkpoint ``step`` atomically (collective: every rank calls it)."""
+def save(output_dir, step: int, engines: dict, state: dict, keep: int = 2, extra_tensors: Optional[dict] = None,
+         rank_state: Optional[dict] = None) -> Path:
+    """Write checkpoint ``step`` atomically (collective: every rank calls it). ``state`` is rank 0's;
+    ``rank_state`` is each rank's own (``load`` merges it back into the state on that rank)."""
     root = ckpt_root(output_dir)
     final = root / f"step-{step:08d}"
     tmp = root / f".tmp-step-{step:08d}"
@@ -112,6 +114,8 @@ def save(output_dir, step: int, engines: dict, state: dict, keep: int = 2, extra
     for name, engine in engines.items():
         engine.save_checkpoint(str(tmp), tag=name, save_latest=False)
     torch.save(rng_state(), tmp / f"rng-rank{rank()}.pt")
+    if rank_state:
+        (tmp / f"state-rank{rank()}.json").write_text(json.dumps(rank_state))
     if is_main():
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
         if extra_tensors:
@@ -149,6 +153,9 @@ def load(d: Path, engines: dict) -> dict:
     else:
         log.warning("checkpoint %s has no RNG state for rank %d (saved with another world size?)", d, rank())
     state = json.loads((d / "state.json").read_text())
+    own = d / f"state-rank{rank()}.json"
+    if own.is_file():
+        state.update(json.loads(own.read_text()))
     log.info("resumed from %s (step %d)", d, state["step"])
     return state
 

@@ -275,6 +275,15 @@ class RewardSourcesConfig:
     judge: str = _f("", "a labeller (checker, rule:module:function, http(s) URL, judge:MODEL) whose verdicts on "
                         "each iteration's rollouts are logged beside the reward, with their agreement (never a "
                         "reward); empty: the bundled checker on the prompts that are its tasks")
+    reward_refresh_interval: int = _f(0, "iterated RLHF (Llama 2): every N iterations, label the rollouts since the "
+                                         "last refresh with --labeller and train the reward model on them (0: the "
+                                         "reward model stays frozen)")
+    reward_refresh_labels: int = _f(64, "labels spent per refresh, newest rollouts first (one per answer for a rule "
+                                        "or HTTP labeller, one per two answers compared for a judge)")
+    reward_refresh_steps: int = _f(8, "reward-model optimizer steps per refresh")
+    reward_refresh_batch: int = _f(8, "pairs per refresh step: half labelled in stage 3, half replayed from stage "
+                                      "2's policy_pairs.jsonl beside the reward model (all new when it has none)")
+    reward_refresh_learning_rate: float = _f(2e-5, "reward-model learning rate of the refreshes (constant)")
 
 
 @dataclass
@@ -357,6 +366,23 @@ class Config:
                               f"({' '.join(r.reward)})")
         if not r.reward:
             raise ConfigError("reward: give at least one reward source")
+        if r.reward_refresh_interval < 0:
+            raise ConfigError(f"reward_refresh_interval must be >= 0, got {r.reward_refresh_interval}")
+        if r.reward_refresh_interval:
+            models = [x for x in r.reward if x == "model" or x.startswith("model:")]
+            if len(models) != 1:
+                raise ConfigError(f"reward_refresh_interval trains the reward model during stage 3: --reward must name "
+                                  f"exactly one reward model, got {' '.join(r.reward)}")
+            if self.rm.labeller.startswith("human:"):
+                raise ConfigError("reward_refresh_interval labels new rollouts as they come: use a labeller that "
+                                  "answers at once (checker, rule:..., an http(s) URL, judge:MODEL), not human:FILE")
+            if r.reward_refresh_labels <= 0 or r.reward_refresh_steps <= 0 or r.reward_refresh_batch < 2:
+                raise ConfigError("reward_refresh_labels and reward_refresh_steps must be > 0 and reward_refresh_batch "
+                                  f">= 2, got {r.reward_refresh_labels}, {r.reward_refresh_steps} and "
+                                  f"{r.reward_refresh_batch}")
+            if p.num_samples_per_prompt < 2:
+                raise ConfigError("reward_refresh_interval ranks several answers to one prompt: set "
+                                  "num_samples_per_prompt >= 2")
         m = self.rm
         if m.samples_per_prompt < 2:
             raise ConfigError(f"samples_per_prompt must be >= 2 (answers are compared), got {m.samples_per_prompt}")
@@ -379,8 +405,9 @@ STAGE_SECTIONS = {
     "rl": SHARED + ("rl", "rewards"),
 }
 # fields whose owners differ from their section's: online DPO (stage 3) uses the DPO temperature;
-# only stage 3 generates answers
-FIELD_STAGES = {"beta": ("dpo", "rl"), "max_answer_seq_len": ("rl",), "judge_template": ("reward", "rl")}
+# only stage 3 generates answers; stage 3's reward-model refreshes label and pair as stage 2 does
+FIELD_STAGES = {"beta": ("dpo", "rl"), "max_answer_seq_len": ("rl",), "judge_template": ("reward", "rl"),
+                "labeller": ("reward", "rl"), "pair_rule": ("reward", "rl")}
 
 
 def owners(section: str, name: str) -> tuple[str, ...]:

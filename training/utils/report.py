@@ -13,8 +13,9 @@ from .logging import read_metrics
 
 
 def rl_figures(stage_dir: Path) -> dict:
-    """From a stage-3 output: first/final eval, the last KL to the reference, and the reward trend
-    (mean training reward of the first and the last three iterations)."""
+    """From a stage-3 output: first/final eval, the last KL to the reference, the reward trend (mean
+    training reward of the first and the last three iterations), the judge's verdict of the rollouts
+    beside it with the reward's agreement with the judge, and the reward-model refreshes (iterated RLHF)."""
     rl = json.loads((stage_dir / "summary.json").read_text())
     out = {"first_eval": rl["first_eval"], "final_eval": rl["final_eval"]}
     train = [r for r in read_metrics(stage_dir / "metrics.jsonl") if r["split"] == "train" and "reward" in r]
@@ -34,6 +35,12 @@ def rl_figures(stage_dir: Path) -> dict:
             g = out["proxy_vs_gold"]["gold"]
             k = min(3, len(g))
             out["gold_trend"] = {"first3": sum(g[:k]) / k, "last3": sum(g[-k:]) / k, "rising": sum(g[-k:]) > sum(g[:k])}
+            agree = [x for x in out["proxy_vs_gold"]["agreement"] if x is not None]
+            if agree:    # the reward's within-prompt AUC against the judge on the rollouts, early and late
+                k = min(3, len(agree))
+                out["agreement_trend"] = {"first3": sum(agree[:k]) / k, "last3": sum(agree[-k:]) / k}
+    if "reward_refresh" in rl:      # iterated RLHF: the labels and pairs the refreshes of the reward model used
+        out["reward_refresh"] = rl["reward_refresh"]
     return out
 
 

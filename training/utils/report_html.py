@@ -65,6 +65,16 @@ def figures_section(report: dict) -> str:
     if gold:
         facts.append(("stage-3 judge verdict of the rollouts (pass-rate), first 3 -> last 3 iterations",
                       f"{_num(gold['first3'])} -> {_num(gold['last3'])}"))
+    agree = report.get("agreement_trend")
+    if agree:
+        facts.append(("stage-3 reward vs judge on the rollouts (AUC within a prompt), first 3 -> last 3 iterations",
+                      f"{_num(agree['first3'])} -> {_num(agree['last3'])}"))
+    refresh = report.get("reward_refresh")
+    if refresh:
+        facts.append(("reward model refreshed in stage 3 (iterated RLHF): refreshes, labels, pairs",
+                      f"{refresh['refreshes']}, {refresh['labels']}, {refresh['pairs']}"))
+        if "labels_total" in report.get("reward_model", {}):
+            facts.append(("labels spent in all (stage 2 + stage 3)", _num(report["reward_model"]["labels_total"], 0)))
     for step, s in report.get("stage_seconds", {}).items():
         facts.append((f"stage {step} wall time (s)", _num(s, 0)))
     for what, s in report.get("seconds", {}).items():

@@ -34,13 +34,24 @@ def build_reference(cfg, tok):
                                  seed=cfg.optim.seed), cfg, stage, c.offload_reference_model)
 
 
-def build_reward_sources(cfg, tok):
+def build_reward_sources(cfg, tok, refreshes: int = 0):
     """(the weighted sum of ``--reward`` sources, the reward models it loaded): a reward model is loaded
-    frozen (``reward_zero_stage``)."""
+    frozen (``reward_zero_stage``), or, when ``refreshes`` > 0 (iterated RLHF), as a DeepSpeed training
+    engine for that many refreshes of ``reward_refresh_steps`` steps at a constant rate."""
     r, loaded = cfg.rewards, []
 
     def load(path):
-        loaded.append(frozen(ValueModel(load_reward_model(path, tok)), cfg, r.reward_zero_stage))
+        model = ValueModel(load_reward_model(path, tok))
+        if refreshes:
+            rm_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=r.reward_refresh_batch,
+                                                learning_rate=r.reward_refresh_learning_rate, num_warmup_steps=0,
+                                                lr_scheduler_type="constant", gradient_accumulation_steps=1),
+                             lora=replace(cfg.lora, lora_dim=0, only_optimize_lora=False))
+            loaded.append(build_train_engine(model, rm_cfg, refreshes * r.reward_refresh_steps,
+                                             zero_stage=r.reward_zero_stage))
+            loaded[-1].eval()
+        else:
+            loaded.append(frozen(model, cfg, r.reward_zero_stage))
         return loaded[-1]
     reward = build_reward(r.reward, r.reward_weights, timeout=r.reward_timeout,
                           default_model=r.reward_model_name_or_path, load_model=load)

@@ -28,7 +28,7 @@ from .trainer import cycle
 log = logging.getLogger("speedchat")
 
 
-def batch_reward(reward, tok, judge=None):
+def batch_reward(reward, tok, judge=None, keep=None):
     """The (seq, attn, pos, end, batch) -> [B] form the experience maker and evaluation call.
 
     The rollouts scored since the last ``take_checked()`` are also judged, as a diagnostic the training
@@ -38,7 +38,9 @@ def batch_reward(reward, tok, judge=None):
     (``rollout_pass_rate`` for the checker, ``judge_score`` for another judge) and ``reward_judge_auc``:
     how often the reward ranks two rollouts as the judge does, within a prompt's answers when the batch
     has several per prompt (``reward_judge_pairs`` such pairs), else over the batch. Answers scored
-    with ``rollout=False`` (evaluation, ReMax's greedy baselines) are not judged."""
+    with ``rollout=False`` (evaluation, ReMax's greedy baselines) are not judged. ``keep(prompts, answers,
+    seq, attn, prompt_width, end)``, when given, also receives every rollout batch scored (the reward-model
+    refresh labels them later)."""
     def verdicts(prompts: list[str], answers: list[str]) -> list:
         if judge is None:
             return [float(check(p, a)) if parse_task(p) is not None else None for p, a in zip(prompts, answers)]
@@ -57,6 +59,8 @@ def batch_reward(reward, tok, judge=None):
         r = reward(Rollout(seq, attn, pos, end, prompts, answers)).to(seq.device)
         if rollout:
             score.seen.append((prompts, r.detach().float().cpu().tolist(), verdicts(prompts, answers)))
+            if keep is not None:
+                keep(prompts, answers, seq, attn, batch["input_ids"].shape[1], end)
         return r
 
     def take_checked() -> dict:
@@ -140,12 +144,13 @@ class RLLoop:
     """``run()`` trains ``iterations`` iterations and returns (first eval, final eval)."""
 
     def __init__(self, cfg, writer, maker, trainer, reward: Faulty, reward_fn, prompts, eval_loader, engines: dict,
-                 iterations: int, guard, device, unsup: Optional[Counted] = None, curriculum=None):
+                 iterations: int, guard, device, unsup: Optional[Counted] = None, curriculum=None, refresh=None):
         self.cfg, self.c, self.w = cfg, cfg.rl, writer
         self.maker, self.trainer, self.reward, self.reward_fn = maker, trainer, reward, reward_fn
         self.prompts, self.eval_loader, self.engines = cycle(prompts), eval_loader, engines
         self.iterations, self.guard, self.device, self.unsup = iterations, guard, device, unsup
         self.curriculum = curriculum                 # PromptCurriculum drawing ``prompts`` (None: shuffled epochs)
+        self.refresh = refresh                       # RewardRefresh (iterated RLHF), or None: a frozen reward
         self.rows = self.c.per_device_generation_batch_size * self.c.num_samples_per_prompt
 
     def evaluate(self) -> dict:
@@ -181,6 +186,9 @@ class RLLoop:
         if "kl" in metrics:
             self.trainer.after_rollouts(metrics["kl"], c.generation_batches * self.rows)
         metrics["skipped_updates"] = float(not exps)
+        if self.refresh is not None and self.refresh.due(it):
+            self.trainer.resident.use("reward")
+            metrics.update(self.refresh(it))
         step_s = (metrics["generation_s"] + metrics["experience_s"]) * len(roll) + metrics["train_s"]
         e2e = sum(int(e.attention_mask.sum()) for e in exps)
         metrics["e2e_tokens_per_s"] = e2e / step_s if step_s > 0 else 0.0
@@ -196,6 +204,8 @@ class RLLoop:
         self.w.rewind(st["step"])
         self.trainer.load_state_dict(st, d)
         self.maker.load_state_dict(st)
+        if self.refresh is not None:
+            self.refresh.load_state_dict(st)
         if self.curriculum is not None:
             if "curriculum" not in st:
                 raise RuntimeError(f"checkpoint {d}: written without --prompt_curriculum; resume with the "
@@ -215,7 +225,8 @@ class RLLoop:
                  **({"curriculum": self.curriculum.state_dict()} if self.curriculum is not None else {})}
         ema = self.trainer.ema
         checkpoint.save(self.cfg.log.output_dir, it, self.engines, state, self.cfg.ckpt.keep_checkpoints,
-                        {"ema.safetensors": ema.shadow} if ema is not None and is_main() else None)
+                        {"ema.safetensors": ema.shadow} if ema is not None and is_main() else None,
+                        self.refresh.state_dict() if self.refresh is not None else None)
 
     def run(self) -> tuple[Optional[dict], dict]:
         cfg, lg, total = self.cfg, self.cfg.log, self.iterations

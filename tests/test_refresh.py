@@ -1,0 +1,161 @@
+"""Iterated RLHF: stage 3's rollouts grouped, labelled newest first within the budget, turned into pairs of
+the exact tokens the reward model scored, and the reward model trained on them (its margin on the labelled
+pairs rises); the refresh state survives a checkpoint; bad settings stop at parse time."""
+import json
+
+import pytest
+import torch
+
+from training.utils.config import ConfigError, parse_config
+from training.utils.labels.refresh import RewardRefresh, label_groups, rollout_groups, token_pairs
+from training.utils.logging import read_metrics
+
+PAD = 0
+
+
+class FakeLabeller:
+    """Scores an answer by whether it says 'good'; records the rows it was asked about."""
+    name, pairwise = "fake", False
+
+    def __init__(self):
+        self.rows = []
+
+    def scores(self, prompt, answers, row):
+        self.rows.append((prompt, row))
+        return [1.0 if "good" in a else 0.0 for a in answers], len(answers)
+
+
+def _batch():
+    """2 prompts x 2 answers, left-padded prompts of width 3, answers of width 3 (end = last real token)."""
+    seq = torch.tensor([[0, 11, 12, 21, 22, 0],     # prompt p1 = [11, 12]; answer [21, 22]
+                        [0, 11, 12, 23, 0, 0],      # answer [23]
+                        [13, 14, 15, 24, 25, 26],   # prompt p2 = [13, 14, 15]; answer [24, 25, 26]
+                        [13, 14, 15, 27, 28, 0]])   # answer [27, 28]
+    attn = torch.tensor([[0, 1, 1, 1, 1, 0], [0, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])
+    end = torch.tensor([4, 3, 5, 4])
+    return ["p1", "p1", "p2", "p2"], ["good a", "bad b", "bad c", "good d"], seq, attn, 3, end
+
+
+def test_rollout_groups_keep_the_scored_tokens_and_label_groups_spend_newest_first():
+    prompts, answers, seq, attn, width, end = _batch()
+    groups = rollout_groups(prompts, answers, seq, attn, width, end)
+    assert [g["prompt"] for g in groups] == ["p1", "p2"]
+    assert groups[0]["prompt_ids"] == [11, 12] and groups[1]["prompt_ids"] == [13, 14, 15]
+    assert groups[0]["answer_ids"] == [[21, 22], [23]] and groups[1]["answer_ids"] == [[24, 25, 26], [27, 28]]
+    assert token_pairs(groups[1], [0.0, 1.0], "all") == [
+        {"chosen_ids": [13, 14, 15, 27, 28], "rejected_ids": [13, 14, 15, 24, 25, 26], "prompt_len": 3}]
+    assert token_pairs(groups[0], [1.0, 1.0], "all") == []          # a tie gives no pair
+    lab = FakeLabeller()
+    records, used = label_groups(groups, lab, budget=3, rule="all", first_row=5)
+    assert used == 2 and lab.rows == [("p2", 5)]                   # the newest group only: 2 + 2 > 3
+    assert records[0]["labels"] == [0.0, 1.0] and records[0]["text_pairs"] == [(1, 0)]
+    records, used = label_groups(groups, FakeLabeller(), budget=4, rule="all")
+    assert used == 4 and [r["prompt"] for r in records] == ["p2", "p1"]
+
+
+def _refresher(tiny_tok, tmp_path, steps=6, replay=None):
+    from training.utils.distributed import init_distributed
+    from training.utils.rl.models import build_reward_sources
+
+    init_distributed()
+    cfg = parse_config(["--reward_model_name_or_path", "tiny", "--reward_refresh_interval", "2",
+                        "--num_samples_per_prompt", "2", "--reward_refresh_learning_rate", "3e-3",
+                        "--reward_refresh_steps", str(steps), "--reward_refresh_batch", "4", "--seed", "1"], stage="rl")
+    torch.manual_seed(0)
+    _, models = build_reward_sources(cfg, tiny_tok, refreshes=2)
+    engine = models[0]
+    return RewardRefresh(engine, FakeLabeller(), PAD, "all", 2, 64, steps, 4, 1, replay, True, 6, tmp_path), engine
+
+
+def _margin(engine, pairs):
+    from training.utils.data.collate import PairCollator
+    from training.utils.shared_prefix import answer_end_scores
+
+    with torch.no_grad():
+        c, r = answer_end_scores(engine, PairCollator(PAD)(pairs), True).chunk(2)
+    return (c - r).mean().item(), (c > r).float().mean().item()
+
+
+def test_a_refresh_trains_the_reward_model_towards_the_labels(tiny_tok, tmp_path):
+    refresh, engine = _refresher(tiny_tok, tmp_path)
+    assert engine.module.training is False        # scored in eval mode between refreshes
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2):                            # two rollout batches of 4 prompts x 2 answers
+        seq = torch.cat([torch.randint(5, 200, (8, 4), generator=g), torch.randint(5, 200, (8, 5), generator=g)], 1)
+        seq[0::2, 4:] = 7                         # the "good" answers are all token 7, the bad ones random
+        attn = torch.ones_like(seq)
+        prompts = [f"p{i // 2}" for i in range(8)]
+        refresh.keep(prompts, ["good" if i % 2 == 0 else "bad" for i in range(8)], seq, attn, 4,
+                     torch.full((8,), 8))
+    assert refresh.due(2) and not refresh.due(3) and refresh.due(4) and not refresh.due(6)   # never after the last
+    pairs = [p for grp in refresh.pending for p in token_pairs(grp, [1.0, 0.0], "all")]
+    before, _ = _margin(engine, pairs)
+    m = refresh(2)
+    after, acc = _margin(engine, pairs)
+    assert m["refresh_labels"] == 16 and m["refresh_pairs"] == 8 and refresh.pending == []
+    assert after > before + 0.5 and acc == 1.0, (before, after, acc)
+    assert engine.module.training is False
+    rows = [json.loads(x) for x in (tmp_path / "refresh_pairs.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(r["chosen"] == "good" and r["rejected"] == "bad" and r["iteration"] == 2 for r in rows)
+    assert refresh.summary() == {"labeller": "fake", "labels": 16, "pairs": 8, "refreshes": 1, "interval": 2,
+                                 "steps_per_refresh": 6}
+    # the state a checkpoint keeps gives a resumed refresher the same pairs and the same next batches
+    st = json.loads(json.dumps(refresh.state_dict()))
+    other, _ = _refresher(tiny_tok, tmp_path / "b")
+    other.load_state_dict(st)
+    assert other.pairs == refresh.pairs and other.labels == 16 and other.refreshes == 1
+    assert torch.equal(other._batch(2)["input_ids"], refresh._batch(2)["input_ids"])
+
+
+def test_a_refresh_with_nothing_labelled_is_skipped_and_changes_nothing(tiny_tok, tmp_path):
+    refresh, engine = _refresher(tiny_tok, tmp_path)
+    w = [p.detach().clone() for p in engine.module.parameters()]
+    m = refresh(2)
+    assert m["refresh_labels"] == 0 and "refresh_loss" not in m and refresh.refreshes == 0
+    assert all(torch.equal(a, b) for a, b in zip(w, engine.module.parameters()))
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--labeller", "human:x.jsonl"], "not human:FILE"),
+    (["--reward", "model", "model:other-rm"], "exactly one reward model"),
+    (["--reward", "checker"], "exactly one reward model"),
+    (["--num_samples_per_prompt", "1"], "num_samples_per_prompt >= 2"),
+    (["--reward_refresh_batch", "1"], "reward_refresh_batch"),
+])
+def test_refresh_settings_that_cannot_work_stop_at_parse_time(flags, match):
+    base = ["--reward_model_name_or_path", "tiny", "--reward_refresh_interval", "2", "--num_samples_per_prompt", "4"]
+    with pytest.raises(ConfigError, match=match):
+        parse_config(base + flags, stage="rl")
+
+
+@pytest.mark.slow
+def test_stage3_refreshes_the_reward_model_and_saves_it(tmp_path, monkeypatch, tiny_tok):
+    """PPO on tiny with a rule labeller: refreshes after iterations 2 and 4 of 5, their labels and pairs
+    in the metrics, the summary and refresh_pairs.jsonl; the refreshed reward model saved and loadable,
+    its weights moved from the one stage 3 started with."""
+    from training.step3_rlhf_finetuning.main import main as stage3
+    from training.utils.model import load_reward_model, save_hf
+
+    (tmp_path / "lenrule.py").write_text("def words(prompt, answer):\n    return float(len(answer.split()) % 3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rm = tmp_path / "rm"
+    save_hf(load_reward_model("tiny", tiny_tok, seed=2), tiny_tok, rm)
+    out = tmp_path / "ppo"
+    stage3(["--actor_model_name_or_path", "tiny", "--reward_model_name_or_path", str(rm), "--output_dir", str(out),
+            "--data_output_path", str(tmp_path / "cache"), "--bundled_size", "300", "--max_seq_len", "96",
+            "--max_prompt_seq_len", "64", "--max_answer_seq_len", "8", "--per_device_generation_batch_size", "4",
+            "--num_samples_per_prompt", "4", "--per_device_training_batch_size", "8", "--max_steps", "5",
+            "--max_eval_samples", "4", "--disable_tqdm", "--plots", "false", "--seed", "3",
+            "--reward_refresh_interval", "2", "--reward_refresh_labels", "8", "--labeller", "rule:lenrule:words",
+            "--reward_refresh_learning_rate", "1e-3"])
+    train = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
+    refreshed = [r["step"] for r in train if "refresh_labels" in r]
+    assert refreshed == [2, 4] and all(r["refresh_labels"] == 8 for r in train if "refresh_labels" in r)
+    summary = json.loads((out / "summary.json").read_text())["reward_refresh"]
+    rows = (out / "refresh_pairs.jsonl").read_text().splitlines()
+    assert summary["labels"] == 16 and summary["pairs"] == len(rows) == sum(r.get("refresh_pairs", 0) for r in train)
+    assert summary["labeller"] == "rule:lenrule:words"
+    new = load_reward_model(str(out / "reward_model"), tiny_tok)
+    old = load_reward_model(str(rm), tiny_tok)
+    moved = [not torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values())]
+    assert summary["refreshes"] == 2 == sum("refresh_loss" in r for r in train) and sum(moved) > len(moved) // 2
