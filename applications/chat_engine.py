@@ -27,15 +27,23 @@ class ContextOverflow(ValueError):
     """The newest user message alone does not fit the context with the requested answer length."""
 
 
+MIN_TEMPERATURE = 1e-5      # below it the logits / temperature overflow: sampled greedily (as vLLM does)
+
+
 @dataclass
 class Sampling:
-    """How to pick tokens: greedy, or temperature + top-p sampling."""
+    """How to pick tokens: greedy, or temperature + top-p sampling (a temperature under
+    ``MIN_TEMPERATURE``, 0 included, is greedy)."""
     greedy: bool = False
     temperature: float = 0.7
     top_p: float = 0.9
 
+    @property
+    def is_greedy(self) -> bool:
+        return self.greedy or self.temperature < MIN_TEMPERATURE
+
     def key(self) -> tuple:
-        return (True,) if self.greedy or self.temperature == 0 else (False, self.temperature, self.top_p)
+        return (True,) if self.is_greedy else (False, self.temperature, self.top_p)
 
 
 @dataclass
@@ -161,7 +169,7 @@ class ChatEngine:
         ids, mask = pad_sequences([r.prompt_ids for r in requests], self.tok.pad_token_id, left=True)
         width = ids.shape[1]
         rows = [_Row(r, width) for r in requests]
-        greedy = sampling.key() == (True,)
+        greedy = sampling.is_greedy
         extra = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
         with self._lock:
             self.model.generate(

@@ -4,6 +4,7 @@
     python chat.py --model output/actor-models/smollm2-135m --greedy
     python chat.py --path 1.3b --max_new_tokens 128  # DeepSpeed-Chat's flag name works too
     python chat.py --serve --port 8000               # OpenAI-compatible server on 127.0.0.1
+    python chat.py --serve --host 0.0.0.0 --api-key-file keys.txt   # reachable from others: keys required
     python chat.py --prompt "Write a haiku" --greedy # one question, one answer, then exit
     echo "Write a haiku" | python chat.py            # piped questions are echoed after "Human: "
 
@@ -60,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max_tokens_limit", type=int, default=1024, help="largest max_tokens a request may ask")
     srv.add_argument("--max_request_bytes", type=int, default=1 << 20)
     srv.add_argument("--max_queue", type=int, default=256, help="queued requests before 503 answers")
+    srv.add_argument("--api-key", "--api_key", action="append", default=[], dest="api_key",
+                     help="a key every /v1 request must send as 'Authorization: Bearer KEY' (repeatable; also the "
+                          "SPEEDCHAT_API_KEY environment variable, comma-separated)")
+    srv.add_argument("--api-key-file", "--api_key_file", default=None, dest="api_key_file",
+                     help="one 'NAME KEY' (or bare KEY) per line: a key for each person or client")
+    srv.add_argument("--no-auth", "--no_auth", action="store_true", dest="no_auth",
+                     help="serve a non-loopback --host without any key (refused otherwise)")
     return ap
 
 
@@ -76,7 +84,7 @@ class Chat:
 
     def settings(self) -> str:
         s = self.sampling
-        how = "greedy" if s.greedy else f"temperature {s.temperature}, top_p {s.top_p}"
+        how = "greedy" if s.is_greedy else f"temperature {s.temperature}, top_p {s.top_p}"
         return f"{how}, max_new_tokens {self.max_new_tokens}, template " + \
             ("chat" if self.engine.chat_format else "plain (Human/Assistant)")
 
@@ -160,6 +168,14 @@ def echoing(read: Callable[[str], str], output_fn: Callable[[str], None]) -> Cal
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keys = None
+    if a.serve:              # a key problem stops the server before the model loads
+        from applications.auth import AuthError, Keys, refuse_open_binding
+        try:
+            keys = Keys.gather(a.api_key, a.api_key_file)
+            refuse_open_binding(a.host, keys, a.no_auth)
+        except AuthError as e:
+            sys.exit(f"chat.py: {e}")
     model = a.model or default_model()
     from training.utils.config import ConfigError
     from training.utils.ds_config import resolve_dtype, torch_dtype
@@ -174,7 +190,8 @@ def main(argv=None) -> int:
     if a.serve:
         from applications.server import Limits, serve
         serve(engine, a.host, a.port, Limits(max_batch=a.max_batch, max_tokens=a.max_tokens_limit,
-                                             max_request_bytes=a.max_request_bytes, max_queue=a.max_queue))
+                                             max_request_bytes=a.max_request_bytes, max_queue=a.max_queue),
+              keys, a.no_auth)
         return 0
     chat = Chat(engine, a.max_new_tokens, Sampling(a.greedy, a.temperature, a.top_p), a.system)
     if a.prompt is not None:

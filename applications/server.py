@@ -5,6 +5,11 @@
     GET  /health
     GET  /                      (a chat page: streams from /v1/chat/completions, keeps the history)
 
+With API keys (``applications/auth.py``: ``--api-key``, ``--api-key-file``, ``SPEEDCHAT_API_KEY``) every
+``/v1/*`` request needs ``Authorization: Bearer KEY`` (401 otherwise); ``/health`` and the page itself
+stay open (the page asks for the key and sends it). Binding a non-loopback address without a key is
+refused unless ``--no-auth``.
+
 Requests go to one queue; a worker thread takes the oldest request and every other queued one
 with the same sampling settings (up to ``max_batch`` sequences) and generates them as one
 left-padded batch, so concurrent requests share the model without mixing their answers. Request
@@ -27,6 +32,7 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.requests import Request as HTTPRequest
 
+from applications.auth import LOOPBACK, Keys, refuse_open_binding
 from applications.chat_engine import ChatEngine, Completion, Request, Sampling
 
 log = logging.getLogger(__name__)
@@ -198,12 +204,29 @@ def parse_request(body: bytes, engine: ChatEngine, limits: Limits) -> ChatReques
     return req
 
 
-def create_app(engine: ChatEngine, limits: Optional[Limits] = None):
-    from fastapi import FastAPI
+def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Optional[Keys] = None):
+    from fastapi import Depends, FastAPI
     from fastapi.responses import HTMLResponse, StreamingResponse
+    from fastapi.security import HTTPBearer
 
     limits = limits or Limits()
+    keys = keys or Keys({})
+    bearer = HTTPBearer(auto_error=False, description="an API key of this server (--api-key), when it has any")
+
+    def authorised(http: HTTPRequest, _=Depends(bearer)) -> Optional[str]:
+        """The name of the key's holder (None when the server has no keys); 401 for a missing or wrong key."""
+        if not keys:
+            return None
+        name = keys.who(http.headers.get("authorization"))
+        if name is None:
+            raise HTTPError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'")
+        return name
+
     app = FastAPI(title="SpeedChat", version="1")
+
+    @app.exception_handler(HTTPError)
+    async def http_error(_, e: HTTPError):
+        return _error(e.status, e.message, e.param)
     batcher = Batcher(engine, limits)
     app.state.batcher = batcher
     created = int(time.time())
@@ -218,12 +241,18 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None):
     def health():
         return {"status": "ok", "model": engine.name, "queued": batcher.q.qsize()}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=[Depends(authorised)])
     def models():
         return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": created,
                                             "owned_by": "speedchat"}]}
 
-    @app.post("/v1/chat/completions")
+    # the body is read by hand (its size is checked before parsing, errors answer in OpenAI's form), so
+    # the OpenAPI schema (/docs) is told what it accepts: ChatRequest, with its fields' ranges
+    request_schema = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    request_defs = request_schema.pop("$defs", {})
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorised)], openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": request_schema}}}})
     async def chat(http: HTTPRequest):
         try:
             length = int(http.headers.get("content-length") or 0)
@@ -239,7 +268,7 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None):
         except HTTPError as e:
             return _error(e.status, e.message, e.param)
         stops = req.stop_list() + engine.default_stop
-        sampling = Sampling(greedy=req.temperature == 0, temperature=req.temperature, top_p=req.top_p)
+        sampling = Sampling(temperature=req.temperature, top_p=req.top_p)
         loop = asyncio.get_running_loop()
         rid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         head = {"id": rid, "created": now, "model": engine.name}
@@ -302,16 +331,27 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None):
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    plain_openapi = app.openapi
+
+    def openapi():
+        schema = plain_openapi()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(request_defs)
+        return schema
+    app.openapi = openapi
     return app
 
 
-def serve(engine: ChatEngine, host: str = "127.0.0.1", port: int = 8000, limits: Optional[Limits] = None) -> None:
+def serve(engine: ChatEngine, host: str = "127.0.0.1", port: int = 8000, limits: Optional[Limits] = None,
+          keys: Optional[Keys] = None, no_auth: bool = False) -> None:
     import uvicorn
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s: reachable from other machines; there is no authentication", host)
-    log.info("serving %s on http://%s:%d/v1 (max_batch %d)", engine.name, host, port, (limits or Limits()).max_batch)
-    uvicorn.run(create_app(engine, limits), host=host, port=port, log_level="info")
+    keys = keys or Keys({})
+    refuse_open_binding(host, keys, no_auth)       # AuthError before anything is bound
+    if not keys and host not in LOOPBACK:
+        log.warning("serving on %s without API keys (--no-auth): anyone who reaches it can use it", host)
+    log.info("serving %s on http://%s:%d/v1 (max_batch %d; %s)", engine.name, host, port, (limits or Limits()).max_batch,
+             f"{len(keys.named)} API key(s): {', '.join(keys.named)}" if keys else "no API key")
+    uvicorn.run(create_app(engine, limits, keys), host=host, port=port, log_level="info")
 
 
 class Background:

@@ -75,3 +75,29 @@ def test_report_html_renders_its_table_and_images(browser, tmp_path):
     assert size == [[True, 200, 150]]                # 4 x 3 inches at 50 dpi: the PNG decoded
     assert page.locator("table.answers td.pass").all_inner_texts() == ["pass\nppo says rain"]
     page.close()
+
+
+def test_chat_page_on_a_keyed_server_asks_for_the_key_then_answers(browser):
+    from applications.auth import Keys
+
+    engine = ChatEngine("tiny", template="plain")
+    with Background(create_app(engine, keys=Keys({"ana": "secret-key-1"}))) as url:
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.wait_for_function("document.getElementById('model').textContent.includes(\"API key\")")
+        page.fill("#temperature", "0")
+        page.fill("#max_tokens", "8")
+        page.fill("#question", "What is 2 + 3?")
+        page.press("#question", "Enter")
+        page.wait_for_function("document.querySelector('.msg.assistant').dataset.state === 'error'")
+        assert "missing or wrong API key" in page.locator(".msg.assistant .text").text_content()
+        page.fill("#api_key", "secret-key-1")
+        page.dispatch_event("#api_key", "change")
+        page.wait_for_function("document.getElementById('model').textContent === 'tiny'")
+        page.fill("#question", "What is 2 + 3?")
+        page.press("#question", "Enter")
+        page.wait_for_function("document.querySelectorAll('.msg.assistant')[1].dataset.state === 'done'",
+                               timeout=120_000)
+        expected = engine.reply([{"role": "user", "content": "What is 2 + 3?"}], 8, Sampling(greedy=True)).text
+        assert page.locator(".msg.assistant .text").nth(1).text_content() == expected
+        page.close()

@@ -53,7 +53,7 @@ def test_rollout_groups_keep_the_scored_tokens_and_label_groups_spend_newest_fir
     assert used == 4 and [r["prompt"] for r in records] == ["p2", "p1"]
 
 
-def _refresher(tiny_tok, tmp_path, steps=6, replay=None):
+def _refresher(tiny_tok, tmp_path, steps=6, replay=None, center=0.0):
     from training.utils.distributed import init_distributed
     from training.utils.rl.models import build_reward_sources
 
@@ -64,7 +64,8 @@ def _refresher(tiny_tok, tmp_path, steps=6, replay=None):
     torch.manual_seed(0)
     _, models = build_reward_sources(cfg, tiny_tok, refreshes=2)
     engine = models[0]
-    return RewardRefresh(engine, FakeLabeller(), PAD, "all", 2, 64, steps, 4, 1, replay, True, 6, tmp_path), engine
+    return RewardRefresh(engine, FakeLabeller(), PAD, "all", 2, 64, steps, 4, 1, replay, True, 6, tmp_path,
+                         center), engine
 
 
 def _margin(engine, pairs):
@@ -76,9 +77,7 @@ def _margin(engine, pairs):
     return (c - r).mean().item(), (c > r).float().mean().item()
 
 
-def test_a_refresh_trains_the_reward_model_towards_the_labels(tiny_tok, tmp_path):
-    refresh, engine = _refresher(tiny_tok, tmp_path)
-    assert engine.module.training is False        # scored in eval mode between refreshes
+def _keep_rollouts(refresh):
     g = torch.Generator().manual_seed(0)
     for _ in range(2):                            # two rollout batches of 4 prompts x 2 answers
         seq = torch.cat([torch.randint(5, 200, (8, 4), generator=g), torch.randint(5, 200, (8, 5), generator=g)], 1)
@@ -87,6 +86,12 @@ def test_a_refresh_trains_the_reward_model_towards_the_labels(tiny_tok, tmp_path
         prompts = [f"p{i // 2}" for i in range(8)]
         refresh.keep(prompts, ["good" if i % 2 == 0 else "bad" for i in range(8)], seq, attn, 4,
                      torch.full((8,), 8))
+
+
+def test_a_refresh_trains_the_reward_model_towards_the_labels(tiny_tok, tmp_path):
+    refresh, engine = _refresher(tiny_tok, tmp_path)
+    assert engine.module.training is False        # scored in eval mode between refreshes
+    _keep_rollouts(refresh)
     assert refresh.due(2) and not refresh.due(3) and refresh.due(4) and not refresh.due(6)   # never after the last
     pairs = [p for grp in refresh.pending for p in token_pairs(grp, [1.0, 0.0], "all")]
     before, _ = _margin(engine, pairs)
@@ -105,6 +110,29 @@ def test_a_refresh_trains_the_reward_model_towards_the_labels(tiny_tok, tmp_path
     other.load_state_dict(st)
     assert other.pairs == refresh.pairs and other.labels == 16 and other.refreshes == 1
     assert torch.equal(other._batch(2)["input_ids"], refresh._batch(2)["input_ids"])
+
+
+def test_centring_pulls_drifted_scores_back_towards_zero_and_still_ranks(tiny_tok, tmp_path):
+    """Scores shifted by +2 (a hook on the head: the drift a refresh can cause): the pairwise loss alone
+    cannot see a shift, so without --reward_refresh_center the level stays near 2; with it the same
+    pairs and steps pull it towards 0, and the labelled pairs are still ranked right."""
+    from training.utils.model.reward import head
+
+    levels = {}
+    for center in (0.0, 0.1):
+        refresh, engine = _refresher(tiny_tok, tmp_path, steps=20, center=center)
+        head(engine.module.model).register_forward_hook(lambda mod, inp, out: out + 2.0)
+        _keep_rollouts(refresh)
+        pairs = [p for grp in refresh.pending for p in token_pairs(grp, [1.0, 0.0], "all")]
+        m = refresh(2)
+        from training.utils.data.collate import PairCollator
+        from training.utils.shared_prefix import answer_end_scores
+
+        with torch.no_grad():
+            c, r = answer_end_scores(engine, PairCollator(PAD)(pairs), True).chunk(2)
+        levels[center] = abs(((c + r) / 2).mean().item())
+        assert (c > r).all() and "refresh_score_level" in m
+    assert levels[0.0] > 1.8 and levels[0.1] < 1.0, levels
 
 
 def test_a_refresh_with_nothing_labelled_is_skipped_and_changes_nothing(tiny_tok, tmp_path):

@@ -46,6 +46,15 @@ def test_non_stream_schema_and_greedy_answer(client, engine):
     assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
 
 
+@pytest.mark.parametrize("temperature", [1.38e-63, 5e-324, 9.9e-6])
+def test_a_temperature_too_small_to_sample_from_is_greedy(client, temperature):
+    """logits / 1e-63 overflow to inf (a 500 from torch's sampler before): under 1e-5 the answer is greedy."""
+    greedy = client.post("/v1/chat/completions", json=body(content="0")).json()["choices"][0]["message"]["content"]
+    r = client.post("/v1/chat/completions", json=body(content="0", temperature=temperature))
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == greedy
+    assert Sampling(temperature=temperature).key() == (True,) and Sampling(temperature=1e-5).key() == (False, 1e-5, 0.9)
+
+
 def test_sse_stream_matches_non_stream_and_ends_with_done(client):
     plain = client.post("/v1/chat/completions", json=body()).json()["choices"][0]["message"]["content"]
     with client.stream("POST", "/v1/chat/completions", json=body(stream=True)) as r:

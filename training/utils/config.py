@@ -284,6 +284,8 @@ class RewardSourcesConfig:
     reward_refresh_batch: int = _f(8, "pairs per refresh step: half labelled in stage 3, half replayed from stage "
                                       "2's policy_pairs.jsonl beside the reward model (all new when it has none)")
     reward_refresh_learning_rate: float = _f(2e-5, "reward-model learning rate of the refreshes (constant)")
+    reward_refresh_center: float = _f(0.0, "refreshes add this x mean((r_chosen + r_rejected)^2) to the pairwise "
+                                           "loss, keeping the scores centred near 0 (TRL's center_rewards_coefficient)")
 
 
 @dataclass
@@ -376,6 +378,8 @@ class Config:
             if self.rm.labeller.startswith("human:"):
                 raise ConfigError("reward_refresh_interval labels new rollouts as they come: use a labeller that "
                                   "answers at once (checker, rule:..., an http(s) URL, judge:MODEL), not human:FILE")
+            if r.reward_refresh_center < 0:
+                raise ConfigError(f"reward_refresh_center must be >= 0, got {r.reward_refresh_center}")
             if r.reward_refresh_labels <= 0 or r.reward_refresh_steps <= 0 or r.reward_refresh_batch < 2:
                 raise ConfigError("reward_refresh_labels and reward_refresh_steps must be > 0 and reward_refresh_batch "
                                   f">= 2, got {r.reward_refresh_labels}, {r.reward_refresh_steps} and "

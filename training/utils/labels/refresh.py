@@ -6,7 +6,10 @@ The rollouts a refresh reads are the ones stage 3 already sampled and scored (se
 prompt): the newest prompts first, up to ``--reward_refresh_labels`` labels (one per answer for a
 rule or HTTP labeller, one per two answers compared for a judge); their answers become
 chosen/rejected pairs by ``--pair_rule`` (ties give none), tokenised exactly as the reward model
-scored them. Each refresh runs ``--reward_refresh_steps`` optimizer steps of the pairwise loss on
+scored them. Each refresh runs ``--reward_refresh_steps`` optimizer steps of the pairwise loss (plus
+``--reward_refresh_center`` x the mean squared sum of a pair's two scores, Eisenstein et al.'s
+centering, as TRL's ``center_rewards_coefficient``: without it the scores drift in scale from one
+refresh to the next and the reward clip flattens a prompt's answers) on
 batches half of the pairs labelled in stage 3 so far and half of stage 2's comparisons of the SFT
 model's answers (``policy_pairs.jsonl`` beside the reward model, when there is one), so what the
 reward model learned before is not forgotten.
@@ -84,8 +87,8 @@ class RewardRefresh:
 
     def __init__(self, engine, labeller, pad_id: int, rule: str, interval: int, budget: int, steps: int,
                  batch: int, seed: int, replay: Optional[list[dict]] = None, share: bool = True,
-                 last_iteration: int = 0, out: Optional[Path] = None):
-        self.engine, self.labeller, self.rule = engine, labeller, rule
+                 last_iteration: int = 0, out: Optional[Path] = None, center: float = 0.0):
+        self.engine, self.labeller, self.rule, self.center = engine, labeller, rule, center
         self.interval, self.steps, self.batch, self.share = interval, steps, batch, share
         self.budget = budget // world_size()              # per rank
         self.collate = PairCollator(pad_id)
@@ -119,7 +122,7 @@ class RewardRefresh:
         labeller = build_labeller(m.labeller, m.judge_template or DEFAULT_JUDGE_TEMPLATE, r.reward_timeout)
         return cls(engine, labeller, tok.pad_token_id, m.pair_rule, r.reward_refresh_interval, r.reward_refresh_labels,
                    r.reward_refresh_steps, r.reward_refresh_batch, cfg.optim.seed, replay,
-                   cfg.model.share_prompt_forward, iterations, out)
+                   cfg.model.share_prompt_forward, iterations, out, r.reward_refresh_center)
 
     def keep(self, prompts, answers, seq, attn, prompt_width, end) -> None:
         self.pending += rollout_groups(prompts, answers, seq, attn, prompt_width, end)
@@ -150,24 +153,28 @@ class RewardRefresh:
             return {**out, "refresh_s": time.time() - t0}
         dev = self.engine.device
         self.engine.train()
-        losses, accs = [], []
+        losses, accs, level = [], [], []
         half = self.batch if not self.replay else max(1, self.batch // 2)
         for _ in range(self.steps):
             b = {k: v.to(dev) for k, v in self._batch(half).items()}
             scores = answer_end_scores(self.engine, b, self.share)
             c, r = scores.chunk(2)
             loss = pairwise_loss(c, r)
+            if self.center:          # keeps the scores near 0, so the reward clip never flattens a group
+                loss = loss + self.center * ((c.float() + r.float()) ** 2).mean()
             self.engine.backward(loss)
             self.engine.step()
             losses.append(loss.item())
             accs.append((c[:half] > r[:half]).float().mean().item())
+            level.append(((c + r) / 2).mean().item())
         self.engine.eval()
         self.refreshes += 1
         out.update(refresh_loss=float(np.mean(losses)), refresh_acc_first=accs[0], refresh_acc_last=accs[-1],
-                   refresh_s=time.time() - t0)
+                   refresh_score_level=level[-1], refresh_s=time.time() - t0)
         log.info("iteration %d: reward model refreshed on %d labels -> %d new pairs (%d in stage 3 so far, %d replayed "
-                 "from stage 2): %d steps, loss %.3f, accuracy on the stage-3 pairs of the first and last batch %.2f -> %.2f", it, int(labels), int(n_new),
-                 len(self.pairs), len(self.replay), self.steps, out["refresh_loss"], accs[0], accs[-1])
+                 "from stage 2): %d steps, loss %.3f, accuracy on the stage-3 pairs of the first and last batch "
+                 "%.2f -> %.2f, mean score %.2f", it, int(labels), int(n_new), len(self.pairs), len(self.replay),
+                 self.steps, out["refresh_loss"], accs[0], accs[-1], level[-1])
         return out
 
     def _write(self, it: int, records: list[dict]) -> None:
