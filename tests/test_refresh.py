@@ -164,7 +164,7 @@ def test_stage3_refreshes_the_reward_model_and_saves_it(tmp_path, monkeypatch, t
     from training.step3_rlhf_finetuning.main import main as stage3
     from training.utils.model import load_reward_model, save_hf
 
-    (tmp_path / "lenrule.py").write_text("def words(prompt, answer):\n    return float(len(answer.split()) % 3)\n")
+    (tmp_path / "refreshrule.py").write_text("def words(prompt, answer):\n    return float(len(answer.split()) % 3)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     rm = tmp_path / "rm"
     save_hf(load_reward_model("tiny", tiny_tok, seed=2), tiny_tok, rm)
@@ -174,7 +174,7 @@ def test_stage3_refreshes_the_reward_model_and_saves_it(tmp_path, monkeypatch, t
             "--max_prompt_seq_len", "64", "--max_answer_seq_len", "8", "--per_device_generation_batch_size", "4",
             "--num_samples_per_prompt", "4", "--per_device_training_batch_size", "8", "--max_steps", "5",
             "--max_eval_samples", "4", "--disable_tqdm", "--plots", "false", "--seed", "3",
-            "--reward_refresh_interval", "2", "--reward_refresh_labels", "8", "--labeller", "rule:lenrule:words",
+            "--reward_refresh_interval", "2", "--reward_refresh_labels", "8", "--labeller", "rule:refreshrule:words",
             "--reward_refresh_learning_rate", "1e-3"])
     train = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
     refreshed = [r["step"] for r in train if "refresh_labels" in r]
@@ -182,7 +182,7 @@ def test_stage3_refreshes_the_reward_model_and_saves_it(tmp_path, monkeypatch, t
     summary = json.loads((out / "summary.json").read_text())["reward_refresh"]
     rows = (out / "refresh_pairs.jsonl").read_text().splitlines()
     assert summary["labels"] == 16 and summary["pairs"] == len(rows) == sum(r.get("refresh_pairs", 0) for r in train)
-    assert summary["labeller"] == "rule:lenrule:words"
+    assert summary["labeller"] == "rule:refreshrule:words"
     new = load_reward_model(str(out / "reward_model"), tiny_tok)
     old = load_reward_model(str(rm), tiny_tok)
     moved = [not torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values())]

@@ -230,7 +230,8 @@ def test_labelling_flags_reach_their_stages_and_export_stops_after_stage_2(tmp_p
                        capture_output=True, text=True, check=True, timeout=120).stdout
     cmds = {int(line.split(":")[0].split()[1]): line for line in r.splitlines() if line.startswith("stage ")}
     assert "--labeller judge:tiny" in cmds[2] and "--label_budget 64" in cmds[2] and "--judge " not in cmds[2]
-    assert "--judge checker" in cmds[3] and "--labeller" not in cmds[3]
+    # the labeller also labels stage 3's reward-model refreshes (--reward_refresh_interval); the budget is stage 2's
+    assert "--judge checker" in cmds[3] and "--labeller judge:tiny" in cmds[3] and "--label_budget" not in cmds[3]
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--actor-model", "tiny", "--output-dir",
                         str(tmp_path), "--export_for_labelling", str(tmp_path / "todo.jsonl")],
                        capture_output=True, text=True, check=True, timeout=120).stdout
