@@ -92,6 +92,9 @@ def test_grpo_experience_scores_penalises_and_normalises_per_group(models):
                                rtol=0, atol=1e-5)
     kl = ((exp.old_logp - exp.ref_logp) * exp.action_mask).sum(1).mean().item()
     assert m["kl"] == pytest.approx(kl, abs=1e-5) and abs(kl) > 1e-3      # two different models
+    d = exp.ref_logp - exp.old_logp                                  # k3 = exp(ref - pi) - 1 - (ref - pi) >= 0
+    k3 = ((torch.exp(d) - 1 - d) * exp.action_mask).sum(1).mean().item()
+    assert m["kl_k3"] == pytest.approx(k3, abs=1e-6) and k3 > 0
     assert m["reward"] == pytest.approx(0.5) and m["score_used"] == pytest.approx(0.375)
     assert exp.values is None and exp.returns is None and m["kept_answers"] == 4
 

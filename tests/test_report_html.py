@@ -93,3 +93,24 @@ def test_report_page_has_the_figures_the_curves_and_the_answers(tmp_path):
     # the one existing curve is embedded byte for byte; nothing is fetched from elsewhere
     assert len(doc.imgs) == 1 and base64.b64decode(doc.imgs[0].split(",", 1)[1]) == png.read_bytes()
     assert doc.links == [] and not re.search(r"https?://", page)
+
+
+def test_rl_figures_read_a_stage3_output_kl_k3_refreshes_and_trends(tmp_path):
+    """rl_figures on a hand-written stage-3 output: the KL figure is the k3 estimate (a k1 mean of -0.07
+    would read as a bug), the trends are means of the first and last 3 iterations, the refreshes carried."""
+    import json
+
+    from training.utils.report import rl_figures
+
+    rows = [{"split": "train", "step": i, "reward": r, "kl": -0.07, "kl_k3": 0.02 * i, "rollout_pass_rate": g,
+             "reward_judge_auc": a} for i, (r, g, a) in enumerate(
+        [(1.0, 0.2, 0.5), (2.0, 0.3, None), (3.0, 0.1, 0.7), (4.0, 0.5, 0.9), (5.0, 0.4, 0.6)], start=1)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    refresh = {"labeller": "checker", "labels": 128, "pairs": 40, "refreshes": 2, "interval": 2, "steps_per_refresh": 8}
+    (tmp_path / "summary.json").write_text(json.dumps({"first_eval": None, "final_eval": {}, "reward_refresh": refresh}))
+    f = rl_figures(tmp_path)
+    assert f["final_kl"] == pytest.approx(0.10)
+    assert f["reward_trend"] == {"first3": pytest.approx(2.0), "last3": pytest.approx(4.0), "rising": True}
+    assert f["gold_trend"]["first3"] == pytest.approx(0.2) and f["gold_trend"]["last3"] == pytest.approx(1.0 / 3)
+    assert f["agreement_trend"] == {"first3": pytest.approx(0.7), "last3": pytest.approx((0.7 + 0.9 + 0.6) / 3)}
+    assert f["reward_refresh"] == refresh and f["proxy_vs_gold"]["agreement"][1] is None

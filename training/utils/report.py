@@ -20,8 +20,8 @@ def rl_figures(stage_dir: Path) -> dict:
     out = {"first_eval": rl["first_eval"], "final_eval": rl["final_eval"]}
     train = [r for r in read_metrics(stage_dir / "metrics.jsonl") if r["split"] == "train" and "reward" in r]
     if train:
-        if "kl" in train[-1]:
-            out["final_kl"] = train[-1]["kl"]
+        if "kl" in train[-1]:     # k3 where logged: a KL estimate that cannot be negative
+            out["final_kl"] = train[-1].get("kl_k3", train[-1]["kl"])
         k = min(3, len(train))
         first = sum(r["reward"] for r in train[:k]) / k
         last = sum(r["reward"] for r in train[-k:]) / k

@@ -18,7 +18,8 @@ from ..hybrid_engine import GenerationSettings
 from .advantages import estimator_for, is_dr_grpo, kl_in_reward, sequence_scores
 from .curriculum import prompt_spread
 from .residency import Residency
-from .maths import RunningMoments, group_advantages, masked_mean, masked_whiten, shape_rewards, silent_groups, uniform_groups
+from .maths import (RunningMoments, group_advantages, kl_estimate, masked_mean, masked_whiten, shape_rewards,
+                    silent_groups, uniform_groups)
 from ..shared_prefix import position_ids_from
 from .sequences import answer_layout, causal_logprobs, first_action, repeat_batch, select_rows
 
@@ -141,7 +142,9 @@ class ExperienceMaker:
             metrics["reward_std_in_group"] = raw.view(-1, n).std(1).mean().item()
             metrics["uniform_groups"] = int(uniform_groups(sequence_scores(rewards, action), n).sum())
         if self.ref is not None:     # without a reference model (kl_coef 0) there is no KL to report
-            metrics.update(kl=kl.sum(1).mean().item(), kl_per_token=masked_mean(kl, action).item())
+            metrics.update(kl=kl.sum(1).mean().item(), kl_per_token=masked_mean(kl, action).item(),
+                           # k3 (never negative, unlike a k1 mean over a few samples): the report's KL figure
+                           kl_k3=(kl_estimate(old_logp, ref_logp, "k3") * action).sum(1).mean().item())
         if values is not None:
             metrics.update(values=masked_mean(values, action).item(), returns=masked_mean(ret, action).item())
         if baseline is not None:
