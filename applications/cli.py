@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one 'NAME KEY' (or bare KEY) per line: a key for each person or client")
     srv.add_argument("--no-auth", "--no_auth", action="store_true", dest="no_auth",
                      help="serve a non-loopback --host without any key (refused otherwise)")
+    srv.add_argument("--label", default=None, metavar="FILE",
+                     help="also serve a labelling page at /label for the comparisons in FILE (stage 2's "
+                          "--export_for_labelling output)")
+    srv.add_argument("--label-output", "--label_output", default=None, dest="label_output", metavar="FILE",
+                     help="the human-label JSONL the verdicts are appended to (default: FILE.labels.jsonl beside "
+                          "--label); stage 2 reads it with --labeller human:FILE")
     return ap
 
 
@@ -176,6 +182,15 @@ def main(argv=None) -> int:
             refuse_open_binding(a.host, keys, a.no_auth)
         except AuthError as e:
             sys.exit(f"chat.py: {e}")
+    labels = None
+    if a.serve and a.label:
+        from applications.labelling import LabelStore
+        from training.utils.data.sources import DataError
+        out = a.label_output or str(Path(a.label).with_suffix("")) + ".labels.jsonl"
+        try:
+            labels = LabelStore(a.label, out)
+        except DataError as e:
+            sys.exit(f"chat.py: --label: {e}")
     model = a.model or default_model()
     from training.utils.config import ConfigError
     from training.utils.ds_config import resolve_dtype, torch_dtype
@@ -191,7 +206,7 @@ def main(argv=None) -> int:
         from applications.server import Limits, serve
         serve(engine, a.host, a.port, Limits(max_batch=a.max_batch, max_tokens=a.max_tokens_limit,
                                              max_request_bytes=a.max_request_bytes, max_queue=a.max_queue),
-              keys, a.no_auth)
+              keys, a.no_auth, labels)
         return 0
     chat = Chat(engine, a.max_new_tokens, Sampling(a.greedy, a.temperature, a.top_p), a.system)
     if a.prompt is not None:

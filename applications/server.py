@@ -204,7 +204,8 @@ def parse_request(body: bytes, engine: ChatEngine, limits: Limits) -> ChatReques
     return req
 
 
-def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Optional[Keys] = None):
+def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Optional[Keys] = None, labels=None):
+    """The app; ``labels`` (a ``labelling.LabelStore``) adds the labelling page at ``/label``."""
     from fastapi import Depends, FastAPI
     from fastapi.responses import HTMLResponse, StreamingResponse
     from fastapi.security import HTTPBearer
@@ -331,6 +332,11 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    if labels is not None:
+        from applications.labelling import add_routes
+
+        add_routes(app, labels, authorised)
+
     plain_openapi = app.openapi
 
     def openapi():
@@ -342,7 +348,7 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
 
 
 def serve(engine: ChatEngine, host: str = "127.0.0.1", port: int = 8000, limits: Optional[Limits] = None,
-          keys: Optional[Keys] = None, no_auth: bool = False) -> None:
+          keys: Optional[Keys] = None, no_auth: bool = False, labels=None) -> None:
     import uvicorn
 
     keys = keys or Keys({})
@@ -351,7 +357,10 @@ def serve(engine: ChatEngine, host: str = "127.0.0.1", port: int = 8000, limits:
         log.warning("serving on %s without API keys (--no-auth): anyone who reaches it can use it", host)
     log.info("serving %s on http://%s:%d/v1 (max_batch %d; %s)", engine.name, host, port, (limits or Limits()).max_batch,
              f"{len(keys.named)} API key(s): {', '.join(keys.named)}" if keys else "no API key")
-    uvicorn.run(create_app(engine, limits, keys), host=host, port=port, log_level="info")
+    if labels is not None:
+        log.info("labelling page: http://%s:%d/label (%d of %d comparisons have a verdict in %s)", host, port,
+                 len(labels.done), len(labels.items), labels.out)
+    uvicorn.run(create_app(engine, limits, keys, labels), host=host, port=port, log_level="info")
 
 
 class Background:

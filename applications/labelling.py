@@ -1,0 +1,148 @@
+"""The labelling page's store: comparisons to make (the JSONL ``--export_for_labelling`` writes: ``id``,
+``prompt``, ``answer_a``, ``answer_b``) and the verdicts people give, appended one line each to the
+human-label JSONL stage 2 reads (``--labeller human:FILE``).
+
+- Every verdict line is written and flushed to disk before the answer goes back, so a killed server
+  loses none; a restarted one reads the file and offers only what has no verdict yet.
+- ``next(who)`` lends a comparison to one person at a time (for ``LEASE_S`` seconds), so several
+  people labelling at once never get the same one; a verdict for a comparison that already has one
+  is refused (409).
+- The two answers are shown in a random order, recorded with the verdict (``shown``: ``ab`` or
+  ``ba``); the verdict is stored against ``answer_a`` / ``answer_b`` as the file has them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from fastapi import Depends
+from starlette.requests import Request
+
+from training.utils.data.sources import DataError, jsonl_objects
+
+LEASE_S = 600.0
+CHOICES = ("left", "right", "tie", "skip")
+
+
+class LabelRequestError(ValueError):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class LabelStore:
+    def __init__(self, comparisons: str, verdicts: str, seed: int = 0):
+        self.path, self.out = Path(comparisons), Path(verdicts)
+        if self.out.resolve() == self.path.resolve():
+            raise DataError(f"labelling: the verdicts file must differ from the comparisons file {self.path}")
+        self.items: dict[str, dict] = {}
+        if not self.path.is_file():
+            raise DataError(f"labelling: {self.path}: no such file (stage 2 writes one with --export_for_labelling)")
+        for row, obj in jsonl_objects(self.path):
+            for field in ("id", "prompt", "answer_a", "answer_b"):
+                if not isinstance(obj, dict) or obj.get(field) in (None, ""):
+                    raise DataError(f"{self.path}: row {row}: field '{field}': missing")
+            key = str(obj["id"])
+            if key in self.items:
+                raise DataError(f"{self.path}: row {row}: field 'id': {key!r} appears twice")
+            self.items[key] = obj
+        if not self.items:
+            raise DataError(f"labelling: {self.path}: no comparisons")
+        self.done: set[str] = set()
+        if self.out.is_file():                   # a restart: what already has a verdict is not offered again
+            for row, obj in jsonl_objects(self.out):
+                key = str(obj.get("id")) if isinstance(obj, dict) else None
+                if key not in self.items:
+                    raise DataError(f"{self.out}: row {row}: field 'id': {key!r} is not a comparison of {self.path}")
+                self.done.add(key)
+        self.order = list(self.items)
+        self.leases: dict[str, tuple[str, float, str]] = {}     # id -> (who, until, shown)
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+
+    def progress(self) -> dict:
+        return {"done": len(self.done), "total": len(self.items)}
+
+    def next(self, who: str) -> dict:
+        """The comparison this person (``who``: their key's name and their page's session) should label
+        next: the one lent to them already, if any."""
+        now = time.time()
+        with self.lock:
+            mine = [k for k, (w, until, _) in self.leases.items() if w == who and until > now and k not in self.done]
+            key = mine[0] if mine else next((k for k in self.order if k not in self.done and (
+                k not in self.leases or self.leases[k][1] <= now)), None)
+            if key is None:
+                return {**self.progress(), "finished": True}
+            shown = self.leases[key][2] if mine else self.rng.choice(("ab", "ba"))
+            self.leases[key] = (who, now + LEASE_S, shown)
+        item = self.items[key]
+        left, right = (item["answer_a"], item["answer_b"]) if shown == "ab" else (item["answer_b"], item["answer_a"])
+        return {**self.progress(), "finished": False, "id": key, "prompt": item["prompt"], "left": left, "right": right}
+
+    def verdict(self, who: str, key, choice, labeller: str = "anonymous") -> dict:
+        """Record ``choice`` (left / right / tie / skip) for comparison ``key`` as lent to ``who``, given
+        by ``labeller`` (the name of their API key)."""
+        if not isinstance(key, str) or key not in self.items:
+            raise LabelRequestError(404, f"no comparison with id {key!r}")
+        if choice not in CHOICES:
+            raise LabelRequestError(400, f"choice {choice!r} is not one of {', '.join(CHOICES)}")
+        with self.lock:
+            if key in self.done:
+                raise LabelRequestError(409, f"comparison {key} already has a verdict")
+            lease = self.leases.get(key)
+            if lease is None or lease[0] != who:
+                raise LabelRequestError(409, f"comparison {key} is not the one shown to you; ask for the next one")
+            shown = lease[2]
+            pref = {"tie": "tie", "skip": "skip"}.get(choice) or (
+                "a" if (choice == "left") == (shown == "ab") else "b")
+            item = self.items[key]
+            row = {"id": key, "prompt": item["prompt"], "answer_a": item["answer_a"], "answer_b": item["answer_b"],
+                   "preference": pref, "shown": shown, "labeller": labeller, "time": round(time.time(), 3)}
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.out, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            self.done.add(key)
+            self.leases.pop(key, None)
+        return {**self.progress(), "preference": pref}
+
+
+def add_routes(app, store: LabelStore, authorised) -> None:
+    """``GET /label`` (the page), ``GET /label/api/next``, ``POST /label/api/verdict`` ({id, choice});
+    with API keys the API needs one and each verdict records its holder's name."""
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    page = (Path(__file__).parent / "static" / "label.html").read_text(encoding="utf-8")
+
+    def person(http: Request, name: Optional[str] = Depends(authorised)) -> tuple[str, str]:
+        """(the lease holder: key name and the page's session, the labeller's name)."""
+        name = name or "anonymous"
+        session = http.headers.get("x-label-session", "")[:64]
+        return f"{name}/{session}", name
+
+    @app.get("/label", response_class=HTMLResponse)
+    def label_page():
+        return page
+
+    @app.get("/label/api/next")
+    def next_item(who: tuple[str, str] = Depends(person)):
+        return store.next(who[0])
+
+    @app.post("/label/api/verdict")
+    async def verdict(http: Request, who: tuple[str, str] = Depends(person)):
+        try:
+            body = json.loads(await http.body())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return JSONResponse(status_code=400, content={"error": {"message": f"body is not JSON: {e}"}})
+        if not isinstance(body, dict):
+            return JSONResponse(status_code=400, content={"error": {"message": "body must be {id, choice}"}})
+        try:
+            return store.verdict(who[0], body.get("id"), body.get("choice"), who[1])
+        except LabelRequestError as e:
+            return JSONResponse(status_code=e.status, content={"error": {"message": str(e)}})
