@@ -101,3 +101,43 @@ def test_chat_page_on_a_keyed_server_asks_for_the_key_then_answers(browser):
         expected = engine.reply([{"role": "user", "content": "What is 2 + 3?"}], 8, Sampling(greedy=True)).text
         assert page.locator(".msg.assistant .text").nth(1).text_content() == expected
         page.close()
+
+
+def test_labelling_page_by_keyboard_survives_a_restart_and_keeps_two_people_apart(browser, tmp_path):
+    import json
+
+    from applications.labelling import LabelStore
+
+    rows = [{"id": str(i), "prompt": f"Write {i}.", "answer_a": f"first {i}", "answer_b": f"second {i}"} for i in range(8)]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "v.jsonl"
+    engine = ChatEngine("tiny", template="plain")
+    with Background(create_app(engine, labels=LabelStore(str(tmp_path / "c.jsonl"), str(out)))) as url:
+        page = browser.new_page()
+        page.goto(url + "/label")
+        for k, key in enumerate("12341"):
+            page.wait_for_function(f"document.body.dataset.state === 'ready' && "
+                                   f"document.getElementById('progress').textContent === '{k} / 8'")
+            page.keyboard.press(key)
+        page.wait_for_function("document.getElementById('progress').textContent === '5 / 8'")
+        page.close()
+    assert len(out.read_text().splitlines()) == 5                 # the server is gone; the verdicts are on disk
+    prefs = [json.loads(x)["preference"] for x in out.read_text().splitlines()]
+    assert prefs[2:4] == ["tie", "skip"] and set(prefs[:2] + prefs[4:]) <= {"a", "b"}
+    with Background(create_app(engine, labels=LabelStore(str(tmp_path / "c.jsonl"), str(out)))) as url:
+        one, two = browser.new_context(), browser.new_context()       # two people, two sessions
+        p1, p2 = one.new_page(), two.new_page()
+        for p in (p1, p2):
+            p.goto(url + "/label")
+            p.wait_for_function("document.body.dataset.state === 'ready'")
+        assert p1.text_content("#progress") == "5 / 8"
+        assert p1.text_content("#prompt") != p2.text_content("#prompt")
+        p1.keyboard.press("1")
+        p2.keyboard.press("2")
+        for p in (p1, p2):          # whichever answered first saw 6 / 8
+            p.wait_for_function("['6 / 8', '7 / 8'].includes(document.getElementById('progress').textContent) && "
+                                "['ready', 'finished'].includes(document.body.dataset.state)")
+        one.close()
+        two.close()
+    ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+    assert len(ids) == 7 and len(set(ids)) == 7
