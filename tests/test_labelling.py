@@ -101,3 +101,14 @@ def test_bad_comparison_files_name_the_row_and_field(tmp_path, text, words):
     (tmp_path / "c.jsonl").write_text(text)
     with pytest.raises(DataError, match=words):
         LabelStore(str(tmp_path / "c.jsonl"), str(tmp_path / "v.jsonl"))
+
+
+def test_chat_py_stops_on_a_missing_comparisons_file_before_loading_a_model(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "chat.py"), "--model", "no-such-model", "--serve", "--label",
+                        str(tmp_path / "todo.jsonl")], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--label: labelling:" in r.stderr and "todo.jsonl: no such file" in r.stderr
