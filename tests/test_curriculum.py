@@ -126,3 +126,16 @@ def test_group_metrics_share_one_panel(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (png,) = plot_metrics(path, tmp_path)
     assert Image.open(png).size == (int(4.5 * 2 * 80), int(3.2 * 80))     # two panels side by side, one row
+
+
+def test_a_metric_logged_once_gets_no_panel_and_a_split_of_single_points_no_image(tmp_path):
+    from PIL import Image
+
+    from training.utils.logging import plot_metrics
+
+    rows = [{"step": s, "split": "train", "time": 0.0, "loss": 1.0 / s, **({"lr": 1e-4} if s == 3 else {})}
+            for s in (1, 2, 3)] + [{"step": 3, "split": "eval", "time": 0.0, "acc": 0.9, "margin": 1.2}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (png,) = plot_metrics(path, tmp_path)                     # no eval image: each eval figure is one point
+    assert png.endswith("train_curves.png") and Image.open(png).size == (int(4.5 * 80), int(3.2 * 80))  # loss only

@@ -87,7 +87,8 @@ def read_metrics(path) -> list[dict]:
 
 
 def plot_metrics(metrics_path, out_dir) -> list[str]:
-    """One PNG per split with a panel per metric; returns the written paths."""
+    """One PNG per split with a panel per metric logged at two steps or more (a single evaluation is a
+    figure, not a curve: none is drawn); returns the written paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,6 +99,7 @@ def plot_metrics(metrics_path, out_dir) -> list[str]:
     for split in sorted({r["split"] for r in recs} - {"time"}):     # "time": one row of loop seconds
         rows = [r for r in recs if r["split"] == split]
         names = sorted({k for r in rows for k in r} - {"step", "split", "time"})
+        names = [k for k in names if sum(k in r for r in rows) > 1]      # one point is not a curve
         panels: dict[str, list[str]] = {}        # "curriculum/lower", "curriculum/math": one panel, a line each
         for k in names:
             panels.setdefault(k.split("/")[0] if "/" in k else k, []).append(k)
