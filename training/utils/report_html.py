@@ -57,18 +57,12 @@ def figures_section(report: dict) -> str:
                           ("labels", "labels spent on policy comparisons"), ("policy_pairs", "policy pairs trained on")):
             if rm.get(key) is not None:
                 facts.append((what, _num(rm[key], 3 if "auc" in key else 0)))
-    trend = report.get("reward_trend")
-    if trend:
-        facts.append(("stage-3 training reward, first 3 -> last 3 iterations",
-                      f"{_num(trend['first3'])} -> {_num(trend['last3'])}"))
-    gold = report.get("gold_trend")
-    if gold:
-        facts.append(("stage-3 judge verdict of the rollouts (pass-rate), first 3 -> last 3 iterations",
-                      f"{_num(gold['first3'])} -> {_num(gold['last3'])}"))
-    agree = report.get("agreement_trend")
-    if agree:
-        facts.append(("stage-3 reward vs judge on the rollouts (AUC within a prompt), first 3 -> last 3 iterations",
-                      f"{_num(agree['first3'])} -> {_num(agree['last3'])}"))
+    for key, what in (("reward_trend", "stage-3 training reward"),
+                      ("gold_trend", "stage-3 judge verdict of the rollouts (pass-rate)"),
+                      ("agreement_trend", "stage-3 reward vs judge on the rollouts (AUC within a prompt)")):
+        trend = report.get(key)
+        if trend:
+            facts.append((f"{what}, first 3 -> last 3 iterations", f"{_num(trend['first3'])} -> {_num(trend['last3'])}"))
     refresh = report.get("reward_refresh")
     if refresh:
         facts.append(("reward model refreshed in stage 3 (iterated RLHF): refreshes, labels, pairs",

@@ -103,9 +103,17 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
     if human is not None:
         pairs = human[0]
     else:
-        pairs = [{"prompt": to_messages(r["prompt"]), "chosen": r["chosen"], "rejected": r["rejected"],
-                  "_src": str(out / PAIRS_FILE), "_row": i} for i, r in enumerate(read(PAIRS_FILE), start=1)]
+        pairs = read_pairs(out / PAIRS_FILE)
     return Comparisons(pairs, read(EVAL_FILE), stats)
+
+
+def read_pairs(path: Path) -> list[dict]:
+    """The canonical {prompt (messages), chosen, rejected} rows of a ``policy_pairs.jsonl`` (stage 2 trains
+    on them; stage 3's reward-model refreshes replay them), each naming its file and row."""
+    from ..data.sources import jsonl_objects
+
+    return [{"prompt": to_messages(r["prompt"]), "chosen": r["chosen"], "rejected": r["rejected"],
+             "_src": str(path), "_row": i} for i, r in jsonl_objects(path)]
 
 
 def mix(train_ds, pair_ds, weight: float, seed: int):

@@ -33,6 +33,12 @@ class LabelError(DataError):
     """A labeller failed or answered something unusable; the message names it and the row."""
 
 
+def labels_per_prompt(labeller, k: int) -> int:
+    """What labelling K answers to one prompt costs: K (one score each), or K(K-1)/2 for a labeller that
+    compares two answers at a time (``pairwise``)."""
+    return k * (k - 1) // 2 if getattr(labeller, "pairwise", False) else k
+
+
 class ScoreLabeller:
     """A rule or an HTTP endpoint (any reward source with ``score_texts``): one label per answer."""
 

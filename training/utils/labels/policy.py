@@ -20,6 +20,7 @@ from ..data.collate import pad_sequences
 from ..data.format import prompt_token_ids, render_prompt
 from ..hybrid_engine import GenerationSettings, PlainHFBackend
 from .human import prompt_field
+from .labellers import labels_per_prompt
 from .ranking import ranked_pairs, within_prompt_auc, auc
 
 log = logging.getLogger("speedchat")
@@ -90,7 +91,7 @@ def collect_pairs(prompts: list[dict], sample: Sampler, labeller, budget: int, r
     mixed = {g: 0 for g in pools}
     records, used = [], 0
     k = sample.k
-    per_prompt = k * (k - 1) // 2 if getattr(labeller, "pairwise", False) else k
+    per_prompt = labels_per_prompt(labeller, k)
     t0 = time.time()
     while used + per_prompt <= budget:
         groups = [g for g in sorted(pools) if pools[g]]

@@ -32,6 +32,7 @@ from ..data.collate import PairCollator
 from ..distributed import all_reduce_sum, is_main, world_size
 from ..losses import pairwise_loss
 from ..shared_prefix import answer_end_scores
+from .labellers import labels_per_prompt
 from .ranking import ranked_pairs
 
 log = logging.getLogger("speedchat")
@@ -68,8 +69,7 @@ def token_pairs(group: dict, labels: Sequence[float], rule: str) -> list[dict]:
 def label_groups(groups: list[dict], labeller, budget: int, rule: str, first_row: int = 1) -> tuple[list[dict], int]:
     """Label the groups newest first until ``budget`` labels are spent: (records, labels spent), a
     record {prompt, answers, labels, pairs (token rows), text_pairs [(chosen, rejected) indices]}."""
-    k = max((len(g["answers"]) for g in groups), default=0)
-    per = k * (k - 1) // 2 if getattr(labeller, "pairwise", False) else k
+    per = labels_per_prompt(labeller, max((len(g["answers"]) for g in groups), default=0))
     records, used = [], 0
     for n, g in enumerate(reversed(groups)):
         if per == 0 or used + per > budget:
@@ -104,19 +104,15 @@ class RewardRefresh:
         """The refresher of stage 3's reward-model ``engine``: ``--labeller`` and ``--pair_rule`` as in stage 2,
         stage 2's ``policy_pairs.jsonl`` beside the reward model replayed; ``out/refresh_pairs.jsonl`` gets the
         pairs labelled."""
-        from ..data.format import to_messages
         from ..data.pipeline import tokenize_rows
-        from ..data.sources import jsonl_objects
-        from .comparisons import PAIRS_FILE as STAGE2_PAIRS
+        from .comparisons import PAIRS_FILE as STAGE2_PAIRS, read_pairs
         from .labellers import DEFAULT_JUDGE_TEMPLATE, build_labeller
 
         r, m = cfg.rewards, cfg.rm
         replay: list[dict] = []
         stage2 = Path(r.reward_model_name_or_path) / STAGE2_PAIRS
         if stage2.is_file():
-            rows = [{"prompt": to_messages(x["prompt"]), "chosen": x["chosen"], "rejected": x["rejected"],
-                     "_src": str(stage2), "_row": i} for i, x in jsonl_objects(stage2)]
-            replay, _ = tokenize_rows(rows, tok, 2, cfg.data)
+            replay, _ = tokenize_rows(read_pairs(stage2), tok, 2, cfg.data)
         if is_main() and not cfg.ckpt.resume:     # a resumed run appends to its own
             (out / PAIRS_FILE).unlink(missing_ok=True)
         labeller = build_labeller(m.labeller, m.judge_template or DEFAULT_JUDGE_TEMPLATE, r.reward_timeout)
