@@ -77,6 +77,7 @@ def test_report_html_renders_its_table_and_images(browser, tmp_path):
     page.close()
 
 
+@pytest.mark.slow
 def test_chat_page_on_a_keyed_server_asks_for_the_key_then_answers(browser):
     from applications.auth import Keys
 
@@ -103,6 +104,7 @@ def test_chat_page_on_a_keyed_server_asks_for_the_key_then_answers(browser):
         page.close()
 
 
+@pytest.mark.slow
 def test_labelling_page_by_keyboard_survives_a_restart_and_keeps_two_people_apart(browser, tmp_path):
     import json
 

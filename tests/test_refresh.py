@@ -88,6 +88,7 @@ def _keep_rollouts(refresh):
                      torch.full((8,), 8))
 
 
+@pytest.mark.slow              # builds a DeepSpeed engine
 def test_a_refresh_trains_the_reward_model_towards_the_labels(tiny_tok, tmp_path):
     refresh, engine = _refresher(tiny_tok, tmp_path)
     assert engine.module.training is False        # scored in eval mode between refreshes
@@ -112,6 +113,7 @@ def test_a_refresh_trains_the_reward_model_towards_the_labels(tiny_tok, tmp_path
     assert torch.equal(other._batch(2)["input_ids"], refresh._batch(2)["input_ids"])
 
 
+@pytest.mark.slow              # builds a DeepSpeed engine
 def test_centring_pulls_drifted_scores_back_towards_zero_and_still_ranks(tiny_tok, tmp_path):
     """Scores shifted by +2 (a hook on the head: the drift a refresh can cause): the pairwise loss alone
     cannot see a shift, so without --reward_refresh_center the level stays near 2; with it the same
@@ -135,6 +137,7 @@ def test_centring_pulls_drifted_scores_back_towards_zero_and_still_ranks(tiny_to
     assert levels[0.0] > 1.8 and levels[0.1] < 1.0, levels
 
 
+@pytest.mark.slow              # builds a DeepSpeed engine
 def test_a_refresh_with_nothing_labelled_is_skipped_and_changes_nothing(tiny_tok, tmp_path):
     refresh, engine = _refresher(tiny_tok, tmp_path)
     w = [p.detach().clone() for p in engine.module.parameters()]
