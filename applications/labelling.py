@@ -116,7 +116,9 @@ class LabelStore:
 def add_routes(app, store: LabelStore, authorised) -> None:
     """``GET /label`` (the page), ``GET /label/api/next``, ``POST /label/api/verdict`` ({id, choice});
     with API keys the API needs one and each verdict records its holder's name."""
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.responses import HTMLResponse
+
+    from applications.server import _error
 
     page = (Path(__file__).parent / "static" / "label.html").read_text(encoding="utf-8")
 
@@ -139,10 +141,10 @@ def add_routes(app, store: LabelStore, authorised) -> None:
         try:
             body = json.loads(await http.body())
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return JSONResponse(status_code=400, content={"error": {"message": f"body is not JSON: {e}"}})
+            return _error(400, f"body is not JSON: {e}")
         if not isinstance(body, dict):
-            return JSONResponse(status_code=400, content={"error": {"message": "body must be {id, choice}"}})
+            return _error(400, "body must be {id, choice}")
         try:
             return store.verdict(who[0], body.get("id"), body.get("choice"), who[1])
-        except LabelRequestError as e:
-            return JSONResponse(status_code=e.status, content={"error": {"message": str(e)}})
+        except LabelRequestError as e:       # the same OpenAI-style error body as the rest of the server
+            return _error(e.status, str(e))
