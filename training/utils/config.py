@@ -371,8 +371,9 @@ class Config:
         if r.reward_refresh_interval < 0:
             raise ConfigError(f"reward_refresh_interval must be >= 0, got {r.reward_refresh_interval}")
         if r.reward_refresh_interval:
-            models = [x for x in r.reward if x == "model" or x.startswith("model:")]
-            if len(models) != 1:
+            from .rl.rewards import needs_model
+
+            if len(needs_model(r.reward)) != 1:
                 raise ConfigError(f"reward_refresh_interval trains the reward model during stage 3: --reward must name "
                                   f"exactly one reward model, got {' '.join(r.reward)}")
             if self.rm.labeller.startswith("human:"):
