@@ -89,7 +89,7 @@ def test_bf16_pipeline_sft_reward_ppo_zero3_and_chat(tmp_path):
         s = json.loads((tmp_path / d / "summary.json").read_text())
         assert s["final_eval"] and all(v == v for v in s["final_eval"].values() if isinstance(v, float))   # no NaN
         assert "dtype=bf16" in (tmp_path / d / "training.log").read_text()      # every engine built in bf16
-    assert json.loads((tmp_path / "ppo" / "config.json").read_text())["ds"]["dtype"] == "bf16"
+    assert json.loads((tmp_path / "ppo" / "training_config.json").read_text())["ds"]["dtype"] == "bf16"
     assert out["final"]["response_length"] > 0
     # the trained actor, loaded in bf16 and in fp32: logits agree within TOL
     actor, tok = tmp_path / "ppo" / "actor", load_tokenizer(str(tmp_path / "ppo" / "actor"))

@@ -38,7 +38,7 @@ def test_sft_same_losses_across_zero_stages_and_outputs_load(tmp_path, tiny_tok)
         assert losses[stage] == pytest.approx(losses[0], abs=1e-4), stage
         assert torch.allclose(weights[stage], weights[0], atol=1e-4), stage
     out = tmp_path / "z0"
-    assert (out / "training.log").is_file() and (out / "config.json").is_file()
+    assert (out / "training.log").is_file() and (out / "training_config.json").is_file()
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     evals = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "eval"]
     assert evals[0]["step"] == 0 and evals[-1]["step"] == 4 and evals[-1]["perplexity"] > 1

@@ -51,11 +51,14 @@ def make_step(kind: str, share: bool):
 
 
 @torch.no_grad()
-def evaluate(engine, loader, share: bool = True) -> dict:
-    """Pairwise accuracy, mean chosen / rejected score and margin over the eval slice."""
+def evaluate(engine, loader, share: bool = True, max_batches: int = 0) -> dict:
+    """Pairwise accuracy, mean chosen / rejected score and margin over the eval slice (its first
+    ``max_batches`` batches per rank when > 0: DeepSpeed-Chat's --eval_iters)."""
     engine.eval()
     correct = chosen = rejected = n = 0.0
-    for batch in loader:
+    for i, batch in enumerate(loader):
+        if max_batches and i == max_batches:
+            break
         c, r = pair_scores(engine, to_device(batch, engine.device), share)
         correct += (c > r).sum().item()
         chosen += c.sum().item()
@@ -106,7 +109,7 @@ def main(argv=None) -> dict:
         run_ctx.log.info("reward model: %d training pairs, %d eval pairs, %d optimizer steps, loss %s",
                          len(s.train_ds), len(s.eval_ds), s.total, cfg.rm.rm_loss)
         share = cfg.model.share_prompt_forward
-        final = run(engine, s.train_loader, make_step(cfg.rm.rm_loss, share), lambda: evaluate(engine, s.eval_loader, share),
+        final = run(engine, s.train_loader, make_step(cfg.rm.rm_loss, share), lambda: evaluate(engine, s.eval_loader, share, cfg.log.eval_iters),
                     cfg, run_ctx.writer, s.total, desc="reward")
         extra = {}
         if comp is not None:

@@ -37,6 +37,9 @@ from training.utils.stage import StageRun, run_cli
 def main(argv=None) -> dict:
     cfg = parse_config(argv, "Stage 3: RLHF with PPO or a critic-free algorithm", stage="rl")
     c, r = cfg.rl, cfg.rewards
+    dschat_reward = r.reward == ["model"] and not r.reward_model_name_or_path and bool(c.critic_model_name_or_path)
+    if dschat_reward:       # DeepSpeed-Chat's step 3: the critic path is the reward model too
+        r.reward_model_name_or_path = c.critic_model_name_or_path
     if c.algo == "ppo" and r.reward == ["model"] and not r.reward_model_name_or_path:
         raise ConfigError("stage 3 needs --reward_model_name_or_path (the Stage 2 output directory), "
                           "or a rule reward such as --reward checker")
@@ -47,12 +50,30 @@ def main(argv=None) -> dict:
         prompts, eval_loader = run_ctx.loaders(train_ds, eval_ds, PromptCollator(tok.pad_token_id),
                                                c.per_device_generation_batch_size, cfg.optim.per_device_eval_batch_size)
         iterations = cfg.optim.max_steps or max(1, len(prompts) // c.generation_batches) * cfg.optim.num_train_epochs
+        if c.enable_test_mode:
+            iterations = min(iterations, c.test_stop_step)
+            log.info("test mode: stage 3 stops after %d iteration(s) (--test_stop_step)", iterations)
+        if dschat_reward:
+            log.info("reward model: the critic's starting model %s (DeepSpeed-Chat's --critic_model_name_or_path; "
+                     "--reward_model_name_or_path names another)", c.critic_model_name_or_path)
         micro = c.per_device_training_batch_size
         rows = c.per_device_generation_batch_size * c.num_samples_per_prompt
         updates = iterations * c.ppo_epochs * c.generation_batches * math.ceil(rows / micro)
         unsup = None
         if c.unsup_coef > 0:
-            sft_ds, _, _ = run_ctx.phase_data(tok, 1)
+            if c.unsupervised_dataset_name:
+                from datasets import Dataset
+
+                from training.utils.data.unsupervised import unsupervised_rows
+
+                block = cfg.data.max_prompt_seq_len + cfg.data.max_answer_seq_len
+                sft_ds = Dataset.from_list(unsupervised_rows(c.unsupervised_dataset_name,
+                                                             c.unsupervised_dataset_config_name, tok, block,
+                                                             c.preprocessing_num_workers))
+                log.info("unsupervised loss (coef %g): %d blocks of %d tokens from %s", c.unsup_coef, len(sft_ds),
+                         block, c.unsupervised_dataset_name)
+            else:
+                sft_ds, _, _ = run_ctx.phase_data(tok, 1)
             unsup = Counted(cycle(make_loader(sft_ds, micro, SFTCollator(tok.pad_token_id), True, cfg.optim.seed)))
             updates *= 2
 

@@ -71,7 +71,10 @@ class ModelConfig:
                                  aliases=("--actor_model_name_or_path",))
     tokenizer_name_or_path: str = _f("", "tokenizer location when it differs from the model's")
     trust_remote_code: bool = _f(False, "allow model code from the hub (off unless asked)")
-    dropout: float = _f(-1.0, "override the model's dropout probabilities (negative: keep)")
+    dropout: float = _f(-1.0, "override the model's dropout probabilities (negative: keep)",
+                        aliases=("--actor_dropout",))
+    disable_dropout: bool = _f(False, "set every dropout probability to 0 (DeepSpeed-Chat's step-2 flag: the same as "
+                                      "--dropout 0)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory",
                                       aliases=("--actor_gradient_checkpointing",))
     share_prompt_forward: bool = _f(True, "RL, DPO and reward-model forwards: a prompt shared by several rows (a group's "
@@ -88,7 +91,7 @@ class LoraConfig:
                                "(DeepSpeed-Chat style, e.g. 'decoder.layers.'); empty: all linear "
                                "layers of the transformer blocks", aliases=("--actor_lora_module_name",))
     only_optimize_lora: bool = _f(False, "train the LoRA weights only (otherwise base weights train too)")
-    lora_learning_rate: float = _f(5e-4, "learning rate of the LoRA weights")
+    lora_learning_rate: float = _f(5e-4, "learning rate of the LoRA weights", aliases=("--actor_lora_learning_rate",))
 
 
 @dataclass
@@ -102,7 +105,8 @@ class OptimConfig:
     adam_beta1: float = _f(0.9, "AdamW beta1")
     adam_beta2: float = _f(0.95, "AdamW beta2")
     lr_scheduler_type: str = _f("cosine", "learning-rate schedule after warm-up",
-                                choices=("linear", "cosine", "constant", "constant_with_warmup"))
+                                choices=("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                                         "constant_with_warmup"))
     num_warmup_steps: int = _f(0, "warm-up optimizer steps")
     num_train_epochs: int = _f(1, "passes over the training slice")
     max_steps: int = _f(0, "stop after this many optimizer steps (0: run the epochs)")
@@ -117,7 +121,9 @@ class DeepSpeedConfig:
     dtype: str = _f("auto", "training precision; auto: bf16 on CUDA with bf16 support, else fp16 on "
                     "CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16", "fp16"))
     deepspeed_config: str = _f("", "a DeepSpeed JSON whose entries override the built config",
-                               aliases=("--deepspeed_config_file",))
+                               aliases=("--deepspeed_config_file", "--deepscale_config"))
+    no_fused_kernels: bool = _f(False, "on CUDA, train with torch's AdamW instead of DeepSpeed's fused Adam kernel "
+                                       "(on CPU torch's AdamW is always used)")
     local_rank: int = _f(-1, "set by the deepspeed launcher")
     dist_timeout: float = _f(1800.0, "seconds a rank waits for the others, at start-up (a node that is missing or "
                                      "cannot reach the master) and in every collective, before it stops with an error")
@@ -135,6 +141,9 @@ class LogConfig:
     enable_tensorboard: bool = _f(True, "write TensorBoard events")
     tensorboard_path: str = _f("", "TensorBoard directory (default: <output_dir>/tensorboard)")
     disable_tqdm: bool = _f(False, "no progress bars")
+    print_loss: bool = _f(False, "log every micro-batch's loss with its epoch, step and rank (the progress bar and "
+                                 "metrics.jsonl show the mean every --log_interval steps)")
+    eval_iters: int = _f(0, "reward model: evaluate on at most this many eval batches (0: the whole eval slice)")
     plots: bool = _f(True, "write PNG training curves at the end")
 
 
@@ -198,7 +207,13 @@ class RLConfig:
     critic_model_name_or_path: str = _f("", "critic initialisation (default: the reward model)")
     critic_zero_stage: int = _f(0, "ZeRO stage of the critic", choices=(0, 1, 2, 3))
     critic_learning_rate: float = _f(5e-6, "critic learning rate")
+    critic_weight_decay: float = _f(0.0, "critic AdamW weight decay (not applied to biases and norms)")
+    critic_dropout: float = _f(-1.0, "override the critic's dropout probabilities (negative: keep; "
+                                     "--disable_critic_dropout wins)")
     critic_lora_dim: int = _f(0, "LoRA rank of the critic (0: full fine-tuning)")
+    critic_lora_module_name: str = _f("", "only the critic's linear layers whose name contains this are adapted "
+                                          "(empty: all linear layers of the transformer blocks)")
+    critic_lora_learning_rate: float = _f(5e-4, "learning rate of the critic's LoRA weights")
     critic_gradient_checkpointing: bool = _f(False, "gradient checkpointing for the critic")
     offload_reference_model: bool = _f(False, "keep the frozen reference model's parameters in CPU memory (ZeRO-3 offload)")
     offload_idle_models: bool = _f(False, "keep only the models a phase uses in device memory: the reference, the "
@@ -210,8 +225,10 @@ class RLConfig:
     disable_critic_dropout: bool = _f(True, "turn the critic's dropout off in stage 3 (false keeps --dropout / "
                                             "the model's own)")
     per_device_generation_batch_size: int = _f(4, "prompts per rollout batch per device")
-    per_device_training_batch_size: int = _f(4, "sequences per PPO micro-batch per device")
-    generation_batches: int = _f(1, "rollout batches collected before each round of PPO updates")
+    per_device_training_batch_size: int = _f(4, "sequences per PPO micro-batch per device",
+                                             aliases=("--per_device_mini_train_batch_size",))
+    generation_batches: int = _f(1, "rollout batches collected before each round of PPO updates",
+                                 aliases=("--generation_batch_numbers",))
     ppo_epochs: int = _f(1, "passes of PPO updates over each round of rollouts")
     temperature: float = _f(1.0, "sampling temperature for rollouts")
     top_p: float = _f(1.0, "nucleus sampling for rollouts")
@@ -233,7 +250,20 @@ class RLConfig:
                                      "to the same prompt before the KL penalty (the critic learns the rest)")
     enable_ema: bool = _f(False, "keep an exponential moving average of the actor (saved as actor_ema)")
     ema_decay: float = _f(0.992, "EMA decay")
-    unsup_coef: float = _f(0.0, "weight of the unsupervised (SFT-slice language-model) loss mixed into the actor updates")
+    unsup_coef: float = _f(0.0, "weight of the unsupervised language-model loss mixed into the actor updates "
+                                "(InstructGPT's PPO-ptx gamma; its data: --unsupervised_dataset_name, else the SFT slice)")
+    unsupervised_dataset_name: str = _f("", "the unsupervised loss's text data: a hub dataset id or local dataset "
+                                            "directory/file read with datasets.load_dataset (its 'text' column, else "
+                                            "its first), cut into blocks of max_prompt_seq_len + max_answer_seq_len "
+                                            "tokens; empty: the SFT slice")
+    unsupervised_dataset_config_name: str = _f("", "configuration name of --unsupervised_dataset_name (e.g. "
+                                                   "wikitext-2-raw-v1)")
+    preprocessing_num_workers: int = _f(0, "processes that tokenise --unsupervised_dataset_name (0: this one)")
+    print_answers: bool = _f(False, "log one prompt and its sampled answer, with its reward, every "
+                                    "--print_answers_interval iterations")
+    print_answers_interval: int = _f(1, "iterations between two --print_answers logs")
+    enable_test_mode: bool = _f(False, "stop after --test_stop_step iterations (DeepSpeed-Chat's test mode)")
+    test_stop_step: int = _f(0, "with --enable_test_mode: the iteration after which stage 3 stops")
     static_cache: bool = _f(False, "rollouts with a static KV cache (compiled decode on CUDA)")
     algo: str = _f("ppo", "stage 3 algorithm: ppo (with a critic) or a critic-free one: "
                           + ", ".join(critic_free()), choices=("ppo", *critic_free()), aliases=("--rl_algo",))
@@ -289,6 +319,30 @@ class RewardSourcesConfig:
 
 
 @dataclass
+class DSChatConfig:
+    """DeepSpeed-Chat flags that change nothing here, accepted so that its scripts run unchanged; each one
+    given is named once in the stage's log with the reason (``inert_flags``)."""
+    deepspeed: bool = _f(False, "no effect here: DeepSpeed is always on (deepspeed.add_config_arguments' flag)")
+    deepscale: bool = _f(False, "no effect here: DeepSpeed is always on (the deprecated form of --deepspeed)")
+    compute_fp32_loss: bool = _f(False, "no effect here: losses are always computed from fp32 log-probabilities")
+    no_bf16_to_fp32_loss: bool = _f(False, "no effect here: the reward-model loss is always computed in fp32")
+    add_eot_token: bool = _f(False, "no effect here: answers end with the tokenizer's EOS token id (never the text "
+                                    "<|endoftext|>), so no token is added to the tokenizer")
+    eot_token: str = _f("", "no effect here: answers end with the tokenizer's EOS token id (see --add_eot_token)")
+    num_padding_at_beginning: int = _f(-1, "no effect here: the token each score is read at is found from the "
+                                           "attention mask, for every model family")
+    enable_hybrid_engine: bool = _f(False, "no effect here: the Hybrid Engine always drives the actor")
+    unpin_actor_parameters: bool = _f(False, "no effect here: generation never pins the actor's parameters")
+    release_inference_cache: bool = _f(False, "no effect here: every generation's KV cache is freed when it ends")
+    inference_tp_size: int = _f(1, "tensor-parallel degree of the Hybrid Engine's generation: only 1 (every rank "
+                                   "generates its own rollouts with the whole actor, gathered under ZeRO-3)")
+    tp_gather_partition_size: int = _f(8, "no effect here: there is no tensor-parallel generation (--inference_tp_size)")
+    enable_mixed_precision_lora: bool = _f(False, "no effect here: ZeRO++ mixed-precision LoRA is not used; LoRA "
+                                                  "weights train in the training dtype")
+    align_overflow: bool = _f(False, "no effect here: each engine skips its own fp16-overflow steps")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -302,6 +356,7 @@ class Config:
     dpo: DPOConfig = field(default_factory=DPOConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     rewards: RewardSourcesConfig = field(default_factory=RewardSourcesConfig)
+    dschat: DSChatConfig = field(default_factory=DSChatConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -397,12 +452,24 @@ class Config:
             raise ConfigError(f"policy_pair_weight must be in [0, 1], got {m.policy_pair_weight}")
         if m.policy_temperature <= 0:
             raise ConfigError(f"policy_temperature must be positive, got {m.policy_temperature}")
+        if self.dschat.inference_tp_size != 1:
+            raise ConfigError(f"--inference_tp_size {self.dschat.inference_tp_size}: tensor-parallel generation is not "
+                              f"offered; every rank generates its own rollouts (use 1, or drop the flag)")
+        if p.print_answers_interval < 1 or p.test_stop_step < 0 or p.preprocessing_num_workers < 0:
+            raise ConfigError("print_answers_interval must be >= 1, test_stop_step and preprocessing_num_workers >= 0")
+        if p.enable_test_mode and p.test_stop_step < 1:
+            raise ConfigError("enable_test_mode stops stage 3 after --test_stop_step iterations: set it >= 1")
+        if p.unsupervised_dataset_name and p.unsup_coef <= 0:
+            raise ConfigError(f"--unsupervised_dataset_name {p.unsupervised_dataset_name} feeds the unsupervised loss, "
+                              f"whose weight --unsup_coef is 0: set it (InstructGPT and DeepSpeed-Chat use 27.8)")
+        if self.log.eval_iters < 0:
+            raise ConfigError(f"eval_iters must be >= 0, got {self.log.eval_iters}")
         if self.ds.deepspeed_config and not Path(self.ds.deepspeed_config).is_file():
             raise ConfigError(f"deepspeed_config file not found: {self.ds.deepspeed_config}")
         return self
 
 
-SHARED = ("data", "model", "lora", "optim", "ds", "log", "ckpt")
+SHARED = ("data", "model", "lora", "optim", "ds", "log", "ckpt", "dschat")
 STAGE_SECTIONS = {
     "sft": SHARED + ("sft",),
     "reward": SHARED + ("rm",),
@@ -412,7 +479,26 @@ STAGE_SECTIONS = {
 # fields whose owners differ from their section's: online DPO (stage 3) uses the DPO temperature;
 # only stage 3 generates answers; stage 3's reward-model refreshes label and pair as stage 2 does
 FIELD_STAGES = {"beta": ("dpo", "rl"), "max_answer_seq_len": ("rl",), "judge_template": ("reward", "rl"),
-                "labeller": ("reward", "rl"), "pair_rule": ("reward", "rl")}
+                "labeller": ("reward", "rl"), "pair_rule": ("reward", "rl"),
+                # DeepSpeed-Chat flags: the stages whose DeepSpeed-Chat parser has them (DPO takes stage 1's and 2's)
+                "disable_dropout": ("reward", "dpo"), "eval_iters": ("reward",), "print_loss": ("sft", "reward", "dpo"),
+                "compute_fp32_loss": ("sft", "dpo", "rl"), "no_bf16_to_fp32_loss": ("reward", "dpo"),
+                "eot_token": ("sft", "dpo"), "num_padding_at_beginning": ("reward", "dpo", "rl"),
+                **{name: ("rl",) for name in ("enable_hybrid_engine", "unpin_actor_parameters", "release_inference_cache",
+                                              "inference_tp_size", "tp_gather_partition_size",
+                                              "enable_mixed_precision_lora", "align_overflow")}}
+
+
+def inert_flags(cfg: "Config") -> list[str]:
+    """'--flag [value] has no effect here: why' for each DeepSpeed-Chat flag of ``cfg.dschat`` set away
+    from its default."""
+    default, out = DSChatConfig(), []
+    for f in dataclasses.fields(DSChatConfig):
+        value = getattr(cfg.dschat, f.name)
+        if value != getattr(default, f.name):
+            shown = "" if value is True else f" {value}"
+            out.append(f"--{f.name}{shown} has {f.metadata['help']}")
+    return out
 
 
 def owners(section: str, name: str) -> tuple[str, ...]:
@@ -582,6 +668,8 @@ def config_from_flat(values: dict) -> Config:
     for name, value in values.items():
         sec, typ = leaves[name]
         setattr(getattr(cfg, sec), name, _coerce(value, typ, f"--{name}"))
+    if cfg.model.disable_dropout:       # DeepSpeed-Chat's step-2 spelling of --dropout 0
+        cfg.model.dropout = 0.0
     return cfg
 
 
@@ -593,4 +681,7 @@ def parse_config(argv: Optional[list[str]] = None, description: str = "",
     if "config" in ns:
         values.update(load_config_file(ns.pop("config")))
     values.update(ns)
-    return config_from_flat(values).validate()
+    cfg = config_from_flat(values)
+    if stage == "rl" and "max_seq_len" not in values:     # stage 3's sequences: a prompt and its answer
+        cfg.data.max_seq_len = cfg.data.max_prompt_seq_len + cfg.data.max_answer_seq_len
+    return cfg.validate()

@@ -11,6 +11,7 @@ from .config import Config
 from .distributed import device, world_size
 from .ds_config import eval_config, resolve_dtype, torch_dtype, train_config
 from .model.lora import param_groups
+from .model.reward import ValueModel
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 def make_optimizer(model, cfg: Config, offload: bool):
     groups = param_groups(model, cfg.optim, cfg.lora)
     kw = dict(lr=cfg.optim.learning_rate, betas=(cfg.optim.adam_beta1, cfg.optim.adam_beta2))
-    if device().type == "cuda":
+    if device().type == "cuda" and (offload or not cfg.ds.no_fused_kernels):
         from deepspeed.ops.adam import DeepSpeedCPUAdam, FusedAdam
 
         return DeepSpeedCPUAdam(groups, adamw_mode=True, **kw) if offload else FusedAdam(groups, **kw)
@@ -32,7 +33,9 @@ def num_update_steps(num_micro_batches_per_epoch: int, cfg: Config) -> int:
 
 
 def enable_gradient_checkpointing(model) -> None:
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    """On the Hugging Face model inside ``model`` (a reward / value model's ``.model``, a LoRA wrapper)."""
+    target = model.model if isinstance(model, ValueModel) else model
+    target = target.get_base_model() if hasattr(target, "get_base_model") else target
     target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 

@@ -108,6 +108,8 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
             attempts += 1
             if faults.nan_at(attempts):
                 loss = loss * float("nan")
+            if lg.print_loss:
+                log.info("epoch %d, step %d, rank %d, loss = %.6g", epoch, step, rank(), loss.item())
             if not guard.check(loss, "loss", step + 1):
                 continue
             engine.backward(loss)

@@ -8,7 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
-from .config import Config
+from .config import Config, inert_flags
 from .distributed import barrier, device, init_distributed, is_main, same_on_every_rank, set_seed, world_size
 from .logging import MetricsWriter, setup_logging
 
@@ -78,8 +78,10 @@ class StageRun:
         self.writer = MetricsWriter(str(self.out), cfg.log.enable_tensorboard, cfg.log.tensorboard_path,
                                     keep=cfg.ckpt.resume)
         if is_main():
-            cfg.save(self.out / "config.json")
+            cfg.save(self.out / "training_config.json")     # beside, not over, the model's config.json
         self.log.info("stage %s: %d rank(s) on %s, output %s", self.name, world_size(), self.device, self.out)
+        for line in inert_flags(cfg):
+            self.log.info("DeepSpeed-Chat flag %s", line)
         self.t0 = time.time()
         return self
 

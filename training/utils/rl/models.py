@@ -66,11 +66,13 @@ def build_critic(cfg, tok, updates: int):
         return None
     name = c.critic_model_name_or_path or cfg.rewards.reward_model_name_or_path or cfg.model.model_name_or_path
     critic_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=c.per_device_training_batch_size,
-                                            learning_rate=c.critic_learning_rate),
-                         lora=replace(cfg.lora, lora_dim=c.critic_lora_dim, only_optimize_lora=c.critic_lora_dim > 0),
+                                            learning_rate=c.critic_learning_rate, weight_decay=c.critic_weight_decay),
+                         lora=replace(cfg.lora, lora_dim=c.critic_lora_dim, only_optimize_lora=c.critic_lora_dim > 0,
+                                      lora_module_name=c.critic_lora_module_name,
+                                      lora_learning_rate=c.critic_lora_learning_rate),
                          model=replace(cfg.model, gradient_checkpointing=c.critic_gradient_checkpointing))
     model = apply_lora(load_reward_model(name, tok, seed=cfg.optim.seed,
-                                         dropout=0.0 if c.disable_critic_dropout else cfg.model.dropout),
+                                         dropout=0.0 if c.disable_critic_dropout else c.critic_dropout),
                        critic_cfg.lora)
     for p in head(model).parameters():
         p.requires_grad_(True)  # the value head trains even when only the LoRA weights do

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint, faults
 from ..data.checker import check, parse_task, pass_rate
-from ..distributed import all_reduce_sum, is_main
+from ..distributed import all_reduce_sum, is_main, rank
 from ..hybrid_engine import GenerationSettings
 from ..labels.ranking import auc, within_prompt_auc
 from ..loop import to_device
@@ -58,6 +58,7 @@ def batch_reward(reward, tok, judge=None, keep=None):
         prompts = batch.get("prompt_text") or [""] * seq.shape[0]
         r = reward(Rollout(seq, attn, pos, end, prompts, answers)).to(seq.device)
         if rollout:
+            score.last = (prompts[0], answers[0], float(r[0]))
             score.seen.append((prompts, r.detach().float().cpu().tolist(), verdicts(prompts, answers)))
             if keep is not None:
                 keep(prompts, answers, seq, attn, batch["input_ids"].shape[1], end)
@@ -83,7 +84,7 @@ def batch_reward(reward, tok, judge=None, keep=None):
         if agreement is not None:
             out.update(reward_judge_auc=agreement, reward_judge_pairs=float(pairs))
         return out
-    score.seen, score.take_checked = [], take_checked
+    score.seen, score.take_checked, score.last = [], take_checked, None
     return score
 
 
@@ -242,6 +243,9 @@ class RLLoop:
             self.reward.iteration = it
             metrics = self.iteration(it)
             self.reward.iteration = 0
+            if self.c.print_answers and it % self.c.print_answers_interval == 0 and self.reward_fn.last is not None:
+                prompt, answer, score = self.reward_fn.last
+                log.info("iteration %d, rank %d: prompt %r -> answer %r (reward %.4g)", it, rank(), prompt, answer, score)
             metrics.update(self.reward_fn.take_checked())
             metrics["nonfinite_skipped"] = self.guard.total
             if it % lg.log_interval == 0 or it == total:

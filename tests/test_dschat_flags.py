@@ -1,0 +1,167 @@
+"""DeepSpeed-Chat's command lines: every flag of its step 1-3 parsers is accepted with its meaning, and
+its training scripts run unchanged from the stage directories (models and data paths substituted)."""
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.utils.config import ConfigError, build_parser, inert_flags, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DS_ARGS = "deepspeed deepspeed_config deepscale deepscale_config"    # deepspeed.add_config_arguments
+# the flags of DeepSpeedExamples applications/DeepSpeed-Chat/training/step{1,2,3}*/main.py parse_args()
+STEP1 = """data_path data_split sft_only_data_path data_output_path model_name_or_path per_device_train_batch_size
+per_device_eval_batch_size max_seq_len learning_rate weight_decay num_train_epochs gradient_accumulation_steps
+lr_scheduler_type num_warmup_steps output_dir seed local_rank gradient_checkpointing dropout offload dtype zero_stage
+lora_dim lora_module_name only_optimize_lora lora_learning_rate compute_fp32_loss enable_tensorboard tensorboard_path
+add_eot_token eot_token print_loss"""
+STEP2 = """data_path data_split data_output_path model_name_or_path num_padding_at_beginning per_device_train_batch_size
+per_device_eval_batch_size max_seq_len learning_rate weight_decay num_train_epochs gradient_accumulation_steps
+lr_scheduler_type num_warmup_steps output_dir seed local_rank gradient_checkpointing dropout offload dtype zero_stage
+lora_dim lora_module_name only_optimize_lora lora_learning_rate no_bf16_to_fp32_loss eval_interval eval_iters
+enable_tensorboard tensorboard_path add_eot_token print_loss no_fused_kernels
+disable_dropout"""  # an older name
+STEP3 = """data_path data_split data_output_path unsupervised_dataset_name unsupervised_dataset_config_name unsup_coef
+actor_model_name_or_path critic_model_name_or_path num_padding_at_beginning per_device_generation_batch_size
+per_device_training_batch_size generation_batches ppo_epochs max_prompt_seq_len max_answer_seq_len actor_learning_rate
+critic_learning_rate actor_weight_decay critic_weight_decay num_train_epochs lr_scheduler_type
+gradient_accumulation_steps num_warmup_steps output_dir seed preprocessing_num_workers local_rank enable_hybrid_engine
+unpin_actor_parameters release_inference_cache inference_tp_size tp_gather_partition_size offload dtype
+offload_reference_model actor_zero_stage critic_zero_stage actor_gradient_checkpointing critic_gradient_checkpointing
+actor_dropout critic_dropout actor_lora_dim actor_lora_module_name critic_lora_dim critic_lora_module_name
+only_optimize_lora actor_lora_learning_rate critic_lora_learning_rate enable_ema enable_mixed_precision_lora
+compute_fp32_loss enable_tensorboard tensorboard_path add_eot_token align_overflow print_answers print_answers_interval
+enable_test_mode test_stop_step
+disable_actor_dropout disable_critic_dropout generation_batch_numbers per_device_mini_train_batch_size"""  # older names
+
+
+@pytest.mark.parametrize("stage,flags", [("sft", STEP1), ("reward", STEP2), ("rl", STEP3)])
+def test_every_dschat_flag_is_accepted(stage, flags):
+    names = (flags + " " + DS_ARGS).split()
+    known = build_parser(stage=stage)._option_string_actions
+    assert [n for n in names if f"--{n}" not in known] == []
+    if stage == "sft":      # DeepSpeed-Chat's DPO step takes stage 1's flags
+        dpo = build_parser(stage="dpo")._option_string_actions
+        assert [n for n in names if f"--{n}" not in dpo] == []
+
+
+def test_dschat_flags_keep_their_meaning(tmp_path):
+    ds_json = tmp_path / "ds.json"
+    ds_json.write_text("{}")
+    cfg = parse_config(shlex.split(
+        "--actor_model_name_or_path a --critic_model_name_or_path c --actor_dropout 0.0 --critic_dropout 0.2 "
+        "--actor_lora_learning_rate 3e-4 --critic_lora_learning_rate 2e-4 --critic_lora_module_name h. "
+        "--critic_weight_decay 0.1 --actor_weight_decay 0.05 --generation_batch_numbers 2 "
+        "--per_device_mini_train_batch_size 3 --lr_scheduler_type polynomial --print_answers "
+        "--print_answers_interval 5 --enable_test_mode --test_stop_step 7 --enable_hybrid_engine --deepspeed "
+        f"--num_padding_at_beginning 1 --deepscale_config {ds_json}"), stage="rl")
+    assert (cfg.model.model_name_or_path, cfg.rl.critic_model_name_or_path) == ("a", "c")
+    assert (cfg.model.dropout, cfg.rl.critic_dropout) == (0.0, 0.2)
+    assert (cfg.lora.lora_learning_rate, cfg.rl.critic_lora_learning_rate) == (3e-4, 2e-4)
+    assert (cfg.rl.critic_lora_module_name, cfg.rl.critic_weight_decay, cfg.optim.weight_decay) == ("h.", 0.1, 0.05)
+    assert (cfg.rl.generation_batches, cfg.rl.per_device_training_batch_size) == (2, 3)
+    assert cfg.optim.lr_scheduler_type == "polynomial" and cfg.ds.deepspeed_config == str(ds_json)
+    assert (cfg.rl.print_answers, cfg.rl.print_answers_interval, cfg.rl.test_stop_step) == (True, 5, 7)
+    # stage 3's sequences are a prompt and its answer (DeepSpeed-Chat's step 3 has no --max_seq_len)
+    assert cfg.data.max_seq_len == cfg.data.max_prompt_seq_len + cfg.data.max_answer_seq_len
+    assert [line.split(" has ")[0] for line in inert_flags(cfg)] == [
+        "--deepspeed", "--num_padding_at_beginning 1", "--enable_hybrid_engine"]
+    rm = parse_config(["--disable_dropout", "--eval_iters", "4", "--no_fused_kernels"], stage="reward")
+    assert (rm.model.dropout, rm.log.eval_iters, rm.ds.no_fused_kernels) == (0.0, 4, True)
+    assert inert_flags(rm) == []
+
+
+def test_dschat_flags_we_cannot_honour_stop_with_the_flag_named():
+    with pytest.raises(ConfigError, match="--inference_tp_size 2"):
+        parse_config(["--inference_tp_size", "2"], stage="rl")
+    with pytest.raises(ConfigError, match="--unsup_coef is 0"):
+        parse_config(["--unsupervised_dataset_name", "wikitext"], stage="rl")
+    with pytest.raises(ConfigError, match="test_stop_step"):
+        parse_config(["--enable_test_mode"], stage="rl")
+    with pytest.raises(SystemExit):     # a stage-3 flag on stage 1 stops it, as DeepSpeed-Chat's step 1 would
+        parse_config(["--enable_hybrid_engine"], stage="sft")
+
+
+def test_unsupervised_text_is_cut_into_whole_blocks(tmp_path, tiny_tok):
+    from training.utils.data.sources import DataError
+    from training.utils.data.unsupervised import unsupervised_rows
+
+    texts = ["the quick brown fox jumps over the lazy dog", "", "pack my box with five dozen liquor jugs"] * 5
+    (tmp_path / "train.txt").write_text("\n".join(texts) + "\n")
+    ids = [i for t in texts if t for i in tiny_tok(t, add_special_tokens=False)["input_ids"]]
+    rows = unsupervised_rows(str(tmp_path / "train.txt"), "", tiny_tok, 16)
+    assert len(rows) == len(ids) // 16 > 0
+    assert [i for r in rows for i in r["input_ids"]] == ids[:len(rows) * 16]
+    assert all(r["prompt_len"] == 0 for r in rows)
+    assert unsupervised_rows(str(tmp_path), "", tiny_tok, 16) == rows         # the directory form
+    with pytest.raises(DataError, match="fewer than 100000 tokens"):
+        unsupervised_rows(str(tmp_path / "train.txt"), "", tiny_tok, 100000)
+    with pytest.raises(DataError, match="cannot load it"):
+        unsupervised_rows(str(tmp_path / "missing"), "", tiny_tok, 16)
+
+
+# DeepSpeed-Chat training scripts, flag for flag (shell variables set to each script's defaults); only the
+# model and data paths and the output directory are substituted
+SCRIPTS = {
+    # step1_supervised_finetuning/training_scripts/single_node/run_1.3b.sh
+    1: ("step1_supervised_finetuning", """--data_path {data} --data_split 2,4,4 --model_name_or_path tiny
+        --per_device_train_batch_size 8 --per_device_eval_batch_size 8 --max_seq_len 512 --learning_rate 9.65e-6
+        --weight_decay 0. --num_train_epochs 16 --gradient_accumulation_steps 1 --lr_scheduler_type cosine
+        --num_warmup_steps 0 --seed 1234 --zero_stage 2 --deepspeed --enable_tensorboard --tensorboard_path {out}
+        --output_dir {out}"""),
+    # step2_reward_model_finetuning/training_scripts/llama2/run_llama2_7b.sh
+    2: ("step2_reward_model_finetuning", """--data_path {data} --data_split 2,4,4 --model_name_or_path tiny
+        --per_device_train_batch_size 8 --per_device_eval_batch_size 8 --max_seq_len 512 --learning_rate 9.65e-6
+        --weight_decay 0.1 --num_padding_at_beginning 0 --num_train_epochs 1 --gradient_accumulation_steps 1
+        --lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --gradient_checkpointing --zero_stage 3
+        --deepspeed --offload --output_dir {out}"""),
+    # step3_rlhf_finetuning/training_scripts/llama2/run_llama2_7b_lora.sh
+    3: ("step3_rlhf_finetuning", """--data_path {data} --data_split 2,4,4 --actor_model_name_or_path {actor}
+        --critic_model_name_or_path {critic} --num_padding_at_beginning 1 --per_device_generation_batch_size 1
+        --per_device_training_batch_size 1 --generation_batch_numbers 1 --ppo_epochs 1 --max_answer_seq_len 256
+        --max_prompt_seq_len 256 --actor_learning_rate 9.65e-6 --critic_learning_rate 5e-6 --actor_weight_decay 0.1
+        --critic_weight_decay 0.1 --num_train_epochs 1 --lr_scheduler_type cosine --gradient_accumulation_steps 1
+        --actor_gradient_checkpointing --critic_gradient_checkpointing --offload_reference_model
+        --disable_actor_dropout --num_warmup_steps 100 --deepspeed --seed 1234 --actor_zero_stage 3
+        --critic_zero_stage 3 --enable_hybrid_engine --actor_lora_dim 64 --critic_lora_dim 64
+        --critic_lora_module_name "layers." --actor_lora_module_name "layers." --output_dir {out}"""),
+}
+
+
+@pytest.mark.slow
+def test_dschat_scripts_run_unchanged_from_the_stage_directories(tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    with data.open("w") as f:
+        for i in range(20):
+            f.write(json.dumps({"prompt": f"\n\nHuman: What is {i} plus {i + 3}?\n\nAssistant:",
+                                "chosen": f" {2 * i + 3}.", "rejected": f" {2 * i + 4}."}) + "\n")
+    out = {s: tmp_path / f"out{s}" for s in SCRIPTS}
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    for step, (folder, flags) in SCRIPTS.items():
+        argv = shlex.split(flags.format(data=data, out=out[step], actor=out[1], critic=out[2]))
+        argv += ["--data_output_path", str(tmp_path / "cache")]       # DeepSpeed-Chat's /tmp default, kept per test
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--master_port", str(29700 + step), "main.py", *argv]
+        r = subprocess.run(cmd, cwd=ROOT / "training" / folder, capture_output=True, text=True, env=env)
+        text = r.stdout + r.stderr
+        assert r.returncode == 0, text[-4000:]
+        assert text.count("DeepSpeed-Chat flag --deepspeed has no effect here") == 1
+        saved = json.loads((out[step] / "training_config.json").read_text())
+        if step == 1:
+            assert saved["optim"]["num_train_epochs"] == 16 and saved["ds"]["zero_stage"] == 2
+            assert saved["log"]["tensorboard_path"] == str(out[1]) and list(out[1].glob("events.out.tfevents*"))
+        if step == 2:
+            assert text.count("--num_padding_at_beginning 0 has no effect here") == 1
+            assert (saved["ds"]["zero_stage"], saved["ds"]["offload"], saved["optim"]["weight_decay"]) == (3, True, 0.1)
+            assert saved["model"]["gradient_checkpointing"] is True
+        if step == 3:
+            assert text.count("--enable_hybrid_engine has no effect here") == 1
+            rl = saved["rl"]
+            assert (rl["critic_zero_stage"], rl["critic_lora_dim"], rl["critic_weight_decay"]) == (3, 64, 0.1)
+            assert (saved["lora"]["lora_dim"], saved["lora"]["lora_module_name"]) == (64, "layers.")
+            # DeepSpeed-Chat's critic path is the reward model too
+            assert saved["rewards"]["reward_model_name_or_path"] == str(out[2])
+            assert (out[3] / "actor" / "config.json").is_file() and (out[3] / "critic" / "config.json").is_file()
