@@ -36,7 +36,6 @@ STAGES = {
     3: ("step3_rlhf_finetuning/main.py", "step3-models"),
 }
 DPO = ("step2_reward_model_finetuning/dpo_main.py", "actor-models")
-PRESETS = ROOT / "training" / "configs"
 CRITIC_FREE = critic_free()     # grpo, dr_grpo, rloo, remax, reinforce_pp: from the advantage registry
 SFT_INIT = "sft"     # --reward-model default: start the reward model from the Stage 1 output
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -165,14 +164,22 @@ def stage_output(step: int, args) -> Path:
     return out / STAGES[step][1] / (model_tag(model) + suffix)
 
 
-def preset(step: int, model: str, algo: str = "ppo") -> Path:
-    kind = "tiny" if model in ("tiny", "tiny-opt") else "smollm2"
-    if step == 2 and algo == "dpo":
-        return PRESETS / f"{kind}-dpo.yaml"
-    if step == 3 and algo in CRITIC_FREE:     # an algorithm's own preset, else the shared critic-free one
-        own = PRESETS / f"{kind}-{algo}.yaml"
-        return own if own.is_file() else PRESETS / f"{kind}-grpo.yaml"
-    return PRESETS / f"{kind}-step{step}.yaml"
+def stage_model(step: int, args) -> str:
+    """The model a stage's preset is chosen by: the reward model's start for stage 2, else the actor
+    (the SFT output has the actor's shape)."""
+    return args.reward_model if step == 2 and args.algo != "dpo" and args.reward_model != SFT_INIT else args.actor_model
+
+
+def stage_preset(step: int, args):
+    """(Preset, its YAML file, the model shape it was chosen by) of stage ``step``
+    (``training.utils.presets``: measured, or DeepSpeed-Chat's by size and deployment)."""
+    from training.utils.presets import choose, model_shape, preset_file
+
+    name = stage_model(step, args)
+    if name not in args.shapes:
+        args.shapes[name] = model_shape(name) if name not in ("tiny", "tiny-opt") else None
+    p, shape = choose(step, name, args.algo, args.deployment_type, args.gpu, args.shapes[name])
+    return p, preset_file(p, args.output_dir, step), shape
 
 
 def stage_name(step: int, args) -> str:
@@ -218,7 +225,8 @@ def route(extra: list[str], args, steps) -> dict[int, list[str]]:
 def stage_args(step: int, args, extra: list[str]) -> list[str]:
     rm_from_sft = step == 2 and args.algo != "dpo" and args.reward_model == SFT_INIT
     model = args.reward_model if step == 2 and args.algo != "dpo" and not rm_from_sft else args.actor_model
-    a = ["--output_dir", str(stage_output(step, args)), "--config", args.config or str(preset(step, model, args.algo))]
+    a = ["--output_dir", str(stage_output(step, args)), "--config", str(args.presets[step][1]),
+         *([args.config] if args.config else [])]
     if step == 2 and args.algo == "dpo" or step == 3 or rm_from_sft:
         sft = stage_output(1, args)
         a += ["--model_name_or_path", str(sft), "--tokenizer_name_or_path", str(sft)]
@@ -238,6 +246,20 @@ def stage_args(step: int, args, extra: list[str]) -> list[str]:
     if args.overwrite:
         a += ["--overwrite"]
     return a + extra
+
+
+def describe(step: int, args, extra: list[str]) -> str:
+    """The preset stage ``step`` starts from, why, and every resolved setting with where it came from
+    (the preset, a --config file, a flag, or the default), the ones not at their defaults first."""
+    from training.utils.config import explain
+
+    p, path, shape = args.presets[step]
+    why = f" for {stage_model(step, args)}: {shape.text()}" if shape else ""
+    rows = [(name, value, "preset" if where == f"config file {path}" else where)
+            for name, value, where in explain(stage_args(step, args, extra), stage_name(step, args))]
+    rows.sort(key=lambda r: r[2] == "default")
+    return "\n".join([f"  preset {p.name} ({p.source}){why}"] +
+                     [f"    {name} = {value!r}  [{where}]" for name, value, where in rows])
 
 
 def run_logs(out: Path, run_id: str) -> Path:
@@ -327,6 +349,10 @@ def main(argv=None) -> dict:
         print("--export_for_labelling: stage 2 samples the comparisons, writes them and stops; stage 3 is not run "
               "(label them, then run stage 2 again with --labeller human:FILE)", flush=True)
     routed = route(extra, args, steps)
+    import torch
+
+    args.gpu, args.shapes = torch.cuda.is_available(), {}
+    args.presets = {step: stage_preset(step, args) for step in steps}
     for step in steps:
         script = ROOT / "training" / stage_script(step, args)
         plans.append((step, launcher(args, step) + [str(script)] + stage_args(step, args, routed[step])))
@@ -352,6 +378,7 @@ def main(argv=None) -> dict:
     if args.dry_run:
         for step, cmd in plans:
             print(f"stage {step}: {shlex.join(cmd)}")
+            print(describe(step, args, routed[step]))
         return {}
     times = {}
     for step, cmd in plans:
@@ -366,7 +393,8 @@ def main(argv=None) -> dict:
     if args.nodes is not None and args.nodes["rank"] != 0:
         print(f"\n=== node {args.nodes['rank']}: every stage finished; node 0 writes the report", flush=True)
         return {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}}
-    report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}, "models": {}}
+    report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}, "models": {},
+              "stage_dirs": {str(s): str(stage_output(s, args)) for s in steps}}
     rm_dir, answers = None, {}
     if 2 in steps and args.algo != "dpo" or 3 in steps and args.algo == "ppo":
         rm_dir = stage_output(2, args)

@@ -4,7 +4,7 @@
 #   MODEL=1.3b bash scripts/single_node/run_step1.sh --zero_stage 3 --lora_dim 128
 #
 # Environment: MODEL (default smollm2-135m), REWARD_MODEL (stage 3), OUTPUT (default output),
-# CONFIG (a preset to use instead of training/configs/<smollm2|tiny>-stepN.yaml),
+# CONFIG (a config file laid over the preset train.py would choose for MODEL and the deployment),
 # NUM_GPUS (single_node; default every local GPU, 2 ranks on CPU), HOSTFILE (multi_node).
 # multi_node without ssh (every node runs the same command; e.g. `srun` in a Slurm job):
 # NO_SSH=1, NODE_RANK (default $SLURM_NODEID), NUM_NODES (default: the hostfile's hosts, else
@@ -18,8 +18,7 @@ PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)
 launch_stage() {  # launch_stage DEPLOYMENT STEP [stage flags...]
   local deploy=$1 step=$2
   shift 2
-  local model=${MODEL:-smollm2-135m} out=${OUTPUT:-output} kind=smollm2
-  case "$model" in tiny|tiny-opt) kind=tiny ;; esac
+  local model=${MODEL:-smollm2-135m} out=${OUTPUT:-output}
   local tag script args
   tag=$(basename "$model")
   case "$step" in
@@ -33,7 +32,8 @@ launch_stage() {  # launch_stage DEPLOYMENT STEP [stage flags...]
              --reward_model_name_or_path "$out/reward-models/$(basename "$rm")" --output_dir "$out/step3-models/$tag") ;;
     *) echo "unknown step $step" >&2; return 2 ;;
   esac
-  args+=(--config "${CONFIG:-training/configs/$kind-step$step.yaml}")
+  # the preset train.py would take: measured (small models on CPU, SmolLM2, tiny) or DeepSpeed-Chat's by size
+  args+=(--config "$("$PY" -m training.utils.presets "$step" "$model" "$deploy" "$out")" ${CONFIG:+"$CONFIG"})
   case "$deploy" in
     single_gpu) exec "$PY" "$script" "${args[@]}" "$@" ;;
     single_node)

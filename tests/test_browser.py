@@ -63,17 +63,41 @@ def test_report_html_renders_its_table_and_images(browser, tmp_path):
     plt.plot([1, 2, 4])
     plt.savefig(png, dpi=50)
     plt.close()
-    report = {"pass_rate": {"base": 0.01, "sft": 0.354, "ppo": 0.385}, "held_out_prompts": 1, "plots": [str(png)]}
+    import json
+
+    dirs = {}
+    for step, rows in {"1": [{"loss": 2.0 - i / 4} for i in range(4)],
+                       "2": [{"acc": 0.5 + i / 10, "margin": i / 5} for i in range(4)],
+                       "3": [{"kl_k3": i / 50} for i in range(4)]}.items():
+        (tmp_path / step).mkdir()
+        (tmp_path / step / "metrics.jsonl").write_text(
+            "".join(json.dumps({"step": i + 1, "split": "train", **m}) + "\n" for i, m in enumerate(rows)))
+        dirs[step] = str(tmp_path / step)
+    report = {"pass_rate": {"base": 0.01, "sft": 0.354, "ppo": 0.385}, "held_out_prompts": 1, "plots": [str(png)],
+              "kl_to_reference": {"sft": 0.0, "ppo": 0.06}, "stage_dirs": dirs,
+              "ppo": {"proxy_vs_gold": {"iterations": [1, 2, 3], "reward": [0.1, 0.4, 0.3], "gold": [0.2, 0.3, 0.5],
+                                        "gold_name": "rollout_pass_rate", "agreement": [0.7, 0.8, 0.9]}}}
     answers = {m: [{"prompt": "Write in lowercase: Rain", "answer": f"{m} says rain", "pass": m == "ppo"}]
                for m in ("base", "sft", "ppo")}
     path = write_report_html(report, answers, tmp_path / "report.html")
-    page = browser.new_page()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(path.as_uri())
     rows = page.locator("table.figures tr").all_inner_texts()
     assert [r.split("\t")[:2] for r in rows[1:]] == [["base", "0.010"], ["sft", "0.354"], ["ppo", "0.385"]]
+    assert [r.split("\t")[-1] for r in rows[1:]] == ["-", "0.000", "0.060"]            # KL: never below 0
+    # the four charts, large, in the order that tells the story; nothing else drawn above the answers
+    charts = page.locator("svg.chart")
+    assert [charts.nth(i).get_attribute("class") for i in range(4)] == [
+        "chart sft-loss", "chart rm-accuracy", "chart proxy-gold", "chart kl"]
+    assert all(charts.nth(i).bounding_box()["width"] >= 800 for i in range(4))
+    assert page.locator("table.answers td.pass").all_inner_texts() == ["pass\nppo says rain"]
+    # every other metric starts collapsed: its image is not shown until the section is opened
+    assert page.locator("details.all-curves").get_attribute("open") is None
+    assert not page.locator("details.all-curves img").is_visible()
+    page.click("details.all-curves summary")
+    assert page.locator("details.all-curves img").is_visible()
     size = page.evaluate("[...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
     assert size == [[True, 200, 150]]                # 4 x 3 inches at 50 dpi: the PNG decoded
-    assert page.locator("table.answers td.pass").all_inner_texts() == ["pass\nppo says rain"]
     page.close()
 
 

@@ -48,7 +48,19 @@ def test_report_page_has_the_figures_the_curves_and_the_answers(tmp_path):
     plt.plot([3, 2, 1])
     plt.savefig(png)
     plt.close()
-    report = {"pass_rate": {"base": 0.0104, "sft": 0.3542, "ppo": 0.4271}, "held_out_prompts": 2,
+    import json
+
+    dirs = {}
+    for step, rows in {"1": [("train", 1, {"loss": 2.0}), ("train", 2, {"loss": 1.5}), ("train", 3, {"loss": 1.0}),
+                             ("eval", 3, {"loss": 1.2})],                       # one eval point: no eval line
+                       "2": [("train", 1, {"acc": 0.5, "margin": 0.1})],        # one point: no chart
+                       "3": [("train", 1, {"kl_k3": 0.0}), ("train", 2, {"kl_k3": 0.02}),
+                             ("train", 3, {"kl_k3": 0.04})]}.items():
+        d = tmp_path / f"stage{step}"
+        d.mkdir()
+        (d / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "split": sp, **m}) + "\n" for sp, i, m in rows))
+        dirs[step] = str(d)
+    report = {"pass_rate": {"base": 0.0104, "sft": 0.3542, "ppo": 0.4271}, "held_out_prompts": 2, "stage_dirs": dirs,
               "rm_score": {"base": -1.25, "sft": 0.5, "ppo": 0.93}, "kl_to_reference": {"sft": 0.0, "ppo": 0.52},
               "reward_model": {"held_out_pair_accuracy": 0.9453, "on_policy_auc": 0.9612,
                                "on_policy_within_prompt_auc": 0.8871, "labels": 384, "policy_pairs": 97},
@@ -74,16 +86,24 @@ def test_report_page_has_the_figures_the_curves_and_the_answers(tmp_path):
     assert ["reward model: on-policy AUC within a prompt", "0.887"] in facts
     assert ["labels spent on policy comparisons", "384"] in facts and ["policy pairs trained on", "97"] in facts
     assert ["stage-3 judge verdict of the rollouts (pass-rate), first 3 -> last 3 iterations", "0.250 -> 0.750"] in facts
-    # proxy and gold on one chart: the reward on its own axis (0.4 .. 1.6 padded), the pass-rate on 0 .. 1;
-    # both rise in a straight line here, so each polyline's points are evenly spaced along the box
+    # four charts at most, each from a series of two points or more: the SFT loss (its one eval point drawn as
+    # no line), no reward-model chart (one point), proxy and gold, the KL
+    assert re.findall(r'<svg [^>]*class="chart ([a-z-]+)"', page) == ["sft-loss", "proxy-gold", "kl"]
     lines = re.findall(r'<polyline fill="none" stroke="(#[0-9a-f]+)" stroke-width="2" points="([^"]+)"', page)
-    assert [c for c, _ in lines] == ["#1f5fbf", "#c0392b"]
-    gold = [tuple(map(float, p.split(","))) for p in lines[1][1].split()]
-    assert [x for x, _ in gold] == [50.0, 330.0, 610.0] and [y for _, y in gold] == [180.0, 125.0, 70.0]
-    proxy = [tuple(map(float, p.split(","))) for p in lines[0][1].split()]
-    assert [y for _, y in proxy] == [pytest.approx(235.0 - 220 * 0.1 / 1.2, abs=0.05), 125.0,
-                                     pytest.approx(15 + 220 * 0.1 / 1.2, abs=0.05)]
+    assert [c for c, _ in lines] == ["#1f5fbf", "#1f5fbf", "#c0392b", "#1f5fbf"]
+    # proxy and gold on one chart: the reward on its own axis (0.4 .. 1.6 padded), the pass-rate on 0 .. 1;
+    # both rise in a straight line here, so each polyline's points are evenly spaced along the 720 x 260 box
+    gold = [tuple(map(float, p.split(","))) for p in lines[2][1].split()]
+    assert [x for x, _ in gold] == [56.0, 416.0, 776.0] and [y for _, y in gold] == [211.0, 146.0, 81.0]
+    proxy = [tuple(map(float, p.split(","))) for p in lines[1][1].split()]
+    assert [y for _, y in proxy] == [pytest.approx(276.0 - 260 * 0.1 / 1.2, abs=0.05), 146.0,
+                                     pytest.approx(16 + 260 * 0.1 / 1.2, abs=0.05)]
+    kl = [tuple(map(float, p.split(","))) for p in lines[3][1].split()]      # 0 .. 0.04: axis 0 .. 0.044, not below 0
+    assert [y for _, y in kl] == [276.0, pytest.approx(276 - 260 * 0.02 / 0.044, abs=0.05),
+                                  pytest.approx(276 - 260 * 0.04 / 0.044, abs=0.05)]
     assert "mean over 2 iterations" in page and "0.85 of the time" in page
+    # every other metric: the stages' PNGs, in a section that starts collapsed, after the answers
+    assert page.index('<details class="all-curves">') > page.index('class="answers"')
     assert per_task == [["model", "lower"], ["base", "0.00"], ["sft", "0.09"], ["ppo", "0.64"]]
     assert side[0] == ["prompt", "base", "sft", "ppo"]
     assert side[1] == [prompts[0], "failbase answer 0 <script>x</script>", "failsft answer 0 <script>x</script>",

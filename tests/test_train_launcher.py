@@ -83,8 +83,9 @@ def test_dpo_algo_plans_sft_then_dpo(tmp_path):
 def test_critic_free_algos_plan_sft_then_stage3(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--algo", "rloo", "--output-dir",
                           str(tmp_path)], capture_output=True, text=True, check=True).stdout
-    lines = out.strip().splitlines()
+    lines = [ln for ln in out.strip().splitlines() if ln.startswith("stage ")]      # then its settings, indented
     assert [ln.split(":")[0] for ln in lines] == ["stage 1", "stage 3"]
+    assert "  preset smollm2-grpo (measured on 2 CPU cores (BENCHMARKS.md))" in out
     assert "smollm2-grpo.yaml" in lines[1] and "--algo rloo" in lines[1]
     assert f"--output_dir {tmp_path}/step3-models/smollm2-135m-rloo " in lines[1]
     assert "--reward_model_name_or_path" not in lines[1]          # no stage 2 output: rule reward only

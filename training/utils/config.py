@@ -586,8 +586,8 @@ def build_parser(description: str = "", stage: Optional[str] = None) -> argparse
         raise AssertionError(f"unknown stage {stage!r}")
     p = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", help="YAML or JSON file with config values (sections or flat keys; keys of "
-                                    "other stages are allowed and left to them)")
+    p.add_argument("--config", nargs="+", help="YAML or JSON file(s) with config values (sections or flat keys; keys "
+                                               "of other stages are allowed and left to them); a later file wins")
     for sec_name, f, typ in _fields():
         if stage is not None and stage not in owners(sec_name, f.name):
             continue
@@ -673,15 +673,37 @@ def config_from_flat(values: dict) -> Config:
     return cfg
 
 
+def _layers(argv: Optional[list[str]], description: str, overrides: Optional[dict],
+            stage: Optional[str]) -> list[tuple[str, dict]]:
+    """(source, {field: value}) from the lowest to the highest: stage overrides, each --config file,
+    the command-line flags."""
+    ns = vars(build_parser(description, stage).parse_args(argv))
+    layers = [("overrides", dict(overrides or {}))]
+    layers += [(f"config file {path}", load_config_file(path)) for path in ns.pop("config", [])]
+    return layers + [("flag", ns)]
+
+
 def parse_config(argv: Optional[list[str]] = None, description: str = "",
                  overrides: Optional[dict] = None, stage: Optional[str] = None) -> Config:
-    """Defaults < stage overrides < --config file < command-line flags (``stage``'s flags only)."""
-    ns = vars(build_parser(description, stage).parse_args(argv))
-    values = dict(overrides or {})
-    if "config" in ns:
-        values.update(load_config_file(ns.pop("config")))
-    values.update(ns)
+    """Defaults < stage overrides < --config files (in order) < command-line flags (``stage``'s flags only)."""
+    values: dict = {}
+    for _, layer in _layers(argv, description, overrides, stage):
+        values.update(layer)
     cfg = config_from_flat(values)
     if stage == "rl" and "max_seq_len" not in values:     # stage 3's sequences: a prompt and its answer
         cfg.data.max_seq_len = cfg.data.max_prompt_seq_len + cfg.data.max_answer_seq_len
     return cfg.validate()
+
+
+def explain(argv: list[str], stage: str) -> list[tuple[str, Any, str]]:
+    """(field, resolved value, where it came from: 'flag', 'config file PATH' or 'default') for every
+    field of ``stage``, as ``parse_config(argv, stage=stage)`` resolves them."""
+    cfg, source = parse_config(argv, stage=stage), {}
+    for where, layer in _layers(argv, "", None, stage):
+        source.update({name: where for name in layer})
+    if stage == "rl" and "max_seq_len" not in source:
+        source["max_seq_len"] = "max_prompt_seq_len + max_answer_seq_len"
+    if cfg.model.disable_dropout and "dropout" not in source:
+        source["dropout"] = "--disable_dropout"
+    return [(f.name, getattr(getattr(cfg, sec), f.name), source.get(f.name, "default"))
+            for sec, f, _ in _fields() if stage in owners(sec, f.name)]

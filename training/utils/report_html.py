@@ -1,9 +1,11 @@
 """``report.html``: the closing report of a ``train.py`` run as one self-contained page.
 
-The figures table (pass-rate, reward-model score, KL per model; wall time per stage), the per-task
-pass-rates, every stage's training curves (PNG files embedded as data URIs: nothing is fetched)
-and, side by side, each model's greedy answer to the same held-out prompts, marked pass / fail by
-the checker. Written from ``report.json`` and ``answers.json``; open it in any browser.
+The figures table (pass-rate, reward-model score, KL per model; wall time per stage), four large
+charts (the SFT loss, the reward model's pair accuracy and margin, the stage-3 reward beside the
+judge's verdict of the same rollouts, the KL to the reference), the per-task pass-rates, each model's
+greedy answer to the same held-out prompts side by side (marked pass / fail by the checker), and
+every other logged metric in a collapsed section (the stages' PNGs as data URIs: nothing is fetched).
+Written from ``report.json``, ``answers.json`` and the stages' ``metrics.jsonl``; open it in any browser.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ td.pass { background: #e8f6e8; } td.fail { background: #fbeaea; }
 td.fail .verdict { color: #b02a2a; } pre { white-space: pre-wrap; margin: 0; font-size: 0.9em; }
 figure { display: inline-block; margin: 0 1em 1em 0; } figcaption { font-size: 0.8em; color: #555; }
 img { max-width: 36em; border: 1px solid #ddd; }
+h3 { margin: 1.2em 0 0.2em; } details.all-curves { margin: 1.5em 0; } summary { cursor: pointer; font-weight: bold; }
 """
 
 
@@ -75,15 +78,20 @@ def figures_section(report: dict) -> str:
         facts.append((f"{what.replace('_', ' ')} (s)", _num(s, 0)))
     if facts:
         out += _table(["", "value"], [[html.escape(k), v] for k, v in facts], cls="facts")
-    per_task = report.get("per_task", {})
-    if per_task:
-        tasks = sorted({t for r in per_task.values() for t in r})
-        rows = [[html.escape(m)] + [_num(r.get(t), 2) for t in tasks] for m, r in per_task.items()]
-        out += "<h2>Pass-rate per task</h2>" + _table(["model"] + tasks, rows, cls="per-task")
     return out
 
 
-W, H, L, T = 560, 220, 50, 15          # the proxy-and-gold chart: plot box width, height, left and top margins
+def per_task_section(report: dict) -> str:
+    per_task = report.get("per_task", {})
+    if not per_task:
+        return ""
+    tasks = sorted({t for r in per_task.values() for t in r})
+    rows = [[html.escape(m)] + [_num(r.get(t), 2) for t in tasks] for m, r in per_task.items()]
+    return "<h2>Pass-rate per task</h2>" + _table(["model"] + tasks, rows, cls="per-task")
+
+
+W, H, L, T = 720, 260, 56, 16          # every chart: plot box width, height, left and top margins
+LEFT, RIGHT = "#1f5fbf", "#c0392b"     # the colours of the left-axis and right-axis series
 
 
 def _polyline(xs: list[float], ys: list[float], x0: float, x1: float, lo: float, hi: float, colour: str) -> str:
@@ -94,40 +102,92 @@ def _polyline(xs: list[float], ys: list[float], x0: float, x1: float, lo: float,
     return f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{line}"/>{dots}'
 
 
-def proxy_gold_section(report: dict) -> str:
-    """The stage-3 reward (the proxy: the reward model's score) and the judge's verdict of the same
-    rollouts (the gold) over the iterations, on one chart with an axis each (Gao et al., 2022)."""
-    algo = next((k for k, v in report.items() if isinstance(v, dict) and "proxy_vs_gold" in v), None)
-    if algo is None:
-        return ""
-    d = report[algo]["proxy_vs_gold"]
-    xs, rw, gold = d["iterations"], d["reward"], d["gold"]
-    if not xs:
-        return ""
-    lo, hi = min(rw), max(rw)
+def _range(ys: list[float], unit: bool) -> tuple[float, float]:
+    """The axis range of ``ys``: 0 .. 1 for a rate (``unit``), else their span padded by a tenth."""
+    if unit and all(0.0 <= y <= 1.0 for y in ys):
+        return 0.0, 1.0
+    lo, hi = min(ys), max(ys)
     pad = (hi - lo) * 0.1 or 0.5
-    lo, hi = lo - pad, hi + pad
-    glo, ghi = (0.0, 1.0) if all(0.0 <= g <= 1.0 for g in gold) else (min(gold), max(gold) or 1.0)
-    gold_name = "judge pass-rate of the rollouts" if d["gold_name"] == "rollout_pass_rate" else "judge's mean verdict"
-    ticks = "".join(f'<text x="{L - 6}" y="{T + H - f * H + 4:.0f}" text-anchor="end" font-size="10" fill="#1f5fbf">'
-                    f"{lo + f * (hi - lo):.2f}</text>"
-                    f'<text x="{L + W + 6}" y="{T + H - f * H + 4:.0f}" font-size="10" fill="#c0392b">'
-                    f"{glo + f * (ghi - glo):.2f}</text>" for f in (0.0, 0.5, 1.0))
-    xt = "".join(f'<text x="{L + (x - xs[0]) / ((xs[-1] - xs[0]) or 1) * W:.0f}" y="{T + H + 16}" font-size="10" '
-                 f'text-anchor="middle">{x}</text>' for x in xs)
-    svg = (f'<svg width="{W + 2 * L + 20}" height="{H + 50}" class="proxy-gold">'
-           f'<rect x="{L}" y="{T}" width="{W}" height="{H}" fill="none" stroke="#999"/>{ticks}{xt}'
-           f"{_polyline(xs, rw, xs[0], xs[-1], lo, hi, '#1f5fbf')}{_polyline(xs, gold, xs[0], xs[-1], glo, ghi, '#c0392b')}"
-           f'<text x="{L + W / 2}" y="{T + H + 32}" font-size="11" text-anchor="middle">stage-3 iteration</text></svg>')
-    agree = [a for a in d.get("agreement", []) if a is not None]
-    note = (f"; the reward ranked two rollouts as the judge did {sum(agree) / len(agree):.2f} of the time (mean over "
-            f"{len(agree)} iterations)" if agree else "")
-    return (f"<h2>Proxy and gold over stage 3</h2><p><span style='color:#1f5fbf'>&#9632; training reward (the "
-            f"proxy, left axis)</span> &nbsp; <span style='color:#c0392b'>&#9632; {gold_name} (the gold, right axis; "
-            f"it never rewards)</span>{note}. A reward that rises while the gold falls is over-optimisation.</p>{svg}")
+    return (lo - pad if lo < 0 else max(lo - pad, 0.0)), hi + pad     # a series never below 0 keeps its axis there
+
+
+def chart(cls: str, title: str, left: tuple, right: tuple | None = None, xlabel: str = "step",
+          note: str = "") -> str:
+    """One large line chart: ``left`` = (label, xs, ys, unit) on the left axis, ``right`` likewise on a
+    second axis; a series of fewer than two points draws nothing (the chart is left out)."""
+    series = [(left, LEFT, L - 6, "end")] + ([(right, RIGHT, L + W + 6, "start")] if right and len(right[1]) > 1 else [])
+    if len(left[1]) < 2:
+        return ""
+    xs_all = [x for (_, xs, _, _), *_ in series for x in xs]
+    x0, x1 = min(xs_all), max(xs_all)
+    body, legend = "", []
+    for (label, xs, ys, unit), colour, tx, anchor in series:
+        lo, hi = _range(ys, unit)
+        body += "".join(f'<text x="{tx}" y="{T + H - f * H + 4:.0f}" text-anchor="{anchor}" font-size="11" '
+                        f'fill="{colour}">{lo + f * (hi - lo):.3g}</text>' for f in (0.0, 0.5, 1.0))
+        body += _polyline(xs, ys, x0, x1, lo, hi, colour)
+        legend.append(f"<span style='color:{colour}'>&#9632; {html.escape(label)}</span>")
+    body += "".join(f'<text x="{L + f * W:.0f}" y="{T + H + 16}" font-size="11" text-anchor="middle">'
+                    f"{x0 + f * (x1 - x0):.4g}</text>" for f in (0.0, 0.5, 1.0))
+    svg = (f'<svg width="{W + 2 * L + 20}" height="{H + 50}" class="chart {cls}">'
+           f'<rect x="{L}" y="{T}" width="{W}" height="{H}" fill="none" stroke="#999"/>{body}'
+           f'<text x="{L + W / 2}" y="{T + H + 34}" font-size="12" text-anchor="middle">{html.escape(xlabel)}</text></svg>')
+    return (f"<h3>{html.escape(title)}</h3><p>{' &nbsp; '.join(legend)}{(' ' + note) if note else ''}</p>{svg}")
+
+
+def _series(rows: list[dict], split: str, key: str) -> tuple[list[float], list[float]]:
+    pts = [(r["step"], r[key]) for r in rows if r.get("split") == split and isinstance(r.get(key), (int, float))]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _metrics(report: dict, step: str) -> list[dict]:
+    from .logging import read_metrics
+
+    d = report.get("stage_dirs", {}).get(step)
+    f = Path(d) / "metrics.jsonl" if d else None
+    return read_metrics(f) if f is not None and f.is_file() else []
+
+
+def charts_section(report: dict) -> str:
+    """The four charts that tell whether the run worked: the SFT loss, the reward model's accuracy and
+    margin, the stage-3 reward with the judge's verdict of the same rollouts, the KL to the reference."""
+    out = []
+    sft = _metrics(report, "1")
+    if sft:
+        xs, ys = _series(sft, "train", "loss")
+        ex, ey = _series(sft, "eval", "loss")
+        out.append(chart("sft-loss", "Stage 1: SFT loss", ("training loss", xs, ys, False),
+                         ("held-out loss", ex, ey, False) if len(ex) > 1 else None, "optimizer step"))
+    rm = _metrics(report, "2")
+    acc_key = next((k for k in ("acc", "reward_acc") if any(k in r for r in rm)), None)
+    if acc_key:
+        ax, ay = _series(rm, "train", acc_key)
+        mx, my = _series(rm, "train", "margin")
+        out.append(chart("rm-accuracy", "Stage 2: pair accuracy and margin", ("training pair accuracy", ax, ay, True),
+                         ("margin (chosen - rejected score)", mx, my, False), "optimizer step"))
+    algo = next((k for k, v in report.items() if isinstance(v, dict) and "proxy_vs_gold" in v), None)
+    if algo is not None:
+        d = report[algo]["proxy_vs_gold"]
+        gold = "judge pass-rate of the rollouts" if d["gold_name"] == "rollout_pass_rate" else "judge's mean verdict"
+        agree = [a for a in d.get("agreement", []) if a is not None]
+        note = (f"(the gold never rewards; the reward ranked two rollouts as the judge did "
+                f"{sum(agree) / len(agree):.2f} of the time, mean over {len(agree)} iterations). A reward that rises "
+                f"while the gold falls is over-optimisation." if agree else
+                "(the gold never rewards). A reward that rises while the gold falls is over-optimisation.")
+        out.append(chart("proxy-gold", "Stage 3: training reward (the proxy) and the judge (the gold)",
+                         ("training reward", d["iterations"], d["reward"], False),
+                         (gold, d["iterations"], d["gold"], True), "stage-3 iteration", note))
+    rl = _metrics(report, "3")
+    kx, ky = _series(rl, "train", "kl_k3")
+    if kx:
+        out.append(chart("kl", "Stage 3: KL to the reference", ("KL per answer (k3 estimator, never negative)",
+                                                                  kx, ky, False), None, "stage-3 iteration"))
+    out = [c for c in out if c]
+    return "<h2>How the run went</h2>" + "".join(out) if out else ""
 
 
 def curves_section(plots: list[str]) -> str:
+    """Every logged metric of every stage (each stage's PNG), in a section that starts collapsed."""
     figs = []
     for p in plots:
         f = Path(p)
@@ -137,7 +197,8 @@ def curves_section(plots: list[str]) -> str:
         label = f"{f.parent.name}/{f.name}"
         figs.append(f'<figure><img alt="{html.escape(label)}" src="data:image/png;base64,{data}">'
                     f"<figcaption>{html.escape(label)}</figcaption></figure>")
-    return "<h2>Training curves</h2>" + ("".join(figs) if figs else "<p>no curves were written</p>")
+    return (f'<details class="all-curves"><summary>Every logged metric ({len(figs)} figure{"s" * (len(figs) != 1)}, '
+            f'one per stage and split)</summary>{"".join(figs) if figs else "<p>no curves were written</p>"}</details>')
 
 
 def answers_section(answers: dict[str, list[dict]], limit: int = 0) -> str:
@@ -166,7 +227,8 @@ def write_report_html(report: dict, answers: dict[str, list[dict]], path: str | 
             f"<style>{STYLE}</style></head><body><h1>RLHF run report</h1>"
             f"<p>written {time.strftime('%Y-%m-%d %H:%M')}; models: "
             f"{html.escape(', '.join(f'{k}: {v}' for k, v in report.get('models', {}).items()))}</p>"
-            f"{figures_section(report)}{proxy_gold_section(report)}{curves_section(report.get('plots', []))}{answers_section(answers)}"
+            f"{figures_section(report)}{charts_section(report)}{per_task_section(report)}{answers_section(answers)}"
+            f"{curves_section(report.get('plots', []))}"
             f"</body></html>\n")
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(page, encoding="utf-8")
