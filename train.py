@@ -282,8 +282,11 @@ def run_stage(step: int, cmd: list[str], log_path: Path) -> float:
         # each stage sets up its own process group: inherited rendezvous variables (from a parent that
         # is itself distributed) would point it at a port that is already taken
         env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, text=True,
-                                bufsize=1, env={**env, "PYTHONUNBUFFERED": "1"})
+        # the stage runs where train.py was started: relative paths (--output-dir, --data_path) mean the same
+        # to both, and the user's modules there (--reward rule:my_rules:fn) import, as does this project
+        path = os.pathsep.join([str(ROOT), os.getcwd(), *filter(None, [env.get("PYTHONPATH")])])
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=os.getcwd(), text=True,
+                                bufsize=1, env={**env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path})
         tail: list[str] = []
         for line in proc.stdout:
             sys.stdout.write(line)

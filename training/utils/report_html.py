@@ -129,7 +129,7 @@ def chart(cls: str, title: str, left: tuple, right: tuple | None = None, xlabel:
         legend.append(f"<span style='color:{colour}'>&#9632; {html.escape(label)}</span>")
     body += "".join(f'<text x="{L + f * W:.0f}" y="{T + H + 16}" font-size="11" text-anchor="middle">'
                     f"{x0 + f * (x1 - x0):.4g}</text>" for f in (0.0, 0.5, 1.0))
-    svg = (f'<svg width="{W + 2 * L + 20}" height="{H + 50}" class="chart {cls}">'
+    svg = (f'<svg width="{W + 2 * L + 20}" height="{H + 58}" class="chart {cls}">'
            f'<rect x="{L}" y="{T}" width="{W}" height="{H}" fill="none" stroke="#999"/>{body}'
            f'<text x="{L + W / 2}" y="{T + H + 34}" font-size="12" text-anchor="middle">{html.escape(xlabel)}</text></svg>')
     return (f"<h3>{html.escape(title)}</h3><p>{' &nbsp; '.join(legend)}{(' ' + note) if note else ''}</p>{svg}")
