@@ -55,6 +55,10 @@ def parse(argv):
                     help="model the reward model starts from (name, alias or directory); default: the Stage 1 "
                          "(SFT) output, as in InstructGPT: on the main job it ranks the policy's own answers "
                          "far better than one started from the base model (BENCHMARKS.md)")
+    ap.add_argument("--sft-model", default=None,
+                    help="the model DPO, a reward model started from SFT, and stage 3 start from instead of the stage "
+                         "1 output (a directory, hub id or alias): RL straight from an instruct model, as TRL's GRPO "
+                         "does; stage 1 is then not run")
     ap.add_argument("--actor-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
     ap.add_argument("--reward-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
     ap.add_argument("--algo", default="ppo", choices=("ppo", "dpo") + CRITIC_FREE,
@@ -222,14 +226,19 @@ def route(extra: list[str], args, steps) -> dict[int, list[str]]:
     return out
 
 
+def sft_model(args) -> str:
+    """What the later stages start from: ``--sft-model``, else the stage 1 output."""
+    return args.sft_model or str(stage_output(1, args))
+
+
 def stage_args(step: int, args, extra: list[str]) -> list[str]:
     rm_from_sft = step == 2 and args.algo != "dpo" and args.reward_model == SFT_INIT
     model = args.reward_model if step == 2 and args.algo != "dpo" and not rm_from_sft else args.actor_model
     a = ["--output_dir", str(stage_output(step, args)), "--config", str(args.presets[step][1]),
          *([args.config] if args.config else [])]
     if step == 2 and args.algo == "dpo" or step == 3 or rm_from_sft:
-        sft = stage_output(1, args)
-        a += ["--model_name_or_path", str(sft), "--tokenizer_name_or_path", str(sft)]
+        sft = sft_model(args)
+        a += ["--model_name_or_path", sft, *(["--tokenizer_name_or_path", sft] if not args.sft_model else [])]
     else:
         a += ["--model_name_or_path", model]
     if step == 3:
@@ -330,6 +339,10 @@ def main(argv=None) -> dict:
     # multi_node --no-ssh: this node's rank, the node count, master and hostfile, settled once for every stage
     args.nodes = no_ssh_settings(args) if args.deployment_type == "multi_node" and args.no_ssh else None
     default = {"dpo": [1, 2], **{a: [1, 3] for a in CRITIC_FREE}}.get(args.algo, [1, 2, 3])
+    if args.sft_model:
+        if args.step and 1 in args.step:
+            sys.exit("--sft-model replaces stage 1: drop 1 from --step")
+        default = [s for s in default if s != 1]
     steps = sorted(set(args.step or default))
     if args.algo == "dpo" and 3 in steps:
         sys.exit("--algo dpo replaces stages 2 and 3 with DPO: use --step 1 2")
@@ -338,8 +351,8 @@ def main(argv=None) -> dict:
         check_models(args, steps)
     plans = []
     for step in steps:
-        needs = {1: "the SFT model (--step 1)"} if step == 3 or step == 2 and (
-            args.algo == "dpo" or args.reward_model == SFT_INIT) else {}
+        needs = {1: "the SFT model (--step 1, or --sft-model)"} if not args.sft_model and (step == 3 or step == 2 and (
+            args.algo == "dpo" or args.reward_model == SFT_INIT)) else {}
         if step == 3 and args.algo == "ppo":
             needs[2] = "the reward model (--step 2)"
         for need, what in needs.items():
@@ -363,10 +376,10 @@ def main(argv=None) -> dict:
 
     from training.utils.data.sources import DataError, Keys, get_source
 
-    checked = set()
+    checked, cfgs = set(), {}
     for step, _ in plans:       # every stage's flags, config file and data paths, before any stage starts
         try:
-            cfg = parse_config(stage_args(step, args, routed[step]), stage=stage_name(step, args))
+            cfg = cfgs[step] = parse_config(stage_args(step, args, routed[step]), stage=stage_name(step, args))
             for spec in [*cfg.data.data_path, *cfg.data.sft_only_data_path]:
                 if spec not in checked:
                     get_source(spec, Keys(), cfg.data.bundled_size)
@@ -413,7 +426,7 @@ def main(argv=None) -> dict:
         report["models"]["reward"] = str(rm_dir)
     actors = {"base": args.actor_model}
     if 1 in steps or 3 in steps or args.algo == "dpo":
-        actors["sft"] = str(stage_output(1, args))
+        actors["sft"] = sft_model(args)
     if 2 in steps and args.algo == "dpo":
         actors["dpo"] = str(stage_output(2, args))
     if 3 in steps:
@@ -428,6 +441,18 @@ def main(argv=None) -> dict:
         report["kl_to_reference"] = {"sft": 0.0}
         if "final_kl" in rl:     # absent when the run loaded no reference model (critic-free, kl_coef 0)
             report["kl_to_reference"][args.algo] = rl["final_kl"]
+    if 3 in steps and cfgs[3].data.data_path != ["bundled"]:
+        # the user's own data: its evaluation prompts, scored by its own metric in stage 3 (--eval_reward), at
+        # the start and the end; the bundled checker's held-out prompts would measure another task
+        s3 = json.loads((stage_output(3, args) / "summary.json").read_text())
+        first, final = s3.get("first_eval") or {}, s3.get("final_eval") or {}
+        report["pass_rate"] = {k: e["pass_rate"] for k, e in (("sft", first), (args.algo, final)) if "pass_rate" in e}
+        report["eval_reward"] = {k: e["eval_reward"] for k, e in (("sft", first), (args.algo, final))
+                                 if "eval_reward" in e}
+        report["held_out_prompts"] = s3["data"]["eval"]["kept"]
+        report["evaluation"] = "stage 3's own metric on the evaluation prompts of " + " ".join(cfgs[3].data.data_path)
+        report["models"].update({k: v for k, v in actors.items() if k != "base"})
+        actors = {}
     if len(actors) > 1:
         from inference.passrate import fresh_prompts, held_out_prompts
 

@@ -60,7 +60,8 @@ def test_tokenised_phases_and_cache(tmp_path, tiny_tok):
     tr2, _, _, _ = build_phase(d, tiny_tok, 2, seed=1)
     assert set(tr2.column_names) == {"chosen_ids", "rejected_ids", "prompt_len"}
     tr3, _, _, _ = build_phase(d, tiny_tok, 3, seed=1)
-    assert set(tr3.column_names) == {"prompt_ids", "prompt_text"}
+    assert set(tr3.column_names) == {"prompt_ids", "prompt_text", "columns"}      # the row's other columns, JSON
+    assert isinstance(json.loads(tr3[0]["columns"]), dict)
     # second call reads the cache (same directory, no rebuild)
     mtime = os.path.getmtime(os.path.join(path1, "stats.json"))
     _, _, _, again = build_phase(d, tiny_tok, 1, seed=1)

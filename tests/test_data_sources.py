@@ -48,7 +48,6 @@ def test_jsonl_configurable_keys_and_chat_rows(tmp_path):
 
 @pytest.mark.parametrize("content, needle", [
     ('{"prompt": "a", "chosen": "b"}\n{"prompt": "a", "chosen": "b"\n', "row 2: bad JSON"),
-    ('{"prompt": "a", "chosen": "b"}\n{"prompt": "a"}\n', "row 2: field 'chosen': missing"),
     ('{"chosen": "b"}\n', "row 1: field 'prompt': missing"),
     ('{"prompt": "  ", "chosen": "b"}\n', "row 1: field 'prompt': empty"),
     ('{"prompt": "a", "chosen": ""}\n', "row 1: field 'chosen': empty"),
@@ -56,7 +55,7 @@ def test_jsonl_configurable_keys_and_chat_rows(tmp_path):
     ('{"prompt": "a", "chosen": ["x"]}\n', "row 1: field 'chosen[0]': expected an object"),
     ('{"prompt": "a", "chosen": "b", "rejected": 3}\n', "row 1: field 'rejected': expected a string, got int"),
     ('[1, 2]\n', "row 1: expected a JSON object, got list"),
-    ('{"messages": [{"role": "user", "content": "hi"}]}\n', "row 1: field 'messages': last message must be"),
+    ('{"messages": [{"role": "system", "content": "hi"}]}\n', "row 1: field 'messages': last message must be"),
     ('{"messages": [{"role": "bot", "content": "hi"}]}\n', "field 'messages[0].role': unknown role 'bot'"),
 ])
 def test_malformed_rows_name_file_row_field(tmp_path, content, needle):
@@ -159,3 +158,30 @@ def test_hub_schema_missing_field_is_named(tmp_path):
     _write(d / "train.jsonl", [{"prompt": "\n\nHuman: a\n\nAssistant:", "chosen": " b"}])
     with pytest.raises(DataError, match=r"row 1: field 'rejected': missing"):
         get_source(str(d), Keys()).load()
+
+
+def test_prompt_only_rows_keep_their_other_columns(tmp_path):
+    rows = [{"prompt": "What is 2 + 3?", "answer": "2 + 3 = 5\n#### 5", "level": 1},
+            {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+             "tags": ["a", "b"]}]
+    got = read_rows(_write(tmp_path / "p.jsonl", rows), Keys())
+    assert got[0]["chosen"] is None and got[0]["_columns"] == {"answer": "2 + 3 = 5\n#### 5", "level": 1}
+    assert got[1]["prompt"][-1] == {"role": "user", "content": "Hi"} and got[1]["_columns"] == {"tags": ["a", "b"]}
+    assert "_columns" not in read_rows(_write(tmp_path / "q.jsonl", [{"prompt": "a", "chosen": "b"}]), Keys())[0]
+
+
+def test_parquet_and_saved_datasets_read_as_jsonl(tmp_path):
+    import datasets
+
+    rows = [{"prompt": f"q{i}", "answer": str(i)} for i in range(3)]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "p.parquet"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                          "test": datasets.Dataset.from_list(rows[:1])}).save_to_disk(str(tmp_path / "saved"))
+    pq = get_source(str(tmp_path / "p.parquet"), Keys()).load()
+    assert [r["_columns"]["answer"] for r in pq["train"]] == ["0", "1", "2"] and pq["eval"] is None
+    saved = get_source(str(tmp_path / "saved"), Keys()).load()
+    assert len(saved["train"]) == 3 and [r["prompt"][-1]["content"] for r in saved["eval"]] == ["q0"]
+    bad = tmp_path / "bad.parquet"
+    datasets.Dataset.from_list([{"question": "q"}]).to_parquet(str(bad))
+    with pytest.raises(DataError, match=r"bad.parquet \[train\]: row 1: field 'prompt': missing"):
+        get_source(str(bad), Keys()).load()

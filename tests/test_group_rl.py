@@ -53,9 +53,42 @@ def test_loss_reductions_hand_values():
     assert policy_loss(lp, old, one, one, 0.2, 0.28)[0].item() == pytest.approx(-1.25)
 
 
-def _rollout(prompts, answers):
+def _rollout(prompts, answers, columns=()):
     z = torch.zeros(len(answers), 2, dtype=torch.long)
-    return Rollout(z, z, z, torch.zeros(len(answers), dtype=torch.long), prompts, answers)
+    return Rollout(z, z, z, torch.zeros(len(answers), dtype=torch.long), prompts, answers, list(columns))
+
+
+def test_reward_functions_see_the_rows_columns(tmp_path, monkeypatch):
+    (tmp_path / "rowrules.py").write_text(
+        "def exact(prompt, answer, target):\n    return float(answer == target)\n"
+        "def with_kwargs(prompt, answer, **cols):\n    return float(cols['level']) + len(cols)\n"
+        "def trl_style(completions, **kwargs):\n    return [len(c) + x for c, x in zip(completions, kwargs['x'])]\n"
+        "def ours(prompts, answers, level):\n    return [float(p == 'p') * l for p, l in zip(prompts, level)]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cols = [{"target": "cat cat", "x": 1, "level": 2, "answer": "#### 2"}, {"target": "no", "x": 10, "level": 3}]
+    r = _rollout(["p", "q"], ["cat cat", "dog"], cols)
+    assert build_reward(["rule:rowrules:exact"])(r).tolist() == [1.0, 0.0]
+    # every column but the one named like the answer parameter ('answer', GSM8K's reference)
+    assert build_reward(["rule:rowrules:with_kwargs"])(r).tolist() == [2.0 + 3, 3.0 + 3]
+    assert build_reward(["rule:rowrules:trl_style"])(r).tolist() == [7 + 1, 3 + 10]
+    assert build_reward(["rule:rowrules:ours"])(r).tolist() == [2.0, 0.0]
+    with pytest.raises(RewardError, match=r"rule:rowrules:exact failed on answer 0 .*target"):
+        build_reward(["rule:rowrules:exact"])(_rollout(["p"], ["a"]))       # the data has no 'target' column
+
+
+def test_shipped_verifiable_rewards_on_hand_values():
+    from training.rewards import answer_format, math_answer, regex_reward
+
+    done = ["The total is 42.", "42", "I think 41", "so #### 1,234", "no number", "-3.50 dollars"]
+    refs = ["6 * 7 = 42\n#### 42", "#### 42", "#### 42", "#### 1234", "#### 5", "$-3.5"]
+    assert math_answer(["q"] * 6, done, answer=refs) == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    r = build_reward(["rule:training.rewards:math_answer"])
+    assert r(_rollout(["q", "q"], ["it is 7", "8"], [{"answer": "#### 7"}, {"answer": "#### 7"}])).tolist() == [1.0, 0.0]
+    with pytest.raises(RewardError, match=r"rule:training.rewards:math_answer failed on a batch.*'answer'"):
+        r(_rollout(["q"], ["7"]))
+    assert answer_format(["q"] * 4, ["work... #### 7", "Answer: 3", "The answer is 5.", "just 5 apples"]) == \
+        [1.0, 1.0, 1.0, 0.0]
+    assert regex_reward(r"^<think>.*</think>")(["q", "q"], ["<think>x</think> 4", "4"]) == [1.0, 0.0]
 
 
 def test_rule_rewards_checker_custom_and_weighted(tmp_path, monkeypatch):
@@ -91,6 +124,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         n = len(body["answers"]) - (self.path == "/short")
         out = {"rewards": [float(len(a)) for a in body["answers"]][:n]}
+        if self.path == "/columns":          # the rows' other columns are posted too
+            out = {"rewards": [float(c["x"]) for c in body["columns"]]}
         data = json.dumps(out).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -114,6 +149,8 @@ def reward_server():
 def test_http_reward_endpoint(reward_server):
     r = _rollout(["p", "q"], ["abc", "de"])
     assert build_reward([reward_server + "/score"])(r).tolist() == [3.0, 2.0]
+    with_columns = _rollout(["p", "q"], ["abc", "de"], [{"x": 4}, {"x": 5}])
+    assert build_reward([reward_server + "/columns"])(with_columns).tolist() == [4.0, 5.0]
     with pytest.raises(RewardError, match="HTTP 500"):
         build_reward([reward_server + "/bad"])(r)
     with pytest.raises(RewardError, match="expected 2 rewards"):
@@ -236,3 +273,36 @@ def test_silent_groups_for_dynamic_filtering():
     adv = group_advantages(scores, 4, "remax", baseline=greedy)
     assert adv.view(3, 4)[0].tolist() == [1.0] * 4
     assert silent_groups(scores, adv, 4, "remax").tolist() == [False, False, True]
+
+
+@pytest.mark.slow
+def test_rl_on_a_gsm8k_shaped_prompt_set_with_the_shipped_math_reward(tmp_path):
+    """A prompt + reference-answer JSONL (no chosen) through train.py's GRPO, straight from the model
+    (--sft-model), rewarded and evaluated by the shipped math rule: the report holds its own pass-rate."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with (tmp_path / "gsm.jsonl").open("w") as f:
+        for i in range(60):
+            a, b = i % 7 + 1, i % 5 + 2
+            f.write(json.dumps({"prompt": f"Tom has {a} apples and buys {b} more. How many apples does he have?",
+                                "answer": f"{a} + {b} = {a + b}\n#### {a + b}", "source": "synthetic"}) + "\n")
+    r = subprocess.run([sys.executable, str(root / "train.py"), "--algo", "grpo", "--actor-model", "tiny",
+                        "--sft-model", "tiny", "--data_path", "gsm.jsonl", "--reward", "rule:training.rewards:math_answer",
+                        "--output-dir", "out", "--data_output_path", str(tmp_path / "cache"), "--max_steps", "2",
+                        "--eval_fraction", "0.2"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["evaluation"] == "stage 3's own metric on the evaluation prompts of gsm.jsonl"
+    summary = json.loads((tmp_path / "out" / "step3-models" / "tiny-grpo" / "summary.json").read_text())
+    assert set(report["pass_rate"]) == {"sft", "grpo"} and report["held_out_prompts"] == summary["data"]["eval"]["kept"] >= 4
+    assert report["pass_rate"]["grpo"] == summary["final_eval"]["pass_rate"]
+    assert all(0.0 <= v <= 1.0 for v in report["pass_rate"].values()) and set(report["eval_reward"]) == {"sft", "grpo"}
+    rows = [json.loads(ln) for ln in (tmp_path / "out" / "step3-models" / "tiny-grpo" / "metrics.jsonl").open()]
+    evals = [e for e in rows if e["split"] == "eval"]
+    assert [e["step"] for e in evals] == [0, 2] and all("eval_reward" in e and "pass_rate" in e for e in evals)
+    assert "evaluation: pass-rate = share of greedy answers that rule:training.rewards:math_answer scores >= 1" \
+        in r.stdout
+    assert "1 stage" not in r.stdout and "=== stage 1" not in r.stdout        # --sft-model: no SFT stage

@@ -29,9 +29,23 @@ from training.utils.rl.curriculum import PromptCurriculum, loader as curriculum_
 from training.utils.rl.experience import ExperienceMaker
 from training.utils.rl.residency import Residency
 from training.utils.rl.models import build_actor, build_critic, build_reference, build_reward_sources
+from training.utils.rl.rewards import build_reward
 from training.utils.rl.runner import Counted, Faulty, RLLoop, batch_reward
 from training.utils.rl.trainer import RLTrainer, cycle
 from training.utils.stage import StageRun, run_cli
+
+
+def eval_metric(cfg, log):
+    """The evaluation's own metric: ``--eval_reward``, else the rule and HTTP sources of ``--reward``
+    (each at weight 1), else None (the bundled checker on its tasks)."""
+    r = cfg.rewards
+    specs = r.eval_reward or [s for s in r.reward if s not in ("model",) and not s.startswith("model:")]
+    if not specs:
+        log.info("evaluation: the bundled checker's pass-rate on the prompts that are its tasks")
+        return None
+    log.info("evaluation: pass-rate = share of greedy answers that %s scores >= %g", " + ".join(specs),
+             r.eval_pass_threshold)
+    return build_reward(specs, timeout=r.reward_timeout)
 
 
 def main(argv=None) -> dict:
@@ -118,14 +132,16 @@ def main(argv=None) -> dict:
                  ", dynamic filtering" if c.dynamic_filtering else "")
 
         curriculum = None
-        if c.prompt_curriculum:
+        if c.prompt_curriculum and "group" not in train_ds.column_names:
+            log.info("prompt curriculum off: no row of the data has the --balance_key column '%s'", cfg.data.balance_key)
+        elif c.prompt_curriculum:
             curriculum = PromptCurriculum(train_ds["group"], c.per_device_generation_batch_size, cfg.optim.seed,
                                           c.curriculum_decay, c.curriculum_prior, c.curriculum_floor, rank(), world_size(),
                                           all_reduce_sum)
             prompts = curriculum_loader(train_ds, curriculum, PromptCollator(tok.pad_token_id))
             log.info("prompt curriculum over %d groups (%s)", len(curriculum.names), ", ".join(curriculum.names))
         loop = RLLoop(cfg, run_ctx.writer, maker, trainer, reward, reward_fn, prompts, eval_loader, engines,
-                      iterations, guard, dev, unsup, curriculum, refresh)
+                      iterations, guard, dev, unsup, curriculum, refresh, eval_metric(cfg, log))
         first, final = loop.run()
         out = run_ctx.out
         save_hf(he.module, tok, out / "actor", cfg.ds.zero_stage)

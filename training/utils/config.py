@@ -305,6 +305,11 @@ class RewardSourcesConfig:
     judge: str = _f("", "a labeller (checker, rule:module:function, http(s) URL, judge:MODEL) whose verdicts on "
                         "each iteration's rollouts are logged beside the reward, with their agreement (never a "
                         "reward); empty: the bundled checker on the prompts that are its tasks")
+    eval_reward: list[str] = _f([], "reward sources (checker, rule:module:function, http(s) URL) that score the greedy "
+                                    "answers of stage 3's evaluation: their sum's mean is eval_reward, the share at "
+                                    "--eval_pass_threshold or more the pass_rate; empty: the rule and HTTP sources of "
+                                    "--reward, else the bundled checker on the prompts that are its tasks")
+    eval_pass_threshold: float = _f(1.0, "an evaluation answer passes when --eval_reward scores it this much or more")
     reward_refresh_interval: int = _f(0, "iterated RLHF (Llama 2): every N iterations, label the rollouts since the "
                                          "last refresh with --labeller and train the reward model on them (0: the "
                                          "reward model stays frozen)")
@@ -423,11 +428,14 @@ class Config:
                               f"({' '.join(r.reward)})")
         if not r.reward:
             raise ConfigError("reward: give at least one reward source")
+        from .rl.rewards import needs_model
+
+        if needs_model(r.eval_reward):
+            raise ConfigError(f"eval_reward scores the evaluation with your own metric: use checker, rule:module:function "
+                              f"or an http(s) URL, not a reward model (got {' '.join(r.eval_reward)})")
         if r.reward_refresh_interval < 0:
             raise ConfigError(f"reward_refresh_interval must be >= 0, got {r.reward_refresh_interval}")
         if r.reward_refresh_interval:
-            from .rl.rewards import needs_model
-
             if len(needs_model(r.reward)) != 1:
                 raise ConfigError(f"reward_refresh_interval trains the reward model during stage 3: --reward must name "
                                   f"exactly one reward model, got {' '.join(r.reward)}")

@@ -1,6 +1,7 @@
 """Collators: SFT (right-padded, loss mask), pairs (chosen+rejected), prompts (left-padded)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import torch
@@ -69,4 +70,6 @@ class PromptCollator:
         for key in ("prompt_text", "group"):          # the checker's task, the curriculum's group
             if key in rows[0]:
                 out[key] = [r[key] for r in rows]
+        if "columns" in rows[0]:                       # each row's other dataset columns, for the rewards
+            out["columns"] = [json.loads(r["columns"]) for r in rows]
         return out

@@ -24,7 +24,7 @@ from .format import answer_token_ids, prompt_token_ids, render_answer, render_pr
 from .sources import DataError, Keys, Source, get_source
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 PHASE_NAMES = {1: "sft", 2: "pairs", 3: "prompts"}
 
 
@@ -97,19 +97,23 @@ def tokenize_rows(rows: list[dict], tokenizer, phase: int, d: DataConfig) -> tup
         grouped = any("_group" in r for r in rows)      # --balance_key: the row's group travels along
         for r, text, p in zip(rows, prompts, p_ids):
             fit = _fit(p, None, d, st)
-            if fit:
-                out.append({"prompt_ids": fit[0], "prompt_text": text,
+            if fit:     # the row's other columns, for the reward functions (JSON: any shape per row)
+                out.append({"prompt_ids": fit[0], "prompt_text": text, "columns": json.dumps(r.get("_columns", {})),
                             **({"group": r.get("_group", "")} if grouped else {})})
     elif phase == 1:
         for r, p in zip(rows, p_ids):
+            if r["chosen"] is None:
+                raise DataError(f"{r['_src']}: row {r['_row']}: field 'chosen': missing (supervised fine-tuning "
+                                "needs an answer; prompt-only rows are for stage 3)")
             fit = _fit(p, answer_token_ids(tokenizer, render_answer(r["chosen"], tokenizer, mode)), d, st)
             if fit:
                 out.append({"input_ids": fit[0] + fit[1], "prompt_len": len(fit[0])})
     else:
         for r, p in zip(rows, p_ids):
-            if r["rejected"] is None:
-                raise DataError(f"{r['_src']}: row {r['_row']}: field 'rejected': missing "
-                                "(the reward-model stage needs chosen/rejected pairs)")
+            for key in ("chosen", "rejected"):
+                if r[key] is None:
+                    raise DataError(f"{r['_src']}: row {r['_row']}: field '{key}': missing "
+                                    "(the reward-model stage needs chosen/rejected pairs)")
             c = answer_token_ids(tokenizer, render_answer(r["chosen"], tokenizer, mode))
             j = answer_token_ids(tokenizer, render_answer(r["rejected"], tokenizer, mode))
             st_c = Stats()
@@ -140,7 +144,7 @@ def phase_sources(d: DataConfig, phase: int) -> tuple[list[Source], list[Source]
 
 
 def _row_key(r: dict) -> str:
-    return json.dumps([r["prompt"], r["chosen"], r.get("rejected")], sort_keys=True)
+    return json.dumps([r["prompt"], r["chosen"], r.get("rejected"), r.get("_columns")], sort_keys=True)
 
 
 def dedupe(rows: dict[str, list[dict]]) -> dict[str, list[dict]]:

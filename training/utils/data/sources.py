@@ -7,9 +7,12 @@ Sources:
   DeepSpeed-Chat, a path that ends with one of these names (a local copy) uses its adapter.
 - ``local/jsonfile``: ``data/train.json`` and ``data/eval.json`` under the working directory
   (DeepSpeed-Chat's layout), or ``local/jsonfile:DIR``.
-- a ``.json`` (list) or ``.jsonl`` file, or a directory with ``train.*`` / ``eval.*`` (or ``test.*``).
+- a ``.json`` (list), ``.jsonl`` or ``.parquet`` file, a directory with ``train.*`` / ``eval.*`` (or
+  ``test.*``), a ``datasets.save_to_disk`` directory, or any other hub dataset id.
   Rows: ``{prompt, chosen, rejected}`` (keys configurable), or chat rows ``{messages: [...]}``
-  whose last assistant turn is the answer; prompt/chosen/rejected may also be message lists.
+  whose last assistant turn is the answer; prompt/chosen/rejected may also be message lists. A row
+  with a prompt and no answer (or chat messages ending with a user turn) is a prompt for stage 3;
+  every other column of a row travels with it (``_columns``) to stage 3's reward functions.
 - ``bundled``: the generated verifiable dataset.
 Every row is validated; a bad one raises DataError naming file, row and field.
 """
@@ -97,10 +100,19 @@ def _messages(value, where, row, field) -> list[dict]:
 
 
 def normalise_row(obj, where: str, row: int, keys: Keys) -> dict:
-    """A user row (pair or chat) -> canonical row; DataError when it cannot be used."""
+    """A user row (pair, prompt only, or chat) -> canonical row; DataError when it cannot be used.
+    The row's other columns travel with it as ``_columns`` (to stage 3's reward functions)."""
     if not isinstance(obj, dict):
         raise DataError(f"{where}: row {row}: expected a JSON object, got {type(obj).__name__}")
     out = _canonical(obj, where, row, keys)
+    used = {keys.prompt, keys.chosen, keys.rejected, keys.messages}
+    columns = {k: v for k, v in obj.items() if k not in used and not str(k).startswith("_")}
+    if columns:
+        try:
+            json.dumps(columns)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{where}: row {row}: a column is not JSON data ({e})") from None
+        out["_columns"] = columns
     if keys.group and keys.group in obj:
         g = obj[keys.group]
         if not isinstance(g, (str, int)) or isinstance(g, bool):
@@ -112,8 +124,10 @@ def normalise_row(obj, where: str, row: int, keys: Keys) -> dict:
 def _canonical(obj: dict, where: str, row: int, keys: Keys) -> dict:
     if keys.messages in obj and keys.prompt not in obj:
         msgs = _messages(obj[keys.messages], where, row, keys.messages)
+        if msgs[-1]["role"] == "user":          # a prompt only (stage 3): the conversation so far
+            return {"prompt": msgs, "chosen": None, "rejected": None, "_src": where, "_row": row}
         if msgs[-1]["role"] != "assistant":
-            raise _err(where, row, keys.messages, "last message must be the assistant's answer")
+            raise _err(where, row, keys.messages, "last message must be the assistant's answer or a user turn")
         if not msgs[-1]["content"].strip():
             raise _err(where, row, f"{keys.messages}[{len(msgs) - 1}].content", "empty")
         if not any(m["role"] == "user" for m in msgs[:-1]):
@@ -133,8 +147,8 @@ def _canonical(obj: dict, where: str, row: int, keys: Keys) -> dict:
         prompt = to_messages(p)
     else:
         raise _err(where, row, keys.prompt, f"expected a string or message list, got {type(p).__name__}")
-    return {"prompt": prompt,
-            "chosen": _text(obj.get(keys.chosen), where, row, keys.chosen),
+    return {"prompt": prompt,      # no chosen answer: a prompt-only row (stage 3); stages 1 and 2 refuse it
+            "chosen": _text(obj.get(keys.chosen), where, row, keys.chosen, required=False),
             "rejected": _text(obj.get(keys.rejected), where, row, keys.rejected, required=False),
             "_src": where, "_row": row}
 
@@ -208,6 +222,33 @@ def _local_source(name: str, train: Path, evalp: Optional[Path], keys: Keys) -> 
     return Source(name, fp, load)
 
 
+def dataset_rows(ds, where: str, keys: Keys) -> list[dict]:
+    """Canonical rows of a ``datasets`` split (its columns as in a JSONL file)."""
+    rows = [normalise_row(dict(r), where, i, keys) for i, r in enumerate(ds, start=1)]
+    if not rows:
+        raise DataError(f"{where}: no rows")
+    return rows
+
+
+def _datasets_source(spec: str, fingerprint: str, open_ds, keys: Keys) -> Source:
+    """A source read through ``datasets``: ``open_ds()`` gives a DatasetDict (or one Dataset, as train)."""
+    def load():
+        try:
+            ds = open_ds()
+        except Exception as e:  # noqa: BLE001 - re-raised naming the dataset the user gave
+            raise DataError(f"{spec}: cannot load it with datasets: {type(e).__name__}: {e}") from e
+        if not hasattr(ds, "keys"):
+            return {"train": dataset_rows(ds, spec, keys), "eval": None}
+        train = next((s for s in ("train",) if s in ds), None)
+        if train is None:
+            raise DataError(f"{spec}: no 'train' split (has {list(ds)})")
+        ev = next((s for s in ("eval", "test", "validation") if s in ds), None)
+        return {"train": dataset_rows(ds[train], f"{spec} [{train}]", keys),
+                "eval": dataset_rows(ds[ev], f"{spec} [{ev}]", keys) if ev else None}
+
+    return Source(spec, json.dumps([fingerprint, vars(keys)]), load)
+
+
 def local_source(spec: str, keys: Keys) -> Source:
     if spec == "local/jsonfile" or spec.startswith("local/jsonfile:"):
         root = Path(spec.split(":", 1)[1]) if ":" in spec else Path.cwd() / "data"
@@ -216,17 +257,31 @@ def local_source(spec: str, keys: Keys) -> Source:
             raise DataError(f"local/jsonfile: expected {root}/train.json and {root}/eval.json")
         return _local_source(spec, train, evalp, keys)
     p = Path(spec).expanduser()
+    if p.is_file() and p.suffix.lower() == ".parquet":
+        import datasets
+
+        return _datasets_source(spec, _file_digest(p), lambda: datasets.load_dataset("parquet", data_files={
+            "train": str(p)}), keys)
     if p.is_file():
         if p.suffix.lower() not in (".json", ".jsonl"):
-            raise DataError(f"{p}: unsupported file type (use .json or .jsonl)")
+            raise DataError(f"{p}: unsupported file type (use .json, .jsonl or .parquet)")
         return _local_source(spec, p, None, keys)
+    if p.is_dir() and ((p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file()):
+        import datasets       # a datasets.save_to_disk directory
+
+        digest = json.dumps(sorted([str(f.relative_to(p)), _file_digest(f)] for f in p.rglob("*") if f.is_file()))
+        return _datasets_source(spec, digest, lambda: datasets.load_from_disk(str(p)), keys)
     if p.is_dir():
         train = _find(p, ("train",))
         if train is None:
             raise DataError(f"{p}: directory has no train.json or train.jsonl")
         return _local_source(spec, train, _find(p, ("eval", "test", "validation")), keys)
-    raise DataError(f"data path {spec!r}: no such file or directory, and not a known dataset name "
-                    f"({', '.join(sorted(HUB_ADAPTERS))}, local/jsonfile, bundled)")
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", spec) and Path(spec).suffix.lower() not in (".json", ".jsonl", ".parquet"):
+        import datasets       # any other hub dataset: its columns read as a JSONL file's
+
+        return _datasets_source(spec, spec, lambda: datasets.load_dataset(spec), keys)
+    raise DataError(f"data path {spec!r}: no such file or directory, and not a dataset name (a hub id such as "
+                    f"org/name, {', '.join(sorted(HUB_ADAPTERS))}, local/jsonfile, bundled)")
 
 
 # --------------------------------------------------------------------------- hub datasets

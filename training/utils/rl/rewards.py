@@ -5,18 +5,23 @@ Every source maps a rollout to one float per answer.  Specs (``--reward``):
 
 - ``model`` / ``model:DIR``: a scalar reward model scored at the answer's EOS;
 - ``checker``: the bundled dataset's checker (1.0 pass, 0.0 fail);
-- ``rule:module:function`` (or ``module:function``): ``function(prompt: str, answer: str) -> float``;
-- ``http://...`` / ``https://...``: POST ``{"prompts": [...], "answers": [...]}``, expects
-  ``{"rewards": [float, ...]}`` in the same order.
+- ``rule:module:function`` (or ``module:function``): per answer, ``function(prompt, answer, **columns)
+  -> float``; or, when its parameters name ``prompts``, ``completions`` or ``answers``, per batch,
+  ``function(prompts=[...], completions=[...], answers=[...], **columns) -> [float, ...]`` with each
+  column a list (TRL's reward-function signature, so TRL reward functions drop in). ``columns`` are the
+  row's other dataset columns; a function gets those its parameters name (all with ``**kwargs``);
+- ``http://...`` / ``https://...``: POST ``{"prompts": [...], "answers": [...], "columns": [{...}, ...]}``,
+  expects ``{"rewards": [float, ...]}`` in the same order.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import math
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -37,6 +42,21 @@ class Rollout:
     end_index: torch.Tensor       # [B] index of the answer's last token (its EOS when it has one)
     prompts: list[str]
     answers: list[str]
+    columns: list[dict] = field(default_factory=list)    # each row's other dataset columns ([]: none)
+
+
+BATCH_PARAMS = ("prompts", "completions", "answers")
+
+
+def _accepted(fn, kw: dict, skip: int = 0) -> dict:
+    """The entries of ``kw`` that ``fn`` takes: all with ``**kwargs``, else those its parameters name
+    (after its first ``skip`` positional ones)."""
+    params = list(inspect.signature(fn).parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        named = {p.name for p in params[:skip]}
+        return {k: v for k, v in kw.items() if k not in named}
+    names = {p.name for p in params[skip:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in kw.items() if k in names}
 
 
 def decode_answers(tok, seq: torch.Tensor, prompt_width: int, end: torch.Tensor) -> list[str]:
@@ -67,15 +87,31 @@ class RuleReward:
         if not callable(self.fn):
             raise RewardError(f"rule reward {target!r} is not callable")
         self.name = f"rule:{target}"
+        try:
+            params = inspect.signature(self.fn).parameters
+        except (TypeError, ValueError):
+            params = {}
+        self.batched = any(name in params for name in BATCH_PARAMS)
 
     def __call__(self, r: Rollout) -> torch.Tensor:
-        return self.score_texts(r.prompts, r.answers)
+        return self.score_texts(r.prompts, r.answers, r.columns)
 
-    def score_texts(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
-        vals = []
-        for i, (p, a) in enumerate(zip(prompts, answers)):
+    def score_texts(self, prompts: Sequence[str], answers: Sequence[str],
+                    columns: Optional[Sequence[dict]] = None) -> torch.Tensor:
+        columns = list(columns) if columns else [{} for _ in answers]
+        if self.batched:
+            kw = {name: [c.get(name) for c in columns] for name in sorted({k for c in columns for k in c})}
+            kw.update(prompts=list(prompts), completions=list(answers), answers=list(answers))
             try:
-                vals.append(self.fn(p, a))
+                vals = self.fn(**_accepted(self.fn, kw))
+            except Exception as e:
+                raise RewardError(f"{self.name} failed on a batch of {len(answers)} answers: "
+                                  f"{type(e).__name__}: {e}") from e
+            return _floats(list(vals) if isinstance(vals, (list, tuple)) else vals, len(answers), self.name)
+        vals = []
+        for i, (p, a, c) in enumerate(zip(prompts, answers, columns)):
+            try:
+                vals.append(self.fn(p, a, **_accepted(self.fn, c, skip=2)))
             except Exception as e:
                 raise RewardError(f"{self.name} failed on answer {i} (prompt {p[:80]!r}): "
                                   f"{type(e).__name__}: {e}") from e
@@ -87,10 +123,14 @@ class HTTPReward:
         self.url, self.timeout, self.name = url, timeout, url
 
     def __call__(self, r: Rollout) -> torch.Tensor:
-        return self.score_texts(r.prompts, r.answers)
+        return self.score_texts(r.prompts, r.answers, r.columns)
 
-    def score_texts(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
-        body = json.dumps({"prompts": list(prompts), "answers": list(answers)}).encode()
+    def score_texts(self, prompts: Sequence[str], answers: Sequence[str],
+                    columns: Optional[Sequence[dict]] = None) -> torch.Tensor:
+        body = {"prompts": list(prompts), "answers": list(answers)}
+        if columns and any(columns):
+            body["columns"] = list(columns)
+        body = json.dumps(body).encode()
         req = urllib.request.Request(self.url, data=body, headers={"content-type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:

@@ -56,7 +56,7 @@ def batch_reward(reward, tok, judge=None, keep=None):
     def score(seq, attn, pos, end, batch, rollout: bool = True):
         answers = decode_answers(tok, seq, batch["input_ids"].shape[1], end)
         prompts = batch.get("prompt_text") or [""] * seq.shape[0]
-        r = reward(Rollout(seq, attn, pos, end, prompts, answers)).to(seq.device)
+        r = reward(Rollout(seq, attn, pos, end, prompts, answers, batch.get("columns") or [])).to(seq.device)
         if rollout:
             score.last = (prompts[0], answers[0], float(r[0]))
             score.seen.append((prompts, r.detach().float().cpu().tolist(), verdicts(prompts, answers)))
@@ -116,28 +116,39 @@ class Counted:
 
 
 @torch.no_grad()
-def evaluate(he, reward_fn, loader, tok, max_new_tokens: int) -> dict:
-    """Greedy answers on the held-out prompts: mean reward, length, and the checker pass-rate."""
+def evaluate(he, reward_fn, loader, tok, max_new_tokens: int, metric=None, threshold: float = 1.0) -> dict:
+    """Greedy answers on the held-out prompts: the mean training reward and length, and the pass-rate:
+    the share of answers that ``metric`` (a reward source: the user's own rules, ``--eval_reward``)
+    scores at ``threshold`` or more, with its mean as ``eval_reward``; without a metric, the bundled
+    checker's verdict on the prompts that are its tasks."""
     settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False)
-    total = length = n = 0.0
-    prompts, answers = [], []
+    total = length = n = scored = passed = metric_sum = 0.0
     for batch in loader:
         batch = to_device(batch, he.engine.device)
         seq = he.generate(batch["input_ids"], batch["attention_mask"], settings)
         attn, action, end, _ = answer_layout(seq, batch["attention_mask"], tok.eos_token_id)
-        r = reward_fn(seq, attn, position_ids_from(attn), end, batch, rollout=False)
+        pos = position_ids_from(attn)
+        r = reward_fn(seq, attn, pos, end, batch, rollout=False)
         total += r.sum().item()
         length += action.sum().item()
         n += r.numel()
-        p = batch["input_ids"].shape[1]
-        prompts += batch["prompt_text"]
-        answers += [tok.decode(s[p:], skip_special_tokens=True).strip() for s in seq]
-    known = [(p, a) for p, a in zip(prompts, answers) if parse_task(p) is not None]
-    passed = pass_rate([p for p, _ in known], [a for _, a in known])["pass_rate"] * len(known) if known else 0.0
-    total, length, n, passed, n_known = all_reduce_sum([total, length, n, passed, float(len(known))])
+        prompts, answers = batch["prompt_text"], decode_answers(tok, seq, batch["input_ids"].shape[1], end)
+        if metric is not None:
+            m = metric(Rollout(seq, attn, pos, end, prompts, answers, batch.get("columns") or []))
+            metric_sum += m.sum().item()
+            passed += (m >= threshold).sum().item()
+            scored += m.numel()
+        else:
+            known = [(p, a) for p, a in zip(prompts, answers) if parse_task(p) is not None]
+            if known:
+                passed += pass_rate([p for p, _ in known], [a for _, a in known])["pass_rate"] * len(known)
+                scored += len(known)
+    total, length, n, passed, scored, metric_sum = all_reduce_sum([total, length, n, passed, scored, metric_sum])
     out = {"reward": total / max(n, 1), "response_length": length / max(n, 1)}
-    if n_known:
-        out["pass_rate"] = passed / n_known
+    if scored:
+        out["pass_rate"] = passed / scored
+    if metric is not None and scored:
+        out["eval_reward"] = metric_sum / scored
     return out
 
 
@@ -145,13 +156,15 @@ class RLLoop:
     """``run()`` trains ``iterations`` iterations and returns (first eval, final eval)."""
 
     def __init__(self, cfg, writer, maker, trainer, reward: Faulty, reward_fn, prompts, eval_loader, engines: dict,
-                 iterations: int, guard, device, unsup: Optional[Counted] = None, curriculum=None, refresh=None):
+                 iterations: int, guard, device, unsup: Optional[Counted] = None, curriculum=None, refresh=None,
+                 metric=None):
         self.cfg, self.c, self.w = cfg, cfg.rl, writer
         self.maker, self.trainer, self.reward, self.reward_fn = maker, trainer, reward, reward_fn
         self.prompts, self.eval_loader, self.engines = cycle(prompts), eval_loader, engines
         self.iterations, self.guard, self.device, self.unsup = iterations, guard, device, unsup
         self.curriculum = curriculum                 # PromptCurriculum drawing ``prompts`` (None: shuffled epochs)
         self.refresh = refresh                       # RewardRefresh (iterated RLHF), or None: a frozen reward
+        self.metric = metric                         # the evaluation's reward source (None: the bundled checker)
         self.rows = self.c.per_device_generation_batch_size * self.c.num_samples_per_prompt
 
     def evaluate(self) -> dict:
@@ -159,7 +172,7 @@ class RLLoop:
             return {}
         self.trainer.resident.use("reward")          # greedy answers, scored
         return evaluate(self.trainer.he, self.reward_fn, self.eval_loader, self.maker.tok,
-                        self.cfg.data.max_answer_seq_len)
+                        self.cfg.data.max_answer_seq_len, self.metric, self.cfg.rewards.eval_pass_threshold)
 
     def iteration(self, it: int) -> dict:
         c = self.c

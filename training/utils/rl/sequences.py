@@ -62,8 +62,9 @@ def causal_logprobs(model, seq, attn, pos, temperature: float = 1.0, start: int 
 def repeat_batch(batch: dict, n: int) -> dict:
     """Each prompt ``n`` times in a row (the group layout the group estimators expect)."""
     out = {k: v.repeat_interleave(n, 0) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    if "prompt_text" in batch:
-        out["prompt_text"] = [p for p in batch["prompt_text"] for _ in range(n)]
+    for key in ("prompt_text", "columns"):
+        if key in batch:
+            out[key] = [p for p in batch[key] for _ in range(n)]
     return out
 
 
