@@ -35,7 +35,12 @@ class FakeHybrid:
         self.engine, self.answers = model, answers
 
     def generate(self, ids, mask, settings):
-        return torch.cat([ids, self.answers[:ids.shape[0]]], 1)
+        seq = torch.cat([ids, self.answers[:ids.shape[0]]], 1)
+        if not settings.return_logprobs:
+            return seq
+        # the sampling-time log-probs a real engine returns: the new tokens' under the same weights
+        attn = torch.cat([mask, torch.ones_like(self.answers[:ids.shape[0]])], 1)
+        return seq, _full_logprobs(self.engine, seq, attn, settings.temperature)[:, ids.shape[1] - 1:]
 
     def eval(self):
         self.engine.eval()
@@ -97,6 +102,35 @@ def test_grpo_experience_scores_penalises_and_normalises_per_group(models):
     assert m["kl_k3"] == pytest.approx(k3, abs=1e-6) and k3 > 0
     assert m["reward"] == pytest.approx(0.5) and m["score_used"] == pytest.approx(0.375)
     assert exp.values is None and exp.returns is None and m["kept_answers"] == 4
+    # the sampling-time log-probs, laid out on the action states, against the training forward's: the same
+    # weights, so the gap is ~0 (a misaligned layout would put it at several nats)
+    assert m["logprob_gap_mean"] < 1e-5 and m["logprob_gap_max"] < 1e-5 and exp.rollout_logp is None
+
+
+@pytest.mark.parametrize("dtype, bound", [(torch.float32, 1e-5), (torch.bfloat16, 0.02)])
+def test_sampling_time_logprobs_equal_the_training_forwards(tiny_tok, dtype, bound):
+    """transformers' generate with the KV cache, sampled at T = 0.7: each new token's log-prob from
+    the logits it was drawn from against the full forward the loss uses, in fp32 (identical up to
+    rounding) and in bf16 (within the stated bound)."""
+    from training.utils.hybrid_engine import GenerationSettings, hf_generate
+    from training.utils.model import load_causal_lm
+    from training.utils.rl.maths import logprob_gap
+    from training.utils.rl.sequences import causal_logprobs
+
+    torch.manual_seed(0)
+    model = load_causal_lm("tiny", tiny_tok, seed=1).to(dtype).eval()
+    tiny_tok.padding_side = "left"
+    enc = tiny_tok(["Hello there, how are you", "Write a list"], return_tensors="pt", padding=True)
+    tiny_tok.padding_side = "right"
+    seq, lp = hf_generate(model, tiny_tok, enc["input_ids"], enc["attention_mask"],
+                          GenerationSettings(max_new_tokens=16, temperature=0.7, return_logprobs=True))
+    attn, action, _, _ = answer_layout(seq, enc["attention_mask"], tiny_tok.eos_token_id)
+    with torch.no_grad():
+        train = causal_logprobs(model, seq, attn, position_ids_from(attn), 0.7)
+    gap = logprob_gap(torch.nn.functional.pad(lp, (enc["input_ids"].shape[1] - 1, 0)), train, action)
+    assert action.sum() >= 16 and gap["logprob_gap_max"] < bound
+    if dtype == torch.bfloat16:
+        assert gap["logprob_gap_mean"] > 0              # bf16 rounding is seen, and bounded
 
 
 def test_ppo_experience_gae_with_clipped_score_and_critic_values(models):

@@ -178,7 +178,8 @@ def test_one_on_policy_update_skips_old_logprobs_with_the_same_gradient(tiny_tok
             self.engine, self.module = engine, model
 
         def generate(self, ids, mask, settings):
-            return torch.cat([ids, torch.tensor([[21, 22, 2], [23, 2, 0], [24, 25, 2], [26, 2, 0]])], 1)
+            seq = torch.cat([ids, torch.tensor([[21, 22, 2], [23, 2, 0], [24, 25, 2], [26, 2, 0]])], 1)
+            return (seq, torch.zeros(4, 3)) if settings.return_logprobs else seq
 
         def eval(self):
             model.eval()

@@ -31,6 +31,7 @@ class GenerationSettings:
     min_new_tokens: int = 0
     static_cache: bool = False          # static KV cache (+ compiled decode on CUDA)
     share_prompt: bool = False          # repeated prompts (a group's rows) are prefilled once
+    return_logprobs: bool = False       # also the sampled tokens' log-probs at sampling time (logits / T)
 
 
 @contextlib.contextmanager
@@ -92,7 +93,8 @@ class HybridEngine:
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 settings: GenerationSettings) -> torch.Tensor:
+                 settings: GenerationSettings):
+        """The sequences [B, L]; with ``settings.return_logprobs`` (sequences, log-probs [B, L - P])."""
         was_training = self.engine.module.training
         self.engine.eval()
         try:
@@ -104,9 +106,11 @@ class HybridEngine:
         return out
 
 
-def hf_generate(model, tok, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                settings: GenerationSettings) -> torch.Tensor:
-    """transformers' ``generate`` with the KV cache, EOS stop and padding of finished rows."""
+def hf_generate(model, tok, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings):
+    """transformers' ``generate`` with the KV cache, EOS stop and padding of finished rows: the sequences
+    [B, L], or with ``settings.return_logprobs`` (sequences, log-probs [B, L - P] of each generated token
+    from the logits it was sampled from, at temperature T: the rollout side of the rollout / training
+    log-prob gap)."""
     kw = dict(max_new_tokens=settings.max_new_tokens, eos_token_id=tok.eos_token_id,
               pad_token_id=tok.pad_token_id, use_cache=True, do_sample=settings.do_sample)
     if settings.do_sample:
@@ -125,7 +129,15 @@ def hf_generate(model, tok, input_ids: torch.Tensor, attention_mask: torch.Tenso
         if groups is not None:
             kw["past_key_values"] = prefix_cache(model, input_ids, attention_mask, position_ids_from(attention_mask),
                                                  input_ids.shape[1] - 1, groups)
-    return model.generate(input_ids=input_ids, attention_mask=attention_mask, **kw)
+    if not settings.return_logprobs:
+        return model.generate(input_ids=input_ids, attention_mask=attention_mask, **kw)
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, output_logits=True,
+                         return_dict_in_generate=True, **kw)
+    new = out.sequences[:, input_ids.shape[1]:]
+    temperature = settings.temperature if settings.do_sample else 1.0
+    logp = torch.stack([torch.log_softmax(step.float() / temperature, -1).gather(1, new[:, i:i + 1]).squeeze(1)
+                        for i, step in enumerate(out.logits)], 1)
+    return out.sequences, logp
 
 
 class PlainHFBackend:

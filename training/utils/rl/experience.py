@@ -18,8 +18,8 @@ from ..hybrid_engine import GenerationSettings
 from .advantages import estimator_for, is_dr_grpo, kl_in_reward, sequence_scores
 from .curriculum import prompt_spread
 from .residency import Residency
-from .maths import (RunningMoments, group_advantages, kl_estimate, masked_mean, masked_whiten, shape_rewards,
-                    silent_groups, uniform_groups)
+from .maths import (RunningMoments, group_advantages, kl_estimate, logprob_gap, masked_mean, masked_whiten,
+                    shape_rewards, silent_groups, uniform_groups)
 from ..shared_prefix import position_ids_from
 from .sequences import answer_layout, causal_logprobs, first_action, repeat_batch, select_rows
 
@@ -37,6 +37,7 @@ class Experience:
     score: torch.Tensor            # [B] the reward sources' raw score
     values: Optional[torch.Tensor] = None    # [B, L-1] the critic's values (algorithms with a critic)
     returns: Optional[torch.Tensor] = None   # [B, L-1] the critic's targets
+    rollout_logp: Optional[torch.Tensor] = None   # [B, L-1] sampling-time log-probs, kept when old_logp is None
 
     def select(self, keep: torch.Tensor) -> "Experience":
         return select_rows(self, keep)
@@ -56,7 +57,7 @@ class ExperienceMaker:
         self.settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True,
                                            temperature=rl_cfg.temperature, top_p=rl_cfg.top_p,
                                            top_k=rl_cfg.top_k, static_cache=rl_cfg.static_cache,
-                                           share_prompt=share_prompt)
+                                           share_prompt=share_prompt, return_logprobs=True)
         self.greedy = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False,
                                          static_cache=rl_cfg.static_cache)
         self.std_normalize = rl_cfg.std_normalize and not is_dr_grpo(rl_cfg)
@@ -82,7 +83,10 @@ class ExperienceMaker:
         missing-EOS penalty, has_eos)."""
         self.resident.use()                          # generation: the actor alone
         seq = self.he.generate(batch["input_ids"], batch["attention_mask"], settings)
+        seq, self.rollout_logp = seq if settings.return_logprobs else (seq, None)
         attn, action, end, has_eos = answer_layout(seq, batch["attention_mask"], self.tok.eos_token_id)
+        if self.rollout_logp is not None:            # [B, L - P] -> the action layout [B, L-1]
+            self.rollout_logp = torch.nn.functional.pad(self.rollout_logp, (batch["input_ids"].shape[1] - 1, 0))
         pos = position_ids_from(attn)
         self.resident.use("reward")
         raw = self.reward_fn(seq, attn, pos, end, batch, **reward_kw).float()
@@ -100,6 +104,7 @@ class ExperienceMaker:
         c, n = self.c, self.c.num_samples_per_prompt
         t0 = time.time()
         seq, attn, pos, action, raw, score, has_eos = self.answer(repeat_batch(batch, n), self.settings)
+        rollout_logp = self.rollout_logp
         self.spread = prompt_spread(score, n) if n > 1 else None    # [P] for the prompt curriculum
         baseline = self.answer(batch, self.greedy, rollout=False)[5] if self.est.greedy_baseline else None
         gen_s = time.time() - t0
@@ -147,8 +152,10 @@ class ExperienceMaker:
                            kl_k3=(kl_estimate(old_logp, ref_logp, "k3") * action).sum(1).mean().item())
         if values is not None:
             metrics.update(values=masked_mean(values, action).item(), returns=masked_mean(ret, action).item())
+        if old_logp is not None:     # sampling-time log-probs against the training forward's, same weights
+            metrics.update(logprob_gap(rollout_logp, old_logp, action))
         if baseline is not None:
             metrics["greedy_baseline"] = baseline.mean().item()
         exp = Experience(seq, attn, pos, action, old_logp, ref_logp, adv, raw, values,
-                         ret if values is not None else None)
+                         ret if values is not None else None, rollout_logp if old_logp is None else None)
         return (exp.select(keep) if bool(keep.any()) else None), metrics

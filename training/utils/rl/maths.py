@@ -195,3 +195,11 @@ class RunningMoments:
     @property
     def std(self) -> float:
         return max(self.var, 1e-12) ** 0.5
+
+
+def logprob_gap(rollout_logp: torch.Tensor, train_logp: torch.Tensor, action: torch.Tensor) -> dict:
+    """Mean and max |log p at sampling - log p in the training forward| over the answer tokens
+    ([B, L-1] each): ~0 when the rollouts are sampled from the weights the loss sees (one process,
+    fp32), the mismatch a separate inference engine brings otherwise."""
+    gap = (rollout_logp - train_logp).abs() * action
+    return {"logprob_gap_mean": (gap.sum() / action.sum().clamp(min=1)).item(), "logprob_gap_max": gap.max().item()}

@@ -13,7 +13,7 @@ import torch
 from ..losses import causal_lm_loss, dpo_loss
 from .advantages import estimator_for, is_dr_grpo, kl_in_reward
 from .experience import Experience
-from .maths import AdaptiveKLController, aggregate, kl_estimate, masked_mean, policy_loss, value_loss
+from .maths import AdaptiveKLController, aggregate, kl_estimate, logprob_gap, masked_mean, policy_loss, value_loss
 from .residency import Residency
 from .sequences import action_logprobs, micro_batches, pairs_in_order
 
@@ -102,6 +102,8 @@ class RLTrainer:
         loss, clipfrac = policy_loss(logp, old, e.advantages, e.action_mask, c.cliprange, c.eps_clip_high,
                                      self.loss_agg, self.max_new_tokens)
         out = {"pg_loss": loss.item(), "clip_frac": clipfrac.item()}
+        if e.old_logp is None and e.rollout_logp is not None:    # the on-policy update: its forward is the training side
+            out.update(logprob_gap(e.rollout_logp, logp.detach(), e.action_mask))
         if self.kl_coef() > 0 and not self.kl_in_reward and self.has_ref:
             kl_term = aggregate(kl_estimate(logp, e.ref_logp, "k3"), e.action_mask, self.loss_agg, self.max_new_tokens)
             loss = loss + self.kl_coef() * kl_term
