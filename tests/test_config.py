@@ -94,7 +94,7 @@ def test_bad_config_file_names_file_and_key(tmp_path, text, msg):
     (["--eval_fraction", "1.5"], "eval_fraction"),
     (["--deepspeed_config", "/nonexistent.json"], "not found"),
     (["--group_baseline"], "num_samples_per_prompt >= 2"),
-    (["--dpo_loss", "ipo", "--label_smoothing", "0.1"], "IPO has none"),
+    (["--dpo_loss", "ipo", "--label_smoothing", "0.1"], "sigmoid DPO loss only, not ipo"),
     (["--adaptive_kl", "--algo", "rloo", "--num_samples_per_prompt", "2", "--kl_coef", "0"],
      "adaptive_kl scales kl_coef, which is 0"),
     (["--group_baseline", "--algo", "grpo", "--num_samples_per_prompt", "4"], "group_baseline is a PPO option"),

@@ -71,3 +71,35 @@ def test_dpo_loss_hand_values():
     assert loss.item() == pytest.approx((2.0 - 1.0) ** 2)
     with pytest.raises(ValueError, match="IPO has no label smoothing"):
         dpo_loss(pc, pr, rc, rr, beta, label_smoothing=0.1, kind="ipo")
+
+
+def test_kto_simpo_orpo_losses_hand_values():
+    from types import SimpleNamespace
+
+    from training.utils.config import DPOConfig
+    from training.utils.losses import PREFERENCE_LOSSES, PairLogps
+
+    assert set(PREFERENCE_LOSSES) == set(DPOConfig.__dataclass_fields__["dpo_loss"].metadata["choices"])
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    pair = PairLogps(torch.tensor([-2.0]), torch.tensor([-6.0]), torch.tensor([-3.0]), torch.tensor([-5.0]),
+                     torch.tensor([2.0]), torch.tensor([3.0]))
+    # KTO: r_c = -2 - -3 = 1, r_r = -6 - -5 = -1, z = max(0, mean(1, -1)) = 0, beta 0.5, weights 1 and 2
+    d = SimpleNamespace(beta=0.5, kto_desirable_weight=1.0, kto_undesirable_weight=2.0, simpo_gamma=0.3)
+    loss, c, r = PREFERENCE_LOSSES["kto"].fn(pair, d)
+    assert loss.item() == pytest.approx((1 - sig(0.5)) + 2 * (1 - sig(0.5)))
+    assert (c.item(), r.item()) == (0.5, -0.5) and PREFERENCE_LOSSES["kto"].needs_reference
+    shifted = PairLogps(pair.chosen + 4, pair.rejected, *list(vars(pair).values())[2:])    # r_c = 5: z = 2
+    loss, _, _ = PREFERENCE_LOSSES["kto"].fn(shifted, d)
+    assert loss.item() == pytest.approx((1 - sig(0.5 * 3)) + 2 * (1 - sig(0.5 * 3)))
+    # SimPO: mean log-probs -1 and -2, beta 0.5, gamma 0.3: -log sigmoid(0.5 - 0.3)
+    loss, c, r = PREFERENCE_LOSSES["simpo"].fn(pair, d)
+    assert loss.item() == pytest.approx(-math.log(sig(0.2))) and (c.item(), r.item()) == (-0.5, -1.0)
+    assert not PREFERENCE_LOSSES["simpo"].needs_reference
+    # ORPO: log odds of p = e^-1 and e^-2; NLL of the chosen's mean token = 1
+    lo = lambda x: x - math.log(1 - math.exp(x))
+    loss, c, r = PREFERENCE_LOSSES["orpo"].fn(pair, d)
+    assert loss.item() == pytest.approx(1.0 - 0.5 * math.log(sig(lo(-1.0) - lo(-2.0))))
+    assert c.item() == pytest.approx(0.5 * lo(-1.0)) and not PREFERENCE_LOSSES["orpo"].needs_reference
+    # the DPO and IPO entries are the dpo_loss above
+    assert PREFERENCE_LOSSES["sigmoid"].fn(pair, SimpleNamespace(beta=0.5, label_smoothing=0.0))[0].item() == \
+        pytest.approx(math.log(1 + math.exp(-0.5 * 2.0)))

@@ -1,8 +1,10 @@
-"""DPO: the alternative second stage that turns the SFT model into a chat model directly.
+"""DPO and the other offline preference losses: the alternative second stage that turns the SFT model
+into a chat model directly.
 
-Policy (trainable, DeepSpeed) and a frozen reference (the starting model unless
-``--ref_model_name_or_path``) score the chosen and rejected answers of the phase-2 pairs;
-``--beta``, ``--label_smoothing`` (conservative DPO) and ``--dpo_loss ipo`` as in the papers.
+The policy (trainable, DeepSpeed) scores the chosen and rejected answers of the phase-2 pairs, and,
+for the losses that need one, a frozen reference (the starting model unless
+``--ref_model_name_or_path``) does too. ``--dpo_loss``: sigmoid (DPO, with ``--label_smoothing`` for
+conservative DPO), ipo, kto, simpo, orpo (``training/utils/losses.py``, as in the papers).
 The result is saved like an SFT actor, so ``chat.py`` and Stage 3 can use it.
 
     python training/step2_reward_model_finetuning/dpo_main.py \\
@@ -21,7 +23,7 @@ from training.utils.deepspeed_setup import frozen
 from training.utils.loop import run, to_device
 from training.utils.model import load_causal_lm, save_hf
 from training.utils.stage import StageRun, run_cli
-from training.utils.losses import dpo_loss
+from training.utils.losses import PREFERENCE_LOSSES, PairLogps
 from training.utils.shared_prefix import prompt_answer_layout, state_logprobs
 
 
@@ -41,14 +43,26 @@ def pair_logps(model, batch, share: bool = True) -> tuple[torch.Tensor, torch.Te
     return lp[:b], lp[b:]
 
 
-def make_step(cfg, ref):
-    d, share = cfg.dpo, cfg.model.share_prompt_forward
+def answer_lengths(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Answer tokens (EOS included) of the chosen rows and of the rejected rows."""
+    n = (batch["end_index"] + 1 - batch["prompt_len"]).float()
+    return n[:n.shape[0] // 2], n[n.shape[0] // 2:]
 
-    def step(engine, batch):
-        pc, pr = pair_logps(engine, batch, share)
+
+def scored_pairs(engine, ref, batch, share: bool) -> PairLogps:
+    pc, pr = pair_logps(engine, batch, share)
+    rc = rr = None
+    if ref is not None:
         with torch.no_grad():
             rc, rr = pair_logps(ref, batch, share)
-        loss, cw, rw = dpo_loss(pc, pr, rc, rr, d.beta, d.label_smoothing, d.dpo_loss)
+    return PairLogps(pc, pr, rc, rr, *answer_lengths(batch))
+
+
+def make_step(cfg, ref):
+    loss_fn, share = PREFERENCE_LOSSES[cfg.dpo.dpo_loss].fn, cfg.model.share_prompt_forward
+
+    def step(engine, batch):
+        loss, cw, rw = loss_fn(scored_pairs(engine, ref, batch, share), cfg.dpo)
         return loss, {"reward_acc": (cw > rw).float().mean().item(), "reward_margin": (cw - rw).mean().item()}
     return step
 
@@ -56,14 +70,12 @@ def make_step(cfg, ref):
 @torch.no_grad()
 def evaluate(engine, ref, loader, cfg) -> dict:
     engine.eval()
-    d = cfg.dpo
+    loss_fn = PREFERENCE_LOSSES[cfg.dpo.dpo_loss].fn
     loss = acc = margin = chosen = n = 0.0
     for batch in loader:
         batch = to_device(batch, engine.device)
-        pc, pr = pair_logps(engine, batch, cfg.model.share_prompt_forward)
-        rc, rr = pair_logps(ref, batch, cfg.model.share_prompt_forward)
-        lo, cw, rw = dpo_loss(pc, pr, rc, rr, d.beta, d.label_smoothing, d.dpo_loss)
-        k = pc.numel()
+        lo, cw, rw = loss_fn(scored_pairs(engine, ref, batch, cfg.model.share_prompt_forward), cfg.dpo)
+        k = cw.numel()
         loss += lo.item() * k
         acc += (cw > rw).sum().item()
         margin += (cw - rw).sum().item()
@@ -78,9 +90,11 @@ def main(argv=None) -> dict:
     cfg = parse_config(argv, "DPO: preference optimisation against a frozen reference", stage="dpo")
     with StageRun(cfg, "dpo") as run_ctx:
         s = run_ctx.setup(2, load_causal_lm, lambda tok: PairCollator(tok.pad_token_id))
-        engine, ref = s.engine, frozen_reference(cfg, s.tok)
-        run_ctx.log.info("DPO (%s, beta %g, label smoothing %g): %d optimizer steps", cfg.dpo.dpo_loss, cfg.dpo.beta,
-                         cfg.dpo.label_smoothing, s.total)
+        loss = PREFERENCE_LOSSES[cfg.dpo.dpo_loss]
+        engine, ref = s.engine, frozen_reference(cfg, s.tok) if loss.needs_reference else None
+        run_ctx.log.info("preference loss %s (beta %g%s%s): %d optimizer steps", loss.name, cfg.dpo.beta,
+                         f", label smoothing {cfg.dpo.label_smoothing:g}" if cfg.dpo.label_smoothing else "",
+                         "" if ref is not None else ", no reference model", s.total)
         final = run(engine, s.train_loader, make_step(cfg, ref), lambda: evaluate(engine, ref, s.eval_loader, cfg),
                     cfg, run_ctx.writer, s.total, desc="dpo")
         save_hf(engine.module, s.tok, cfg.log.output_dir, cfg.ds.zero_stage)

@@ -197,7 +197,12 @@ class RewardModelConfig:
 class DPOConfig:
     beta: float = _f(0.1, "DPO temperature: strength of the implicit KL to the reference")
     label_smoothing: float = _f(0.0, "conservative DPO: assumed share of flipped preference labels")
-    dpo_loss: str = _f("sigmoid", "sigmoid (DPO) or ipo", choices=("sigmoid", "ipo"))
+    dpo_loss: str = _f("sigmoid", "offline preference loss: sigmoid (DPO), ipo, kto (pairs as desirable / undesirable), "
+                                  "simpo or orpo (these two need no reference model; for orpo beta is its lambda)",
+                       choices=("sigmoid", "ipo", "kto", "simpo", "orpo"))
+    simpo_gamma: float = _f(0.5, "SimPO's target margin gamma")
+    kto_desirable_weight: float = _f(1.0, "KTO: weight of the desirable (chosen) answers' loss")
+    kto_undesirable_weight: float = _f(1.0, "KTO: weight of the undesirable (rejected) answers' loss")
     ref_model_name_or_path: str = _f("", "reference model (default: the starting model)")
 
 
@@ -392,8 +397,8 @@ class Config:
             raise ConfigError("only_optimize_lora needs lora_dim > 0")
         if not 0.0 <= self.dpo.label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.dpo.label_smoothing}")
-        if self.dpo.dpo_loss == "ipo" and self.dpo.label_smoothing:
-            raise ConfigError("label_smoothing applies to the sigmoid DPO loss only: IPO has none "
+        if self.dpo.dpo_loss != "sigmoid" and self.dpo.label_smoothing:
+            raise ConfigError(f"label_smoothing applies to the sigmoid DPO loss only, not {self.dpo.dpo_loss} "
                               "(drop --label_smoothing or use --dpo_loss sigmoid)")
         if self.dpo.beta <= 0:
             raise ConfigError(f"beta must be positive, got {self.dpo.beta}")

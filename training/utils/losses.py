@@ -5,6 +5,9 @@ hand-computed values.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -89,3 +92,79 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     else:
         raise ValueError(f"unknown DPO loss {kind!r}")
     return losses.mean(), beta * (policy_chosen - ref_chosen).detach(), beta * (policy_rejected - ref_rejected).detach()
+
+
+@dataclass(frozen=True)
+class PairLogps:
+    """Sequence log-probs of a batch of pairs (answer tokens, EOS included), each [B]: the policy's
+    sums, the reference's sums (None for the reference-free losses) and the answers' token counts."""
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    ref_chosen: Optional[torch.Tensor]
+    ref_rejected: Optional[torch.Tensor]
+    chosen_len: torch.Tensor
+    rejected_len: torch.Tensor
+
+
+@dataclass(frozen=True)
+class PreferenceLoss:
+    name: str
+    fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    needs_reference: bool
+
+
+PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {}
+
+
+def register_preference_loss(name: str, needs_reference: bool = True) -> Callable:
+    """``fn(pair: PairLogps, cfg: DPOConfig) -> (mean loss, chosen rewards [B], rejected rewards [B])``
+    (the rewards detached, for the accuracy and margin logged)."""
+    def add(fn):
+        if name in PREFERENCE_LOSSES:
+            raise ValueError(f"preference loss {name!r} registered twice")
+        PREFERENCE_LOSSES[name] = PreferenceLoss(name, fn, needs_reference)
+        return fn
+    return add
+
+
+@register_preference_loss("sigmoid")
+def _dpo(pair: PairLogps, d):
+    return dpo_loss(pair.chosen, pair.rejected, pair.ref_chosen, pair.ref_rejected, d.beta, d.label_smoothing, "sigmoid")
+
+
+@register_preference_loss("ipo")
+def _ipo(pair: PairLogps, d):
+    return dpo_loss(pair.chosen, pair.rejected, pair.ref_chosen, pair.ref_rejected, d.beta, 0.0, "ipo")
+
+
+@register_preference_loss("kto")
+def kto_loss(pair: PairLogps, d):
+    """KTO (Ethayarajh et al., 2024) on pairs: the chosen answer desirable, the rejected undesirable.
+    With r = beta (log pi - log pi_ref) and the reference point z = beta max(0, mean of the batch's
+    log pi - log pi_ref), detached (the paper estimates the KL term the same way, from the batch):
+    w_D (1 - sigmoid(r_c - z)) + w_U (1 - sigmoid(z - r_r)), averaged over pairs."""
+    rc, rr = pair.chosen - pair.ref_chosen, pair.rejected - pair.ref_rejected
+    z = torch.cat([rc, rr]).mean().detach().clamp(min=0)
+    losses = (d.kto_desirable_weight * (1 - torch.sigmoid(d.beta * (rc - z))) +
+              d.kto_undesirable_weight * (1 - torch.sigmoid(d.beta * (z - rr))))
+    return losses.mean(), d.beta * rc.detach(), d.beta * rr.detach()
+
+
+@register_preference_loss("simpo", needs_reference=False)
+def simpo_loss(pair: PairLogps, d):
+    """SimPO (Meng et al., 2024): no reference model; the length-normalised log-probs with a margin,
+    -log sigmoid(beta (mean log pi_c - mean log pi_r) - gamma)."""
+    c, r = pair.chosen / pair.chosen_len.clamp(min=1), pair.rejected / pair.rejected_len.clamp(min=1)
+    losses = -F.logsigmoid(d.beta * (c - r) - d.simpo_gamma)
+    return losses.mean(), d.beta * c.detach(), d.beta * r.detach()
+
+
+@register_preference_loss("orpo", needs_reference=False)
+def orpo_loss(pair: PairLogps, d):
+    """ORPO (Hong et al., 2024): no reference model; the chosen answer's NLL (per token) plus
+    beta x -log sigmoid(log odds_c - log odds_r), odds = p / (1 - p) of the mean token log-prob."""
+    c, r = pair.chosen / pair.chosen_len.clamp(min=1), pair.rejected / pair.rejected_len.clamp(min=1)
+    log_odds = lambda x: x - torch.log1p(-torch.exp(x).clamp(max=1 - 1e-6))
+    ratio = log_odds(c) - log_odds(r)
+    losses = -c - d.beta * F.logsigmoid(ratio)
+    return losses.mean(), d.beta * log_odds(c).detach(), d.beta * log_odds(r).detach()
