@@ -27,7 +27,7 @@ from pathlib import Path
 
 from training.utils.report import closing_eval, rl_figures, table
 from training.utils.report_html import write_report_html
-from training.utils.rl.advantages import critic_free
+from training.utils.rl.advantages import ESTIMATORS, critic_free, estimator_for
 
 ROOT = Path(__file__).resolve().parent
 STAGES = {
@@ -36,9 +36,22 @@ STAGES = {
     3: ("step3_rlhf_finetuning/main.py", "step3-models"),
 }
 DPO = ("step2_reward_model_finetuning/dpo_main.py", "actor-models")
-CRITIC_FREE = critic_free()     # grpo, dr_grpo, rloo, remax, reinforce_pp: from the advantage registry
+CRITIC_FREE = critic_free()     # grpo, dr_grpo, rloo, remax, ...: from the algorithm registry
 SFT_INIT = "sft"     # --reward-model default: start the reward model from the Stage 1 output
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+class Plan:
+    """What ``--algo`` asks of the pipeline, looked up once: ``offline`` (DPO-family losses replace stages
+    2 and 3), and for stage 3 the algorithm's record (``critic``: PPO's reward model and critic)."""
+
+    def __init__(self, algo: str):
+        self.name, self.offline = algo, algo == "dpo"
+        self.critic = not self.offline and estimator_for(algo).critic
+
+    @property
+    def default_steps(self) -> list[int]:
+        return [1, 2] if self.offline else [1, 2, 3] if self.critic else [1, 3]
 
 
 def model_tag(name: str) -> str:
@@ -61,7 +74,7 @@ def parse(argv):
                          "does; stage 1 is then not run")
     ap.add_argument("--actor-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
     ap.add_argument("--reward-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
-    ap.add_argument("--algo", default="ppo", choices=("ppo", "dpo") + CRITIC_FREE,
+    ap.add_argument("--algo", default="ppo", choices=("dpo", *ESTIMATORS),
                     help="ppo: stage 2 trains a reward model, stage 3 runs PPO; dpo: stage 2 runs DPO on the "
                          "SFT actor; " + "/".join(CRITIC_FREE) + ": stage 3 without a critic, rewarded by the rule in the "
                          "preset (the bundled checker), so stages 1 and 3 only")
@@ -156,22 +169,22 @@ def launcher(args, step: int = 1) -> list[str]:
 
 
 def stage_script(step: int, args) -> str:
-    return (DPO if step == 2 and args.algo == "dpo" else STAGES[step])[0]
+    return (DPO if step == 2 and args.plan.offline else STAGES[step])[0]
 
 
 def stage_output(step: int, args) -> Path:
     out = Path(args.output_dir)
-    if step == 2 and args.algo == "dpo":
+    if step == 2 and args.plan.offline:
         return out / DPO[1] / (model_tag(args.actor_model) + "-dpo")
     model = args.reward_model if step == 2 and args.reward_model != SFT_INIT else args.actor_model
-    suffix = f"-{args.algo}" if step == 3 and args.algo in CRITIC_FREE else ""
+    suffix = f"-{args.algo}" if step == 3 and not args.plan.critic else ""
     return out / STAGES[step][1] / (model_tag(model) + suffix)
 
 
 def stage_model(step: int, args) -> str:
     """The model a stage's preset is chosen by: the reward model's start for stage 2, else the actor
     (the SFT output has the actor's shape)."""
-    return args.reward_model if step == 2 and args.algo != "dpo" and args.reward_model != SFT_INIT else args.actor_model
+    return args.reward_model if step == 2 and not args.plan.offline and args.reward_model != SFT_INIT else args.actor_model
 
 
 def stage_preset(step: int, args):
@@ -188,7 +201,7 @@ def stage_preset(step: int, args):
 
 def stage_name(step: int, args) -> str:
     """The config owner (``training.utils.config.STAGE_SECTIONS``) of stage ``step`` in this run."""
-    return {1: "sft", 2: "dpo" if args.algo == "dpo" else "reward", 3: "rl"}[step]
+    return {1: "sft", 2: "dpo" if args.plan.offline else "reward", 3: "rl"}[step]
 
 
 def flag_groups(extra: list[str]) -> list[list[str]]:
@@ -232,24 +245,23 @@ def sft_model(args) -> str:
 
 
 def stage_args(step: int, args, extra: list[str]) -> list[str]:
-    rm_from_sft = step == 2 and args.algo != "dpo" and args.reward_model == SFT_INIT
-    model = args.reward_model if step == 2 and args.algo != "dpo" and not rm_from_sft else args.actor_model
+    rm_from_sft = step == 2 and not args.plan.offline and args.reward_model == SFT_INIT
+    model = args.reward_model if step == 2 and not args.plan.offline and not rm_from_sft else args.actor_model
     a = ["--output_dir", str(stage_output(step, args)), "--config", str(args.presets[step][1]),
          *([args.config] if args.config else [])]
-    if step == 2 and args.algo == "dpo" or step == 3 or rm_from_sft:
+    if step == 2 and args.plan.offline or step == 3 or rm_from_sft:
         sft = sft_model(args)
         a += ["--model_name_or_path", sft, *(["--tokenizer_name_or_path", sft] if not args.sft_model else [])]
     else:
         a += ["--model_name_or_path", model]
     if step == 3:
-        if args.algo in CRITIC_FREE:
-            a += ["--algo", args.algo]
+        a += ["--algo", args.algo]
         rm = stage_output(2, args)
-        if args.algo == "ppo" or (rm / "config.json").is_file() or 2 in (args.step or []):
+        if args.plan.critic or (rm / "config.json").is_file() or 2 in (args.step or []):
             a += ["--reward_model_name_or_path", str(rm)]
         if args.reward_zero_stage is not None:
             a += ["--critic_zero_stage", str(args.reward_zero_stage), "--reward_zero_stage", str(args.reward_zero_stage)]
-    zero = args.reward_zero_stage if step == 2 and args.algo != "dpo" else args.actor_zero_stage
+    zero = args.reward_zero_stage if step == 2 and not args.plan.offline else args.actor_zero_stage
     if zero is not None:
         a += ["--zero_stage", str(zero)]
     if args.overwrite:
@@ -325,7 +337,7 @@ def check_models(args, steps) -> None:
     from training.utils.model.loader import model_problem
 
     names = {"--actor-model": args.actor_model}
-    if 2 in steps and args.algo != "dpo" and args.reward_model != SFT_INIT:
+    if 2 in steps and not args.plan.offline and args.reward_model != SFT_INIT:
         names["--reward-model"] = args.reward_model
     for flag, name in names.items():
         problem = model_problem(name, flag)
@@ -338,13 +350,14 @@ def main(argv=None) -> dict:
     args, extra = parse(sys.argv[1:] if argv is None else argv)
     # multi_node --no-ssh: this node's rank, the node count, master and hostfile, settled once for every stage
     args.nodes = no_ssh_settings(args) if args.deployment_type == "multi_node" and args.no_ssh else None
-    default = {"dpo": [1, 2], **{a: [1, 3] for a in CRITIC_FREE}}.get(args.algo, [1, 2, 3])
+    args.plan = Plan(args.algo)
+    default = args.plan.default_steps
     if args.sft_model:
         if args.step and 1 in args.step:
             sys.exit("--sft-model replaces stage 1: drop 1 from --step")
         default = [s for s in default if s != 1]
     steps = sorted(set(args.step or default))
-    if args.algo == "dpo" and 3 in steps:
+    if args.plan.offline and 3 in steps:
         sys.exit("--algo dpo replaces stages 2 and 3 with DPO: use --step 1 2")
     out = Path(args.output_dir)
     if not args.dry_run:
@@ -352,8 +365,8 @@ def main(argv=None) -> dict:
     plans = []
     for step in steps:
         needs = {1: "the SFT model (--step 1, or --sft-model)"} if not args.sft_model and (step == 3 or step == 2 and (
-            args.algo == "dpo" or args.reward_model == SFT_INIT)) else {}
-        if step == 3 and args.algo == "ppo":
+            args.plan.offline or args.reward_model == SFT_INIT)) else {}
+        if step == 3 and args.plan.critic:
             needs[2] = "the reward model (--step 2)"
         for need, what in needs.items():
             if need not in steps and not (stage_output(need, args) / "config.json").is_file():
@@ -412,7 +425,7 @@ def main(argv=None) -> dict:
     report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}, "models": {},
               "stage_dirs": {str(s): str(stage_output(s, args)) for s in steps}}
     rm_dir, answers = None, {}
-    if 2 in steps and args.algo != "dpo" or 3 in steps and args.algo == "ppo":
+    if 2 in steps and not args.plan.offline or 3 in steps and args.plan.critic:
         rm_dir = stage_output(2, args)
         rm_summary = json.loads((rm_dir / "summary.json").read_text())
         rm = rm_summary["final_eval"]
@@ -425,9 +438,9 @@ def main(argv=None) -> dict:
                 **{k: rm[k] for k in ("on_policy_auc", "on_policy_within_prompt_auc", "within_prompt_pairs") if k in rm})
         report["models"]["reward"] = str(rm_dir)
     actors = {"base": args.actor_model}
-    if 1 in steps or 3 in steps or args.algo == "dpo":
+    if 1 in steps or 3 in steps or args.plan.offline:
         actors["sft"] = sft_model(args)
-    if 2 in steps and args.algo == "dpo":
+    if 2 in steps and args.plan.offline:
         actors["dpo"] = str(stage_output(2, args))
     if 3 in steps:
         actors[args.algo] = str(stage_output(3, args) / "actor")

@@ -18,8 +18,13 @@ def rewards(kl_coef=0.0, logp=None):
 
 
 def test_registry_drives_the_algorithm_names():
-    assert critic_free() == ("grpo", "dr_grpo", "rloo", "remax", "online_dpo", "reinforce_pp")
-    assert ESTIMATORS["gae"].critic and ESTIMATORS["reinforce_pp"].kl_in_reward and ESTIMATORS["rloo"].group
+    assert critic_free() == ("grpo", "dr_grpo", "rloo", "remax", "online_dpo", "reinforce_pp", "gspo", "dapo")
+    from training.utils.config import RLConfig
+
+    assert RLConfig.__dataclass_fields__["algo"].metadata["choices"] == ("ppo", *critic_free())    # ppo: a critic
+    assert (ESTIMATORS["gspo"].policy_loss, ESTIMATORS["dapo"].dynamic_sampling) == ("gspo", True)
+    assert ESTIMATORS["gspo"].fn is ESTIMATORS["dapo"].fn is ESTIMATORS["grpo"].fn     # GRPO's advantages
+    assert ESTIMATORS["ppo"].critic and ESTIMATORS["reinforce_pp"].kl_in_reward and ESTIMATORS["rloo"].group
     assert ESTIMATORS["remax"].greedy_baseline and not ESTIMATORS["remax"].group
     with pytest.raises(ValueError, match="registered twice"):
         register_advantage("grpo")(lambda *a, **k: None)
@@ -57,9 +62,9 @@ def test_reinforce_pp_returns_to_go_with_kl_then_batch_whitening():
 def test_gae_needs_values_and_matches_hand_values():
     r = rewards()
     with pytest.raises(ValueError, match="critic's values"):
-        ESTIMATORS["gae"].fn(r, MASK)
+        ESTIMATORS["ppo"].fn(r, MASK)
     values = torch.full((4, 4), 0.5)
-    adv, ret = ESTIMATORS["gae"].fn(r, MASK, values=values, gamma=1.0, lam=1.0)
+    adv, ret = ESTIMATORS["ppo"].fn(r, MASK, values=values, gamma=1.0, lam=1.0)
     # lam = gamma = 1: advantage = score - value at every action of the answer
     assert adv[1, 1].item() == pytest.approx(0.0 - 0.5) and adv[3].tolist() == pytest.approx([0, 3.5, 3.5, 3.5])
     assert ret[3].tolist() == pytest.approx([0, 4.0, 4.0, 4.0])

@@ -9,7 +9,8 @@ import torch
 from training.step3_rlhf_finetuning.main import main as stage3
 from training.utils.config import ConfigError
 from training.utils.logging import read_metrics
-from training.utils.rl.maths import aggregate, group_advantages, policy_loss, silent_groups, uniform_groups
+from training.utils.rl.maths import aggregate, group_advantages, silent_groups, uniform_groups
+from training.utils.rl.policy_losses import POLICY_LOSSES
 from training.utils.rl.rewards import RewardError, Rollout, build_reward
 
 SCORES = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
@@ -49,8 +50,8 @@ def test_loss_reductions_hand_values():
     # clip-higher: ratio 1.25 with positive advantage is clipped at 1.2 symmetric, not at 1.28
     lp, old = torch.log(torch.tensor([[1.25]])), torch.zeros(1, 1)
     one = torch.ones(1, 1)
-    assert policy_loss(lp, old, one, one, 0.2)[0].item() == pytest.approx(-1.2)
-    assert policy_loss(lp, old, one, one, 0.2, 0.28)[0].item() == pytest.approx(-1.25)
+    assert POLICY_LOSSES["clip"].fn(lp, old, one, one, clip_low=0.2)[0].item() == pytest.approx(-1.2)
+    assert POLICY_LOSSES["clip"].fn(lp, old, one, one, clip_low=0.2, clip_high=0.28)[0].item() == pytest.approx(-1.25)
 
 
 def _rollout(prompts, answers, columns=()):
@@ -266,13 +267,13 @@ def test_rollout_pass_rate_counts_rollouts_only(tiny_tok):
 
 def test_silent_groups_for_dynamic_filtering():
     scores = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5])
-    assert silent_groups(scores, group_advantages(scores, 4), 4, "grpo").tolist() == [True, False, True]
-    assert silent_groups(scores, group_advantages(scores, 4, "rloo"), 4, "rloo").tolist() == [True, False, True]
+    assert silent_groups(scores, group_advantages(scores, 4), 4).tolist() == [True, False, True]
+    assert silent_groups(scores, group_advantages(scores, 4, "rloo"), 4).tolist() == [True, False, True]
     # remax: all four answers passed but the greedy answer failed -> advantage +1 each: keep
     greedy = torch.tensor([0.0, 1.0, 0.5])
     adv = group_advantages(scores, 4, "remax", baseline=greedy)
     assert adv.view(3, 4)[0].tolist() == [1.0] * 4
-    assert silent_groups(scores, adv, 4, "remax").tolist() == [False, False, True]
+    assert silent_groups(scores, adv, 4, by_advantage=True).tolist() == [False, False, True]
 
 
 @pytest.mark.slow

@@ -84,6 +84,13 @@ COMMON = ["--learning_rate", "3e-4", "--ppo_epochs", "4", "--kl_coef", "0.0", "-
     ("reinforce_pp", "reinforce_pp", ["--per_device_generation_batch_size", "16"]),
     ("online_dpo", "online_dpo", ["--per_device_generation_batch_size", "8", "--num_samples_per_prompt", "2",
                                   "--beta", "0.5"]),
+    pytest.param("gspo", "gspo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
+                                  "--loss_agg", "sequence"], marks=pytest.mark.slow),
+    pytest.param("dapo", "dapo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
+                                  "--eps_clip_high", "0.28", "--dynamic_sampling_max_batches", "3"],
+                 marks=pytest.mark.slow),
+    pytest.param("dual_clip", "grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
+                                       "--policy_loss", "dual_clip"], marks=pytest.mark.slow),
 ])
 def test_rl_raises_a_learnable_reward(tmp_path, rules, name, algo, extra):
     """16 rollouts per update round, 8 rounds: the rewarded answer goes from ~15% to most of the mass."""
@@ -93,6 +100,10 @@ def test_rl_raises_a_learnable_reward(tmp_path, rules, name, algo, extra):
     train = [r["reward"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
     assert p1 > 0.6, (p1, train)
     assert sum(train[-3:]) / 3 > sum(train[:3]) / 3, train
+    if algo == "dapo":      # dynamic sampling: groups that all scored alike dropped, more prompts drawn to refill
+        rows = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
+        assert all(1 <= r["prompt_batches_drawn"] <= 3 for r in rows) and any(r["prompt_batches_drawn"] > 1 for r in rows)
+        assert all(r["kept_answers"] >= 16 or r["prompt_batches_drawn"] == 3 for r in rows)
 
 
 def test_remax_raises_a_learnable_reward(tmp_path, rules):

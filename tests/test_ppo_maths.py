@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from training.utils.rl.maths import (AdaptiveKLController, RunningMoments, entropy_from_logits, gae, kl_estimate,
-                                     masked_mean, masked_whiten, policy_loss, shape_rewards, value_loss)
+                                     masked_mean, masked_whiten, shape_rewards, value_loss)
 
 
 def test_kl_estimators():
@@ -57,15 +57,48 @@ def test_masked_mean_and_whiten():
 
 
 def test_policy_loss_clipping():
+    from training.utils.rl.policy_losses import POLICY_LOSSES
+
+    clip = POLICY_LOSSES["clip"].fn
     adv = torch.tensor([1.0, -1.0])
     old = torch.zeros(2)
     lp = torch.log(torch.tensor([1.5, 1.5]))  # ratio 1.5 for both
-    loss, frac = policy_loss(lp, old, adv, torch.ones(2), clip_low=0.2)
+    loss, m = clip(lp, old, adv, torch.ones(2), clip_low=0.2)
     # A>0: min(1.5, 1.2) * 1 -> -1.2 ; A<0: max(-(-1)*1.5, ...) -> 1.5 (unclipped is worse)
     assert loss.item() == pytest.approx((-1.2 + 1.5) / 2)
-    assert frac.item() == pytest.approx(0.5)
-    loss_hi, _ = policy_loss(lp, old, adv, torch.ones(2), clip_low=0.2, clip_high=0.28)
+    assert m["clip_frac"] == pytest.approx(0.5)
+    loss_hi, _ = clip(lp, old, adv, torch.ones(2), clip_low=0.2, clip_high=0.28)
     assert loss_hi.item() == pytest.approx((-1.28 + 1.5) / 2)
+
+
+def test_dual_clip_and_gspo_hand_values():
+    from training.utils.rl.policy_losses import POLICY_LOSSES
+
+    # dual-clip, c = 3: a negative advantage with ratio 5 is bounded at -c A = 3 (the plain loss: 5)
+    lp, old, adv, mask = torch.log(torch.tensor([[5.0, 0.5]])), torch.zeros(1, 2), torch.tensor([[-1.0, 2.0]]), \
+        torch.ones(1, 2)
+    loss, m = POLICY_LOSSES["dual_clip"].fn(lp, old, adv, mask, clip_low=0.2, dual_clip_c=3.0)
+    assert loss.item() == pytest.approx((3.0 + -2.0 * 0.5) / 2) and m["dual_clip_frac"] == pytest.approx(0.5)
+    plain, _ = POLICY_LOSSES["clip"].fn(lp, old, adv, mask, clip_low=0.2)
+    assert plain.item() == pytest.approx((5.0 + -2.0 * 0.5) / 2)
+    # GSPO: one ratio per answer, exp(mean log-ratio over its tokens): answer 0 exp((ln 2 + 0)/2) = sqrt 2,
+    # clipped to 1 + 0.5 = 1.5 is not reached; answer 1 (one token, ratio 4, A = -1): max(4, 1.5) = 4
+    lp = torch.log(torch.tensor([[2.0, 1.0, 9.0], [4.0, 9.0, 9.0]]))
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    adv = torch.tensor([[1.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
+    loss, m = POLICY_LOSSES["gspo"].fn(lp, torch.zeros(2, 3), adv, mask, clip_low=0.5, clip_high=0.5)
+    assert loss.item() == pytest.approx((-math.sqrt(2) + 4.0) / 2) and m["clip_frac"] == 0.0
+    loss, m = POLICY_LOSSES["gspo"].fn(lp, torch.zeros(2, 3), adv, mask, clip_low=0.2, clip_high=0.3)
+    assert loss.item() == pytest.approx((-1.3 + 4.0) / 2) and m["clip_frac"] == 0.5   # sqrt 2 clipped at 1.3
+
+
+def test_overlong_penalty_hand_values():
+    from training.utils.rl.maths import overlong_penalty
+
+    # limit 10, buffer 4: free up to 6 tokens, then -1/4 per token, -1 at 10 (factor 1), -0.5 with factor 0.5
+    got = overlong_penalty(torch.tensor([3, 6, 7, 10]), 10, 4).tolist()
+    assert got == [0.0, 0.0, -0.25, -1.0]
+    assert overlong_penalty(torch.tensor([10]), 10, 4, 0.5).tolist() == [-0.5]
 
 
 def test_value_loss_clipping():

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .rl.advantages import critic_free, estimator_for
+from .rl.advantages import ESTIMATORS, critic_free, estimator_for, policy_loss_for
 
 
 class ConfigError(ValueError):
@@ -271,7 +271,15 @@ class RLConfig:
     test_stop_step: int = _f(0, "with --enable_test_mode: the iteration after which stage 3 stops")
     static_cache: bool = _f(False, "rollouts with a static KV cache (compiled decode on CUDA)")
     algo: str = _f("ppo", "stage 3 algorithm: ppo (with a critic) or a critic-free one: "
-                          + ", ".join(critic_free()), choices=("ppo", *critic_free()), aliases=("--rl_algo",))
+                          + ", ".join(critic_free()), choices=tuple(ESTIMATORS), aliases=("--rl_algo",))
+    policy_loss: str = _f("", "the policy loss instead of the algorithm's own: clip (PPO's clipped surrogate), dual_clip, "
+                              "gspo (one ratio per answer); empty: the algorithm's", choices=("", "clip", "dual_clip", "gspo"))
+    dual_clip_c: float = _f(3.0, "dual_clip: the bound c on the objective of negative advantages (c x A)")
+    overlong_buffer_len: int = _f(0, "DAPO's overlong reward shaping: answers longer than max_answer_seq_len minus this "
+                                     "many tokens lose up to --overlong_penalty_factor, linearly (0: off)")
+    overlong_penalty_factor: float = _f(1.0, "the overlong shaping's largest penalty (at max_answer_seq_len)")
+    dynamic_sampling_max_batches: int = _f(4, "dapo: at most this many prompt batches per rollout batch are drawn to "
+                                              "fill it with groups whose answers disagree")
     num_samples_per_prompt: int = _f(1, "answers sampled per prompt (the group; grpo/rloo need >= 2)",
                                      aliases=("--n_samples_per_prompt",))
     kl_in_reward: bool = _f(False, "critic-free: subtract kl_coef x the answer's KL from its reward instead "
@@ -410,7 +418,7 @@ class Config:
         est = estimator_for(p.algo)
         if est.group and p.num_samples_per_prompt < 2:
             raise ConfigError(f"{p.algo} compares answers to the same prompt: set num_samples_per_prompt >= 2")
-        if est.loss == "dpo" and p.num_samples_per_prompt != 2:
+        if policy_loss_for(p).pairs and p.num_samples_per_prompt != 2:
             raise ConfigError(f"{p.algo} ranks pairs of answers: set num_samples_per_prompt 2")
         if p.dynamic_filtering and not (est.group or est.greedy_baseline):
             raise ConfigError(f"dynamic_filtering drops groups of answers without a learning signal; {p.algo} "
@@ -419,12 +427,19 @@ class Config:
             raise ConfigError("adaptive_kl scales kl_coef, which is 0 here: set --kl_coef > 0 or drop --adaptive_kl")
         if p.adaptive_kl and p.kl_target <= 0:
             raise ConfigError(f"kl_target must be positive, got {p.kl_target}")
-        if p.group_baseline and (p.algo != "ppo" or p.num_samples_per_prompt < 2):
+        if p.group_baseline and (not est.critic or p.num_samples_per_prompt < 2):
             raise ConfigError("group_baseline is a PPO option that compares answers to the same prompt: "
                               "use it with --algo ppo and num_samples_per_prompt >= 2")
         if p.prompt_curriculum and (p.num_samples_per_prompt < 2 or not self.data.balance_key):
             raise ConfigError("prompt_curriculum weighs the groups named by --balance_key by the spread of the "
                               "answers to one prompt: set --balance_key (e.g. task) and num_samples_per_prompt >= 2")
+        if p.policy_loss and est.policy_loss == "dpo":
+            raise ConfigError(f"{p.algo} trains with the DPO loss on ranked pairs: --policy_loss does not apply to it")
+        if p.overlong_buffer_len < 0 or p.overlong_buffer_len >= self.data.max_answer_seq_len:
+            raise ConfigError(f"overlong_buffer_len must be in [0, max_answer_seq_len = {self.data.max_answer_seq_len}), "
+                              f"got {p.overlong_buffer_len}")
+        if p.dynamic_sampling_max_batches < 1:
+            raise ConfigError(f"dynamic_sampling_max_batches must be >= 1, got {p.dynamic_sampling_max_batches}")
         if not (0 < p.curriculum_decay <= 1) or p.curriculum_prior < 0 or p.curriculum_floor < 0:
             raise ConfigError(f"curriculum_decay must be in (0, 1], curriculum_prior and curriculum_floor >= 0, got "
                               f"{p.curriculum_decay}, {p.curriculum_prior} and {p.curriculum_floor}")

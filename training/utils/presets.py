@@ -105,11 +105,19 @@ def nearest(step: int, shape: ModelShape, deployment: str) -> tuple[dict, str]:
     return min(table[deployment], key=distance), deployment
 
 
+def own_preset(step: int, algo: str) -> bool:
+    """Whether stage ``step`` of ``algo`` has a preset of its own rather than the pipeline's stage
+    preset: the offline losses' stage 2 (``dpo``) and every critic-free stage 3."""
+    from .rl.advantages import estimator_for
+
+    return (step == 2 and algo == "dpo") or (step == 3 and algo != "dpo" and not estimator_for(algo).critic)
+
+
 def measured(kind: str, step: int, algo: str) -> Preset:
-    """The measured preset file of ``kind`` (smollm2 or tiny) for stage ``step`` and ``algo``."""
-    if step == 2 and algo == "dpo":
-        name = f"{kind}-dpo"
-    elif step == 3 and algo != "ppo":      # an algorithm's own preset, else the shared critic-free one
+    """The measured preset file of ``kind`` (smollm2 or tiny) for stage ``step`` and ``algo``: the
+    algorithm's own (``<kind>-<algo>.yaml``; critic-free ones without one share ``<kind>-grpo.yaml``),
+    else the stage's (``<kind>-stepN.yaml``)."""
+    if own_preset(step, algo):
         name = f"{kind}-{algo}" if (CONFIGS / f"{kind}-{algo}.yaml").is_file() else f"{kind}-grpo"
     else:
         name = f"{kind}-step{step}"
@@ -124,7 +132,7 @@ def choose(step: int, model: str, algo: str, deployment: str, gpu: bool,
 
     if model in TINY:
         return measured("tiny", step, algo), None
-    if (step == 2 and algo == "dpo") or (step == 3 and algo != "ppo") or model.lower() in (SMOLLM2, "smollm2"):
+    if own_preset(step, algo) or model.lower() in (SMOLLM2, "smollm2"):
         return measured("smollm2", step, algo), None
     shape = shape or model_shape(model)
     if shape is None or (not gpu and shape.params <= CPU_MAX_PARAMS):

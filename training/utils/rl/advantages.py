@@ -11,7 +11,9 @@ reward (PPO and REINFORCE++ always; the group estimators with ``kl_in_reward``).
         ...
 
 adds ``--algo my_algo`` (critic-free unless ``critic=True``): the config choices, ``train.py``'s
-algorithm list and its preset come from this registry.
+algorithm list and plan, and its preset come from this registry. An entry is the algorithm's one
+record: its estimator, its policy loss (``policy_losses.py``) and what it needs (a critic, groups,
+a greedy baseline, refilled batches); nothing else compares the algorithm's name.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ class Estimator:
     group: bool = False             # compares the answers to one prompt (num_samples_per_prompt >= 2)
     greedy_baseline: bool = False   # needs the reward of each prompt's greedy answer (ReMax)
     kl_in_reward: bool = False      # the KL penalty is part of the per-token reward by definition
-    loss: str = "policy"            # policy: PPO's clipped surrogate; dpo: DPO on ranked pairs (online DPO)
+    policy_loss: str = "clip"       # its loss in policy_losses.POLICY_LOSSES (dpo: DPO on ranked pairs)
+    dynamic_sampling: bool = False  # groups whose answers all score alike are dropped and the batch refilled (DAPO)
 
 
 ESTIMATORS: dict[str, Estimator] = {}
@@ -47,8 +50,15 @@ def register_advantage(name: str, **flags) -> Callable:
 
 
 def estimator_for(algo: str) -> Estimator:
-    """The estimator behind ``--algo``: ``ppo`` is GAE with a critic, every other name is its own entry."""
-    return ESTIMATORS["gae" if algo == "ppo" else algo]
+    """The record behind ``--algo``."""
+    return ESTIMATORS[algo]
+
+
+def policy_loss_for(rl_cfg):
+    """The policy loss of the run: ``--policy_loss`` when given, else the algorithm's own."""
+    from .policy_losses import POLICY_LOSSES
+
+    return POLICY_LOSSES[rl_cfg.policy_loss or estimator_for(rl_cfg.algo).policy_loss]
 
 
 def kl_in_reward(rl_cfg) -> bool:
@@ -77,7 +87,7 @@ def spread(per_answer: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, 
     return adv, adv
 
 
-@register_advantage("gae", critic=True, kl_in_reward=True)
+@register_advantage("ppo", critic=True, kl_in_reward=True)
 def gae_advantages(rewards, mask, *, values: Optional[torch.Tensor] = None, gamma: float = 1.0,
                    lam: float = 0.95, **_) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO: generalised advantage estimation with the critic's ``values`` [B, T]; returns = adv + values."""
@@ -111,7 +121,7 @@ def remax_advantages(rewards, mask, *, group: int = 1, baseline: Optional[torch.
     return spread(group_advantages(sequence_scores(rewards, mask), group, "remax", baseline=baseline), mask)
 
 
-@register_advantage("online_dpo", group=True, loss="dpo")
+@register_advantage("online_dpo", group=True, policy_loss="dpo")
 def online_dpo_preferences(rewards, mask, *, group: int = 2, **_):
     """Online DPO: the two answers to a prompt ranked by their scores, +1 on the preferred answer's
     tokens and -1 on the other's (0 for a tie: no preference); the DPO loss then trains on the pair."""
@@ -132,3 +142,10 @@ def reinforce_pp_advantages(rewards, mask, *, gamma: float = 1.0, **_):
         running = rewards[:, t] * mask[:, t] + gamma * running * mask[:, t]
         returns[:, t] = running
     return masked_whiten(returns, mask), returns * mask
+
+
+# GRPO's advantages with another loss or batch, one record each. GSPO: one importance ratio per answer.
+# DAPO: groups that all score alike are dropped and the batch refilled; its clip-higher, token-level loss and
+# overlong shaping are its preset's settings (training/configs/<smollm2|tiny>-dapo.yaml).
+register_advantage("gspo", group=True, policy_loss="gspo")(grpo_advantages)
+register_advantage("dapo", group=True, dynamic_sampling=True)(grpo_advantages)

@@ -15,11 +15,11 @@ from typing import Callable, Optional
 import torch
 
 from ..hybrid_engine import GenerationSettings
-from .advantages import estimator_for, is_dr_grpo, kl_in_reward, sequence_scores
+from .advantages import estimator_for, is_dr_grpo, kl_in_reward, policy_loss_for, sequence_scores
 from .curriculum import prompt_spread
 from .residency import Residency
 from .maths import (RunningMoments, group_advantages, kl_estimate, logprob_gap, masked_mean, masked_whiten,
-                    shape_rewards, silent_groups, uniform_groups)
+                    overlong_penalty, shape_rewards, silent_groups, uniform_groups)
 from ..shared_prefix import position_ids_from
 from .sequences import answer_layout, causal_logprobs, first_action, repeat_batch, select_rows
 
@@ -52,7 +52,7 @@ class ExperienceMaker:
         self.he, self.ref, self.critic, self.reward_fn = hybrid, ref, critic, reward_fn
         self.tok, self.c, self.r, self.kl_coef = tokenizer, rl_cfg, reward_cfg, kl_coef_fn
         self.resident = residency or Residency(False, torch.device("cpu"), {})
-        self.est = estimator_for(rl_cfg.algo)
+        self.est, self.loss = estimator_for(rl_cfg.algo), policy_loss_for(rl_cfg)
         self.kl_in_reward = kl_in_reward(rl_cfg) and ref is not None
         self.settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True,
                                            temperature=rl_cfg.temperature, top_p=rl_cfg.top_p,
@@ -105,6 +105,9 @@ class ExperienceMaker:
         t0 = time.time()
         seq, attn, pos, action, raw, score, has_eos = self.answer(repeat_batch(batch, n), self.settings)
         rollout_logp = self.rollout_logp
+        if c.overlong_buffer_len:        # DAPO's soft length penalty over the last buffer tokens of the limit
+            score = score + overlong_penalty(action.sum(1), self.settings.max_new_tokens, c.overlong_buffer_len,
+                                             c.overlong_penalty_factor)
         self.spread = prompt_spread(score, n) if n > 1 else None    # [P] for the prompt curriculum
         baseline = self.answer(batch, self.greedy, rollout=False)[5] if self.est.greedy_baseline else None
         gen_s = time.time() - t0
@@ -134,8 +137,8 @@ class ExperienceMaker:
         if self.est.critic and c.whiten_advantages:
             adv = masked_whiten(adv, action)
         keep = torch.ones_like(raw, dtype=torch.bool)
-        if c.dynamic_filtering or self.est.loss == "dpo":     # a tied pair states no preference
-            keep = ~silent_groups(sequence_scores(rewards, action), adv.abs().amax(1), n, c.algo).repeat_interleave(n)
+        if c.dynamic_filtering or self.est.dynamic_sampling or self.loss.pairs:    # a tied pair states no preference
+            keep = ~silent_groups(sequence_scores(rewards, action), adv.abs().amax(1), n, self.est.greedy_baseline).repeat_interleave(n)
         metrics = {
             "reward": raw.mean().item(), "score_used": score.mean().item(),
             "response_length": action.sum(1).mean().item(), "eos_rate": has_eos.float().mean().item(),

@@ -91,19 +91,6 @@ def aggregate(x: torch.Tensor, mask: torch.Tensor, how: str = "token", length: i
     raise ValueError(f"unknown loss aggregation {how!r}")
 
 
-def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip_low: float = 0.2, clip_high: float = 0.0, agg: str = "token",
-                length: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO clipped surrogate (clip_high 0: symmetric).  Returns (loss, clipped fraction)."""
-    ratio = torch.exp(logp - old_logp)
-    hi = clip_high or clip_low
-    unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + hi)
-    loss = aggregate(torch.maximum(unclipped, clipped), mask, agg, length)
-    frac = masked_mean((clipped > unclipped).float(), mask)
-    return loss, frac
-
-
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
                clip: float = 0.2) -> torch.Tensor:
     """Clipped value loss: 0.5 * max((v - R)^2, (clip(v, v_old +- clip) - R)^2), masked mean."""
@@ -147,13 +134,13 @@ def uniform_groups(scores: torch.Tensor, group: int, tol: float = 1e-6) -> torch
     return (g.max(1).values - g.min(1).values) <= tol
 
 
-def silent_groups(scores: torch.Tensor, advantages: torch.Tensor, group: int, kind: str,
+def silent_groups(scores: torch.Tensor, advantages: torch.Tensor, group: int, by_advantage: bool = False,
                   tol: float = 1e-6) -> torch.Tensor:
-    """[P] bool: groups that carry no learning signal (dropped by dynamic filtering). grpo / rloo:
-    every sample scored the same; remax: every sample tied the prompt's greedy baseline (a group of
-    equal scores still teaches when the greedy answer scored differently). ``scores`` and
+    """[P] bool: groups that carry no learning signal (dropped by dynamic filtering): every sample scored
+    the same; with ``by_advantage`` (a greedy baseline, ReMax) every sample tied the prompt's baseline
+    (a group of equal scores still teaches when the greedy answer scored differently). ``scores`` and
     ``advantages`` are [P * group]."""
-    if kind == "remax":
+    if by_advantage:
         return advantages.float().view(-1, group).abs().amax(1) <= tol
     return uniform_groups(scores, group, tol)
 
@@ -203,3 +190,9 @@ def logprob_gap(rollout_logp: torch.Tensor, train_logp: torch.Tensor, action: to
     fp32), the mismatch a separate inference engine brings otherwise."""
     gap = (rollout_logp - train_logp).abs() * action
     return {"logprob_gap_mean": (gap.sum() / action.sum().clamp(min=1)).item(), "logprob_gap_max": gap.max().item()}
+
+
+def overlong_penalty(length: torch.Tensor, max_len: int, buffer: int, factor: float = 1.0) -> torch.Tensor:
+    """DAPO's overlong reward shaping [B]: 0 up to max_len - buffer tokens, then falling linearly to
+    -factor at max_len: ((max_len - buffer) - length) / buffer x factor."""
+    return ((max_len - buffer - length.float()) / buffer).clamp(max=0.0) * factor

@@ -8,13 +8,13 @@ from ..deepspeed_setup import build_train_engine, frozen
 from ..hybrid_engine import HybridEngine
 from ..model import ValueModel, apply_lora, load_causal_lm, load_reward_model
 from ..model.reward import head
-from .advantages import estimator_for
+from .advantages import estimator_for, policy_loss_for
 from .rewards import build_reward
 
 
 def needs_reference(c) -> bool:
     """A reference model is loaded for a KL term (kl_coef > 0), for PPO, and for online DPO's loss."""
-    return c.algo == "ppo" or c.kl_coef > 0 or estimator_for(c.algo).loss == "dpo"
+    return estimator_for(c.algo).critic or c.kl_coef > 0 or policy_loss_for(c).pairs
 
 
 def build_actor(cfg, tok, updates: int) -> HybridEngine:

@@ -166,6 +166,7 @@ class RLLoop:
         self.refresh = refresh                       # RewardRefresh (iterated RLHF), or None: a frozen reward
         self.metric = metric                         # the evaluation's reward source (None: the bundled checker)
         self.rows = self.c.per_device_generation_batch_size * self.c.num_samples_per_prompt
+        self.drawn = 0                               # prompt batches drawn so far (a resumed run skips as many)
 
     def evaluate(self) -> dict:
         if not self.eval_loader:
@@ -177,8 +178,14 @@ class RLLoop:
     def iteration(self, it: int) -> dict:
         c = self.c
         exps, roll = [], []
-        for _ in range(c.generation_batches):
+        # dynamic sampling (DAPO): prompt batches are drawn until the rollout batches' answers that carry a
+        # signal fill them, or dynamic_sampling_max_batches times as many batches were drawn
+        refill = self.maker.est.dynamic_sampling
+        target, draws = c.generation_batches * self.rows, c.generation_batches * (
+            c.dynamic_sampling_max_batches if refill else 1)
+        for _ in range(draws):
             batch = next(self.prompts)
+            self.drawn += 1
             exp, m = self.maker.make(to_device(batch, self.device))
             if self.curriculum is not None:
                 self.curriculum.observe(batch["group"], self.maker.spread)
@@ -187,9 +194,13 @@ class RLLoop:
             roll.append(m)
             if exp is not None:
                 exps.append(exp)
+            if len(roll) >= c.generation_batches and (not refill or sum(len(e.score) for e in exps) >= target):
+                break
         if not self.guard.check(torch.tensor([m["reward"] for m in roll]), "reward", it):
             return {"skipped_updates": 1.0}
         metrics = {k: sum(m.get(k, 0.0) for m in roll) / len(roll) for k in roll[0]}
+        if refill:
+            metrics.update(prompt_batches_drawn=float(len(roll)), kept_answers=float(sum(len(e.score) for e in exps)))
         if self.curriculum is not None:
             metrics.update(self.curriculum.metrics())
         if exps:
@@ -226,7 +237,8 @@ class RLLoop:
                                    "settings of the run that wrote it")
             self.curriculum.load_state_dict(st["curriculum"])
         else:
-            for _ in range(st["step"] * self.c.generation_batches):      # prompt batches the run had used
+            self.drawn = st.get("prompt_batches", st["step"] * self.c.generation_batches)
+            for _ in range(self.drawn):                                   # prompt batches the run had used
                 next(self.prompts)
         for _ in range(st.get("unsup_batches", 0)):
             next(self.unsup)
@@ -235,6 +247,7 @@ class RLLoop:
 
     def save(self, it: int, first: Optional[dict]) -> None:
         state = {"first_eval": first, "unsup_batches": self.unsup.used if self.unsup is not None else 0,
+                 "prompt_batches": self.drawn,
                  "nonfinite": self.guard.total, **self.trainer.state_dict(), **self.maker.state_dict(),
                  **({"curriculum": self.curriculum.state_dict()} if self.curriculum is not None else {})}
         ema = self.trainer.ema

@@ -10,10 +10,10 @@ from typing import Iterator, Optional
 
 import torch
 
-from ..losses import causal_lm_loss, dpo_loss
-from .advantages import estimator_for, is_dr_grpo, kl_in_reward
+from ..losses import causal_lm_loss
+from .advantages import estimator_for, is_dr_grpo, kl_in_reward, policy_loss_for
 from .experience import Experience
-from .maths import AdaptiveKLController, aggregate, kl_estimate, logprob_gap, masked_mean, policy_loss, value_loss
+from .maths import AdaptiveKLController, aggregate, kl_estimate, logprob_gap, masked_mean, value_loss
 from .residency import Residency
 from .sequences import action_logprobs, micro_batches, pairs_in_order
 
@@ -63,7 +63,7 @@ class RLTrainer:
         self.share = share_prompt                    # a group's prompt runs once per forward
         self.he, self.critic, self.c, self.guard, self.unsup_iter = hybrid, critic, rl_cfg, guard, unsup_iter
         self.resident = residency or Residency(False, torch.device("cpu"), {})
-        self.est = estimator_for(rl_cfg.algo)
+        self.est, self.loss = estimator_for(rl_cfg.algo), policy_loss_for(rl_cfg)
         self.max_new_tokens, self.dpo_beta, self.has_ref = max_new_tokens, dpo_beta, has_ref
         self.kl_in_reward = kl_in_reward(rl_cfg)
         self.loss_agg = "constant" if is_dr_grpo(rl_cfg) else rl_cfg.loss_agg
@@ -93,18 +93,20 @@ class RLTrainer:
         return True
 
     def policy_step(self, e: Experience) -> dict:
-        """The clipped surrogate on the experience's advantages, plus kl_coef x k3 KL to the reference
-        when the KL is not in the reward."""
+        """The run's policy loss (``policy_losses.py``: the clipped surrogate, dual-clip, GSPO's sequence
+        ratio, or DPO on ranked pairs) on the experience's advantages, plus kl_coef x k3 KL to the
+        reference when the KL is neither in the reward nor in the loss itself (DPO's)."""
         c = self.c
         logp, ent, start = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids,
                                               e.action_mask, c.temperature, self.share)
         old = e.old_logp if e.old_logp is not None else logp.detach()      # None: the one on-policy update
-        loss, clipfrac = policy_loss(logp, old, e.advantages, e.action_mask, c.cliprange, c.eps_clip_high,
-                                     self.loss_agg, self.max_new_tokens)
-        out = {"pg_loss": loss.item(), "clip_frac": clipfrac.item()}
+        loss, out = self.loss.fn(logp, old, e.advantages, e.action_mask, clip_low=c.cliprange,
+                                 clip_high=c.eps_clip_high, agg=self.loss_agg, length=self.max_new_tokens,
+                                 dual_clip_c=c.dual_clip_c, ref_logp=e.ref_logp, beta=self.dpo_beta)
+        out = {"pg_loss": loss.item(), **out}
         if e.old_logp is None and e.rollout_logp is not None:    # the on-policy update: its forward is the training side
             out.update(logprob_gap(e.rollout_logp, logp.detach(), e.action_mask))
-        if self.kl_coef() > 0 and not self.kl_in_reward and self.has_ref:
+        if self.kl_coef() > 0 and not self.kl_in_reward and self.has_ref and not self.loss.pairs:
             kl_term = aggregate(kl_estimate(logp, e.ref_logp, "k3"), e.action_mask, self.loss_agg, self.max_new_tokens)
             loss = loss + self.kl_coef() * kl_term
             out["kl_loss"] = kl_term.item()
@@ -115,25 +117,6 @@ class RLTrainer:
             out["approx_kl"] = masked_mean(old - logp.detach(), e.action_mask).item()
         out["actor_loss"] = loss.item()
         return out
-
-    def dpo_step(self, e: Experience) -> dict:
-        """Online DPO on consecutive answer pairs: the one with the positive preference sign is chosen;
-        sequence log-probs of the policy against the reference's from the rollout (both at the rollout
-        temperature)."""
-        logp, _, _ = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids, e.action_mask,
-                                     self.c.temperature, self.share)
-        pol = (logp * e.action_mask).sum(1).view(-1, 2)
-        old = e.old_logp if e.old_logp is not None else logp.detach()      # None: the one on-policy update
-        ref = ((e.ref_logp if e.ref_logp is not None else old) * e.action_mask).sum(1).view(-1, 2)
-        first = (e.advantages.sum(1).view(-1, 2)[:, 0] > 0)
-        pick = lambda x, i: torch.where(first, x[:, i], x[:, 1 - i])
-        loss, chosen, rejected = dpo_loss(pick(pol, 0), pick(pol, 1), pick(ref, 0), pick(ref, 1), self.dpo_beta)
-        if not self._apply(loss, "online DPO loss"):
-            return {}
-        with torch.no_grad():
-            approx_kl = masked_mean(old - logp.detach(), e.action_mask).item()
-        return {"dpo_loss": loss.item(), "reward_margin": (chosen - rejected).mean().item(), "approx_kl": approx_kl,
-                "actor_loss": loss.item()}
 
     def critic_step(self, e: Experience) -> dict:
         values = self.critic(e.sequences, e.attention_mask, e.position_ids)[:, :-1].float()
@@ -160,14 +143,14 @@ class RLTrainer:
         self.he.train()
         if self.critic is not None:
             self.critic.train()
-        dpo = self.est.loss == "dpo"
+        pairs = self.loss.pairs
         group = self.c.num_samples_per_prompt if self.share else 1
         warm = iteration < self.c.critic_warmup_steps and self.critic is not None
         acc: dict = {}
         for _ in range(self.c.ppo_epochs):
             for exp in exps:
-                for e in (pairs_in_order(exp, micro_batch) if dpo else micro_batches(exp, micro_batch, group)):
-                    m = {} if warm else (self.dpo_step(e) if dpo else self.policy_step(e))
+                for e in (pairs_in_order(exp, micro_batch) if pairs else micro_batches(exp, micro_batch, group)):
+                    m = {} if warm else self.policy_step(e)
                     if self.critic is not None:
                         m.update(self.critic_step(e))
                     if self.unsup_iter is not None and self.c.unsup_coef > 0 and not warm:
