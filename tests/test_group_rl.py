@@ -18,26 +18,26 @@ SCORES = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
 
 def test_grpo_advantages_hand_values():
     s = 0.5 / (1 / 3) ** 0.5                     # (r - 0.5) / unbiased std 0.57735
-    adv = group_advantages(SCORES, 4, "grpo")
+    adv = group_advantages(SCORES, 4, "mean")
     assert adv.tolist() == pytest.approx([s, -s, -s, s, 0, 0, 0, 0], abs=1e-5)
-    dr = group_advantages(SCORES, 4, "grpo", std_normalize=False)          # Dr. GRPO
+    dr = group_advantages(SCORES, 4, "mean", std_normalize=False)          # Dr. GRPO
     assert dr.tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0])
 
 
 def test_rloo_and_remax_advantages_hand_values():
-    rl = group_advantages(SCORES, 4, "rloo")      # r_i - mean of the other three
+    rl = group_advantages(SCORES, 4, "leave_one_out")      # r_i - mean of the other three
     assert rl.tolist() == pytest.approx([2 / 3, -2 / 3, -2 / 3, 2 / 3, 0, 0, 0, 0])
-    rm = group_advantages(SCORES, 4, "remax", baseline=torch.tensor([0.5, 3.0]))
+    rm = group_advantages(SCORES, 4, "given", baseline=torch.tensor([0.5, 3.0]))
     assert rm.tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5, -1, -1, -1, -1])
     with pytest.raises(ValueError, match="at least 2"):
-        group_advantages(SCORES, 1, "rloo")
+        group_advantages(SCORES, 1, "leave_one_out")
     with pytest.raises(ValueError, match="greedy-baseline"):
-        group_advantages(SCORES, 4, "remax")
+        group_advantages(SCORES, 4, "given")
 
 
 def test_all_equal_group_is_zero_and_flagged():
     assert uniform_groups(SCORES, 4).tolist() == [False, True]
-    for kind in ("grpo", "rloo"):
+    for kind in ("mean", "leave_one_out"):
         assert group_advantages(SCORES, 4, kind)[4:].abs().max().item() == 0.0
 
 
@@ -268,10 +268,10 @@ def test_rollout_pass_rate_counts_rollouts_only(tiny_tok):
 def test_silent_groups_for_dynamic_filtering():
     scores = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5])
     assert silent_groups(scores, group_advantages(scores, 4), 4).tolist() == [True, False, True]
-    assert silent_groups(scores, group_advantages(scores, 4, "rloo"), 4).tolist() == [True, False, True]
+    assert silent_groups(scores, group_advantages(scores, 4, "leave_one_out"), 4).tolist() == [True, False, True]
     # remax: all four answers passed but the greedy answer failed -> advantage +1 each: keep
     greedy = torch.tensor([0.0, 1.0, 0.5])
-    adv = group_advantages(scores, 4, "remax", baseline=greedy)
+    adv = group_advantages(scores, 4, "given", baseline=greedy)
     assert adv.view(3, 4)[0].tolist() == [1.0] * 4
     assert silent_groups(scores, adv, 4, by_advantage=True).tolist() == [False, False, True]
 

@@ -29,6 +29,7 @@ from training.utils.rl.curriculum import PromptCurriculum, loader as curriculum_
 from training.utils.rl.experience import ExperienceMaker
 from training.utils.rl.residency import Residency
 from training.utils.rl.models import build_actor, build_critic, build_reference, build_reward_sources
+from training.utils.rl.advantages import estimator_for
 from training.utils.rl.rewards import build_reward
 from training.utils.rl.runner import Counted, Faulty, RLLoop, batch_reward
 from training.utils.rl.trainer import RLTrainer, cycle
@@ -54,7 +55,7 @@ def main(argv=None) -> dict:
     dschat_reward = r.reward == ["model"] and not r.reward_model_name_or_path and bool(c.critic_model_name_or_path)
     if dschat_reward:       # DeepSpeed-Chat's step 3: the critic path is the reward model too
         r.reward_model_name_or_path = c.critic_model_name_or_path
-    if c.algo == "ppo" and r.reward == ["model"] and not r.reward_model_name_or_path:
+    if estimator_for(c.algo).critic and r.reward == ["model"] and not r.reward_model_name_or_path:
         raise ConfigError("stage 3 needs --reward_model_name_or_path (the Stage 2 output directory), "
                           "or a rule reward such as --reward checker")
     with StageRun(cfg, c.algo) as run_ctx:

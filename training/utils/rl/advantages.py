@@ -35,6 +35,7 @@ class Estimator:
     kl_in_reward: bool = False      # the KL penalty is part of the per-token reward by definition
     policy_loss: str = "clip"       # its loss in policy_losses.POLICY_LOSSES (dpo: DPO on ranked pairs)
     dynamic_sampling: bool = False  # groups whose answers all score alike are dropped and the batch refilled (DAPO)
+    unbiased: bool = False          # Dr. GRPO: no division by the group's std, a constant length normaliser
 
 
 ESTIMATORS: dict[str, Estimator] = {}
@@ -69,7 +70,7 @@ def kl_in_reward(rl_cfg) -> bool:
 
 def is_dr_grpo(rl_cfg) -> bool:
     """Dr. GRPO (``--algo dr_grpo`` or ``--dr_grpo``): no std division, constant length normaliser."""
-    return rl_cfg.dr_grpo or rl_cfg.algo == "dr_grpo"
+    return rl_cfg.dr_grpo or estimator_for(rl_cfg.algo).unbiased
 
 
 def critic_free() -> tuple[str, ...]:
@@ -99,26 +100,26 @@ def gae_advantages(rewards, mask, *, values: Optional[torch.Tensor] = None, gamm
 @register_advantage("grpo", group=True)
 def grpo_advantages(rewards, mask, *, group: int = 1, std_normalize: bool = True, **_):
     """GRPO: (score - group mean) / (group std + eps), the same on every token of the answer."""
-    return spread(group_advantages(sequence_scores(rewards, mask), group, "grpo", std_normalize), mask)
+    return spread(group_advantages(sequence_scores(rewards, mask), group, "mean", std_normalize), mask)
 
 
-@register_advantage("dr_grpo", group=True)
+@register_advantage("dr_grpo", group=True, unbiased=True)
 def dr_grpo_advantages(rewards, mask, *, group: int = 1, **_):
     """Dr. GRPO: score - group mean (no division by the group's std; the loss uses a constant
     length normaliser, ``loss_agg constant``)."""
-    return spread(group_advantages(sequence_scores(rewards, mask), group, "grpo", std_normalize=False), mask)
+    return spread(group_advantages(sequence_scores(rewards, mask), group, "mean", std_normalize=False), mask)
 
 
 @register_advantage("rloo", group=True)
 def rloo_advantages(rewards, mask, *, group: int = 1, **_):
     """RLOO: score - mean score of the other answers to the same prompt."""
-    return spread(group_advantages(sequence_scores(rewards, mask), group, "rloo"), mask)
+    return spread(group_advantages(sequence_scores(rewards, mask), group, "leave_one_out"), mask)
 
 
 @register_advantage("remax", greedy_baseline=True)
 def remax_advantages(rewards, mask, *, group: int = 1, baseline: Optional[torch.Tensor] = None, **_):
     """ReMax: score - the reward of the prompt's greedy answer (``baseline`` [B / group])."""
-    return spread(group_advantages(sequence_scores(rewards, mask), group, "remax", baseline=baseline), mask)
+    return spread(group_advantages(sequence_scores(rewards, mask), group, "given", baseline=baseline), mask)
 
 
 @register_advantage("online_dpo", group=True, policy_loss="dpo")

@@ -127,7 +127,7 @@ class ExperienceMaker:
             values = self.critic(seq, attn, pos)[:, :-1].float()
         score = self.normalise(score)
         if c.group_baseline:
-            score = group_advantages(score, n, "grpo", std_normalize=False)
+            score = group_advantages(score, n, "mean", std_normalize=False)
         zeros = torch.zeros_like(action)
         rewards, kl = shape_rewards(score, zeros if old_logp is None else old_logp, zeros if ref_logp is None else ref_logp,
                                     action, self.kl_coef() if self.kl_in_reward else 0.0,

@@ -100,32 +100,32 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
 
 # --------------------------------------------------------------------------- critic-free advantages
 
-def group_advantages(scores: torch.Tensor, group: int, kind: str = "grpo", std_normalize: bool = True,
+def group_advantages(scores: torch.Tensor, group: int, baseline_kind: str = "mean", std_normalize: bool = True,
                      baseline: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
     """Sequence advantages for ``group`` consecutive samples per prompt; ``scores`` is [P * group].
 
-    grpo: (r - group mean) / (group std + eps), no division with ``std_normalize=False`` (Dr. GRPO);
-    rloo: r - mean of the *other* samples of the group (leave-one-out, needs group >= 2);
-    remax: r - ``baseline`` (the reward of the prompt's greedy answer, [P]).
-    An all-equal group gets zero advantage in every case but remax.
+    mean: (r - group mean) / (group std + eps), no division with ``std_normalize=False`` (GRPO, Dr. GRPO);
+    leave_one_out: r - mean of the *other* samples of the group (RLOO, needs group >= 2);
+    given: r - ``baseline`` (the reward of the prompt's greedy answer, [P]: ReMax).
+    An all-equal group gets zero advantage in every case but ``given``.
     """
     if scores.numel() % group:
         raise ValueError(f"{scores.numel()} scores do not split into groups of {group}")
     g = scores.float().view(-1, group)
-    if kind == "grpo":
+    if baseline_kind == "mean":
         centred = g - g.mean(1, keepdim=True)
         if std_normalize and group > 1:
             centred = centred / (g.std(1, keepdim=True) + eps)
         return centred.view(-1)
-    if kind == "rloo":
+    if baseline_kind == "leave_one_out":
         if group < 2:
             raise ValueError("RLOO needs at least 2 samples per prompt")
         return (g - (g.sum(1, keepdim=True) - g) / (group - 1)).view(-1)
-    if kind == "remax":
+    if baseline_kind == "given":
         if baseline is None or baseline.numel() != g.shape[0]:
             raise ValueError("ReMax needs one greedy-baseline reward per prompt")
         return (g - baseline.float().view(-1, 1)).view(-1)
-    raise ValueError(f"unknown advantage kind {kind!r}")
+    raise ValueError(f"unknown group baseline {baseline_kind!r}")
 
 
 def uniform_groups(scores: torch.Tensor, group: int, tol: float = 1e-6) -> torch.Tensor:
