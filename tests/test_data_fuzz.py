@@ -24,7 +24,10 @@ WHERE = re.compile(r"(row \d+|line \d+|bad JSON|no rows|expected a JSON list)")
 def _check(rows):
     for r in rows:
         assert r["prompt"] and all(isinstance(m["content"], str) for m in r["prompt"])
-        assert isinstance(r["chosen"], str) and r["chosen"].strip()
+        if r["chosen"] is None:      # a prompt-only row (stage 3): no answer at all
+            assert r["rejected"] is None
+        else:
+            assert isinstance(r["chosen"], str) and r["chosen"].strip()
         assert r["rejected"] is None or (isinstance(r["rejected"], str) and r["rejected"].strip())
 
 

@@ -49,6 +49,7 @@ def test_jsonl_configurable_keys_and_chat_rows(tmp_path):
 @pytest.mark.parametrize("content, needle", [
     ('{"prompt": "a", "chosen": "b"}\n{"prompt": "a", "chosen": "b"\n', "row 2: bad JSON"),
     ('{"chosen": "b"}\n', "row 1: field 'prompt': missing"),
+    ('{"prompt": "a", "rejected": "b"}\n', "row 1: field 'chosen': missing (the row has a rejected answer"),
     ('{"prompt": "  ", "chosen": "b"}\n', "row 1: field 'prompt': empty"),
     ('{"prompt": "a", "chosen": ""}\n', "row 1: field 'chosen': empty"),
     ('{"prompt": 5, "chosen": "b"}\n', "row 1: field 'prompt': expected a string or message list, got int"),

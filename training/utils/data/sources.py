@@ -147,10 +147,12 @@ def _canonical(obj: dict, where: str, row: int, keys: Keys) -> dict:
         prompt = to_messages(p)
     else:
         raise _err(where, row, keys.prompt, f"expected a string or message list, got {type(p).__name__}")
-    return {"prompt": prompt,      # no chosen answer: a prompt-only row (stage 3); stages 1 and 2 refuse it
-            "chosen": _text(obj.get(keys.chosen), where, row, keys.chosen, required=False),
-            "rejected": _text(obj.get(keys.rejected), where, row, keys.rejected, required=False),
-            "_src": where, "_row": row}
+    chosen = _text(obj.get(keys.chosen), where, row, keys.chosen, required=False)
+    rejected = _text(obj.get(keys.rejected), where, row, keys.rejected, required=False)
+    if chosen is None and rejected is not None:
+        raise _err(where, row, keys.chosen, "missing (the row has a rejected answer, so it needs the chosen one)")
+    # no chosen answer: a prompt-only row (stage 3); stages 1 and 2 refuse it
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "_src": where, "_row": row}
 
 
 # --------------------------------------------------------------------------- local files
