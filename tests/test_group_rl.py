@@ -1,5 +1,6 @@
 """Critic-free RL (GRPO, RLOO, ReMax) and reward sources."""
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -307,3 +308,9 @@ def test_rl_on_a_gsm8k_shaped_prompt_set_with_the_shipped_math_reward(tmp_path):
     assert "evaluation: pass-rate = share of greedy answers that rule:training.rewards:math_answer scores >= 1" \
         in r.stdout
     assert "1 stage" not in r.stdout and "=== stage 1" not in r.stdout        # --sft-model: no SFT stage
+    samples = [json.loads(ln) for ln in (tmp_path / "out" / "step3-models" / "tiny-grpo" / "samples.jsonl").open()]
+    assert [x["step"] for x in samples] == [1, 2]             # one sampled rollout per iteration, with its row
+    for x in samples:      # the sampled prompt's own reference answer travelled with it
+        a, b = [int(n) for n in re.findall(r"has (\d+) apples and buys (\d+) more", x["prompt"])[0]]
+        assert x["columns"] == {"answer": f"{a} + {b} = {a + b}\n#### {a + b}", "source": "synthetic"}
+        assert x["reward"] in (0.0, 1.0)

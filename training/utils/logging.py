@@ -37,17 +37,19 @@ def setup_logging(output_dir: Optional[str] = None) -> logging.Logger:
 
 
 class MetricsWriter:
-    """metrics.jsonl + TensorBoard, written on rank 0 only."""
+    """metrics.jsonl + TensorBoard (+ samples.jsonl: one sampled answer per RL iteration), rank 0 only."""
 
     def __init__(self, output_dir: str, tensorboard: bool = True, tensorboard_path: str = "", keep: bool = False):
         self.active = is_main()
         self.path = Path(output_dir) / "metrics.jsonl"
+        self.samples = Path(output_dir) / "samples.jsonl"
         self.tb = None
         self.t0 = time.time()
         if self.active:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not (keep and self.path.is_file()):
                 self.path.write_text("")
+                self.samples.unlink(missing_ok=True)
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -55,11 +57,19 @@ class MetricsWriter:
 
     def rewind(self, step: int) -> None:
         """Resumed at ``step``: drop the records of later steps (they are about to be redone)."""
-        if not self.active or not self.path.is_file():
+        if not self.active:
             return
-        lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln)["step"] <= step]
-        self.path.write_text("".join(ln + "\n" for ln in kept))
+        for path in (self.path, self.samples):
+            if path.is_file():
+                lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+                kept = [ln for ln in lines if json.loads(ln)["step"] <= step]
+                path.write_text("".join(ln + "\n" for ln in kept))
+
+    def sample(self, step: int, record: dict) -> None:
+        """One sampled rollout of ``step`` (prompt, answer, reward, the row's other columns)."""
+        if self.active:
+            with open(self.samples, "a") as fh:
+                fh.write(json.dumps({"step": step, **record}) + "\n")
 
     def log(self, step: int, split: str, metrics: dict) -> None:
         if not self.active:

@@ -58,7 +58,7 @@ def batch_reward(reward, tok, judge=None, keep=None):
         prompts = batch.get("prompt_text") or [""] * seq.shape[0]
         r = reward(Rollout(seq, attn, pos, end, prompts, answers, batch.get("columns") or [])).to(seq.device)
         if rollout:
-            score.last = (prompts[0], answers[0], float(r[0]))
+            score.last = (prompts[0], answers[0], float(r[0]), (batch.get("columns") or [{}])[0])
             score.seen.append((prompts, r.detach().float().cpu().tolist(), verdicts(prompts, answers)))
             if keep is not None:
                 keep(prompts, answers, seq, attn, batch["input_ids"].shape[1], end)
@@ -269,9 +269,12 @@ class RLLoop:
             self.reward.iteration = it
             metrics = self.iteration(it)
             self.reward.iteration = 0
-            if self.c.print_answers and it % self.c.print_answers_interval == 0 and self.reward_fn.last is not None:
-                prompt, answer, score = self.reward_fn.last
-                log.info("iteration %d, rank %d: prompt %r -> answer %r (reward %.4g)", it, rank(), prompt, answer, score)
+            if self.reward_fn.last is not None:      # the iteration's first rollout, with its row's columns
+                prompt, answer, score, columns = self.reward_fn.last
+                self.w.sample(it, {"prompt": prompt, "answer": answer, "reward": score, "columns": columns})
+                if self.c.print_answers and it % self.c.print_answers_interval == 0:
+                    log.info("iteration %d, rank %d: prompt %r -> answer %r (reward %.4g)", it, rank(), prompt, answer,
+                             score)
             metrics.update(self.reward_fn.take_checked())
             metrics["nonfinite_skipped"] = self.guard.total
             if it % lg.log_interval == 0 or it == total:
