@@ -80,17 +80,17 @@ class ExperienceMaker:
 
     def answer(self, batch: dict, settings: GenerationSettings, **reward_kw):
         """Generate for ``batch`` and score: (seq, attn, pos, action, raw score, score less the
-        missing-EOS penalty, has_eos)."""
+        missing-EOS penalty, has_eos, the sampling-time log-probs in the action layout [B, L-1] or None)."""
         self.resident.use()                          # generation: the actor alone
         seq = self.he.generate(batch["input_ids"], batch["attention_mask"], settings)
-        seq, self.rollout_logp = seq if settings.return_logprobs else (seq, None)
+        seq, logp = seq if settings.return_logprobs else (seq, None)
         attn, action, end, has_eos = answer_layout(seq, batch["attention_mask"], self.tok.eos_token_id)
-        if self.rollout_logp is not None:            # [B, L - P] -> the action layout [B, L-1]
-            self.rollout_logp = torch.nn.functional.pad(self.rollout_logp, (batch["input_ids"].shape[1] - 1, 0))
+        if logp is not None:                         # [B, L - P] -> the action layout [B, L-1]
+            logp = torch.nn.functional.pad(logp, (batch["input_ids"].shape[1] - 1, 0))
         pos = position_ids_from(attn)
         self.resident.use("reward")
         raw = self.reward_fn(seq, attn, pos, end, batch, **reward_kw).float()
-        return seq, attn, pos, action, raw, raw - self.r.missing_eos_penalty * (~has_eos).float(), has_eos
+        return seq, attn, pos, action, raw, raw - self.r.missing_eos_penalty * (~has_eos).float(), has_eos, logp
 
     def normalise(self, score: torch.Tensor) -> torch.Tensor:
         if self.moments is None:
@@ -103,8 +103,7 @@ class ExperienceMaker:
     def make(self, batch: dict) -> tuple[Optional[Experience], dict]:
         c, n = self.c, self.c.num_samples_per_prompt
         t0 = time.time()
-        seq, attn, pos, action, raw, score, has_eos = self.answer(repeat_batch(batch, n), self.settings)
-        rollout_logp = self.rollout_logp
+        seq, attn, pos, action, raw, score, has_eos, rollout_logp = self.answer(repeat_batch(batch, n), self.settings)
         if c.overlong_buffer_len:        # DAPO's soft length penalty over the last buffer tokens of the limit
             score = score + overlong_penalty(action.sum(1), self.settings.max_new_tokens, c.overlong_buffer_len,
                                              c.overlong_penalty_factor)
@@ -138,7 +137,8 @@ class ExperienceMaker:
             adv = masked_whiten(adv, action)
         keep = torch.ones_like(raw, dtype=torch.bool)
         if c.dynamic_filtering or self.est.dynamic_sampling or self.loss.pairs:    # a tied pair states no preference
-            keep = ~silent_groups(sequence_scores(rewards, action), adv.abs().amax(1), n, self.est.greedy_baseline).repeat_interleave(n)
+            silent = silent_groups(sequence_scores(rewards, action), adv.abs().amax(1), n, self.est.greedy_baseline)
+            keep = ~silent.repeat_interleave(n)
         metrics = {
             "reward": raw.mean().item(), "score_used": score.mean().item(),
             "response_length": action.sum(1).mean().item(), "eos_rate": has_eos.float().mean().item(),
