@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from training.utils.report import closing_eval, rl_figures, table
-from training.utils.report_html import write_report_html
+from launch.report import closing_eval, rl_figures, table
+from launch.report_html import write_report_html
 from training.utils.rl.advantages import ESTIMATORS, critic_free, estimator_for
 
 ROOT = Path(__file__).resolve().parent
@@ -218,7 +218,8 @@ def flag_groups(extra: list[str]) -> list[list[str]]:
 def route(extra: list[str], args, steps) -> dict[int, list[str]]:
     """The pass-through flags of each stage in ``steps``: each flag goes to the stages that own it.
     Exits with one line on a flag that no stage knows or whose stages do not run."""
-    from training.utils.config import STAGE_SECTIONS, build_parser
+    from training.utils.config import STAGE_SECTIONS
+    from training.utils.arguments import build_parser
 
     known = {name: set(build_parser(stage=name)._option_string_actions) for name in STAGE_SECTIONS}
     out: dict[int, list[str]] = {s: [] for s in steps}
@@ -272,7 +273,7 @@ def stage_args(step: int, args, extra: list[str]) -> list[str]:
 def describe(step: int, args, extra: list[str]) -> str:
     """The preset stage ``step`` starts from, why, and every resolved setting with where it came from
     (the preset, a --config file, a flag, or the default), the ones not at their defaults first."""
-    from training.utils.config import explain
+    from training.utils.arguments import explain
 
     p, path, shape = args.presets[step]
     why = f" for {stage_model(step, args)}: {shape.text()}" if shape else ""
@@ -385,7 +386,8 @@ def main(argv=None) -> dict:
     for step in steps:
         script = ROOT / "training" / stage_script(step, args)
         plans.append((step, launcher(args, step) + [str(script)] + stage_args(step, args, routed[step])))
-    from training.utils.config import ConfigError, parse_config
+    from training.utils.config import ConfigError
+    from training.utils.arguments import parse_config
 
     from training.utils.data.sources import DataError, Keys, get_source
 

@@ -2,7 +2,8 @@
 
 One loaded model + tokenizer, prompt building from a message history (the tokenizer's chat
 template or the ``" Human: ... Assistant:"`` format, oldest turns dropped when the context would
-overflow), and batched generation through Hugging Face ``generate`` with per-row limits, stop
+overflow), and batched generation through the project's one generate (``training/utils/generation.py``,
+Hugging Face ``generate``) with per-row limits, stop
 strings (the next user turn is always one in the plain format) and incremental text deltas for
 streaming.
 """
@@ -18,6 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from training.utils.data.collate import pad_sequences
 from training.utils.data.format import HUMAN, prompt_token_ids, render_prompt, uses_chat_template
+from training.utils.generation import GenerationSettings, hf_generate
 from training.utils.model import load_causal_lm, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,10 @@ class Sampling:
 
     def key(self) -> tuple:
         return (True,) if self.is_greedy else (False, self.temperature, self.top_p)
+
+    def settings(self, max_new_tokens: int) -> GenerationSettings:
+        return GenerationSettings(max_new_tokens=max_new_tokens, do_sample=not self.is_greedy,
+                                  temperature=self.temperature, top_p=self.top_p, top_k=0)
 
 
 @dataclass
@@ -169,14 +175,10 @@ class ChatEngine:
         ids, mask = pad_sequences([r.prompt_ids for r in requests], self.tok.pad_token_id, left=True)
         width = ids.shape[1]
         rows = [_Row(r, width) for r in requests]
-        greedy = sampling.is_greedy
-        extra = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
+        settings = sampling.settings(max(r.max_new_tokens for r in requests))
         with self._lock:
-            self.model.generate(
-                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), do_sample=not greedy,
-                max_new_tokens=max(r.max_new_tokens for r in requests), eos_token_id=self.tok.eos_token_id,
-                pad_token_id=self.tok.pad_token_id, use_cache=True,
-                stopping_criteria=StoppingCriteriaList([_Rows(self.tok, rows)]), **extra)
+            hf_generate(self.model, self.tok, ids.to(self.device), mask.to(self.device), settings,
+                        StoppingCriteriaList([_Rows(self.tok, rows)]))
         for row in rows:           # a row cut by the global limit before its own check ran
             if not row.done:
                 row.done = True

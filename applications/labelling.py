@@ -118,7 +118,7 @@ def add_routes(app, store: LabelStore, authorised) -> None:
     with API keys the API needs one and each verdict records its holder's name."""
     from fastapi.responses import HTMLResponse
 
-    from applications.server import _error
+    from applications.errors import error_response
 
     page = (Path(__file__).parent / "static" / "label.html").read_text(encoding="utf-8")
 
@@ -141,10 +141,10 @@ def add_routes(app, store: LabelStore, authorised) -> None:
         try:
             body = json.loads(await http.body())
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return _error(400, f"body is not JSON: {e}")
+            return error_response(400, f"body is not JSON: {e}")
         if not isinstance(body, dict):
-            return _error(400, "body must be {id, choice}")
+            return error_response(400, "body must be {id, choice}")
         try:
             return store.verdict(who[0], body.get("id"), body.get("choice"), who[1])
         except LabelRequestError as e:       # the same OpenAI-style error body as the rest of the server
-            return _error(e.status, str(e))
+            return error_response(e.status, str(e))

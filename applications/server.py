@@ -34,6 +34,7 @@ from starlette.requests import Request as HTTPRequest
 
 from applications.auth import LOOPBACK, Keys, refuse_open_binding
 from applications.chat_engine import ChatEngine, Completion, Request, Sampling
+from applications.errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +169,6 @@ def _set(fut: asyncio.Future, result, exc) -> None:
         fut.set_result(result)
 
 
-def _error(status: int, message: str, param: Optional[str] = None):
-    from fastapi.responses import JSONResponse
-
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind,
-                                                               "param": param, "code": None}})
-
-
 def parse_request(body: bytes, engine: ChatEngine, limits: Limits) -> ChatRequest:
     if len(body) > limits.max_request_bytes:
         raise HTTPError(413, f"request body is {len(body)} bytes; the limit is {limits.max_request_bytes}")
@@ -227,7 +220,7 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
 
     @app.exception_handler(HTTPError)
     async def http_error(_, e: HTTPError):
-        return _error(e.status, e.message, e.param)
+        return error_response(e.status, e.message, e.param)
     batcher = Batcher(engine, limits)
     app.state.batcher = batcher
     created = int(time.time())
@@ -267,7 +260,7 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
             except ValueError as e:          # ContextOverflow, or the last message is not the user's
                 raise HTTPError(400, str(e), "messages")
         except HTTPError as e:
-            return _error(e.status, e.message, e.param)
+            return error_response(e.status, e.message, e.param)
         stops = req.stop_list() + engine.default_stop
         sampling = Sampling(temperature=req.temperature, top_p=req.top_p)
         loop = asyncio.get_running_loop()
@@ -279,11 +272,11 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
             try:
                 batcher.submit(_Job([Request(ids, max_tokens, stops) for _ in range(req.n)], sampling, loop, fut))
             except HTTPError as e:
-                return _error(e.status, e.message)
+                return error_response(e.status, e.message)
             try:
                 done: list[Completion] = await fut
             except Exception as e:
-                return _error(500, f"generation failed: {type(e).__name__}: {e}")
+                return error_response(500, f"generation failed: {type(e).__name__}: {e}")
             out = sum(c.completion_tokens for c in done)
             return {**head, "object": "chat.completion",
                     "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
@@ -299,7 +292,7 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
         try:
             batcher.submit(_Job([Request(ids, max_tokens, stops, pusher(i)) for i in range(req.n)], sampling, loop, fut))
         except HTTPError as e:
-            return _error(e.status, e.message)
+            return error_response(e.status, e.message)
 
         def chunk(i, delta, finish=None):
             return "data: " + json.dumps({**head, "object": "chat.completion.chunk", "choices": [

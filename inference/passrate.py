@@ -17,8 +17,8 @@ from inference import answer_cache
 
 from training.utils.data.bundled import train_eval
 from training.utils.data.checker import check, pass_rate
-from training.utils.data.collate import pad_sequences
 from training.utils.data.format import prompt_token_ids, render_prompt, to_messages
+from training.utils.generation import GenerationSettings, generate_answers
 from training.utils.model import load_causal_lm, load_tokenizer
 from training.utils.model.loader import local_path, resolve
 
@@ -49,30 +49,14 @@ def fresh_prompts(n: int, size: int = 4000, seed: int = 0, skip: int = 96) -> li
     return out
 
 
-@torch.no_grad()
 def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16,
-             template: str = "auto", progress: str = "", **gen_kwargs) -> list[str]:
-    """Greedy answers (EOS-terminated, special tokens stripped) for user prompts; ``gen_kwargs``
-    (e.g. ``num_beams``) go to ``generate``; ``progress`` labels a progress bar (none when empty)."""
-    from tqdm.auto import tqdm
-
-    model.eval()
-    dev = next(model.parameters()).device
-    answers: list[str] = []
-    bar = tqdm(total=len(prompts), desc=progress, unit="prompt", disable=not progress, dynamic_ncols=True)
-    for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i:i + batch_size]
-        ids = [prompt_token_ids(tok, render_prompt(tok, to_messages(p), template), template) for p in chunk]
-        input_ids, mask = pad_sequences(ids, tok.pad_token_id, left=True)
-        width = input_ids.shape[1]
-        out = model.generate(input_ids=input_ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
-                             max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id, use_cache=True, **gen_kwargs)
-        for row in out[:, width:]:
-            answers.append(tok.decode(row, skip_special_tokens=True).strip())
-        bar.update(len(chunk))
-    bar.close()
-    return answers
+             template: str = "auto", progress: str = "", num_beams: int = 1) -> list[str]:
+    """Greedy (or beam-search) answers, EOS-terminated and special tokens stripped, to user prompts through
+    the project's one generate; ``progress`` labels a progress bar (none when empty)."""
+    ids = [prompt_token_ids(tok, render_prompt(tok, to_messages(p), template), template) for p in prompts]
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
+                                  batch_size=batch_size)
+    return generate_answers(model, tok, ids, settings, progress)
 
 
 def cacheable_dir(model_name: str) -> str | None:

@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
     prompts = list(a.prompt) + (read_prompts(a.prompts) if a.prompts else [])
     prompts = prompts or held_out_prompts(a.n)
     torch.manual_seed(0)
-    gen = {"num_beams": a.num_beams} if a.num_beams > 1 else {}
+    gen = {"num_beams": a.num_beams}
     models = {f"baseline ({a.baseline})": answers_of(a.baseline, prompts, a.max_new_tokens, a.template, **gen),
               f"finetune ({a.finetune})": answers_of(a.finetune, prompts, a.max_new_tokens, a.template, **gen)}
     print(side_by_side(prompts, models))

@@ -19,9 +19,12 @@ def rewards(kl_coef=0.0, logp=None):
 
 def test_registry_drives_the_algorithm_names():
     assert critic_free() == ("grpo", "dr_grpo", "rloo", "remax", "online_dpo", "reinforce_pp", "gspo", "dapo")
-    from training.utils.config import RLConfig
+    from training.utils.arguments import build_parser
 
-    assert RLConfig.__dataclass_fields__["algo"].metadata["choices"] == ("ppo", *critic_free())    # ppo: a critic
+    algo = build_parser(stage="rl")._option_string_actions["--algo"]
+    assert tuple(algo.choices) == ("ppo", *critic_free())                  # ppo: a critic
+    loss = build_parser(stage="rl")._option_string_actions["--policy_loss"]
+    assert tuple(loss.choices) == ("", "clip", "dual_clip", "gspo")        # dpo: ranked pairs, online_dpo's own
     assert (ESTIMATORS["gspo"].policy_loss, ESTIMATORS["dapo"].dynamic_sampling) == ("gspo", True)
     assert ESTIMATORS["gspo"].fn is ESTIMATORS["dapo"].fn is ESTIMATORS["grpo"].fn     # GRPO's advantages
     assert ESTIMATORS["ppo"].critic and ESTIMATORS["reinforce_pp"].kl_in_reward and ESTIMATORS["rloo"].group

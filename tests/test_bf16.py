@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.utils.config import ConfigError, parse_config
+from training.utils.config import ConfigError
+from training.utils.arguments import parse_config
 from training.utils.ds_config import eval_config, train_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,8 @@ def test_fp16_and_bf16_configs_are_valid_deepspeed_configs(tmp_path):
 def test_hybrid_engine_bf16_rollout_against_fp32_logits(tiny_tok, kind):
     from training.utils.deepspeed_setup import build_train_engine
     from training.utils.distributed import init_distributed
-    from training.utils.hybrid_engine import GenerationSettings, HybridEngine
+    from training.utils.generation import GenerationSettings
+    from training.utils.hybrid_engine import HybridEngine
     from training.utils.model import load_causal_lm
 
     init_distributed()

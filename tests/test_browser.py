@@ -55,7 +55,7 @@ def test_report_html_renders_its_table_and_images(browser, tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from training.utils.report_html import write_report_html
+    from launch.report_html import write_report_html
 
     png = tmp_path / "rl" / "train_curves.png"
     png.parent.mkdir()

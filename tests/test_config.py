@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from training.utils.config import Config, ConfigError, parse_config, parse_split
+from training.utils.config import Config, ConfigError, parse_split
+from training.utils.arguments import parse_config
 
 
 def test_defaults_and_validation():
@@ -126,7 +127,8 @@ def test_config_round_trip(tmp_path):
 
 
 def test_help_of_every_stage_renders_its_flags():
-    from training.utils.config import STAGE_SECTIONS, build_parser
+    from training.utils.config import STAGE_SECTIONS
+    from training.utils.arguments import build_parser
 
     for stage in (None, *STAGE_SECTIONS):
         text = " ".join(build_parser("help", stage).format_help().split())

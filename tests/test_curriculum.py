@@ -5,7 +5,8 @@ from collections import Counter
 import pytest
 import torch
 
-from training.utils.config import ConfigError, parse_config
+from training.utils.config import ConfigError
+from training.utils.arguments import parse_config
 from training.utils.rl.curriculum import PromptCurriculum, loader, prompt_spread
 
 GROUPS = ["a"] * 6 + ["b"] * 4 + ["c"] * 2          # rows 0-5 a, 6-9 b, 10-11 c

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.utils.config import parse_config
+from training.utils.arguments import parse_config
 from training.utils.data import PairCollator, PromptCollator, SFTCollator, build_phase, collect_rows, phase_indices
 from training.utils.data.pipeline import cache_key, holdout
 from training.utils.data.sources import DataError

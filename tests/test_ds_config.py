@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from training.utils.config import ConfigError, parse_config
+from training.utils.config import ConfigError
+from training.utils.arguments import parse_config
 from training.utils.ds_config import eval_config, resolve_dtype, train_config
 
 

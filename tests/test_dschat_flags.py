@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from training.utils.config import ConfigError, build_parser, inert_flags, parse_config
+from training.utils.config import ConfigError, inert_flags
+from training.utils.arguments import build_parser, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DS_ARGS = "deepspeed deepspeed_config deepscale deepscale_config"    # deepspeed.add_config_arguments

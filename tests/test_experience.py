@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from training.utils.config import parse_config
+from training.utils.arguments import parse_config
 from training.utils.losses import token_logprobs
 from training.utils.rl.experience import ExperienceMaker
 from training.utils.rl.sequences import answer_layout
@@ -112,7 +112,7 @@ def test_sampling_time_logprobs_equal_the_training_forwards(tiny_tok, dtype, bou
     """transformers' generate with the KV cache, sampled at T = 0.7: each new token's log-prob from
     the logits it was drawn from against the full forward the loss uses, in fp32 (identical up to
     rounding) and in bf16 (within the stated bound)."""
-    from training.utils.hybrid_engine import GenerationSettings, hf_generate
+    from training.utils.generation import GenerationSettings, hf_generate
     from training.utils.model import load_causal_lm
     from training.utils.rl.maths import logprob_gap
     from training.utils.rl.sequences import causal_logprobs

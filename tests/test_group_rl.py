@@ -12,7 +12,7 @@ from training.utils.config import ConfigError
 from training.utils.logging import read_metrics
 from training.utils.rl.maths import aggregate, group_advantages, silent_groups, uniform_groups
 from training.utils.rl.policy_losses import POLICY_LOSSES
-from training.utils.rl.rewards import RewardError, Rollout, build_reward
+from training.utils.reward_sources import RewardError, Rollout, build_reward
 
 SCORES = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
 
@@ -175,7 +175,7 @@ def _weights(d):
 
 
 @pytest.mark.parametrize("algo, extra", [
-    ("grpo", ["--dr_grpo", "--eps_clip_high", "0.28"]),
+    ("dr_grpo", ["--eps_clip_high", "0.28"]),
     ("rloo", ["--kl_in_reward", "--loss_agg", "sequence"]),
     ("remax", ["--num_samples_per_prompt", "1", "--kl_coef", "0"]),
 ])
@@ -192,7 +192,7 @@ def test_critic_free_algorithms_train_on_a_rule_reward(tmp_path, monkeypatch, al
     else:
         assert train[0]["kl"] == pytest.approx(0.0, abs=1e-5)      # the actor starts as the reference
     assert {"pg_loss", "entropy", "reward", "kept_answers", "advantage_abs"} <= set(train[0])
-    assert ("kl_loss" in train[0]) == (algo == "grpo")
+    assert ("kl_loss" in train[0]) == (algo == "dr_grpo")
     assert ("greedy_baseline" in train[0]) == (algo == "remax")
     assert not (out / "critic").exists()
     from training.utils.model import load_causal_lm, load_tokenizer

@@ -3,10 +3,11 @@ import copy
 import pytest
 import torch
 
-from training.utils.config import parse_config
+from training.utils.arguments import parse_config
 from training.utils.distributed import init_distributed
 from training.utils.deepspeed_setup import build_train_engine
-from training.utils.hybrid_engine import GenerationSettings, HybridEngine, PlainHFBackend
+from training.utils.generation import GenerationSettings, PlainHFBackend
+from training.utils.hybrid_engine import HybridEngine
 from training.utils.model import apply_lora, load_causal_lm
 from training.utils.model.save import gathered_state_dict
 from training.utils.config import LoraConfig

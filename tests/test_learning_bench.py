@@ -49,7 +49,7 @@ def test_one_seed_on_tiny_writes_json_and_markdown(tmp_path):
 def test_vs_trl_work_definition_reaches_the_stages():
     """The flags scripts/bench/vs_trl.py gives this project's stages parse, and set the work the
     TRL side mirrors (one typo would silently benchmark something else)."""
-    from training.utils.config import parse_config
+    from training.utils.arguments import parse_config
 
     spec = importlib.util.spec_from_file_location("vs_trl", ROOT / "scripts" / "bench" / "vs_trl.py")
     b = importlib.util.module_from_spec(spec)

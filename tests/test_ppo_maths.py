@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from training.utils.rl.maths import (AdaptiveKLController, RunningMoments, entropy_from_logits, gae, kl_estimate,
+from training.utils.losses import entropy_from_logits
+from training.utils.rl.maths import (AdaptiveKLController, RunningMoments, gae, kl_estimate,
                                      masked_mean, masked_whiten, shape_rewards, value_loss)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.utils.config import parse_config
+from training.utils.arguments import parse_config
 from training.utils.presets import CPU_MAX_PARAMS, ModelShape, choose, model_shape, shape_from_name
 
 ROOT = Path(__file__).resolve().parents[1]

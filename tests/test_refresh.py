@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from training.utils.config import ConfigError, parse_config
+from training.utils.config import ConfigError
+from training.utils.arguments import parse_config
 from training.utils.labels.refresh import RewardRefresh, label_groups, rollout_groups, token_pairs
 from training.utils.logging import read_metrics
 

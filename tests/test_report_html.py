@@ -5,7 +5,7 @@ import re
 import pytest
 from html.parser import HTMLParser
 
-from training.utils.report_html import write_report_html
+from launch.report_html import write_report_html
 
 
 class Cells(HTMLParser):
@@ -120,7 +120,7 @@ def test_rl_figures_read_a_stage3_output_kl_k3_refreshes_and_trends(tmp_path):
     would read as a bug), the trends are means of the first and last 3 iterations, the refreshes carried."""
     import json
 
-    from training.utils.report import rl_figures
+    from launch.report import rl_figures
 
     rows = [{"split": "train", "step": i, "reward": r, "kl": -0.07, "kl_k3": 0.02 * i, "rollout_pass_rate": g,
              "reward_judge_auc": a} for i, (r, g, a) in enumerate(

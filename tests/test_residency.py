@@ -5,7 +5,7 @@ import hashlib
 import pytest
 import torch
 
-from training.utils.config import parse_config
+from training.utils.arguments import parse_config
 from training.utils.rl.residency import Residency
 
 

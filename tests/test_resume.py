@@ -56,8 +56,8 @@ def weights(out: Path, kind: str) -> dict:
 def killed_run(kind, args, kill_after):
     dist = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     env = {k: v for k, v in os.environ.items() if k not in dist}      # set by this process's own runs
-    env["SPEEDCHAT_FAULTS"] = f"kill_after={kill_after}"
-    r = subprocess.run([sys.executable, str(ROOT / SCRIPTS[kind]), *args], cwd=ROOT, env=env,
+    r = subprocess.run([sys.executable, str(ROOT / SCRIPTS[kind]), *args, "--fault", f"kill_after={kill_after}"],
+                       cwd=ROOT, env=env,
                        capture_output=True, text=True)
     assert r.returncode == -9, r.stdout[-2000:] + r.stderr[-2000:]          # SIGKILL
 
@@ -124,24 +124,21 @@ def test_half_written_checkpoints_are_ignored(tmp_path):
     assert checkpoint.verify(good) == "missing file state.json" and checkpoint.latest(tmp_path) is None
 
 
-def test_non_finite_loss_is_skipped_then_too_many_stop_the_run(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPEEDCHAT_FAULTS", "nan_at=3")
+def test_non_finite_loss_is_skipped_then_too_many_stop_the_run(tmp_path):
     out = tmp_path / "once"
-    sft_main(stage_args("sft", tmp_path, out))
+    sft_main(stage_args("sft", tmp_path, out) + ["--fault", "nan_at=3"])
     train = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
     assert len(train) == 6 and train[-1]["nonfinite_skipped"] == 1 and train[0]["nonfinite_skipped"] == 0
     assert "non-finite loss at step 3: update skipped" in (out / "training.log").read_text()
-    monkeypatch.setenv("SPEEDCHAT_FAULTS", "nan_at=5:6:7")
     out = tmp_path / "stop"
     with pytest.raises(NumericFault, match=r"3 non-finite values in a row .* Last good checkpoint: .*step-00000004"):
-        sft_main(stage_args("sft", tmp_path, out))
+        sft_main(stage_args("sft", tmp_path, out) + ["--fault", "nan_at=5:6:7"])
     assert checkpoint.latest(out) is not None and not (out / "model.safetensors").exists()
 
 
-def test_non_finite_reward_skips_the_iteration(tmp_path, monkeypatch, rm_dir):
-    monkeypatch.setenv("SPEEDCHAT_FAULTS", "nan_at=2")
+def test_non_finite_reward_skips_the_iteration(tmp_path, rm_dir):
     out = tmp_path / "ppo"
-    rl_main(stage_args("ppo", tmp_path, out, rm_dir) + ["--max_steps", "3", "--save_interval", "0"])
+    rl_main(stage_args("ppo", tmp_path, out, rm_dir) + ["--max_steps", "3", "--save_interval", "0", "--fault", "nan_at=2"])
     train = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
     assert [r.get("skipped_updates", 0.0) for r in train] == [0.0, 1.0, 0.0]
     assert train[-1]["nonfinite_skipped"] == 1
@@ -158,7 +155,7 @@ def test_two_rank_kill_and_resume_through_train_py(tmp_path):
                                                    capture_output=True, text=True, env={**env, **kw})
     r = run("full")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    r = run("cut", SPEEDCHAT_FAULTS="kill_after=3")
+    r = run("cut", "--fault", "kill_after=3")
     assert r.returncode != 0 and "stage 1 failed" in r.stderr
     stage = tmp_path / "cut" / "actor-models" / "tiny"
     assert [s for s, _ in checkpoint.list_checkpoints(stage)] == [2]

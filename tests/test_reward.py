@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from training.step2_reward_model_finetuning.main import main as rm_main
-from training.utils.config import parse_config
+from training.utils.arguments import parse_config
 from training.utils.data import PairCollator
 from training.utils.distributed import init_distributed
 from training.utils.deepspeed_setup import build_train_engine

@@ -4,7 +4,7 @@ skips the old log-prob forward takes the same gradient as the update that comput
 import pytest
 import torch
 
-from training.utils.hybrid_engine import GenerationSettings, hf_generate
+from training.utils.generation import GenerationSettings, hf_generate
 from training.utils.shared_prefix import buckets, position_ids_from, prefix_groups, prompt_answer_layout, state_logprobs
 
 
@@ -81,7 +81,7 @@ def test_shared_prefill_generates_the_plain_tokens(tiny_tok):
 def test_dpo_pair_logps_equal_the_right_padded_plain_forward(tiny_tok):
     from training.step2_reward_model_finetuning.dpo_main import pair_logps
     from training.utils.data import PairCollator
-    from training.utils.losses import answer_mask, sequence_logps
+    from plain_reference import answer_mask, sequence_logps
     from training.utils.model import load_causal_lm
 
     model = load_causal_lm("tiny", tiny_tok, seed=0)
@@ -162,7 +162,7 @@ class _Engine:
 
 
 def test_one_on_policy_update_skips_old_logprobs_with_the_same_gradient(tiny_tok):
-    from training.utils.config import parse_config
+    from training.utils.arguments import parse_config
     from training.utils.model import load_causal_lm
     from training.utils.rl.experience import ExperienceMaker
     from training.utils.rl.trainer import RLTrainer

@@ -32,10 +32,11 @@ def main(argv=None):
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from training.utils.config import parse_config
+    from training.utils.arguments import parse_config
     from training.utils.distributed import init_distributed, is_main, world_size
     from training.utils.deepspeed_setup import build_train_engine
-    from training.utils.hybrid_engine import GenerationSettings, HybridEngine, PlainHFBackend
+    from training.utils.generation import GenerationSettings, PlainHFBackend
+    from training.utils.hybrid_engine import HybridEngine
     from training.utils.model import load_tokenizer
 
     init_distributed()

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 def batches(stage: str, model: str, n: int):
     """The first ``n`` training batches of the stage's preset, collated as the stage collates them."""
-    from training.utils.config import parse_config
+    from training.utils.arguments import parse_config
     from training.utils.data import PairCollator, SFTCollator, build_phase
     from training.utils.loop import make_loader
     from training.utils.model import load_tokenizer

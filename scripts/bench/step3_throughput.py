@@ -95,7 +95,7 @@ def sync(dev):
 def build(a, tok, dev):
     from transformers import OPTForCausalLM, OPTForSequenceClassification
 
-    from training.utils.config import parse_config
+    from training.utils.arguments import parse_config
     from training.utils.deepspeed_setup import build_train_engine, frozen
     from training.utils.hybrid_engine import HybridEngine
     from training.utils.model import ValueModel
@@ -128,7 +128,7 @@ def build(a, tok, dev):
 
 def rollout_paths(a, tok, he, plain, prompts, mask):
     """HE vs plain HF vs generate through the (ZeRO-3) engine: seconds, and greedy tokens equal."""
-    from training.utils.hybrid_engine import GenerationSettings, PlainHFBackend
+    from training.utils.generation import GenerationSettings, PlainHFBackend
 
     s = GenerationSettings(max_new_tokens=a.answer_len, min_new_tokens=a.answer_len, do_sample=False)
     engine = he.engine

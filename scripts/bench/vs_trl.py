@@ -58,7 +58,7 @@ def shared_flags(a) -> dict[str, list[str]]:
 
 
 def stage_config(work: str, a, sft: str):
-    from training.utils.config import parse_config
+    from training.utils.arguments import parse_config
 
     argv = ["--config", str(PRESET[work]), "--model_name_or_path", sft, *shared_flags(a)[work]]
     return parse_config(argv, "bench", stage="rl" if work == "grpo" else "dpo")

@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from training.utils.config import parse_config
+from training.utils.arguments import parse_config
 from training.utils.data import SFTCollator
 from training.utils.distributed import all_reduce_sum, rank_checksums
 from training.utils.ds_config import resolve_dtype

@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from training.utils.config import parse_config
+from training.utils.arguments import parse_config
 from training.utils.data import PairCollator
 from training.utils.distributed import all_reduce_sum
 from training.utils.deepspeed_setup import frozen

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import sys
 
-from training.utils.config import ConfigError, parse_config
+from training.utils.config import ConfigError
+from training.utils.arguments import parse_config
 from training.utils.data import PromptCollator, SFTCollator
 from training.utils.distributed import all_reduce_sum, is_main, rank, world_size
 from training.utils.labels.refresh import RewardRefresh
@@ -30,7 +31,8 @@ from training.utils.rl.experience import ExperienceMaker
 from training.utils.rl.residency import Residency
 from training.utils.rl.models import build_actor, build_critic, build_reference, build_reward_sources
 from training.utils.rl.advantages import estimator_for
-from training.utils.rl.rewards import build_reward
+from training.utils.reward_sources import build_reward
+from training.utils import faults
 from training.utils.rl.runner import Counted, Faulty, RLLoop, batch_reward
 from training.utils.rl.trainer import RLTrainer, cycle
 from training.utils.stage import StageRun, run_cli
@@ -96,8 +98,10 @@ def main(argv=None) -> dict:
         ref = build_reference(cfg, tok)
         refreshes = (iterations - 1) // r.reward_refresh_interval if r.reward_refresh_interval else 0
         reward, reward_models = build_reward_sources(cfg, tok, refreshes)
-        reward = Faulty(reward)
-        log.info("reward: %s", " + ".join(f"{w:g} x {n}" for w, n in zip(reward.reward.weights, reward.reward.names)))
+        log.info("reward: %s", " + ".join(f"{w:g} x {n}" for w, n in zip(reward.weights, reward.names)))
+        fault = faults.parse(cfg.ckpt.fault)
+        if fault:
+            reward = Faulty(reward, fault)
         judge = None
         if r.judge:
             from training.utils.labels.labellers import DEFAULT_JUDGE_TEMPLATE, build_labeller
@@ -141,8 +145,10 @@ def main(argv=None) -> dict:
                                           all_reduce_sum)
             prompts = curriculum_loader(train_ds, curriculum, PromptCollator(tok.pad_token_id))
             log.info("prompt curriculum over %d groups (%s)", len(curriculum.names), ", ".join(curriculum.names))
-        loop = RLLoop(cfg, run_ctx.writer, maker, trainer, reward, reward_fn, prompts, eval_loader, engines,
-                      iterations, guard, dev, unsup, curriculum, refresh, eval_metric(cfg, log))
+        loop = RLLoop(cfg, run_ctx.writer, maker=maker, trainer=trainer, reward=reward, reward_fn=reward_fn,
+                      prompts=prompts, eval_loader=eval_loader, engines=engines, iterations=iterations, guard=guard,
+                      device=dev, unsup=unsup, curriculum=curriculum, refresh=refresh, metric=eval_metric(cfg, log),
+                      fault=fault)
         first, final = loop.run()
         out = run_ctx.out
         save_hf(he.module, tok, out / "actor", cfg.ds.zero_stage)

@@ -7,6 +7,10 @@ line win.  No stage declares arguments of its own: each stage owns the sections 
 (``STAGE_SECTIONS``) and its command line takes those flags only, so a flag that a stage would
 ignore stops it with argparse's error; a config file may hold any stage's keys (one file can serve
 the whole pipeline).
+
+This module is a leaf: it imports nothing of the project. The rules that depend on an algorithm or a
+reward source live with them (``rl/advantages.py``'s ``check``, ``reward_sources.check``); the command
+line (``arguments.py``) applies every rule when it builds a ``Config``.
 """
 from __future__ import annotations
 
@@ -19,15 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .rl.advantages import ESTIMATORS, critic_free, estimator_for, policy_loss_for
-
 
 class ConfigError(ValueError):
     """A configuration value (flag or file entry) that cannot be used."""
 
 
-def _f(default: Any, help: str, *, aliases: tuple[str, ...] = (), choices: Optional[tuple] = None):
-    meta = {"help": help, "aliases": aliases, "choices": choices}
+def _f(default: Any, help: str, *, aliases: tuple[str, ...] = (), choices: Optional[tuple] = None,
+       registry: str = ""):
+    """A field with its help, DeepSpeed-Chat aliases and choices; ``registry`` names the registry whose
+    entries are the choices (``arguments.REGISTRIES``: filled when the command line is built)."""
+    meta = {"help": help, "aliases": aliases, "choices": choices, "registry": registry}
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -154,6 +159,9 @@ class CheckpointConfig:
     keep_checkpoints: int = _f(2, "checkpoints kept (the oldest are removed)")
     resume: bool = _f(False, "continue from the newest intact checkpoint in output_dir/checkpoints")
     max_nonfinite: int = _f(3, "consecutive non-finite losses / rewards (each skipped) that stop the run")
+    fault: str = _f("", "debug: inject faults, as the reliability tests do: kill_after=N (SIGKILL right after "
+                        "optimizer step / RL iteration N), nan_at=A:B (the loss of those micro-batches, or the "
+                        "rewards of those RL iterations, become NaN); comma-separated")
 
 
 @dataclass
@@ -270,10 +278,10 @@ class RLConfig:
     enable_test_mode: bool = _f(False, "stop after --test_stop_step iterations (DeepSpeed-Chat's test mode)")
     test_stop_step: int = _f(0, "with --enable_test_mode: the iteration after which stage 3 stops")
     static_cache: bool = _f(False, "rollouts with a static KV cache (compiled decode on CUDA)")
-    algo: str = _f("ppo", "stage 3 algorithm: ppo (with a critic) or a critic-free one: "
-                          + ", ".join(critic_free()), choices=tuple(ESTIMATORS), aliases=("--rl_algo",))
+    algo: str = _f("ppo", "stage 3 algorithm: ppo (with a critic) or a critic-free one", registry="algorithms",
+                   aliases=("--rl_algo",))
     policy_loss: str = _f("", "the policy loss instead of the algorithm's own: clip (PPO's clipped surrogate), dual_clip, "
-                              "gspo (one ratio per answer); empty: the algorithm's", choices=("", "clip", "dual_clip", "gspo"))
+                              "gspo (one ratio per answer); empty: the algorithm's", registry="policy_losses")
     dual_clip_c: float = _f(3.0, "dual_clip: the bound c on the objective of negative advantages (c x A)")
     overlong_buffer_len: int = _f(0, "DAPO's overlong reward shaping: answers longer than max_answer_seq_len minus this "
                                      "many tokens lose up to --overlong_penalty_factor, linearly (0: off)")
@@ -285,8 +293,6 @@ class RLConfig:
     kl_in_reward: bool = _f(False, "critic-free: subtract kl_coef x the answer's KL from its reward instead "
                                    "of adding a k3 KL loss term")
     std_normalize: bool = _f(True, "grpo: divide advantages by the group's standard deviation")
-    dr_grpo: bool = _f(False, "grpo as Dr. GRPO (the same as --algo dr_grpo): no std division and a constant "
-                              "length normaliser (max_answer_seq_len)")
     loss_agg: str = _f("token", "policy loss reduction: token (mean over the batch's tokens), sequence "
                                 "(per-answer mean, then mean), constant (per-answer sum / max_answer_seq_len)",
                        choices=("token", "sequence", "constant"))
@@ -415,26 +421,13 @@ class Config:
         p, r = self.rl, self.rewards
         if p.num_samples_per_prompt < 1:
             raise ConfigError(f"num_samples_per_prompt must be >= 1, got {p.num_samples_per_prompt}")
-        est = estimator_for(p.algo)
-        if est.group and p.num_samples_per_prompt < 2:
-            raise ConfigError(f"{p.algo} compares answers to the same prompt: set num_samples_per_prompt >= 2")
-        if policy_loss_for(p).pairs and p.num_samples_per_prompt != 2:
-            raise ConfigError(f"{p.algo} ranks pairs of answers: set num_samples_per_prompt 2")
-        if p.dynamic_filtering and not (est.group or est.greedy_baseline):
-            raise ConfigError(f"dynamic_filtering drops groups of answers without a learning signal; {p.algo} "
-                              f"has no groups (drop --dynamic_filtering)")
         if p.adaptive_kl and p.kl_coef <= 0:
             raise ConfigError("adaptive_kl scales kl_coef, which is 0 here: set --kl_coef > 0 or drop --adaptive_kl")
         if p.adaptive_kl and p.kl_target <= 0:
             raise ConfigError(f"kl_target must be positive, got {p.kl_target}")
-        if p.group_baseline and (not est.critic or p.num_samples_per_prompt < 2):
-            raise ConfigError("group_baseline is a PPO option that compares answers to the same prompt: "
-                              "use it with --algo ppo and num_samples_per_prompt >= 2")
         if p.prompt_curriculum and (p.num_samples_per_prompt < 2 or not self.data.balance_key):
             raise ConfigError("prompt_curriculum weighs the groups named by --balance_key by the spread of the "
                               "answers to one prompt: set --balance_key (e.g. task) and num_samples_per_prompt >= 2")
-        if p.policy_loss and est.policy_loss == "dpo":
-            raise ConfigError(f"{p.algo} trains with the DPO loss on ranked pairs: --policy_loss does not apply to it")
         if p.overlong_buffer_len < 0 or p.overlong_buffer_len >= self.data.max_answer_seq_len:
             raise ConfigError(f"overlong_buffer_len must be in [0, max_answer_seq_len = {self.data.max_answer_seq_len}), "
                               f"got {p.overlong_buffer_len}")
@@ -448,17 +441,9 @@ class Config:
                               f"({' '.join(r.reward)})")
         if not r.reward:
             raise ConfigError("reward: give at least one reward source")
-        from .rl.rewards import needs_model
-
-        if needs_model(r.eval_reward):
-            raise ConfigError(f"eval_reward scores the evaluation with your own metric: use checker, rule:module:function "
-                              f"or an http(s) URL, not a reward model (got {' '.join(r.eval_reward)})")
         if r.reward_refresh_interval < 0:
             raise ConfigError(f"reward_refresh_interval must be >= 0, got {r.reward_refresh_interval}")
         if r.reward_refresh_interval:
-            if len(needs_model(r.reward)) != 1:
-                raise ConfigError(f"reward_refresh_interval trains the reward model during stage 3: --reward must name "
-                                  f"exactly one reward model, got {' '.join(r.reward)}")
             if self.rm.labeller.startswith("human:"):
                 raise ConfigError("reward_refresh_interval labels new rollouts as they come: use a labeller that "
                                   "answers at once (checker, rule:..., an http(s) URL, judge:MODEL), not human:FILE")
@@ -553,7 +538,7 @@ def _sections(cfg_cls=Config):
     return [(f.name, hints[f.name]) for f in dataclasses.fields(cfg_cls)]
 
 
-def _fields():
+def all_fields():
     """(section, field, python type) for every leaf, names unique across sections."""
     out, seen = [], {}
     for sec_name, sec_cls in _sections():
@@ -608,41 +593,6 @@ def _coerce(value: Any, typ, where: str):
     raise AssertionError(f"unsupported config type {typ}")
 
 
-def build_parser(description: str = "", stage: Optional[str] = None) -> argparse.ArgumentParser:
-    """The command line of ``stage`` (a key of ``STAGE_SECTIONS``; None: every field of the tree)."""
-    if stage is not None and stage not in STAGE_SECTIONS:
-        raise AssertionError(f"unknown stage {stage!r}")
-    p = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", nargs="+", help="YAML or JSON file(s) with config values (sections or flat keys; keys "
-                                               "of other stages are allowed and left to them); a later file wins")
-    for sec_name, f, typ in _fields():
-        if stage is not None and stage not in owners(sec_name, f.name):
-            continue
-        group_title = sec_name
-        group = next((g for g in p._action_groups if g.title == group_title), None)
-        if group is None:
-            group = p.add_argument_group(group_title)
-        names = [f"--{f.name}"]
-        if "_" in f.name:
-            names.append(f"--{f.name.replace('_', '-')}")
-        for a in f.metadata.get("aliases", ()):
-            names += [a] + ([a.replace("_", "-")] if "_" in a[2:] else [])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        # argparse %-formats help strings: a literal '%' (e.g. "2-4% of the rows") must be doubled
-        kw: dict[str, Any] = {"dest": f.name, "help": f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")}
-        if typ is bool:
-            kw.update(nargs="?", const=True, type=str2bool, metavar="BOOL")
-        elif typing.get_origin(typ) is list:
-            kw.update(nargs="+", type=(typing.get_args(typ) or (str,))[0])
-        else:
-            kw["type"] = typ
-        if f.metadata.get("choices"):
-            kw["choices"] = f.metadata["choices"]
-        group.add_argument(*names, **kw)
-    return p
-
-
 def load_config_file(path: str) -> dict:
     """Flat {field: value} from a YAML/JSON file with flat keys or section mappings."""
     p = Path(path)
@@ -662,7 +612,7 @@ def load_config_file(path: str) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     sections = {name for name, _ in _sections()}
-    leaves = {f.name: (s, typ) for s, f, typ in _fields()}
+    leaves = {f.name: (s, typ) for s, f, typ in all_fields()}
     alias = _alias_map()
     flat: dict[str, Any] = {}
     for key, value in raw.items():
@@ -682,7 +632,7 @@ def load_config_file(path: str) -> dict:
 
 def _alias_map() -> dict[str, str]:
     out = {}
-    for _, f, _ in _fields():
+    for _, f, _ in all_fields():
         out[f.name.replace("_", "-")] = f.name
         for a in f.metadata.get("aliases", ()):
             out[a.lstrip("-")] = f.name
@@ -692,46 +642,10 @@ def _alias_map() -> dict[str, str]:
 
 def config_from_flat(values: dict) -> Config:
     cfg = Config()
-    leaves = {f.name: (s, typ) for s, f, typ in _fields()}
+    leaves = {f.name: (s, typ) for s, f, typ in all_fields()}
     for name, value in values.items():
         sec, typ = leaves[name]
         setattr(getattr(cfg, sec), name, _coerce(value, typ, f"--{name}"))
     if cfg.model.disable_dropout:       # DeepSpeed-Chat's step-2 spelling of --dropout 0
         cfg.model.dropout = 0.0
     return cfg
-
-
-def _layers(argv: Optional[list[str]], description: str, overrides: Optional[dict],
-            stage: Optional[str]) -> list[tuple[str, dict]]:
-    """(source, {field: value}) from the lowest to the highest: stage overrides, each --config file,
-    the command-line flags."""
-    ns = vars(build_parser(description, stage).parse_args(argv))
-    layers = [("overrides", dict(overrides or {}))]
-    layers += [(f"config file {path}", load_config_file(path)) for path in ns.pop("config", [])]
-    return layers + [("flag", ns)]
-
-
-def parse_config(argv: Optional[list[str]] = None, description: str = "",
-                 overrides: Optional[dict] = None, stage: Optional[str] = None) -> Config:
-    """Defaults < stage overrides < --config files (in order) < command-line flags (``stage``'s flags only)."""
-    values: dict = {}
-    for _, layer in _layers(argv, description, overrides, stage):
-        values.update(layer)
-    cfg = config_from_flat(values)
-    if stage == "rl" and "max_seq_len" not in values:     # stage 3's sequences: a prompt and its answer
-        cfg.data.max_seq_len = cfg.data.max_prompt_seq_len + cfg.data.max_answer_seq_len
-    return cfg.validate()
-
-
-def explain(argv: list[str], stage: str) -> list[tuple[str, Any, str]]:
-    """(field, resolved value, where it came from: 'flag', 'config file PATH' or 'default') for every
-    field of ``stage``, as ``parse_config(argv, stage=stage)`` resolves them."""
-    cfg, source = parse_config(argv, stage=stage), {}
-    for where, layer in _layers(argv, "", None, stage):
-        source.update({name: where for name in layer})
-    if stage == "rl" and "max_seq_len" not in source:
-        source["max_seq_len"] = "max_prompt_seq_len + max_answer_seq_len"
-    if cfg.model.disable_dropout and "dropout" not in source:
-        source["dropout"] = "--disable_dropout"
-    return [(f.name, getattr(getattr(cfg, sec), f.name), source.get(f.name, "default"))
-            for sec, f, _ in _fields() if stage in owners(sec, f.name)]

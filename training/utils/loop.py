@@ -94,6 +94,7 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
         writer.log(0, "eval", ev)
         log.info("step 0 eval: %s", _fmt(ev))
     guard = NonFinite(ck.max_nonfinite, lg.output_dir, faults_seen)
+    fault = faults.parse(ck.fault)
     bar = tqdm(total=total_steps, initial=step, desc=desc, disable=lg.disable_tqdm or not is_main(), dynamic_ncols=True)
     micro, acc, acc_n, t0, tokens, attempts = 0, {}, 0, time.time(), 0, 0
     t_loop, eval_s = time.time(), 0.0
@@ -106,7 +107,7 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
             batch = to_device(batch, engine.device)
             loss, metrics = step_fn(engine, batch)
             attempts += 1
-            if faults.nan_at(attempts):
+            if fault and fault.nan(attempts):
                 loss = loss * float("nan")
             if lg.print_loss:
                 log.info("epoch %d, step %d, rank %d, loss = %.6g", epoch, step, rank(), loss.item())
@@ -143,7 +144,8 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
             if ck.save_interval and step % ck.save_interval == 0 and step < total_steps:
                 checkpoint.save(lg.output_dir, step, {"model": engine},
                                 {"epoch": epoch, "batches_done": bi + 1, "nonfinite": guard.total}, ck.keep_checkpoints)
-            faults.after_step(step)
+            if fault:
+                fault.after_step(step)
             if step >= total_steps:
                 break
         skip = 0

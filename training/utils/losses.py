@@ -20,6 +20,12 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.gather(logp, -1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
 
 
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the categorical distribution at each position, [B, T]."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
 def causal_lm_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of next-token negative log-likelihoods, number of scored tokens).
 
@@ -40,18 +46,6 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- preference losses
-
-def answer_mask(input_ids: torch.Tensor, prompt_len: torch.Tensor, end_index: torch.Tensor) -> torch.Tensor:
-    """1 on answer tokens (prompt_len <= t <= end_index), 0 on prompt and padding.  [B, T]."""
-    pos = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
-    return ((pos >= prompt_len.unsqueeze(1)) & (pos <= end_index.unsqueeze(1))).to(torch.float32)
-
-
-def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum over masked tokens t of log p(input_ids[t] | input_ids[:t]).  [B]."""
-    lp = token_logprobs(logits[:, :-1, :], input_ids[:, 1:])
-    return (lp * mask[:, 1:]).sum(-1)
-
 
 def pairwise_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     """InstructGPT reward-model loss: mean of -log sigmoid(r_chosen - r_rejected) over pairs."""

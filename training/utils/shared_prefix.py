@@ -21,9 +21,8 @@ from typing import Optional
 
 import torch
 
-from .losses import token_logprobs
+from .losses import entropy_from_logits, token_logprobs
 from .model.reward import activation_checkpointing
-from .rl.maths import entropy_from_logits
 
 CALL_COST = 48      # a forward call's fixed cost, in answer tokens, when choosing the buckets
 

@@ -44,7 +44,7 @@ class StageRun:
         m, p, r = self.cfg.model, self.cfg.rl, self.cfg.rewards
         out = {"--model_name_or_path": m.model_name_or_path, "--tokenizer_name_or_path": m.tokenizer_name_or_path}
         if self.name not in ("sft", "reward", "dpo"):       # stage 3
-            from .rl.rewards import needs_model
+            from .reward_sources import needs_model
 
             for path in needs_model(r.reward):
                 out[f"--reward model:{path}" if path else "--reward_model_name_or_path"] = \
@@ -68,6 +68,7 @@ class StageRun:
         init_distributed(cfg.ds.dist_timeout)
         flat = {f"{sec}.{k}": v for sec, fields in cfg.to_dict().items() for k, v in fields.items()}
         flat.pop("ds.local_rank")
+        flat.pop("ckpt.fault")          # the reliability tests kill one node of several
         same_on_every_rank("configuration", flat)
         if is_main():
             self.out.mkdir(parents=True, exist_ok=True)

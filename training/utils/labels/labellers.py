@@ -48,7 +48,7 @@ class ScoreLabeller:
         self.source, self.name = source, name
 
     def scores(self, prompt: str, answers: Sequence[str], row: int) -> tuple[list[float], int]:
-        from ..rl.rewards import RewardError
+        from ..reward_sources import RewardError
 
         try:
             vals = self.source.score_texts([prompt] * len(answers), list(answers)).tolist()
@@ -127,7 +127,7 @@ class JudgeLabeller:
 
 def build_labeller(spec: str, judge_template: str = DEFAULT_JUDGE_TEMPLATE, timeout: float = 30.0):
     """The labeller of ``--labeller`` (not ``human:FILE``, whose pairs are read, not asked for)."""
-    from ..rl.rewards import CHECKER, HTTPReward, RewardError, RuleReward
+    from ..reward_sources import CHECKER, HTTPReward, RewardError, RuleReward
 
     try:
         if spec == "checker":

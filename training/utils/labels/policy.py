@@ -18,7 +18,7 @@ import torch
 
 from ..data.collate import pad_sequences
 from ..data.format import prompt_token_ids, render_prompt
-from ..hybrid_engine import GenerationSettings, PlainHFBackend
+from ..generation import GenerationSettings, PlainHFBackend, decode_answers
 from .human import prompt_field
 from .labellers import labels_per_prompt
 from .ranking import ranked_pairs, within_prompt_auc, auc
@@ -64,12 +64,7 @@ class Sampler:
             ids = [prompt_token_ids(tok, self.text(m), self.template)[-self.max_prompt_len:] for m in chunk]
             ids = [x for x in ids for _ in range(self.k)]           # a prompt's K rows consecutive
             input_ids, mask = pad_sequences(ids, tok.pad_token_id, left=True)
-            seq = self.backend.generate(input_ids, mask, self.settings)[:, input_ids.shape[1]:]
-            answers = []
-            for row in seq.tolist():
-                if tok.eos_token_id in row:
-                    row = row[:row.index(tok.eos_token_id)]
-                answers.append(tok.decode(row, skip_special_tokens=True).strip())
+            answers = decode_answers(tok, self.backend.generate(input_ids, mask, self.settings), input_ids.shape[1])
             out += [answers[i * self.k:(i + 1) * self.k] for i in range(len(chunk))]
         self.seconds += time.time() - t0
         return out

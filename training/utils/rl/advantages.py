@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ..config import ConfigError
 from .maths import gae, group_advantages, masked_whiten
 
 
@@ -52,6 +53,8 @@ def register_advantage(name: str, **flags) -> Callable:
 
 def estimator_for(algo: str) -> Estimator:
     """The record behind ``--algo``."""
+    if algo not in ESTIMATORS:
+        raise ConfigError(f"unknown algo {algo!r}: choose one of {', '.join(ESTIMATORS)}")
     return ESTIMATORS[algo]
 
 
@@ -59,7 +62,10 @@ def policy_loss_for(rl_cfg):
     """The policy loss of the run: ``--policy_loss`` when given, else the algorithm's own."""
     from .policy_losses import POLICY_LOSSES
 
-    return POLICY_LOSSES[rl_cfg.policy_loss or estimator_for(rl_cfg.algo).policy_loss]
+    name = rl_cfg.policy_loss or estimator_for(rl_cfg.algo).policy_loss
+    if name not in POLICY_LOSSES:
+        raise ConfigError(f"unknown policy_loss {name!r}: choose one of {', '.join(POLICY_LOSSES)}")
+    return POLICY_LOSSES[name]
 
 
 def kl_in_reward(rl_cfg) -> bool:
@@ -68,9 +74,21 @@ def kl_in_reward(rl_cfg) -> bool:
     return rl_cfg.kl_in_reward or estimator_for(rl_cfg.algo).kl_in_reward
 
 
-def is_dr_grpo(rl_cfg) -> bool:
-    """Dr. GRPO (``--algo dr_grpo`` or ``--dr_grpo``): no std division, constant length normaliser."""
-    return rl_cfg.dr_grpo or estimator_for(rl_cfg.algo).unbiased
+def check(rl_cfg) -> None:
+    """The algorithm's rules on stage 3's settings (``ConfigError`` naming the flags)."""
+    p, est = rl_cfg, estimator_for(rl_cfg.algo)
+    if est.group and p.num_samples_per_prompt < 2:
+        raise ConfigError(f"{p.algo} compares answers to the same prompt: set num_samples_per_prompt >= 2")
+    if p.policy_loss and est.policy_loss == "dpo":
+        raise ConfigError(f"{p.algo} trains with the DPO loss on ranked pairs: --policy_loss does not apply to it")
+    if policy_loss_for(p).pairs and p.num_samples_per_prompt != 2:
+        raise ConfigError(f"{p.algo} ranks pairs of answers: set num_samples_per_prompt 2")
+    if p.dynamic_filtering and not (est.group or est.greedy_baseline):
+        raise ConfigError(f"dynamic_filtering drops groups of answers without a learning signal; {p.algo} "
+                          f"has no groups (drop --dynamic_filtering)")
+    if p.group_baseline and (not est.critic or p.num_samples_per_prompt < 2):
+        raise ConfigError("group_baseline is a PPO option that compares answers to the same prompt: "
+                          "use it with --algo ppo and num_samples_per_prompt >= 2")
 
 
 def critic_free() -> tuple[str, ...]:

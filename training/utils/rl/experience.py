@@ -14,8 +14,8 @@ from typing import Callable, Optional
 
 import torch
 
-from ..hybrid_engine import GenerationSettings
-from .advantages import estimator_for, is_dr_grpo, kl_in_reward, policy_loss_for, sequence_scores
+from ..generation import GenerationSettings
+from .advantages import estimator_for, kl_in_reward, policy_loss_for, sequence_scores
 from .curriculum import prompt_spread
 from .residency import Residency
 from .maths import (RunningMoments, group_advantages, kl_estimate, logprob_gap, masked_mean, masked_whiten,
@@ -60,7 +60,7 @@ class ExperienceMaker:
                                            share_prompt=share_prompt, return_logprobs=True)
         self.greedy = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False,
                                          static_cache=rl_cfg.static_cache)
-        self.std_normalize = rl_cfg.std_normalize and not is_dr_grpo(rl_cfg)
+        self.std_normalize = rl_cfg.std_normalize and not estimator_for(rl_cfg.algo).unbiased
         # One optimizer step per rollout batch, taken before the policy moves, and no KL or critic that
         # reads them: the old log-probs are the policy's own (detached) in that step, so their forward is
         # skipped (the trainer uses logp.detach(); the ratio is 1 and the gradient the same).

@@ -7,7 +7,6 @@ hand-computed values.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
@@ -143,12 +142,6 @@ def silent_groups(scores: torch.Tensor, advantages: torch.Tensor, group: int, by
     if by_advantage:
         return advantages.float().view(-1, group).abs().amax(1) <= tol
     return uniform_groups(scores, group, tol)
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of the categorical distribution at each position, [B, T]."""
-    logp = F.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
 
 
 class AdaptiveKLController:

@@ -9,7 +9,7 @@ from ..hybrid_engine import HybridEngine
 from ..model import ValueModel, apply_lora, load_causal_lm, load_reward_model
 from ..model.reward import head
 from .advantages import estimator_for, policy_loss_for
-from .rewards import build_reward
+from ..reward_sources import build_reward
 
 
 def needs_reference(c) -> bool:

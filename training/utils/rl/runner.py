@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 from .. import checkpoint, faults
 from ..data.checker import check, parse_task, pass_rate
 from ..distributed import all_reduce_sum, is_main, rank
-from ..hybrid_engine import GenerationSettings
+from ..generation import GenerationSettings, decode_answers
 from ..labels.ranking import auc, within_prompt_auc
 from ..loop import to_device
-from .rewards import Rollout, decode_answers
+from ..reward_sources import Rollout
 from ..shared_prefix import position_ids_from
 from .sequences import answer_layout
 from .trainer import cycle
@@ -89,15 +89,19 @@ def batch_reward(reward, tok, judge=None, keep=None):
 
 
 class Faulty:
-    """Wraps a reward so the reliability tests can make one iteration's rewards NaN."""
+    """The reward of a run with ``--fault nan_at=...``: the rewards of those iterations become NaN (the
+    loop sets ``iteration``)."""
 
-    def __init__(self, reward):
-        self.reward, self.iteration = reward, 0
-        self.parts = getattr(reward, "parts", {})
+    def __init__(self, reward, fault: faults.Faults):
+        self.reward, self.fault, self.iteration = reward, fault, 0
+
+    @property
+    def parts(self) -> dict:
+        return self.reward.parts
 
     def __call__(self, rollout):
         r = self.reward(rollout)
-        return r * float("nan") if self.iteration and faults.nan_at(self.iteration) else r
+        return r * float("nan") if self.iteration and self.fault.nan(self.iteration) else r
 
 
 class Counted:
@@ -155,9 +159,9 @@ def evaluate(he, reward_fn, loader, tok, max_new_tokens: int, metric=None, thres
 class RLLoop:
     """``run()`` trains ``iterations`` iterations and returns (first eval, final eval)."""
 
-    def __init__(self, cfg, writer, maker, trainer, reward: Faulty, reward_fn, prompts, eval_loader, engines: dict,
+    def __init__(self, cfg, writer, *, maker, trainer, reward, reward_fn, prompts, eval_loader, engines: dict,
                  iterations: int, guard, device, unsup: Optional[Counted] = None, curriculum=None, refresh=None,
-                 metric=None):
+                 metric=None, fault: Optional[faults.Faults] = None):
         self.cfg, self.c, self.w = cfg, cfg.rl, writer
         self.maker, self.trainer, self.reward, self.reward_fn = maker, trainer, reward, reward_fn
         self.prompts, self.eval_loader, self.engines = cycle(prompts), eval_loader, engines
@@ -165,6 +169,7 @@ class RLLoop:
         self.curriculum = curriculum                 # PromptCurriculum drawing ``prompts`` (None: shuffled epochs)
         self.refresh = refresh                       # RewardRefresh (iterated RLHF), or None: a frozen reward
         self.metric = metric                         # the evaluation's reward source (None: the bundled checker)
+        self.fault = fault                           # --fault: the reward is then a Faulty wrapper
         self.rows = self.c.per_device_generation_batch_size * self.c.num_samples_per_prompt
         self.drawn = 0                               # prompt batches drawn so far (a resumed run skips as many)
 
@@ -266,9 +271,11 @@ class RLLoop:
                    dynamic_ncols=True)
         t_loop, eval_s = time.time(), 0.0
         for it in range(start + 1, total + 1):
-            self.reward.iteration = it
+            if self.fault:
+                self.reward.iteration = it
             metrics = self.iteration(it)
-            self.reward.iteration = 0
+            if self.fault:
+                self.reward.iteration = 0
             if self.reward_fn.last is not None:      # the iteration's first rollout, with its row's columns
                 prompt, answer, score, columns = self.reward_fn.last
                 self.w.sample(it, {"prompt": prompt, "answer": answer, "reward": score, "columns": columns})
@@ -289,7 +296,8 @@ class RLLoop:
                 eval_s += time.time() - t_ev
             if cfg.ckpt.save_interval and it % cfg.ckpt.save_interval == 0 and it < total:
                 self.save(it, first)
-            faults.after_step(it)
+            if self.fault:
+                self.fault.after_step(it)
         bar.close()
         self.w.log(total, "time", {"train_loop_s": time.time() - t_loop - eval_s, "eval_s": eval_s})
         if not lg.final_eval:

@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 import torch
 
 from ..losses import causal_lm_loss
-from .advantages import estimator_for, is_dr_grpo, kl_in_reward, policy_loss_for
+from .advantages import estimator_for, kl_in_reward, policy_loss_for
 from .experience import Experience
 from .maths import AdaptiveKLController, aggregate, kl_estimate, logprob_gap, masked_mean, value_loss
 from .residency import Residency
@@ -66,7 +66,7 @@ class RLTrainer:
         self.est, self.loss = estimator_for(rl_cfg.algo), policy_loss_for(rl_cfg)
         self.max_new_tokens, self.dpo_beta, self.has_ref = max_new_tokens, dpo_beta, has_ref
         self.kl_in_reward = kl_in_reward(rl_cfg)
-        self.loss_agg = "constant" if is_dr_grpo(rl_cfg) else rl_cfg.loss_agg
+        self.loss_agg = "constant" if estimator_for(rl_cfg.algo).unbiased else rl_cfg.loss_agg
         self.kl = AdaptiveKLController(rl_cfg.kl_coef, rl_cfg.kl_target, rl_cfg.kl_horizon) if rl_cfg.adaptive_kl else None
         self.ema: Optional[EMA] = EMA(hybrid.module, rl_cfg.ema_decay, actor_zero_stage) if rl_cfg.enable_ema else None
 
@@ -128,11 +128,12 @@ class RLTrainer:
         return {"critic_loss": loss.item()}
 
     def unsup_step(self, batch: dict) -> dict:
+        """PPO-ptx: ``unsup_coef`` x the language-model loss of an SFT batch, skipped when not finite."""
         engine = self.he.engine
         logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         loss = causal_lm_loss(logits, batch["labels"]) * self.c.unsup_coef
-        engine.backward(loss)
-        engine.step()
+        if not self._apply(loss, "unsupervised loss"):
+            return {}
         return {"unsup_loss": loss.item() / self.c.unsup_coef}
 
     def train(self, exps: list[Experience], iteration: int, micro_batch: int, device) -> dict:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from .logging import read_metrics
+from training.utils.logging import read_metrics
 
 
 def rl_figures(stage_dir: Path) -> dict:

@@ -59,11 +59,6 @@ def _accepted(fn, kw: dict, skip: int = 0) -> dict:
     return {k: v for k, v in kw.items() if k in names}
 
 
-def decode_answers(tok, seq: torch.Tensor, prompt_width: int, end: torch.Tensor) -> list[str]:
-    return [tok.decode(seq[i, prompt_width:int(end[i]) + 1], skip_special_tokens=True).strip()
-            for i in range(seq.shape[0])]
-
-
 def _floats(values, n: int, source: str) -> torch.Tensor:
     if not isinstance(values, (list, tuple)) or len(values) != n:
         raise RewardError(f"reward source {source}: expected {n} rewards, got {values!r:.200}")
@@ -151,7 +146,7 @@ class ModelReward:
         self.model, self.name = model, f"model:{name}"
 
     def __call__(self, r: Rollout) -> torch.Tensor:
-        from ..model.reward import end_scores
+        from .model.reward import end_scores
 
         values = self.model(r.sequences, r.attention_mask, r.position_ids)
         return end_scores(values, r.end_index).float().cpu()
@@ -183,6 +178,19 @@ class CombinedReward:
 def needs_model(specs: Sequence[str]) -> list[str]:
     """The reward-model paths among ``specs`` ('' for the default ``model``)."""
     return [s.partition(":")[2] for s in specs if s == "model" or s.startswith("model:")]
+
+
+def check(cfg) -> None:
+    """The rules of a config's reward sources (``ConfigError`` naming the flag)."""
+    from .config import ConfigError
+
+    r = cfg.rewards
+    if needs_model(r.eval_reward):
+        raise ConfigError(f"eval_reward scores the evaluation with your own metric: use checker, rule:module:function "
+                          f"or an http(s) URL, not a reward model (got {' '.join(r.eval_reward)})")
+    if r.reward_refresh_interval and len(needs_model(r.reward)) != 1:
+        raise ConfigError(f"reward_refresh_interval trains the reward model during stage 3: --reward must name "
+                          f"exactly one reward model, got {' '.join(r.reward)}")
 
 
 def build_reward(specs: Sequence[str], weights: Sequence[float] = (), load_model: Optional[Callable] = None,

@@ -141,7 +141,7 @@ def _series(rows: list[dict], split: str, key: str) -> tuple[list[float], list[f
 
 
 def _metrics(report: dict, step: str) -> list[dict]:
-    from .logging import read_metrics
+    from training.utils.logging import read_metrics
 
     d = report.get("stage_dirs", {}).get(step)
     f = Path(d) / "metrics.jsonl" if d else None

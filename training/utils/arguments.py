@@ -1,0 +1,108 @@
+"""The command line of every stage: flags from the config tree, layered over presets and files.
+
+``parse_config(argv, stage=...)`` builds a ``Config`` from (lowest first) the stage's overrides, each
+``--config`` file and the command-line flags, then applies every rule: the tree's own
+(``Config.validate``), the algorithm's (``rl/advantages.check``) and the reward sources'
+(``reward_sources.check``). The choices of a field that names a registry (``--algo``,
+``--policy_loss``) are that registry's entries, so a new algorithm is a flag value at once.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any, Optional
+
+from . import reward_sources
+from .config import STAGE_SECTIONS, Config, all_fields, config_from_flat, load_config_file, owners, str2bool
+from .rl import advantages
+from .rl.policy_losses import POLICY_LOSSES
+
+REGISTRIES = {           # registry name (a field's ``registry``) -> its choices
+    "algorithms": tuple(advantages.ESTIMATORS),
+    "policy_losses": ("",) + tuple(n for n, loss in POLICY_LOSSES.items() if not loss.pairs),
+}
+
+
+def _help(f: dataclasses.Field, default: Any) -> str:
+    text = f.metadata.get("help", "")
+    if f.metadata.get("registry") == "algorithms":
+        text += ": " + ", ".join(advantages.critic_free())
+    # argparse %-formats help strings: a literal '%' (e.g. "2-4% of the rows") must be doubled
+    return f"{text} (default: {default!r})".replace("%", "%%")
+
+
+def build_parser(description: str = "", stage: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line of ``stage`` (a key of ``STAGE_SECTIONS``; None: every field of the tree)."""
+    if stage is not None and stage not in STAGE_SECTIONS:
+        raise AssertionError(f"unknown stage {stage!r}")
+    p = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", nargs="+", help="YAML or JSON file(s) with config values (sections or flat keys; keys "
+                                               "of other stages are allowed and left to them); a later file wins")
+    for sec_name, f, typ in all_fields():
+        if stage is not None and stage not in owners(sec_name, f.name):
+            continue
+        group = next((g for g in p._action_groups if g.title == sec_name), None) or p.add_argument_group(sec_name)
+        names = [f"--{f.name}"]
+        if "_" in f.name:
+            names.append(f"--{f.name.replace('_', '-')}")
+        for a in f.metadata.get("aliases", ()):
+            names += [a] + ([a.replace("_", "-")] if "_" in a[2:] else [])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kw: dict[str, Any] = {"dest": f.name, "help": _help(f, default)}
+        if typ is bool:
+            kw.update(nargs="?", const=True, type=str2bool, metavar="BOOL")
+        elif typing.get_origin(typ) is list:
+            kw.update(nargs="+", type=(typing.get_args(typ) or (str,))[0])
+        else:
+            kw["type"] = typ
+        choices = REGISTRIES[f.metadata["registry"]] if f.metadata.get("registry") else f.metadata.get("choices")
+        if choices:
+            kw["choices"] = choices
+        group.add_argument(*names, **kw)
+    return p
+
+
+def _layers(argv: Optional[list[str]], description: str, overrides: Optional[dict],
+            stage: Optional[str]) -> list[tuple[str, dict]]:
+    """(source, {field: value}) from the lowest to the highest: stage overrides, each --config file,
+    the command-line flags."""
+    ns = vars(build_parser(description, stage).parse_args(argv))
+    layers = [("overrides", dict(overrides or {}))]
+    layers += [(f"config file {path}", load_config_file(path)) for path in ns.pop("config", [])]
+    return layers + [("flag", ns)]
+
+
+def check(cfg: Config) -> Config:
+    """Every rule: the tree's, the algorithm's, the reward sources'."""
+    cfg.validate()
+    advantages.check(cfg.rl)
+    reward_sources.check(cfg)
+    return cfg
+
+
+def parse_config(argv: Optional[list[str]] = None, description: str = "",
+                 overrides: Optional[dict] = None, stage: Optional[str] = None) -> Config:
+    """Defaults < stage overrides < --config files (in order) < command-line flags (``stage``'s flags only)."""
+    values: dict = {}
+    for _, layer in _layers(argv, description, overrides, stage):
+        values.update(layer)
+    cfg = config_from_flat(values)
+    if stage == "rl" and "max_seq_len" not in values:     # stage 3's sequences: a prompt and its answer
+        cfg.data.max_seq_len = cfg.data.max_prompt_seq_len + cfg.data.max_answer_seq_len
+    return check(cfg)
+
+
+def explain(argv: list[str], stage: str) -> list[tuple[str, Any, str]]:
+    """(field, resolved value, where it came from: 'flag', 'config file PATH' or 'default') for every
+    field of ``stage``, as ``parse_config(argv, stage=stage)`` resolves them."""
+    cfg, source = parse_config(argv, stage=stage), {}
+    for where, layer in _layers(argv, "", None, stage):
+        source.update({name: where for name in layer})
+    if stage == "rl" and "max_seq_len" not in source:
+        source["max_seq_len"] = "max_prompt_seq_len + max_answer_seq_len"
+    if cfg.model.disable_dropout and "dropout" not in source:
+        source["dropout"] = "--disable_dropout"
+    return [(f.name, getattr(getattr(cfg, sec), f.name), source.get(f.name, "default"))
+            for sec, f, _ in all_fields() if stage in owners(sec, f.name)]
