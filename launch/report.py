@@ -91,3 +91,83 @@ def table(report: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
     return "\n".join([line(rows[0]), "|-" + "-|-".join("-" * w for w in widths) + "-|"] + [line(r) for r in rows[1:]])
+
+
+def build_report(plan, steps: list[int], cfgs: dict, times: dict, t_start: float) -> tuple[dict, dict]:
+    """(report.json's contents, the answers of the closing evaluation) of a finished run of ``steps``:
+    each stage's figures from its summary, and the greedy pass-rate of each model on held-out prompts."""
+    import time
+
+    args, out = plan.args, Path(plan.args.output_dir)
+    report = {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}, "models": {},
+              "stage_dirs": {str(s): str(plan.output(s)) for s in steps}}
+    rm_dir, answers = None, {}
+    if 2 in steps and not plan.offline or 3 in steps and plan.critic:
+        rm_dir = plan.output(2)
+        rm_summary = json.loads((rm_dir / "summary.json").read_text())
+        rm = rm_summary["final_eval"]
+        report["reward_model"] = {"held_out_pair_accuracy": rm["acc"], "margin": rm["margin"]}
+        comp = rm_summary.get("comparisons")
+        if comp:        # comparison data from the policy: the labels it cost and the on-policy AUC
+            report["reward_model"].update(
+                labeller=comp["labeller"], labels=comp.get("labels", 0), label_budget=comp.get("label_budget"),
+                policy_pairs=comp.get("pairs", 0), eval_labels=comp.get("eval_labels", 0),
+                **{k: rm[k] for k in ("on_policy_auc", "on_policy_within_prompt_auc", "within_prompt_pairs") if k in rm})
+        report["models"]["reward"] = str(rm_dir)
+    actors = {"base": args.actor_model}
+    if 1 in steps or 3 in steps or plan.offline:
+        actors["sft"] = plan.sft_model()
+    if 2 in steps and plan.offline:
+        actors["dpo"] = str(plan.output(2))
+    if 3 in steps:
+        actors[args.algo] = str(plan.output(3) / "actor")
+        rl = rl_figures(plan.output(3))
+        report[args.algo] = rl
+        for key in ("reward_trend", "gold_trend", "agreement_trend", "reward_refresh"):
+            if key in rl:
+                report[key] = rl[key]
+        if "reward_refresh" in rl and "reward_model" in report:     # the labels of stage 2 and of stage 3 together
+            report["reward_model"]["labels_total"] = report["reward_model"].get("labels", 0) + rl["reward_refresh"]["labels"]
+        report["kl_to_reference"] = {"sft": 0.0}
+        if "final_kl" in rl:     # absent when the run loaded no reference model (critic-free, kl_coef 0)
+            report["kl_to_reference"][args.algo] = rl["final_kl"]
+    if 3 in steps and cfgs[3].data.data_path != ["bundled"]:
+        # the user's own data: its evaluation prompts, scored by its own metric in stage 3 (--eval_reward), at
+        # the start and the end; the bundled checker's held-out prompts would measure another task
+        s3 = json.loads((plan.output(3) / "summary.json").read_text())
+        first, final = s3.get("first_eval") or {}, s3.get("final_eval") or {}
+        report["pass_rate"] = {k: e["pass_rate"] for k, e in (("sft", first), (args.algo, final)) if "pass_rate" in e}
+        report["eval_reward"] = {k: e["eval_reward"] for k, e in (("sft", first), (args.algo, final))
+                                 if "eval_reward" in e}
+        report["held_out_prompts"] = s3["data"]["eval"]["kept"]
+        report["evaluation"] = "stage 3's own metric on the evaluation prompts of " + " ".join(cfgs[3].data.data_path)
+        report["models"].update({k: v for k, v in actors.items() if k != "base"})
+        actors = {}
+    if len(actors) > 1:
+        from inference.passrate import fresh_prompts, held_out_prompts
+
+        n = args.eval_prompts or (32 if args.actor_model in ("tiny", "tiny-opt") else 96)
+        t_eval = time.time()
+        res = closing_eval(actors, held_out_prompts(n), str(rm_dir) if rm_dir else None, args.eval_max_new_tokens)
+        report["seconds"] = {"closing_eval": round(time.time() - t_eval, 1)}
+        report["pass_rate"] = {k: r["pass_rate"] for k, r in res.items()}
+        report["per_task"] = {k: r["per_task"] for k, r in res.items()}
+        if rm_dir:
+            report["rm_score"] = {k: r["rm_score"] for k, r in res.items()}
+        report["held_out_prompts"] = n
+        answers = {k: r["answers"] for k, r in res.items()}
+        (out / "answers.json").write_text(json.dumps(answers, indent=1) + "\n")
+        if args.fresh_prompts:
+            t_fresh = time.time()
+            fresh = closing_eval(actors, fresh_prompts(args.fresh_prompts, skip=n), None, args.eval_max_new_tokens)
+            report["seconds"]["fresh_eval"] = round(time.time() - t_fresh, 1)
+            report["fresh_pass_rate"] = {k: r["pass_rate"] for k, r in fresh.items()}
+            report["fresh_prompts"] = args.fresh_prompts
+        report["models"].update({k: v for k, v in actors.items() if k != "base"})
+    if 1 in steps:
+        report["sft_eval"] = json.loads((plan.output(1) / "summary.json").read_text())["final_eval"]
+    secs = report.setdefault("seconds", {})
+    secs["total"] = round(time.time() - t_start, 1)
+    secs["main_job"] = round(secs["total"] - secs.get("fresh_eval", 0.0), 1)   # without the optional second set
+    report["plots"] = sorted(str(p) for s in steps for p in plan.output(s).glob("*.png"))
+    return report, answers

@@ -52,7 +52,7 @@ def test_yaml_file_sections_flat_keys_and_cli_precedence(tmp_path):
 def test_each_stage_takes_its_own_flags_and_any_file_key(tmp_path):
     from training.utils.config import STAGE_SECTIONS
 
-    assert parse_config(["--kl_coef", "0.3"], stage="rl").rl.kl_coef == 0.3
+    assert parse_config(["--kl_coef", "0.3"], stage="rl").rl.kl.kl_coef == 0.3
     assert parse_config(["--beta", "0.3"], stage="rl").dpo.beta == 0.3          # online DPO's temperature
     for stage, flag in [("sft", "--kl_coef"), ("reward", "--beta"), ("dpo", "--rm_loss"), ("rl", "--sft_loss_on"),
                         ("sft", "--max_answer_seq_len"), ("reward", "--reward")]:
@@ -62,7 +62,7 @@ def test_each_stage_takes_its_own_flags_and_any_file_key(tmp_path):
     p.write_text("rl:\n  kl_coef: 0.25\nrewards:\n  reward: [checker]\nrm:\n  rm_loss: per_token\n")
     for stage in STAGE_SECTIONS:
         cfg = parse_config(["--config", str(p)], stage=stage)
-        assert cfg.rl.kl_coef == 0.25 and cfg.rewards.reward == ["checker"] and cfg.rm.rm_loss == "per_token"
+        assert cfg.rl.kl.kl_coef == 0.25 and cfg.rewards.reward == ["checker"] and cfg.rm.rm_loss == "per_token"
 
 
 def test_json_file(tmp_path):
@@ -134,3 +134,26 @@ def test_help_of_every_stage_renders_its_flags():
         text = " ".join(build_parser("help", stage).format_help().split())
         assert "--seed" in text and "--data_path" in text, stage
         assert "small tasks are 2-4% of the rows" in text, stage      # a literal '%' in a help string
+
+
+def test_rl_settings_are_nested_by_concern_and_flags_keep_their_names(tmp_path):
+    cfg = parse_config(["--kl_ctl", "0.05", "--ppo_epochs", "2", "--critic_learning_rate", "1e-5",
+                        "--num_samples_per_prompt", "4", "--prompt_curriculum", "--balance_key", "task",
+                        "--enable_ema", "--unsup_coef", "27.8", "--top_p", "0.9"], stage="rl")
+    rl = cfg.rl
+    assert (rl.kl.kl_coef, rl.loss.ppo_epochs, rl.critic.critic_learning_rate) == (0.05, 2, 1e-5)
+    assert (rl.rollout.num_samples_per_prompt, rl.rollout.top_p, rl.ptx.unsup_coef) == (4, 0.9, 27.8)
+    assert rl.curriculum.prompt_curriculum and rl.ema.enable_ema and rl.algo == "ppo"
+    saved = json.loads(json.dumps(cfg.to_dict()))
+    assert saved["rl"]["kl"]["kl_coef"] == 0.05 and saved["rl"]["critic"]["critic_learning_rate"] == 1e-5
+    # a file may nest the sections, or give a section's leaves flat, or give leaves at the top level
+    for i, text in enumerate(["rl:\n  kl:\n    kl_coef: 0.3\n  loss:\n    cliprange: 0.1\n",
+                              "rl:\n  kl_coef: 0.3\n  cliprange: 0.1\n", "kl_coef: 0.3\ncliprange: 0.1\n"]):
+        (tmp_path / f"c{i}.yaml").write_text(text)
+        c = parse_config(["--config", str(tmp_path / f"c{i}.yaml")], stage="rl")
+        assert (c.rl.kl.kl_coef, c.rl.loss.cliprange) == (0.3, 0.1)
+    for text, where in [("rl:\n  kl:\n    cliprange: 0.1\n", "rl.kl.cliprange"), ("data:\n  kl_coef: 1\n", "data.kl_coef"),
+                        ("rl:\n  kl:\n    bogus: 1\n", "rl.kl.bogus")]:
+        (tmp_path / "bad.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=f"unknown key '{where}'"):
+            parse_config(["--config", str(tmp_path / "bad.yaml")], stage="rl")

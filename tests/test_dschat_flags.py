@@ -60,13 +60,13 @@ def test_dschat_flags_keep_their_meaning(tmp_path):
         "--per_device_mini_train_batch_size 3 --lr_scheduler_type polynomial --print_answers "
         "--print_answers_interval 5 --enable_test_mode --test_stop_step 7 --enable_hybrid_engine --deepspeed "
         f"--num_padding_at_beginning 1 --deepscale_config {ds_json}"), stage="rl")
-    assert (cfg.model.model_name_or_path, cfg.rl.critic_model_name_or_path) == ("a", "c")
-    assert (cfg.model.dropout, cfg.rl.critic_dropout) == (0.0, 0.2)
-    assert (cfg.lora.lora_learning_rate, cfg.rl.critic_lora_learning_rate) == (3e-4, 2e-4)
-    assert (cfg.rl.critic_lora_module_name, cfg.rl.critic_weight_decay, cfg.optim.weight_decay) == ("h.", 0.1, 0.05)
-    assert (cfg.rl.generation_batches, cfg.rl.per_device_training_batch_size) == (2, 3)
+    assert (cfg.model.model_name_or_path, cfg.rl.critic.critic_model_name_or_path) == ("a", "c")
+    assert (cfg.model.dropout, cfg.rl.critic.critic_dropout) == (0.0, 0.2)
+    assert (cfg.lora.lora_learning_rate, cfg.rl.critic.critic_lora_learning_rate) == (3e-4, 2e-4)
+    assert (cfg.rl.critic.critic_lora_module_name, cfg.rl.critic.critic_weight_decay, cfg.optim.weight_decay) == ("h.", 0.1, 0.05)
+    assert (cfg.rl.rollout.generation_batches, cfg.rl.loss.per_device_training_batch_size) == (2, 3)
     assert cfg.optim.lr_scheduler_type == "polynomial" and cfg.ds.deepspeed_config == str(ds_json)
-    assert (cfg.rl.print_answers, cfg.rl.print_answers_interval, cfg.rl.test_stop_step) == (True, 5, 7)
+    assert (cfg.rl.rollout.print_answers, cfg.rl.rollout.print_answers_interval, cfg.rl.test_stop_step) == (True, 5, 7)
     # stage 3's sequences are a prompt and its answer (DeepSpeed-Chat's step 3 has no --max_seq_len)
     assert cfg.data.max_seq_len == cfg.data.max_prompt_seq_len + cfg.data.max_answer_seq_len
     assert [line.split(" has ")[0] for line in inert_flags(cfg)] == [

@@ -54,10 +54,10 @@ def _full_logprobs(model, seq, attn, temperature):
 
 
 def _maker(flags, model, ref, answers, scores, critic=None):
-    cfg = parse_config(flags, stage="rl")
+    cfg = parse_config(flags + ["--max_answer_seq_len", str(answers.shape[1])], stage="rl")
     reward_fn = lambda seq, attn, pos, end, batch, rollout=True: scores[:seq.shape[0]].clone()
-    return ExperienceMaker(FakeHybrid(model, answers), ref, critic, reward_fn, None, cfg.rl, cfg.rewards,
-                           answers.shape[1], lambda: cfg.rl.kl_coef), cfg
+    return ExperienceMaker(cfg, actor=FakeHybrid(model, answers), ref=ref, critic=critic, reward_fn=reward_fn,
+                           tokenizer=None, kl_coef=lambda: cfg.rl.kl.kl_coef), cfg
 
 
 @pytest.fixture(scope="module")

@@ -56,10 +56,10 @@ def test_vs_trl_work_definition_reaches_the_stages():
     spec.loader.exec_module(b)
     a = b.parse([])
     g = parse_config(b.ours("grpo", a, "tiny", Path("/tmp/x"))[2:], stage="rl")
-    assert (g.optim.max_steps, g.rl.per_device_generation_batch_size, g.rl.num_samples_per_prompt,
-            g.rl.per_device_training_batch_size, g.rl.ppo_epochs, g.data.max_answer_seq_len) == (16, 4, 4, 16, 1, 48)
-    assert (g.rl.kl_coef, g.rl.dynamic_filtering, g.rewards.missing_eos_penalty, g.log.final_eval) == (0.0, False, 0.0, False)
-    assert (g.lora.lora_dim, g.lora.lora_alpha, g.lora.lora_learning_rate, g.rl.top_k) == (16, 32, 2e-4, 0)
+    assert (g.optim.max_steps, g.rl.rollout.per_device_generation_batch_size, g.rl.rollout.num_samples_per_prompt,
+            g.rl.loss.per_device_training_batch_size, g.rl.loss.ppo_epochs, g.data.max_answer_seq_len) == (16, 4, 4, 16, 1, 48)
+    assert (g.rl.kl.kl_coef, g.rl.rollout.dynamic_filtering, g.rewards.missing_eos_penalty, g.log.final_eval) == (0.0, False, 0.0, False)
+    assert (g.lora.lora_dim, g.lora.lora_alpha, g.lora.lora_learning_rate, g.rl.rollout.top_k) == (16, 32, 2e-4, 0)
     d = parse_config(b.ours("dpo", a, "tiny", Path("/tmp/x"))[2:], stage="dpo")
     assert (d.optim.max_steps, d.optim.per_device_train_batch_size, d.dpo.beta, d.optim.num_warmup_steps) == (40, 8, 0.1, 5)
     assert (d.optim.learning_rate, d.log.eval_interval, d.log.final_eval, d.model.share_prompt_forward) == (5e-6, 0, False, True)

@@ -195,7 +195,7 @@ def main(argv=None) -> dict:
     a.train_batch = a.train_batch or a.batch
     tok = load_tokenizer("tiny")
     cfg, he, critic, ref, rm, plain = build(a, tok, dev)
-    cfg.rl.static_cache = a.static_cache
+    cfg.rl.rollout.static_cache = a.static_cache
     p_actor, p_critic = nparams(he.engine.module), nparams(critic.module)
     weight_bytes = p_actor * next(he.engine.module.parameters()).element_size()
 
@@ -203,9 +203,9 @@ def main(argv=None) -> dict:
         return end_scores(rm(seq, attn, pos), end)
 
     resident = Residency(a.offload_idle_models, dev, {"ref": ref, "critic": critic, "reward:0": rm})
-    trainer = RLTrainer(he, critic, cfg.rl, a.actor_zero_stage, a.answer_len, residency=resident)
-    maker = ExperienceMaker(he, ref, critic, reward_fn, tok, cfg.rl, cfg.rewards, a.answer_len, trainer.kl_coef,
-                            resident)
+    trainer = RLTrainer(cfg, actor=he, critic=critic, has_ref=True, residency=resident)
+    maker = ExperienceMaker(cfg, actor=he, ref=ref, critic=critic, reward_fn=reward_fn, tokenizer=tok,
+                            kl_coef=trainer.kl_coef, residency=resident)
     maker.settings.min_new_tokens = a.answer_len          # fixed answer length
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(10, min(len(tok), 49000) - 10, (a.batch, a.prompt_len), generator=g).to(dev)

@@ -33,6 +33,8 @@ GROUP = ["--num_samples_per_prompt", "4"]
 RUNS = {
     "sft": ("sft", STAGE1),
     "sft_lora": ("sft", STAGE1 + ["--lora_dim", "8", "--only_optimize_lora"]),
+    "sft_accumulate_eval_save": ("sft", STAGE1 + ["--gradient_accumulation_steps", "2", "--eval_interval", "1",
+                                                  "--save_interval", "2"]),
     "rm": ("rm", STAGE1 + ["--samples_per_prompt", "2"]),
     "dpo": ("dpo", STAGE1 + ["--beta", "0.5"]),
     "ppo": ("rl", STAGE3),
@@ -47,7 +49,11 @@ RUNS = {
     "online_dpo": ("rl", STAGE3 + ["--algo", "online_dpo", "--num_samples_per_prompt", "2"] + RULE),
     "gspo": ("rl", STAGE3 + ["--algo", "gspo"] + RULE + GROUP),
     "dapo": ("rl", STAGE3 + ["--algo", "dapo", "--overlong_buffer_len", "4"] + RULE + GROUP),
-    "ppo_dual_clip": ("rl", STAGE3 + ["--policy_loss", "dual_clip"]),
+    "grpo_dual_clip": ("rl", STAGE3 + ["--algo", "grpo", "--policy_loss", "dual_clip", "--dual_clip_c", "1.05"]
+                       + RULE + GROUP),
+    "ppo_curriculum_lora": ("rl", STAGE3 + ["--prompt_curriculum", "--balance_key", "task", "--group_baseline",
+                                            "--lora_dim", "8", "--only_optimize_lora", "--eval_interval", "2",
+                                            "--save_interval", "2"] + GROUP),
 }
 
 

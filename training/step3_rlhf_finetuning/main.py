@@ -54,9 +54,9 @@ def eval_metric(cfg, log):
 def main(argv=None) -> dict:
     cfg = parse_config(argv, "Stage 3: RLHF with PPO or a critic-free algorithm", stage="rl")
     c, r = cfg.rl, cfg.rewards
-    dschat_reward = r.reward == ["model"] and not r.reward_model_name_or_path and bool(c.critic_model_name_or_path)
+    dschat_reward = r.reward == ["model"] and not r.reward_model_name_or_path and bool(c.critic.critic_model_name_or_path)
     if dschat_reward:       # DeepSpeed-Chat's step 3: the critic path is the reward model too
-        r.reward_model_name_or_path = c.critic_model_name_or_path
+        r.reward_model_name_or_path = c.critic.critic_model_name_or_path
     if estimator_for(c.algo).critic and r.reward == ["model"] and not r.reward_model_name_or_path:
         raise ConfigError("stage 3 needs --reward_model_name_or_path (the Stage 2 output directory), "
                           "or a rule reward such as --reward checker")
@@ -65,30 +65,30 @@ def main(argv=None) -> dict:
         tok = run_ctx.tokenizer("left")
         train_ds, eval_ds, stats = run_ctx.phase_data(tok, 3)
         prompts, eval_loader = run_ctx.loaders(train_ds, eval_ds, PromptCollator(tok.pad_token_id),
-                                               c.per_device_generation_batch_size, cfg.optim.per_device_eval_batch_size)
-        iterations = cfg.optim.max_steps or max(1, len(prompts) // c.generation_batches) * cfg.optim.num_train_epochs
+                                               c.rollout.per_device_generation_batch_size, cfg.optim.per_device_eval_batch_size)
+        iterations = cfg.optim.max_steps or max(1, len(prompts) // c.rollout.generation_batches) * cfg.optim.num_train_epochs
         if c.enable_test_mode:
             iterations = min(iterations, c.test_stop_step)
             log.info("test mode: stage 3 stops after %d iteration(s) (--test_stop_step)", iterations)
         if dschat_reward:
             log.info("reward model: the critic's starting model %s (DeepSpeed-Chat's --critic_model_name_or_path; "
-                     "--reward_model_name_or_path names another)", c.critic_model_name_or_path)
-        micro = c.per_device_training_batch_size
-        rows = c.per_device_generation_batch_size * c.num_samples_per_prompt
-        updates = iterations * c.ppo_epochs * c.generation_batches * math.ceil(rows / micro)
+                     "--reward_model_name_or_path names another)", c.critic.critic_model_name_or_path)
+        micro = c.loss.per_device_training_batch_size
+        rows = c.rollout.per_device_generation_batch_size * c.rollout.num_samples_per_prompt
+        updates = iterations * c.loss.ppo_epochs * c.rollout.generation_batches * math.ceil(rows / micro)
         unsup = None
-        if c.unsup_coef > 0:
-            if c.unsupervised_dataset_name:
+        if c.ptx.unsup_coef > 0:
+            if c.ptx.unsupervised_dataset_name:
                 from datasets import Dataset
 
                 from training.utils.data.unsupervised import unsupervised_rows
 
                 block = cfg.data.max_prompt_seq_len + cfg.data.max_answer_seq_len
-                sft_ds = Dataset.from_list(unsupervised_rows(c.unsupervised_dataset_name,
-                                                             c.unsupervised_dataset_config_name, tok, block,
-                                                             c.preprocessing_num_workers))
-                log.info("unsupervised loss (coef %g): %d blocks of %d tokens from %s", c.unsup_coef, len(sft_ds),
-                         block, c.unsupervised_dataset_name)
+                sft_ds = Dataset.from_list(unsupervised_rows(c.ptx.unsupervised_dataset_name,
+                                                             c.ptx.unsupervised_dataset_config_name, tok, block,
+                                                             c.ptx.preprocessing_num_workers))
+                log.info("unsupervised loss (coef %g): %d blocks of %d tokens from %s", c.ptx.unsup_coef, len(sft_ds),
+                         block, c.ptx.unsupervised_dataset_name)
             else:
                 sft_ds, _, _ = run_ctx.phase_data(tok, 1)
             unsup = Counted(cycle(make_loader(sft_ds, micro, SFTCollator(tok.pad_token_id), True, cfg.optim.seed)))
@@ -120,40 +120,31 @@ def main(argv=None) -> dict:
         guard = NonFinite(cfg.ckpt.max_nonfinite, cfg.log.output_dir)
         resident = Residency(c.offload_idle_models, dev, {"ref": ref, "critic": critic,
                                                           **{f"reward:{i}": m for i, m in enumerate(reward_models)}})
-        trainer = RLTrainer(he, critic, c, cfg.ds.zero_stage, cfg.data.max_answer_seq_len, cfg.dpo.beta,
-                            has_ref=ref is not None, guard=guard, unsup_iter=unsup, residency=resident,
-                            share_prompt=cfg.model.share_prompt_forward)
-        maker = ExperienceMaker(he, ref, critic, reward_fn, tok, c, r, cfg.data.max_answer_seq_len, trainer.kl_coef,
-                                resident, cfg.model.share_prompt_forward)
+        trainer = RLTrainer(cfg, actor=he, critic=critic, has_ref=ref is not None, guard=guard, unsup_iter=unsup,
+                            residency=resident)
+        maker = ExperienceMaker(cfg, actor=he, ref=ref, critic=critic, reward_fn=reward_fn, tokenizer=tok,
+                                kl_coef=trainer.kl_coef, residency=resident)
         engines = {"actor": he.engine, **({"critic": critic} if critic is not None else {}),
                    **({"reward": reward_models[0]} if refresh is not None else {})}
-        log.info("%s: %d iterations x %d rollout batch(es) of %d prompts x %d answers%s, %d epoch(s), micro-batch %d, "
-                 "actor ZeRO-%d%s, KL %s (coef %g%s), loss reduction %s%s", c.algo.upper(), iterations,
-                 c.generation_batches, c.per_device_generation_batch_size, c.num_samples_per_prompt,
-                 " (group baseline)" if c.group_baseline else "", c.ppo_epochs, micro, cfg.ds.zero_stage,
-                 f", critic ZeRO-{c.critic_zero_stage}" if critic is not None else "",
-                 "in the reward" if maker.kl_in_reward else "k3 loss" if ref is not None else "off", c.kl_coef,
-                 ", adaptive" if c.adaptive_kl else "", trainer.loss_agg,
-                 ", dynamic filtering" if c.dynamic_filtering else "")
 
         curriculum = None
-        if c.prompt_curriculum and "group" not in train_ds.column_names:
+        if c.curriculum.prompt_curriculum and "group" not in train_ds.column_names:
             log.info("prompt curriculum off: no row of the data has the --balance_key column '%s'", cfg.data.balance_key)
-        elif c.prompt_curriculum:
-            curriculum = PromptCurriculum(train_ds["group"], c.per_device_generation_batch_size, cfg.optim.seed,
-                                          c.curriculum_decay, c.curriculum_prior, c.curriculum_floor, rank(), world_size(),
+        elif c.curriculum.prompt_curriculum:
+            curriculum = PromptCurriculum(train_ds["group"], c.rollout.per_device_generation_batch_size, cfg.optim.seed,
+                                          c.curriculum.curriculum_decay, c.curriculum.curriculum_prior, c.curriculum.curriculum_floor, rank(), world_size(),
                                           all_reduce_sum)
             prompts = curriculum_loader(train_ds, curriculum, PromptCollator(tok.pad_token_id))
-            log.info("prompt curriculum over %d groups (%s)", len(curriculum.names), ", ".join(curriculum.names))
         loop = RLLoop(cfg, run_ctx.writer, maker=maker, trainer=trainer, reward=reward, reward_fn=reward_fn,
                       prompts=prompts, eval_loader=eval_loader, engines=engines, iterations=iterations, guard=guard,
                       device=dev, unsup=unsup, curriculum=curriculum, refresh=refresh, metric=eval_metric(cfg, log),
                       fault=fault)
+        log.info("%s", loop.describe())
         first, final = loop.run()
         out = run_ctx.out
         save_hf(he.module, tok, out / "actor", cfg.ds.zero_stage)
         if critic is not None:
-            save_hf(critic.module.model, tok, out / "critic", c.critic_zero_stage)
+            save_hf(critic.module.model, tok, out / "critic", c.critic.critic_zero_stage)
         if trainer.ema is not None:
             write_hf(he.module, dict(trainer.ema.shadow) if is_main() else {}, tok, out / "actor_ema")
         extra = {}

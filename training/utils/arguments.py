@@ -14,7 +14,8 @@ import typing
 from typing import Any, Optional
 
 from . import reward_sources
-from .config import STAGE_SECTIONS, Config, all_fields, config_from_flat, load_config_file, owners, str2bool
+from .config import (STAGE_SECTIONS, Config, all_fields, config_from_flat, load_config_file, owners, section,
+                     str2bool)
 from .rl import advantages
 from .rl.policy_losses import POLICY_LOSSES
 
@@ -104,5 +105,5 @@ def explain(argv: list[str], stage: str) -> list[tuple[str, Any, str]]:
         source["max_seq_len"] = "max_prompt_seq_len + max_answer_seq_len"
     if cfg.model.disable_dropout and "dropout" not in source:
         source["dropout"] = "--disable_dropout"
-    return [(f.name, getattr(getattr(cfg, sec), f.name), source.get(f.name, "default"))
+    return [(f.name, getattr(section(cfg, sec), f.name), source.get(f.name, "default"))
             for sec, f, _ in all_fields() if stage in owners(sec, f.name)]

@@ -215,8 +215,8 @@ class DPOConfig:
 
 
 @dataclass
-class RLConfig:
-    """Stage 3: the algorithm, rollouts, the policy and critic updates, the KL to the reference."""
+class CriticConfig:
+    """PPO's critic: its model, engine, optimizer and value loss."""
     critic_model_name_or_path: str = _f("", "critic initialisation (default: the reward model)")
     critic_zero_stage: int = _f(0, "ZeRO stage of the critic", choices=(0, 1, 2, 3))
     critic_learning_rate: float = _f(5e-6, "critic learning rate")
@@ -228,41 +228,73 @@ class RLConfig:
                                           "(empty: all linear layers of the transformer blocks)")
     critic_lora_learning_rate: float = _f(5e-4, "learning rate of the critic's LoRA weights")
     critic_gradient_checkpointing: bool = _f(False, "gradient checkpointing for the critic")
-    offload_reference_model: bool = _f(False, "keep the frozen reference model's parameters in CPU memory (ZeRO-3 offload)")
-    offload_idle_models: bool = _f(False, "keep only the models a phase uses in device memory: the reference, the "
-                                          "reward model(s) and the critic (with its optimizer state) move to CPU "
-                                          "memory while idle (generation keeps the actor alone); pays on a GPU")
-    disable_actor_dropout: bool = _f(True, "turn the actor's dropout off in stage 3 (old log-probs are taken in eval "
-                                           "mode, so dropout would make the first PPO ratio differ from 1); "
-                                           "false keeps --dropout / the model's own")
     disable_critic_dropout: bool = _f(True, "turn the critic's dropout off in stage 3 (false keeps --dropout / "
                                             "the model's own)")
+    cliprange_value: float = _f(0.2, "value clip range")
+    critic_warmup_steps: int = _f(0, "first N iterations update the critic only")
+
+
+@dataclass
+class RolloutConfig:
+    """Rollouts: how many prompts and answers, how they are sampled, shaped and filtered."""
     per_device_generation_batch_size: int = _f(4, "prompts per rollout batch per device")
-    per_device_training_batch_size: int = _f(4, "sequences per PPO micro-batch per device",
-                                             aliases=("--per_device_mini_train_batch_size",))
     generation_batches: int = _f(1, "rollout batches collected before each round of PPO updates",
                                  aliases=("--generation_batch_numbers",))
-    ppo_epochs: int = _f(1, "passes of PPO updates over each round of rollouts")
+    num_samples_per_prompt: int = _f(1, "answers sampled per prompt (the group; grpo/rloo need >= 2)",
+                                     aliases=("--n_samples_per_prompt",))
     temperature: float = _f(1.0, "sampling temperature for rollouts")
     top_p: float = _f(1.0, "nucleus sampling for rollouts")
     top_k: int = _f(0, "top-k sampling for rollouts (0: off)")
+    static_cache: bool = _f(False, "rollouts with a static KV cache (compiled decode on CUDA)")
+    overlong_buffer_len: int = _f(0, "DAPO's overlong reward shaping: answers longer than max_answer_seq_len minus this "
+                                     "many tokens lose up to --overlong_penalty_factor, linearly (0: off)")
+    overlong_penalty_factor: float = _f(1.0, "the overlong shaping's largest penalty (at max_answer_seq_len)")
+    dynamic_filtering: bool = _f(False, "critic-free: drop groups whose samples all got the same reward")
+    dynamic_sampling_max_batches: int = _f(4, "dapo: at most this many prompt batches per rollout batch are drawn to "
+                                              "fill it with groups whose answers disagree")
+    print_answers: bool = _f(False, "log one prompt and its sampled answer, with its reward, every "
+                                    "--print_answers_interval iterations")
+    print_answers_interval: int = _f(1, "iterations between two --print_answers logs")
+
+
+@dataclass
+class KLConfig:
+    """The KL to the reference model: its coefficient, estimator, controller and place."""
     kl_coef: float = _f(0.1, "per-token KL penalty coefficient (beta)", aliases=("--kl_ctl",))
     kl_estimator: str = _f("k1", "KL estimator in the reward", choices=("k1", "k2", "k3"))
     adaptive_kl: bool = _f(False, "adapt kl_coef towards kl_target (Ziegler et al.), for every algorithm: the "
                                   "coefficient of the KL in the reward or of the k3 KL loss term")
     kl_target: float = _f(6.0, "target sequence KL for the adaptive controller")
     kl_horizon: int = _f(10000, "horizon of the adaptive KL controller")
-    gamma: float = _f(1.0, "GAE discount")
-    lam: float = _f(0.95, "GAE lambda")
+    kl_in_reward: bool = _f(False, "critic-free: subtract kl_coef x the answer's KL from its reward instead "
+                                   "of adding a k3 KL loss term")
+
+
+@dataclass
+class PolicyLossConfig:
+    """The policy update: its loss, clipping, reduction, batches and advantages."""
+    policy_loss: str = _f("", "the policy loss instead of the algorithm's own: clip (PPO's clipped surrogate), dual_clip, "
+                              "gspo (one ratio per answer); empty: the algorithm's", registry="policy_losses")
     cliprange: float = _f(0.2, "PPO policy clip range")
     eps_clip_high: float = _f(0.0, "upper policy clip (0: same as cliprange)")
-    cliprange_value: float = _f(0.2, "value clip range")
+    dual_clip_c: float = _f(3.0, "dual_clip: the bound c on the objective of negative advantages (c x A)")
+    loss_agg: str = _f("token", "policy loss reduction: token (mean over the batch's tokens), sequence "
+                                "(per-answer mean, then mean), constant (per-answer sum / max_answer_seq_len)",
+                       choices=("token", "sequence", "constant"))
+    per_device_training_batch_size: int = _f(4, "sequences per PPO micro-batch per device",
+                                             aliases=("--per_device_mini_train_batch_size",))
+    ppo_epochs: int = _f(1, "passes of PPO updates over each round of rollouts")
+    gamma: float = _f(1.0, "GAE discount")
+    lam: float = _f(0.95, "GAE lambda")
     whiten_advantages: bool = _f(True, "whiten advantages over the batch's valid tokens")
-    critic_warmup_steps: int = _f(0, "first N iterations update the critic only")
+    std_normalize: bool = _f(True, "grpo: divide advantages by the group's standard deviation")
     group_baseline: bool = _f(False, "ppo: subtract the mean score of the num_samples_per_prompt answers "
                                      "to the same prompt before the KL penalty (the critic learns the rest)")
-    enable_ema: bool = _f(False, "keep an exponential moving average of the actor (saved as actor_ema)")
-    ema_decay: float = _f(0.992, "EMA decay")
+
+
+@dataclass
+class PtxConfig:
+    """InstructGPT's PPO-ptx: a language-model loss mixed into the actor's updates."""
     unsup_coef: float = _f(0.0, "weight of the unsupervised language-model loss mixed into the actor updates "
                                 "(InstructGPT's PPO-ptx gamma; its data: --unsupervised_dataset_name, else the SFT slice)")
     unsupervised_dataset_name: str = _f("", "the unsupervised loss's text data: a hub dataset id or local dataset "
@@ -272,31 +304,11 @@ class RLConfig:
     unsupervised_dataset_config_name: str = _f("", "configuration name of --unsupervised_dataset_name (e.g. "
                                                    "wikitext-2-raw-v1)")
     preprocessing_num_workers: int = _f(0, "processes that tokenise --unsupervised_dataset_name (0: this one)")
-    print_answers: bool = _f(False, "log one prompt and its sampled answer, with its reward, every "
-                                    "--print_answers_interval iterations")
-    print_answers_interval: int = _f(1, "iterations between two --print_answers logs")
-    enable_test_mode: bool = _f(False, "stop after --test_stop_step iterations (DeepSpeed-Chat's test mode)")
-    test_stop_step: int = _f(0, "with --enable_test_mode: the iteration after which stage 3 stops")
-    static_cache: bool = _f(False, "rollouts with a static KV cache (compiled decode on CUDA)")
-    algo: str = _f("ppo", "stage 3 algorithm: ppo (with a critic) or a critic-free one", registry="algorithms",
-                   aliases=("--rl_algo",))
-    policy_loss: str = _f("", "the policy loss instead of the algorithm's own: clip (PPO's clipped surrogate), dual_clip, "
-                              "gspo (one ratio per answer); empty: the algorithm's", registry="policy_losses")
-    dual_clip_c: float = _f(3.0, "dual_clip: the bound c on the objective of negative advantages (c x A)")
-    overlong_buffer_len: int = _f(0, "DAPO's overlong reward shaping: answers longer than max_answer_seq_len minus this "
-                                     "many tokens lose up to --overlong_penalty_factor, linearly (0: off)")
-    overlong_penalty_factor: float = _f(1.0, "the overlong shaping's largest penalty (at max_answer_seq_len)")
-    dynamic_sampling_max_batches: int = _f(4, "dapo: at most this many prompt batches per rollout batch are drawn to "
-                                              "fill it with groups whose answers disagree")
-    num_samples_per_prompt: int = _f(1, "answers sampled per prompt (the group; grpo/rloo need >= 2)",
-                                     aliases=("--n_samples_per_prompt",))
-    kl_in_reward: bool = _f(False, "critic-free: subtract kl_coef x the answer's KL from its reward instead "
-                                   "of adding a k3 KL loss term")
-    std_normalize: bool = _f(True, "grpo: divide advantages by the group's standard deviation")
-    loss_agg: str = _f("token", "policy loss reduction: token (mean over the batch's tokens), sequence "
-                                "(per-answer mean, then mean), constant (per-answer sum / max_answer_seq_len)",
-                       choices=("token", "sequence", "constant"))
-    dynamic_filtering: bool = _f(False, "critic-free: drop groups whose samples all got the same reward")
+
+
+@dataclass
+class CurriculumConfig:
+    """The prompt curriculum: which prompts' groups the rollouts draw from."""
     prompt_curriculum: bool = _f(False, "draw each rollout batch's prompts by group (the --balance_key field, "
                                          "e.g. the task), in proportion to how much the answers to one prompt "
                                          "of that group still disagree (needs num_samples_per_prompt >= 2)")
@@ -306,6 +318,36 @@ class RLConfig:
                                       "starts from (one unlucky batch does not starve a group)")
     curriculum_floor: float = _f(0.1, "added to every group's weight, as a fraction of the mean spread of all "
                                       "groups, so a group whose answers all agree is still revisited")
+
+
+@dataclass
+class EMAConfig:
+    """The exponential moving average of the actor."""
+    enable_ema: bool = _f(False, "keep an exponential moving average of the actor (saved as actor_ema)")
+    ema_decay: float = _f(0.992, "EMA decay")
+
+
+@dataclass
+class RLConfig:
+    """Stage 3: the algorithm, and its settings by concern (flags keep their flat, DeepSpeed-Chat names)."""
+    offload_reference_model: bool = _f(False, "keep the frozen reference model's parameters in CPU memory (ZeRO-3 offload)")
+    offload_idle_models: bool = _f(False, "keep only the models a phase uses in device memory: the reference, the "
+                                          "reward model(s) and the critic (with its optimizer state) move to CPU "
+                                          "memory while idle (generation keeps the actor alone); pays on a GPU")
+    disable_actor_dropout: bool = _f(True, "turn the actor's dropout off in stage 3 (old log-probs are taken in eval "
+                                           "mode, so dropout would make the first PPO ratio differ from 1); "
+                                           "false keeps --dropout / the model's own")
+    enable_test_mode: bool = _f(False, "stop after --test_stop_step iterations (DeepSpeed-Chat's test mode)")
+    test_stop_step: int = _f(0, "with --enable_test_mode: the iteration after which stage 3 stops")
+    algo: str = _f("ppo", "stage 3 algorithm: ppo (with a critic) or a critic-free one", registry="algorithms",
+                   aliases=("--rl_algo",))
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    kl: KLConfig = field(default_factory=KLConfig)
+    loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    ptx: PtxConfig = field(default_factory=PtxConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
 
 
 @dataclass
@@ -419,23 +461,23 @@ class Config:
         if self.ckpt.save_interval < 0 or self.ckpt.keep_checkpoints < 1 or self.ckpt.max_nonfinite < 1:
             raise ConfigError("save_interval must be >= 0, keep_checkpoints and max_nonfinite >= 1")
         p, r = self.rl, self.rewards
-        if p.num_samples_per_prompt < 1:
-            raise ConfigError(f"num_samples_per_prompt must be >= 1, got {p.num_samples_per_prompt}")
-        if p.adaptive_kl and p.kl_coef <= 0:
+        if p.rollout.num_samples_per_prompt < 1:
+            raise ConfigError(f"num_samples_per_prompt must be >= 1, got {p.rollout.num_samples_per_prompt}")
+        if p.kl.adaptive_kl and p.kl.kl_coef <= 0:
             raise ConfigError("adaptive_kl scales kl_coef, which is 0 here: set --kl_coef > 0 or drop --adaptive_kl")
-        if p.adaptive_kl and p.kl_target <= 0:
-            raise ConfigError(f"kl_target must be positive, got {p.kl_target}")
-        if p.prompt_curriculum and (p.num_samples_per_prompt < 2 or not self.data.balance_key):
+        if p.kl.adaptive_kl and p.kl.kl_target <= 0:
+            raise ConfigError(f"kl_target must be positive, got {p.kl.kl_target}")
+        if p.curriculum.prompt_curriculum and (p.rollout.num_samples_per_prompt < 2 or not self.data.balance_key):
             raise ConfigError("prompt_curriculum weighs the groups named by --balance_key by the spread of the "
                               "answers to one prompt: set --balance_key (e.g. task) and num_samples_per_prompt >= 2")
-        if p.overlong_buffer_len < 0 or p.overlong_buffer_len >= self.data.max_answer_seq_len:
+        if p.rollout.overlong_buffer_len < 0 or p.rollout.overlong_buffer_len >= self.data.max_answer_seq_len:
             raise ConfigError(f"overlong_buffer_len must be in [0, max_answer_seq_len = {self.data.max_answer_seq_len}), "
-                              f"got {p.overlong_buffer_len}")
-        if p.dynamic_sampling_max_batches < 1:
-            raise ConfigError(f"dynamic_sampling_max_batches must be >= 1, got {p.dynamic_sampling_max_batches}")
-        if not (0 < p.curriculum_decay <= 1) or p.curriculum_prior < 0 or p.curriculum_floor < 0:
+                              f"got {p.rollout.overlong_buffer_len}")
+        if p.rollout.dynamic_sampling_max_batches < 1:
+            raise ConfigError(f"dynamic_sampling_max_batches must be >= 1, got {p.rollout.dynamic_sampling_max_batches}")
+        if not (0 < p.curriculum.curriculum_decay <= 1) or p.curriculum.curriculum_prior < 0 or p.curriculum.curriculum_floor < 0:
             raise ConfigError(f"curriculum_decay must be in (0, 1], curriculum_prior and curriculum_floor >= 0, got "
-                              f"{p.curriculum_decay}, {p.curriculum_prior} and {p.curriculum_floor}")
+                              f"{p.curriculum.curriculum_decay}, {p.curriculum.curriculum_prior} and {p.curriculum.curriculum_floor}")
         if r.reward_weights and len(r.reward_weights) != len(r.reward):
             raise ConfigError(f"{len(r.reward_weights)} reward_weights for {len(r.reward)} reward sources "
                               f"({' '.join(r.reward)})")
@@ -453,7 +495,7 @@ class Config:
                 raise ConfigError("reward_refresh_labels and reward_refresh_steps must be > 0 and reward_refresh_batch "
                                   f">= 2, got {r.reward_refresh_labels}, {r.reward_refresh_steps} and "
                                   f"{r.reward_refresh_batch}")
-            if p.num_samples_per_prompt < 2:
+            if p.rollout.num_samples_per_prompt < 2:
                 raise ConfigError("reward_refresh_interval ranks several answers to one prompt: set "
                                   "num_samples_per_prompt >= 2")
         m = self.rm
@@ -468,12 +510,12 @@ class Config:
         if self.dschat.inference_tp_size != 1:
             raise ConfigError(f"--inference_tp_size {self.dschat.inference_tp_size}: tensor-parallel generation is not "
                               f"offered; every rank generates its own rollouts (use 1, or drop the flag)")
-        if p.print_answers_interval < 1 or p.test_stop_step < 0 or p.preprocessing_num_workers < 0:
+        if p.rollout.print_answers_interval < 1 or p.test_stop_step < 0 or p.ptx.preprocessing_num_workers < 0:
             raise ConfigError("print_answers_interval must be >= 1, test_stop_step and preprocessing_num_workers >= 0")
         if p.enable_test_mode and p.test_stop_step < 1:
             raise ConfigError("enable_test_mode stops stage 3 after --test_stop_step iterations: set it >= 1")
-        if p.unsupervised_dataset_name and p.unsup_coef <= 0:
-            raise ConfigError(f"--unsupervised_dataset_name {p.unsupervised_dataset_name} feeds the unsupervised loss, "
+        if p.ptx.unsupervised_dataset_name and p.ptx.unsup_coef <= 0:
+            raise ConfigError(f"--unsupervised_dataset_name {p.ptx.unsupervised_dataset_name} feeds the unsupervised loss, "
                               f"whose weight --unsup_coef is 0: set it (InstructGPT and DeepSpeed-Chat use 27.8)")
         if self.log.eval_iters < 0:
             raise ConfigError(f"eval_iters must be >= 0, got {self.log.eval_iters}")
@@ -515,8 +557,9 @@ def inert_flags(cfg: "Config") -> list[str]:
 
 
 def owners(section: str, name: str) -> tuple[str, ...]:
-    """The stages that read config field ``name`` of ``section``."""
-    return FIELD_STAGES.get(name) or tuple(st for st, secs in STAGE_SECTIONS.items() if section in secs)
+    """The stages that read config field ``name`` of ``section`` (a path such as ``rl.kl``)."""
+    top = section.split(".")[0]
+    return FIELD_STAGES.get(name) or tuple(st for st, secs in STAGE_SECTIONS.items() if top in secs)
 
 
 def parse_split(text: str) -> list[float]:
@@ -538,17 +581,41 @@ def _sections(cfg_cls=Config):
     return [(f.name, hints[f.name]) for f in dataclasses.fields(cfg_cls)]
 
 
+def _is_section(typ) -> bool:
+    return dataclasses.is_dataclass(typ)
+
+
 def all_fields():
-    """(section, field, python type) for every leaf, names unique across sections."""
+    """(section path, field, python type) for every leaf (``("rl.kl", kl_coef, float)``), depth first;
+    leaf names are unique across the tree (each is one flag)."""
     out, seen = [], {}
-    for sec_name, sec_cls in _sections():
-        hints = typing.get_type_hints(sec_cls)
-        for f in dataclasses.fields(sec_cls):
+
+    def walk(path: str, cls) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if _is_section(hints[f.name]):
+                walk(f"{path}.{f.name}", hints[f.name])
+                continue
             if f.name in seen:
-                raise AssertionError(f"config field {f.name} in both {seen[f.name]} and {sec_name}")
-            seen[f.name] = sec_name
-            out.append((sec_name, f, hints[f.name]))
+                raise AssertionError(f"config field {f.name} in both {seen[f.name]} and {path}")
+            seen[f.name] = path
+            out.append((path, f, hints[f.name]))
+    for sec_name, sec_cls in _sections():
+        walk(sec_name, sec_cls)
     return out
+
+
+def section(cfg: "Config", path: str):
+    """The section object at ``path`` (``rl.kl`` -> ``cfg.rl.kl``)."""
+    obj = cfg
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def flat_settings(cfg: "Config") -> dict[str, Any]:
+    """{"section.path.field": value} for every leaf."""
+    return {f"{path}.{f.name}": getattr(section(cfg, path), f.name) for path, f, _ in all_fields()}
 
 
 def str2bool(v: Any) -> bool:
@@ -611,22 +678,23 @@ def load_config_file(path: str) -> dict:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-    sections = {name for name, _ in _sections()}
     leaves = {f.name: (s, typ) for s, f, typ in all_fields()}
+    paths = {path for path, _, _ in all_fields()} | {name for name, _ in _sections()}
     alias = _alias_map()
     flat: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in sections and isinstance(value, dict):
-            for k, v in value.items():
-                name = alias.get(k, k)
-                if name not in leaves or leaves[name][0] != key:
-                    raise ConfigError(f"{path}: unknown key '{key}.{k}'")
-                flat[name] = _coerce(v, leaves[name][1], f"{path}: '{key}.{k}'")
-        else:
-            name = alias.get(key, key)
-            if name not in leaves:
-                raise ConfigError(f"{path}: unknown key '{key}'")
-            flat[name] = _coerce(value, leaves[name][1], f"{path}: '{key}'")
+
+    def take(mapping: dict, where: str) -> None:
+        """A section's keys: its leaves (at any depth below it: ``rl: {kl_coef: ..}``) or its subsections."""
+        for k, v in mapping.items():
+            here = f"{where}.{k}" if where else k
+            if here in paths and isinstance(v, dict):
+                take(v, here)
+                continue
+            name = alias.get(k, k)
+            if name not in leaves or not (leaves[name][0] + ".").startswith(f"{where}." if where else ""):
+                raise ConfigError(f"{path}: unknown key '{here}'")
+            flat[name] = _coerce(v, leaves[name][1], f"{path}: '{here}'")
+    take(raw, "")
     return flat
 
 
@@ -645,7 +713,7 @@ def config_from_flat(values: dict) -> Config:
     leaves = {f.name: (s, typ) for s, f, typ in all_fields()}
     for name, value in values.items():
         sec, typ = leaves[name]
-        setattr(getattr(cfg, sec), name, _coerce(value, typ, f"--{name}"))
+        setattr(section(cfg, sec), name, _coerce(value, typ, f"--{name}"))
     if cfg.model.disable_dropout:       # DeepSpeed-Chat's step-2 spelling of --dropout 0
         cfg.model.dropout = 0.0
     return cfg

@@ -1,8 +1,11 @@
-"""The training loop shared by the supervised stages (SFT, reward model, DPO).
+"""The one training loop of every stage.
 
-A stage supplies ``step_fn(engine, batch) -> (loss, metrics)`` and ``eval_fn() -> metrics``; the
-loop does gradient accumulation through DeepSpeed, progress bars, periodic evaluation and metric
-logging.
+``drive`` runs ``total`` steps (optimizer steps of SFT, the reward model and DPO; iterations of stage
+3) from where a resumed run stopped: after each step it logs, evaluates every ``--eval_interval``,
+checkpoints every ``--save_interval`` and runs the ``--fault`` hook; it evaluates at the start and the
+end, and keeps the progress bar. A stage supplies the step, the evaluation and the checkpoint writer.
+``run`` is the supervised stages' use of it: ``step_fn(engine, batch) -> (loss, metrics)`` on
+micro-batches, gradient accumulation through DeepSpeed, non-finite losses skipped.
 """
 from __future__ import annotations
 
@@ -73,91 +76,137 @@ class NonFinite:
                                   "No checkpoint was written (set --save_interval)"))
 
 
+def drive(cfg: Config, writer, *, total: int, start: int, step: Callable[[int], Optional[dict]],
+          evaluate: Callable[[], dict], save: Callable[[int, Optional[dict]], None], desc: str,
+          postfix: tuple[str, ...], first: Optional[dict] = None) -> tuple[Optional[dict], dict]:
+    """Steps ``start + 1 .. total``; returns (the step-0 evaluation, the final one; {} when off).
+
+    ``step(n)`` trains step ``n`` and returns its metrics (None: nothing to log at ``n``), logged at
+    every ``--log_interval``-th step and the last; ``save(n, first)`` writes the checkpoint of step
+    ``n``; ``first`` is the step-0 evaluation of a resumed run."""
+    from tqdm.auto import tqdm
+
+    lg, ck = cfg.log, cfg.ckpt
+    fault = faults.parse(ck.fault)
+    if start == 0 and lg.eval_at_start:
+        first = evaluate()
+        writer.log(0, "eval", first)
+        log.info("step 0 eval: %s", _fmt(first))
+    bar = tqdm(total=total, initial=start, desc=desc, disable=lg.disable_tqdm or not is_main(), dynamic_ncols=True)
+    t_loop, eval_s = time.time(), 0.0
+    for n in range(start + 1, total + 1):
+        m = step(n)
+        if m is not None:
+            if n % lg.log_interval == 0 or n == total:
+                writer.log(n, "train", m)
+            bar.set_postfix({k: f"{m[k]:.4g}" for k in postfix if k in m})
+        bar.update(1)
+        if lg.eval_interval and n % lg.eval_interval == 0 and n < total:
+            t_ev = time.time()
+            ev = evaluate()
+            writer.log(n, "eval", ev)
+            log.info("step %d eval: %s", n, _fmt(ev))
+            eval_s += time.time() - t_ev
+        if ck.save_interval and n % ck.save_interval == 0 and n < total:
+            save(n, first)
+        if fault:
+            fault.after_step(n)
+    bar.close()
+    writer.log(total, "time", {"train_loop_s": time.time() - t_loop - eval_s, "eval_s": eval_s})
+    if not lg.final_eval:
+        return first, {}
+    final = evaluate()
+    writer.log(total, "eval", final)
+    log.info("step %d (final) eval: %s", total, _fmt(final))
+    return first, final
+
+
+class SupervisedSteps:
+    """The supervised stages' step: micro-batches of ``loader`` until ``gradient_accumulation_steps`` of
+    them updated the model (a non-finite loss is skipped and counted, ``--max_nonfinite`` in a row stop
+    the run); at logging steps the mean metrics since the last log, with tokens/s of training time."""
+
+    def __init__(self, engine, loader: DataLoader, step_fn: Callable, cfg: Config, total: int):
+        self.engine, self.loader, self.step_fn, self.cfg, self.total = engine, loader, step_fn, cfg, total
+        self.epoch, self.batches_done, self.micro, self.attempts = 0, 0, 0, 0
+        self.guard = NonFinite(cfg.ckpt.max_nonfinite, cfg.log.output_dir)
+        self.fault = faults.parse(cfg.ckpt.fault)
+        self.acc, self.acc_n, self.tokens, self.busy = {}, 0, 0, 0.0
+        self._batches = None
+
+    def resume(self, writer) -> int:
+        """The optimizer steps done by the newest intact checkpoint (0: none), its state restored."""
+        d = checkpoint.find_resume(self.cfg)
+        if d is None:
+            return 0
+        st = checkpoint.load(d, {"model": self.engine})
+        self.epoch, self.batches_done, self.guard.total = st["epoch"], st["batches_done"], st.get("nonfinite", 0)
+        writer.rewind(st["step"])
+        return st["step"]
+
+    def _next_batch(self):
+        """The loader's batches, epoch after epoch, from ``batches_done`` of ``epoch`` on."""
+        while True:
+            self.loader.sampler.set_epoch(self.epoch)
+            for bi, batch in enumerate(self.loader):
+                if bi < self.batches_done:        # resumed: trained on before the checkpoint
+                    continue
+                self.batches_done = bi + 1
+                yield batch
+            self.epoch, self.batches_done = self.epoch + 1, 0
+
+    def __call__(self, n: int) -> Optional[dict]:
+        if self._batches is None:
+            self._batches = self._next_batch()
+        t0, engine, o, lg = time.time(), self.engine, self.cfg.optim, self.cfg.log
+        while True:
+            batch = next(self._batches)
+            engine.train()
+            batch = to_device(batch, engine.device)
+            loss, metrics = self.step_fn(engine, batch)
+            self.attempts += 1
+            if self.fault and self.fault.nan(self.attempts):
+                loss = loss * float("nan")
+            if lg.print_loss:
+                log.info("epoch %d, step %d, rank %d, loss = %.6g", self.epoch, n - 1, rank(), loss.item())
+            if not self.guard.check(loss, "loss", n):
+                continue
+            engine.backward(loss)
+            engine.step()
+            self.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+            for k, v in {"loss": loss.detach().float().item(), **metrics}.items():
+                self.acc[k] = self.acc.get(k, 0.0) + float(v)
+            self.acc_n += 1
+            self.micro += 1
+            if self.micro % o.gradient_accumulation_steps == 0:
+                break
+        self.busy += time.time() - t0
+        if n % lg.log_interval and n != self.total:
+            return None
+        sums = all_reduce_sum([self.acc[k] for k in self.acc] + [self.acc_n, self.tokens])
+        m = {k: s / sums[-2] for k, s in zip(self.acc, sums)}
+        m.update(lr=engine.get_lr()[0], tokens_per_s=sums[-1] / self.busy if self.busy > 0 else 0.0,
+                 nonfinite_skipped=self.guard.total)
+        self.acc, self.acc_n, self.tokens, self.busy = {}, 0, 0, 0.0
+        return m
+
+    def save(self, n: int, first: Optional[dict] = None) -> None:
+        checkpoint.save(self.cfg.log.output_dir, n, {"model": self.engine},
+                        {"epoch": self.epoch, "batches_done": self.batches_done, "nonfinite": self.guard.total},
+                        self.cfg.ckpt.keep_checkpoints)
+
+
 def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: Config, writer,
         total_steps: int, desc: str = "train") -> dict:
     """Train for ``total_steps`` optimizer steps; returns the last eval metrics.
 
     With ``--save_interval`` it checkpoints every N steps; with ``--resume`` it continues from the
     newest intact checkpoint (same data order, RNG states, optimizer and scheduler)."""
-    from tqdm.auto import tqdm
-
-    o, lg, ck = cfg.optim, cfg.log, cfg.ckpt
-    step, epoch, skip = 0, 0, 0
-    resume = checkpoint.find_resume(cfg)
-    faults_seen = 0
-    if resume is not None:
-        st = checkpoint.load(resume, {"model": engine})
-        step, epoch, skip, faults_seen = st["step"], st["epoch"], st["batches_done"], st.get("nonfinite", 0)
-        writer.rewind(step)
-    elif lg.eval_at_start:
-        ev = eval_fn()
-        writer.log(0, "eval", ev)
-        log.info("step 0 eval: %s", _fmt(ev))
-    guard = NonFinite(ck.max_nonfinite, lg.output_dir, faults_seen)
-    fault = faults.parse(ck.fault)
-    bar = tqdm(total=total_steps, initial=step, desc=desc, disable=lg.disable_tqdm or not is_main(), dynamic_ncols=True)
-    micro, acc, acc_n, t0, tokens, attempts = 0, {}, 0, time.time(), 0, 0
-    t_loop, eval_s = time.time(), 0.0
-    while step < total_steps:
-        loader.sampler.set_epoch(epoch)
-        for bi, batch in enumerate(loader):
-            if bi < skip:            # resumed: these batches were trained on before the checkpoint
-                continue
-            engine.train()
-            batch = to_device(batch, engine.device)
-            loss, metrics = step_fn(engine, batch)
-            attempts += 1
-            if fault and fault.nan(attempts):
-                loss = loss * float("nan")
-            if lg.print_loss:
-                log.info("epoch %d, step %d, rank %d, loss = %.6g", epoch, step, rank(), loss.item())
-            if not guard.check(loss, "loss", step + 1):
-                continue
-            engine.backward(loss)
-            engine.step()
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
-            for k, v in {"loss": loss.detach().float().item(), **metrics}.items():
-                acc[k] = acc.get(k, 0.0) + float(v)
-            acc_n += 1
-            micro += 1
-            if micro % o.gradient_accumulation_steps:
-                continue
-            step += 1
-            if step % lg.log_interval == 0 or step == total_steps:
-                sums = all_reduce_sum([acc[k] for k in acc] + [acc_n, tokens])
-                n, tok = sums[-2], sums[-1]
-                m = {k: s / n for k, s in zip(acc, sums)}
-                dt = time.time() - t0
-                m.update(lr=engine.get_lr()[0], tokens_per_s=tok / dt if dt > 0 else 0.0,
-                         nonfinite_skipped=guard.total)
-                writer.log(step, "train", m)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in m.items() if k in ("loss", "acc", "lr")})
-                acc, acc_n, t0, tokens = {}, 0, time.time(), 0
-            bar.update(1)
-            if lg.eval_interval and step % lg.eval_interval == 0 and step < total_steps:
-                t_ev = time.time()
-                ev = eval_fn()
-                writer.log(step, "eval", ev)
-                log.info("step %d eval: %s", step, _fmt(ev))
-                eval_s += time.time() - t_ev
-                t0 += time.time() - t_ev         # tokens_per_s counts training time only
-            if ck.save_interval and step % ck.save_interval == 0 and step < total_steps:
-                checkpoint.save(lg.output_dir, step, {"model": engine},
-                                {"epoch": epoch, "batches_done": bi + 1, "nonfinite": guard.total}, ck.keep_checkpoints)
-            if fault:
-                fault.after_step(step)
-            if step >= total_steps:
-                break
-        skip = 0
-        epoch += 1
-    bar.close()
-    writer.log(step, "time", {"train_loop_s": time.time() - t_loop - eval_s, "eval_s": eval_s})
-    if not lg.final_eval:
-        return {}
-    ev = eval_fn()
-    writer.log(step, "eval", ev)
-    log.info("step %d (final) eval: %s", step, _fmt(ev))
-    return ev
+    steps = SupervisedSteps(engine, loader, step_fn, cfg, total_steps)
+    start = steps.resume(writer)
+    _, final = drive(cfg, writer, total=total_steps, start=start, step=steps, evaluate=eval_fn, save=steps.save,
+                     desc=desc, postfix=("loss", "acc", "lr"))
+    return final
 
 
 def _fmt(m: dict) -> str:

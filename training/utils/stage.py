@@ -8,7 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
-from .config import Config, inert_flags
+from .config import Config, flat_settings, inert_flags
 from .distributed import barrier, device, init_distributed, is_main, same_on_every_rank, set_seed, world_size
 from .logging import MetricsWriter, setup_logging
 
@@ -49,7 +49,7 @@ class StageRun:
             for path in needs_model(r.reward):
                 out[f"--reward model:{path}" if path else "--reward_model_name_or_path"] = \
                     path or r.reward_model_name_or_path
-            out["--critic_model_name_or_path"] = p.critic_model_name_or_path
+            out["--critic_model_name_or_path"] = p.critic.critic_model_name_or_path
         return {k: v for k, v in out.items() if v}
 
     def __enter__(self) -> "StageRun":
@@ -66,7 +66,7 @@ class StageRun:
                              f"and replace its model, --resume to continue from its checkpoints, or choose "
                              f"another --output_dir")
         init_distributed(cfg.ds.dist_timeout)
-        flat = {f"{sec}.{k}": v for sec, fields in cfg.to_dict().items() for k, v in fields.items()}
+        flat = flat_settings(cfg)
         flat.pop("ds.local_rank")
         flat.pop("ckpt.fault")          # the reliability tests kill one node of several
         same_on_every_rank("configuration", flat)

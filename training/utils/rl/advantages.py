@@ -62,7 +62,7 @@ def policy_loss_for(rl_cfg):
     """The policy loss of the run: ``--policy_loss`` when given, else the algorithm's own."""
     from .policy_losses import POLICY_LOSSES
 
-    name = rl_cfg.policy_loss or estimator_for(rl_cfg.algo).policy_loss
+    name = rl_cfg.loss.policy_loss or estimator_for(rl_cfg.algo).policy_loss
     if name not in POLICY_LOSSES:
         raise ConfigError(f"unknown policy_loss {name!r}: choose one of {', '.join(POLICY_LOSSES)}")
     return POLICY_LOSSES[name]
@@ -71,22 +71,22 @@ def policy_loss_for(rl_cfg):
 def kl_in_reward(rl_cfg) -> bool:
     """True when the KL to the reference is part of the per-token reward (the algorithm's definition,
     or ``--kl_in_reward``); otherwise it is a k3 loss term."""
-    return rl_cfg.kl_in_reward or estimator_for(rl_cfg.algo).kl_in_reward
+    return rl_cfg.kl.kl_in_reward or estimator_for(rl_cfg.algo).kl_in_reward
 
 
 def check(rl_cfg) -> None:
     """The algorithm's rules on stage 3's settings (``ConfigError`` naming the flags)."""
     p, est = rl_cfg, estimator_for(rl_cfg.algo)
-    if est.group and p.num_samples_per_prompt < 2:
+    if est.group and p.rollout.num_samples_per_prompt < 2:
         raise ConfigError(f"{p.algo} compares answers to the same prompt: set num_samples_per_prompt >= 2")
-    if p.policy_loss and est.policy_loss == "dpo":
+    if p.loss.policy_loss and est.policy_loss == "dpo":
         raise ConfigError(f"{p.algo} trains with the DPO loss on ranked pairs: --policy_loss does not apply to it")
-    if policy_loss_for(p).pairs and p.num_samples_per_prompt != 2:
+    if policy_loss_for(p).pairs and p.rollout.num_samples_per_prompt != 2:
         raise ConfigError(f"{p.algo} ranks pairs of answers: set num_samples_per_prompt 2")
-    if p.dynamic_filtering and not (est.group or est.greedy_baseline):
+    if p.rollout.dynamic_filtering and not (est.group or est.greedy_baseline):
         raise ConfigError(f"dynamic_filtering drops groups of answers without a learning signal; {p.algo} "
                           f"has no groups (drop --dynamic_filtering)")
-    if p.group_baseline and (not est.critic or p.num_samples_per_prompt < 2):
+    if p.loss.group_baseline and (not est.critic or p.rollout.num_samples_per_prompt < 2):
         raise ConfigError("group_baseline is a PPO option that compares answers to the same prompt: "
                           "use it with --algo ppo and num_samples_per_prompt >= 2")
 

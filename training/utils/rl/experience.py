@@ -46,29 +46,41 @@ class Experience:
 class ExperienceMaker:
     """Turns a prompt batch into an Experience (``None`` when no answer carries a learning signal)."""
 
-    def __init__(self, hybrid, ref, critic, reward_fn: Callable, tokenizer, rl_cfg, reward_cfg, max_new_tokens: int,
-                 kl_coef_fn: Callable[[], float], residency: Optional[Residency] = None, share_prompt: bool = True):
-        self.share = share_prompt                    # a group's prompt runs once in the log-prob forwards
-        self.he, self.ref, self.critic, self.reward_fn = hybrid, ref, critic, reward_fn
-        self.tok, self.c, self.r, self.kl_coef = tokenizer, rl_cfg, reward_cfg, kl_coef_fn
+    def __init__(self, cfg, *, actor, ref, critic, reward_fn: Callable, tokenizer, kl_coef: Callable[[], float],
+                 residency: Optional[Residency] = None):
+        """``cfg``: the run's config (its rl and rewards sections, the answer length, the shared-prompt
+        forward); ``actor``: the Hybrid Engine; ``ref`` / ``critic``: None when the run has none;
+        ``reward_fn``: ``runner.batch_reward``'s scorer; ``kl_coef()``: the trainer's current coefficient."""
+        rl_cfg, reward_cfg, max_new_tokens = cfg.rl, cfg.rewards, cfg.data.max_answer_seq_len
+        self.share = share_prompt = cfg.model.share_prompt_forward   # a group's prompt runs once in the forwards
+        self.he, self.ref, self.critic, self.reward_fn = actor, ref, critic, reward_fn
+        self.tok, self.c, self.r, self.kl_coef = tokenizer, rl_cfg, reward_cfg, kl_coef
         self.resident = residency or Residency(False, torch.device("cpu"), {})
         self.est, self.loss = estimator_for(rl_cfg.algo), policy_loss_for(rl_cfg)
         self.kl_in_reward = kl_in_reward(rl_cfg) and ref is not None
         self.settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True,
-                                           temperature=rl_cfg.temperature, top_p=rl_cfg.top_p,
-                                           top_k=rl_cfg.top_k, static_cache=rl_cfg.static_cache,
+                                           temperature=rl_cfg.rollout.temperature, top_p=rl_cfg.rollout.top_p,
+                                           top_k=rl_cfg.rollout.top_k, static_cache=rl_cfg.rollout.static_cache,
                                            share_prompt=share_prompt, return_logprobs=True)
         self.greedy = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False,
-                                         static_cache=rl_cfg.static_cache)
-        self.std_normalize = rl_cfg.std_normalize and not estimator_for(rl_cfg.algo).unbiased
+                                         static_cache=rl_cfg.rollout.static_cache)
+        self.std_normalize = rl_cfg.loss.std_normalize and not estimator_for(rl_cfg.algo).unbiased
         # One optimizer step per rollout batch, taken before the policy moves, and no KL or critic that
         # reads them: the old log-probs are the policy's own (detached) in that step, so their forward is
         # skipped (the trainer uses logp.detach(); the ratio is 1 and the gradient the same).
-        rows = rl_cfg.per_device_generation_batch_size * rl_cfg.num_samples_per_prompt
-        self.on_policy_once = (ref is None and critic is None and rl_cfg.ppo_epochs == 1
-                               and rl_cfg.generation_batches == 1 and rows <= rl_cfg.per_device_training_batch_size)
+        rows = rl_cfg.rollout.per_device_generation_batch_size * rl_cfg.rollout.num_samples_per_prompt
+        self.on_policy_once = (ref is None and critic is None and rl_cfg.loss.ppo_epochs == 1
+                               and rl_cfg.rollout.generation_batches == 1 and rows <= rl_cfg.loss.per_device_training_batch_size)
         self.moments: Optional[RunningMoments] = RunningMoments() if reward_cfg.normalize_reward else None
         self.spread: Optional[torch.Tensor] = None   # the last batch's spread of scores among a prompt's answers
+
+    def describe(self) -> str:
+        c = self.c
+        kl = "in the reward" if self.kl_in_reward else "k3 loss" if self.ref is not None else "off"
+        return (f"rollouts: {c.rollout.generation_batches} batch(es) of {c.rollout.per_device_generation_batch_size} prompts x "
+                f"{c.rollout.num_samples_per_prompt} answers{' (group baseline)' if c.loss.group_baseline else ''}, "
+                f"temperature {c.rollout.temperature:g}; advantages {self.est.name}; KL {kl}"
+                f"{'; dynamic filtering' if c.rollout.dynamic_filtering else ''}")
 
     def state_dict(self) -> dict:
         m = self.moments
@@ -101,12 +113,12 @@ class ExperienceMaker:
 
     @torch.no_grad()
     def make(self, batch: dict) -> tuple[Optional[Experience], dict]:
-        c, n = self.c, self.c.num_samples_per_prompt
+        c, n = self.c, self.c.rollout.num_samples_per_prompt
         t0 = time.time()
         seq, attn, pos, action, raw, score, has_eos, rollout_logp = self.answer(repeat_batch(batch, n), self.settings)
-        if c.overlong_buffer_len:        # DAPO's soft length penalty over the last buffer tokens of the limit
-            score = score + overlong_penalty(action.sum(1), self.settings.max_new_tokens, c.overlong_buffer_len,
-                                             c.overlong_penalty_factor)
+        if c.rollout.overlong_buffer_len:        # DAPO's soft length penalty over the last buffer tokens of the limit
+            score = score + overlong_penalty(action.sum(1), self.settings.max_new_tokens, c.rollout.overlong_buffer_len,
+                                             c.rollout.overlong_penalty_factor)
         self.spread = prompt_spread(score, n) if n > 1 else None    # [P] for the prompt curriculum
         baseline = self.answer(batch, self.greedy, rollout=False)[5] if self.est.greedy_baseline else None
         gen_s = time.time() - t0
@@ -115,9 +127,9 @@ class ExperienceMaker:
         start = first_action(action)
         old_logp = ref_logp = None
         if not self.on_policy_once:
-            old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.temperature, start, self.share)
+            old_logp = causal_logprobs(self.he.engine, seq, attn, pos, c.rollout.temperature, start, self.share)
             self.resident.use("ref")
-            ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.temperature, start, self.share)
+            ref_logp = (causal_logprobs(self.ref, seq, attn, pos, c.rollout.temperature, start, self.share)
                         if self.ref is not None else old_logp.clone())
         values = None
         if self.critic is not None:
@@ -125,18 +137,18 @@ class ExperienceMaker:
             self.critic.eval()
             values = self.critic(seq, attn, pos)[:, :-1].float()
         score = self.normalise(score)
-        if c.group_baseline:
+        if c.loss.group_baseline:
             score = group_advantages(score, n, "mean", std_normalize=False)
         zeros = torch.zeros_like(action)
         rewards, kl = shape_rewards(score, zeros if old_logp is None else old_logp, zeros if ref_logp is None else ref_logp,
                                     action, self.kl_coef() if self.kl_in_reward else 0.0,
-                                    self.r.reward_clip, c.kl_estimator)
-        adv, ret = self.est.fn(rewards, action, values=values, group=n, baseline=baseline, gamma=c.gamma, lam=c.lam,
+                                    self.r.reward_clip, c.kl.kl_estimator)
+        adv, ret = self.est.fn(rewards, action, values=values, group=n, baseline=baseline, gamma=c.loss.gamma, lam=c.loss.lam,
                                std_normalize=self.std_normalize)
-        if self.est.critic and c.whiten_advantages:
+        if self.est.critic and c.loss.whiten_advantages:
             adv = masked_whiten(adv, action)
         keep = torch.ones_like(raw, dtype=torch.bool)
-        if c.dynamic_filtering or self.est.dynamic_sampling or self.loss.pairs:    # a tied pair states no preference
+        if c.rollout.dynamic_filtering or self.est.dynamic_sampling or self.loss.pairs:    # a tied pair states no preference
             silent = silent_groups(sequence_scores(rewards, action), adv.abs().amax(1), n, self.est.greedy_baseline)
             keep = ~silent.repeat_interleave(n)
         metrics = {

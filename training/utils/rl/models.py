@@ -14,12 +14,12 @@ from ..reward_sources import build_reward
 
 def needs_reference(c) -> bool:
     """A reference model is loaded for a KL term (kl_coef > 0), for PPO, and for online DPO's loss."""
-    return estimator_for(c.algo).critic or c.kl_coef > 0 or policy_loss_for(c).pairs
+    return estimator_for(c.algo).critic or c.kl.kl_coef > 0 or policy_loss_for(c).pairs
 
 
 def build_actor(cfg, tok, updates: int) -> HybridEngine:
     c = cfg.rl
-    actor_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=c.per_device_training_batch_size))
+    actor_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=c.loss.per_device_training_batch_size))
     actor = load_causal_lm(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
                            dropout=0.0 if c.disable_actor_dropout else cfg.model.dropout, seed=cfg.optim.seed)
     return HybridEngine(build_train_engine(apply_lora(actor, cfg.lora), actor_cfg, updates), tok, cfg.ds.zero_stage)
@@ -64,16 +64,16 @@ def build_critic(cfg, tok, updates: int):
     c = cfg.rl
     if not estimator_for(c.algo).critic:
         return None
-    name = c.critic_model_name_or_path or cfg.rewards.reward_model_name_or_path or cfg.model.model_name_or_path
-    critic_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=c.per_device_training_batch_size,
-                                            learning_rate=c.critic_learning_rate, weight_decay=c.critic_weight_decay),
-                         lora=replace(cfg.lora, lora_dim=c.critic_lora_dim, only_optimize_lora=c.critic_lora_dim > 0,
-                                      lora_module_name=c.critic_lora_module_name,
-                                      lora_learning_rate=c.critic_lora_learning_rate),
-                         model=replace(cfg.model, gradient_checkpointing=c.critic_gradient_checkpointing))
+    name = c.critic.critic_model_name_or_path or cfg.rewards.reward_model_name_or_path or cfg.model.model_name_or_path
+    critic_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=c.loss.per_device_training_batch_size,
+                                            learning_rate=c.critic.critic_learning_rate, weight_decay=c.critic.critic_weight_decay),
+                         lora=replace(cfg.lora, lora_dim=c.critic.critic_lora_dim, only_optimize_lora=c.critic.critic_lora_dim > 0,
+                                      lora_module_name=c.critic.critic_lora_module_name,
+                                      lora_learning_rate=c.critic.critic_lora_learning_rate),
+                         model=replace(cfg.model, gradient_checkpointing=c.critic.critic_gradient_checkpointing))
     model = apply_lora(load_reward_model(name, tok, seed=cfg.optim.seed,
-                                         dropout=0.0 if c.disable_critic_dropout else c.critic_dropout),
+                                         dropout=0.0 if c.critic.disable_critic_dropout else c.critic.critic_dropout),
                        critic_cfg.lora)
     for p in head(model).parameters():
         p.requires_grad_(True)  # the value head trains even when only the LoRA weights do
-    return build_train_engine(ValueModel(model), critic_cfg, updates, zero_stage=c.critic_zero_stage)
+    return build_train_engine(ValueModel(model), critic_cfg, updates, zero_stage=c.critic.critic_zero_stage)

@@ -8,18 +8,16 @@ prompts, ``--save_interval`` writes a checkpoint that ``--resume`` continues fro
 from __future__ import annotations
 
 import logging
-import time
 from typing import Iterator, Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import checkpoint, faults
 from ..data.checker import check, parse_task, pass_rate
 from ..distributed import all_reduce_sum, is_main, rank
 from ..generation import GenerationSettings, decode_answers
 from ..labels.ranking import auc, within_prompt_auc
-from ..loop import to_device
+from ..loop import drive, to_device
 from ..reward_sources import Rollout
 from ..shared_prefix import position_ids_from
 from .sequences import answer_layout
@@ -170,8 +168,15 @@ class RLLoop:
         self.refresh = refresh                       # RewardRefresh (iterated RLHF), or None: a frozen reward
         self.metric = metric                         # the evaluation's reward source (None: the bundled checker)
         self.fault = fault                           # --fault: the reward is then a Faulty wrapper
-        self.rows = self.c.per_device_generation_batch_size * self.c.num_samples_per_prompt
+        self.rows = self.c.rollout.per_device_generation_batch_size * self.c.rollout.num_samples_per_prompt
         self.drawn = 0                               # prompt batches drawn so far (a resumed run skips as many)
+
+    def describe(self) -> str:
+        """The run in a few lines: its parts, each describing itself."""
+        parts = [f"{self.c.algo.upper()}: {self.iterations} iterations", self.maker.describe(), self.trainer.describe()]
+        if self.curriculum is not None:
+            parts.append(f"prompt curriculum over {len(self.curriculum.names)} groups ({', '.join(self.curriculum.names)})")
+        return "\n  ".join(parts)
 
     def evaluate(self) -> dict:
         if not self.eval_loader:
@@ -186,8 +191,8 @@ class RLLoop:
         # dynamic sampling (DAPO): prompt batches are drawn until the rollout batches' answers that carry a
         # signal fill them, or dynamic_sampling_max_batches times as many batches were drawn
         refill = self.maker.est.dynamic_sampling
-        target, draws = c.generation_batches * self.rows, c.generation_batches * (
-            c.dynamic_sampling_max_batches if refill else 1)
+        target, draws = c.rollout.generation_batches * self.rows, c.rollout.generation_batches * (
+            c.rollout.dynamic_sampling_max_batches if refill else 1)
         for _ in range(draws):
             batch = next(self.prompts)
             self.drawn += 1
@@ -199,7 +204,7 @@ class RLLoop:
             roll.append(m)
             if exp is not None:
                 exps.append(exp)
-            if len(roll) >= c.generation_batches and (not refill or sum(len(e.score) for e in exps) >= target):
+            if len(roll) >= c.rollout.generation_batches and (not refill or sum(len(e.score) for e in exps) >= target):
                 break
         if not self.guard.check(torch.tensor([m["reward"] for m in roll]), "reward", it):
             return {"skipped_updates": 1.0}
@@ -209,12 +214,12 @@ class RLLoop:
         if self.curriculum is not None:
             metrics.update(self.curriculum.metrics())
         if exps:
-            metrics.update(self.trainer.train(exps, it - 1, c.per_device_training_batch_size, self.device))
+            metrics.update(self.trainer.train(exps, it - 1, c.loss.per_device_training_batch_size, self.device))
         else:
             metrics["train_s"] = 0.0
             log.info("iteration %d: no answer carried a learning signal (every group scored alike); no update", it)
         if "kl" in metrics:
-            self.trainer.after_rollouts(metrics["kl"], c.generation_batches * self.rows)
+            self.trainer.after_rollouts(metrics["kl"], c.rollout.generation_batches * self.rows)
         metrics["skipped_updates"] = float(not exps)
         if self.refresh is not None and self.refresh.due(it):
             self.trainer.resident.use("reward")
@@ -242,7 +247,7 @@ class RLLoop:
                                    "settings of the run that wrote it")
             self.curriculum.load_state_dict(st["curriculum"])
         else:
-            self.drawn = st.get("prompt_batches", st["step"] * self.c.generation_batches)
+            self.drawn = st.get("prompt_batches", st["step"] * self.c.rollout.generation_batches)
             for _ in range(self.drawn):                                   # prompt batches the run had used
                 next(self.prompts)
         for _ in range(st.get("unsup_batches", 0)):
@@ -260,49 +265,25 @@ class RLLoop:
                         {"ema.safetensors": ema.shadow} if ema is not None and is_main() else None,
                         self.refresh.state_dict() if self.refresh is not None else None)
 
+    def step(self, it: int) -> dict:
+        """Iteration ``it``, with the judge's verdicts and the first rollout's sample."""
+        if self.fault:
+            self.reward.iteration = it
+        metrics = self.iteration(it)
+        if self.fault:
+            self.reward.iteration = 0
+        if self.reward_fn.last is not None:      # the iteration's first rollout, with its row's columns
+            prompt, answer, score, columns = self.reward_fn.last
+            self.w.sample(it, {"prompt": prompt, "answer": answer, "reward": score, "columns": columns})
+            if self.c.rollout.print_answers and it % self.c.rollout.print_answers_interval == 0:
+                log.info("iteration %d, rank %d: prompt %r -> answer %r (reward %.4g)", it, rank(), prompt, answer,
+                         score)
+        metrics.update(self.reward_fn.take_checked())
+        metrics["nonfinite_skipped"] = self.guard.total
+        return metrics
+
     def run(self) -> tuple[Optional[dict], dict]:
-        cfg, lg, total = self.cfg, self.cfg.log, self.iterations
+        """(the step-0 evaluation, the final one) of ``iterations`` iterations, resumed when asked."""
         start, first = self.resume()
-        if first is None and lg.eval_at_start:
-            first = self.evaluate()
-            self.w.log(0, "eval", first)
-            log.info("step 0 eval: %s", first)
-        bar = tqdm(total=total, initial=start, desc=self.c.algo, disable=lg.disable_tqdm or not is_main(),
-                   dynamic_ncols=True)
-        t_loop, eval_s = time.time(), 0.0
-        for it in range(start + 1, total + 1):
-            if self.fault:
-                self.reward.iteration = it
-            metrics = self.iteration(it)
-            if self.fault:
-                self.reward.iteration = 0
-            if self.reward_fn.last is not None:      # the iteration's first rollout, with its row's columns
-                prompt, answer, score, columns = self.reward_fn.last
-                self.w.sample(it, {"prompt": prompt, "answer": answer, "reward": score, "columns": columns})
-                if self.c.print_answers and it % self.c.print_answers_interval == 0:
-                    log.info("iteration %d, rank %d: prompt %r -> answer %r (reward %.4g)", it, rank(), prompt, answer,
-                             score)
-            metrics.update(self.reward_fn.take_checked())
-            metrics["nonfinite_skipped"] = self.guard.total
-            if it % lg.log_interval == 0 or it == total:
-                self.w.log(it, "train", metrics)
-            bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("reward", "kl", "rollout_pass_rate") if k in metrics})
-            bar.update(1)
-            if lg.eval_interval and it % lg.eval_interval == 0 and it < total:
-                t_ev = time.time()
-                ev = self.evaluate()
-                self.w.log(it, "eval", ev)
-                log.info("step %d eval: %s", it, ev)
-                eval_s += time.time() - t_ev
-            if cfg.ckpt.save_interval and it % cfg.ckpt.save_interval == 0 and it < total:
-                self.save(it, first)
-            if self.fault:
-                self.fault.after_step(it)
-        bar.close()
-        self.w.log(total, "time", {"train_loop_s": time.time() - t_loop - eval_s, "eval_s": eval_s})
-        if not lg.final_eval:
-            return first, {}
-        final = self.evaluate()
-        self.w.log(total, "eval", final)
-        log.info("final eval: %s (step 0: %s)", final, first)
-        return first, final
+        return drive(self.cfg, self.w, total=self.iterations, start=start, step=self.step, evaluate=self.evaluate,
+                     save=self.save, desc=self.c.algo, postfix=("reward", "kl", "rollout_pass_rate"), first=first)

@@ -57,18 +57,31 @@ class RLTrainer:
     """The actor (a Hybrid Engine) and, for PPO, the critic engine; ``guard`` (a ``loop.NonFinite``)
     skips non-finite losses; ``unsup_iter`` yields SFT batches when ``unsup_coef`` > 0."""
 
-    def __init__(self, hybrid, critic, rl_cfg, actor_zero_stage: int, max_new_tokens: int, dpo_beta: float = 0.1,
-                 has_ref: bool = True, guard=None, unsup_iter: Optional[Iterator[dict]] = None,
-                 residency: Optional[Residency] = None, share_prompt: bool = True):
-        self.share = share_prompt                    # a group's prompt runs once per forward
-        self.he, self.critic, self.c, self.guard, self.unsup_iter = hybrid, critic, rl_cfg, guard, unsup_iter
+    def __init__(self, cfg, *, actor, critic, has_ref: bool, guard=None, unsup_iter: Optional[Iterator[dict]] = None,
+                 residency: Optional[Residency] = None):
+        """``cfg``: the run's config (its rl section, the actor's ZeRO stage, the answer length, DPO's beta, the
+        shared-prompt forward); ``actor``: the Hybrid Engine; ``critic``: its engine, None without one."""
+        rl_cfg, actor_zero_stage, max_new_tokens, dpo_beta = cfg.rl, cfg.ds.zero_stage, cfg.data.max_answer_seq_len, \
+            cfg.dpo.beta
+        self.share = cfg.model.share_prompt_forward  # a group's prompt runs once per forward
+        self.he, self.critic, self.c, self.guard, self.unsup_iter = actor, critic, rl_cfg, guard, unsup_iter
+        self.actor_zero_stage = actor_zero_stage
         self.resident = residency or Residency(False, torch.device("cpu"), {})
         self.est, self.loss = estimator_for(rl_cfg.algo), policy_loss_for(rl_cfg)
         self.max_new_tokens, self.dpo_beta, self.has_ref = max_new_tokens, dpo_beta, has_ref
         self.kl_in_reward = kl_in_reward(rl_cfg)
-        self.loss_agg = "constant" if estimator_for(rl_cfg.algo).unbiased else rl_cfg.loss_agg
-        self.kl = AdaptiveKLController(rl_cfg.kl_coef, rl_cfg.kl_target, rl_cfg.kl_horizon) if rl_cfg.adaptive_kl else None
-        self.ema: Optional[EMA] = EMA(hybrid.module, rl_cfg.ema_decay, actor_zero_stage) if rl_cfg.enable_ema else None
+        self.loss_agg = "constant" if estimator_for(rl_cfg.algo).unbiased else rl_cfg.loss.loss_agg
+        self.kl = AdaptiveKLController(rl_cfg.kl.kl_coef, rl_cfg.kl.kl_target, rl_cfg.kl.kl_horizon) if rl_cfg.kl.adaptive_kl else None
+        self.ema: Optional[EMA] = EMA(actor.module, rl_cfg.ema.ema_decay, actor_zero_stage) if rl_cfg.ema.enable_ema else None
+
+    def describe(self) -> str:
+        c = self.c
+        critic = f", critic ZeRO-{c.critic.critic_zero_stage}" if self.critic is not None else ""
+        return (f"updates: policy loss {self.loss.name} ({self.loss_agg} reduction), {c.loss.ppo_epochs} epoch(s) of "
+                f"micro-batches of {c.loss.per_device_training_batch_size}, actor ZeRO-{self.actor_zero_stage}{critic}; "
+                f"KL coef {c.kl.kl_coef:g}{' (adaptive)' if self.kl is not None else ''}"
+                f"{'; EMA actor' if self.ema is not None else ''}"
+                f"{f'; unsupervised loss x {c.ptx.unsup_coef:g}' if self.unsup_iter is not None else ''}")
 
     def state_dict(self) -> dict:
         """What a resumed run needs besides the engines (the EMA weights go to their own file)."""
@@ -83,7 +96,7 @@ class RLTrainer:
             self.ema.shadow = checkpoint.load_tensors(ckpt_dir, "ema.safetensors")
 
     def kl_coef(self) -> float:
-        return self.kl.value if self.kl is not None else self.c.kl_coef
+        return self.kl.value if self.kl is not None else self.c.kl.kl_coef
 
     def _apply(self, loss: torch.Tensor, what: str) -> bool:
         if not finite_or_skip(loss, self.guard, what):
@@ -98,11 +111,11 @@ class RLTrainer:
         reference when the KL is neither in the reward nor in the loss itself (DPO's)."""
         c = self.c
         logp, ent, start = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids,
-                                              e.action_mask, c.temperature, self.share)
+                                              e.action_mask, c.rollout.temperature, self.share)
         old = e.old_logp if e.old_logp is not None else logp.detach()      # None: the one on-policy update
-        loss, out = self.loss.fn(logp, old, e.advantages, e.action_mask, clip_low=c.cliprange,
-                                 clip_high=c.eps_clip_high, agg=self.loss_agg, length=self.max_new_tokens,
-                                 dual_clip_c=c.dual_clip_c, ref_logp=e.ref_logp, beta=self.dpo_beta)
+        loss, out = self.loss.fn(logp, old, e.advantages, e.action_mask, clip_low=c.loss.cliprange,
+                                 clip_high=c.loss.eps_clip_high, agg=self.loss_agg, length=self.max_new_tokens,
+                                 dual_clip_c=c.loss.dual_clip_c, ref_logp=e.ref_logp, beta=self.dpo_beta)
         out = {"pg_loss": loss.item(), **out}
         if e.old_logp is None and e.rollout_logp is not None:    # the on-policy update: its forward is the training side
             out.update(logprob_gap(e.rollout_logp, logp.detach(), e.action_mask))
@@ -120,7 +133,7 @@ class RLTrainer:
 
     def critic_step(self, e: Experience) -> dict:
         values = self.critic(e.sequences, e.attention_mask, e.position_ids)[:, :-1].float()
-        loss = value_loss(values, e.values, e.returns, e.action_mask, self.c.cliprange_value)
+        loss = value_loss(values, e.values, e.returns, e.action_mask, self.c.critic.cliprange_value)
         if not finite_or_skip(loss, self.guard, "critic loss"):
             return {}
         self.critic.backward(loss)
@@ -131,10 +144,10 @@ class RLTrainer:
         """PPO-ptx: ``unsup_coef`` x the language-model loss of an SFT batch, skipped when not finite."""
         engine = self.he.engine
         logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        loss = causal_lm_loss(logits, batch["labels"]) * self.c.unsup_coef
+        loss = causal_lm_loss(logits, batch["labels"]) * self.c.ptx.unsup_coef
         if not self._apply(loss, "unsupervised loss"):
             return {}
-        return {"unsup_loss": loss.item() / self.c.unsup_coef}
+        return {"unsup_loss": loss.item() / self.c.ptx.unsup_coef}
 
     def train(self, exps: list[Experience], iteration: int, micro_batch: int, device) -> dict:
         """``ppo_epochs`` passes over the iteration's experiences in micro-batches; the first
@@ -145,16 +158,16 @@ class RLTrainer:
         if self.critic is not None:
             self.critic.train()
         pairs = self.loss.pairs
-        group = self.c.num_samples_per_prompt if self.share else 1
-        warm = iteration < self.c.critic_warmup_steps and self.critic is not None
+        group = self.c.rollout.num_samples_per_prompt if self.share else 1
+        warm = iteration < self.c.critic.critic_warmup_steps and self.critic is not None
         acc: dict = {}
-        for _ in range(self.c.ppo_epochs):
+        for _ in range(self.c.loss.ppo_epochs):
             for exp in exps:
                 for e in (pairs_in_order(exp, micro_batch) if pairs else micro_batches(exp, micro_batch, group)):
                     m = {} if warm else self.policy_step(e)
                     if self.critic is not None:
                         m.update(self.critic_step(e))
-                    if self.unsup_iter is not None and self.c.unsup_coef > 0 and not warm:
+                    if self.unsup_iter is not None and self.c.ptx.unsup_coef > 0 and not warm:
                         batch = {k: v.to(device) for k, v in next(self.unsup_iter).items()}
                         m.update(self.unsup_step(batch))
                     for k, v in m.items():
