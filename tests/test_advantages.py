@@ -27,7 +27,7 @@ def test_registry_drives_the_algorithm_names():
     assert tuple(loss.choices) == ("", "clip", "dual_clip", "gspo")        # dpo: ranked pairs, online_dpo's own
     assert (ESTIMATORS["gspo"].policy_loss, ESTIMATORS["dapo"].dynamic_sampling) == ("gspo", True)
     assert ESTIMATORS["gspo"].fn is ESTIMATORS["dapo"].fn is ESTIMATORS["grpo"].fn     # GRPO's advantages
-    assert ESTIMATORS["ppo"].critic and ESTIMATORS["reinforce_pp"].kl_in_reward and ESTIMATORS["rloo"].group
+    assert ESTIMATORS["ppo"].critic and ESTIMATORS["reinforce_pp"].kl_shaped_reward and ESTIMATORS["rloo"].group
     assert ESTIMATORS["remax"].greedy_baseline and not ESTIMATORS["remax"].group
     with pytest.raises(ValueError, match="registered twice"):
         register_advantage("grpo")(lambda *a, **k: None)
@@ -81,3 +81,22 @@ def test_online_dpo_ranks_each_pair():
     assert ESTIMATORS["online_dpo"].fn(tied, MASK, group=2)[0][:2].abs().max().item() == 0.0
     with pytest.raises(ValueError, match="must be 2"):
         ESTIMATORS["online_dpo"].fn(torch.zeros(3, 4), torch.ones(3, 4), group=3)
+
+
+def test_the_algorithm_record_is_looked_up_once_with_what_follows_from_the_settings():
+    from training.utils.arguments import parse_config
+    from training.utils.rl.advantages import algorithm
+
+    def algo(*flags):
+        return algorithm(parse_config(list(flags), stage="rl").rl)
+
+    ppo = algo()
+    assert (ppo.name, ppo.critic, ppo.kl_in_reward, ppo.needs_reference, ppo.loss.name) == ("ppo", True, True, True, "clip")
+    dr = algo("--algo", "dr_grpo", "--num_samples_per_prompt", "4", "--loss_agg", "sequence")
+    assert (dr.loss_agg, dr.std_normalize, dr.kl_in_reward) == ("constant", False, False)     # its normaliser wins
+    grpo = algo("--algo", "grpo", "--num_samples_per_prompt", "4", "--kl_coef", "0", "--policy_loss", "gspo")
+    assert (grpo.std_normalize, grpo.needs_reference, grpo.loss.name, grpo.loss_agg) == (True, False, "gspo", "token")
+    rloo = algo("--algo", "rloo", "--num_samples_per_prompt", "2", "--kl_in_reward")
+    assert rloo.kl_in_reward and not rloo.critic
+    odpo = algo("--algo", "online_dpo", "--num_samples_per_prompt", "2", "--kl_coef", "0")
+    assert odpo.needs_reference and odpo.loss.pairs      # the DPO loss reads the reference even without a KL term

@@ -73,6 +73,7 @@ def test_a_non_loopback_host_without_a_key_is_refused_before_binding(engine):
     refuse_open_binding("127.0.0.1", Keys({}), no_auth=False)
 
 
+@pytest.mark.slow
 def test_chat_py_refuses_an_open_binding_in_one_line(tmp_path):
     import subprocess
     import sys

@@ -41,6 +41,7 @@ def test_fp16_and_bf16_configs_are_valid_deepspeed_configs(tmp_path):
         train_config(parse_config(["--dtype", "fp16"]), 1, "cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tiny", "tiny-opt"])
 def test_hybrid_engine_bf16_rollout_against_fp32_logits(tiny_tok, kind):
     from training.utils.deepspeed_setup import build_train_engine
@@ -75,6 +76,7 @@ def _common(tmp_path):
             "--plots", "false", "--enable_tensorboard", "false"]
 
 
+@pytest.mark.slow
 def test_bf16_pipeline_sft_reward_ppo_zero3_and_chat(tmp_path):
     from training.step1_supervised_finetuning.main import main as sft
     from training.step2_reward_model_finetuning.main import main as rm

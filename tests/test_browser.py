@@ -23,6 +23,7 @@ def browser():
         b.close()
 
 
+@pytest.mark.slow
 def test_chat_page_streams_the_greedy_answer_and_keeps_the_history(browser):
     engine = ChatEngine("tiny", template="plain")
     with Background(create_app(engine)) as url:
@@ -50,6 +51,7 @@ def test_chat_page_streams_the_greedy_answer_and_keeps_the_history(browser):
         page.close()
 
 
+@pytest.mark.slow
 def test_report_html_renders_its_table_and_images(browser, tmp_path):
     import matplotlib
     matplotlib.use("Agg")

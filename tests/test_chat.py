@@ -114,6 +114,7 @@ def test_terminal_chat_drops_oldest_turns_when_context_is_full(engine, monkeypat
     assert all(not m["content"].startswith("message number 0") for m in chat.history)
 
 
+@pytest.mark.slow
 def test_piped_questions_are_echoed_and_prompt_is_one_shot(engine, tmp_path, capsys):
     import subprocess
     import sys

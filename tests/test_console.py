@@ -14,6 +14,7 @@ def run(*args):
     return subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=300, cwd="/")
 
 
+@pytest.mark.slow
 def test_help_lists_the_commands_and_an_unknown_one_exits_2():
     r = run("--help")
     assert r.returncode == 0 and all(c in r.stdout for c in ("train", "chat", "serve"))
@@ -21,6 +22,7 @@ def test_help_lists_the_commands_and_an_unknown_one_exits_2():
     assert r.returncode == 2 and "unknown command 'fly'" in r.stderr
 
 
+@pytest.mark.slow
 def test_train_is_train_py_and_serve_is_chat_py_serve(tmp_path):
     r = run("train", "--dry-run", "--actor-model", "tiny", "--output-dir", str(tmp_path), "--kl_coef", "0.02")
     assert r.returncode == 0, r.stderr[-2000:]

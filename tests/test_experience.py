@@ -8,6 +8,7 @@ import torch
 
 from training.utils.arguments import parse_config
 from training.utils.losses import token_logprobs
+from training.utils.rl.advantages import algorithm
 from training.utils.rl.experience import ExperienceMaker
 from training.utils.rl.sequences import answer_layout
 from training.utils.shared_prefix import position_ids_from
@@ -56,7 +57,7 @@ def _full_logprobs(model, seq, attn, temperature):
 def _maker(flags, model, ref, answers, scores, critic=None):
     cfg = parse_config(flags + ["--max_answer_seq_len", str(answers.shape[1])], stage="rl")
     reward_fn = lambda seq, attn, pos, end, batch, rollout=True: scores[:seq.shape[0]].clone()
-    return ExperienceMaker(cfg, actor=FakeHybrid(model, answers), ref=ref, critic=critic, reward_fn=reward_fn,
+    return ExperienceMaker(cfg, algorithm=algorithm(cfg.rl), actor=FakeHybrid(model, answers), ref=ref, critic=critic, reward_fn=reward_fn,
                            tokenizer=None, kl_coef=lambda: cfg.rl.kl.kl_coef), cfg
 
 
@@ -170,6 +171,7 @@ def test_online_dpo_drops_tied_pairs_and_keeps_ranked_ones(models):
     assert tied.make(prompt)[0] is None
 
 
+@pytest.mark.slow
 def test_zero3_gather_gives_every_full_weight_and_restores_the_partition(tiny_tok):
     import copy
 

@@ -174,6 +174,7 @@ def _weights(d):
     return load_file(str(d / "actor" / "model.safetensors"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, extra", [
     ("dr_grpo", ["--eps_clip_high", "0.28"]),
     ("rloo", ["--kl_in_reward", "--loss_agg", "sequence"]),
@@ -202,6 +203,7 @@ def test_critic_free_algorithms_train_on_a_rule_reward(tmp_path, monkeypatch, al
     assert any(not torch.equal(trained[k], base[k]) for k in trained if k in base)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["loss", "reward"])
 def test_adaptive_kl_steers_the_coefficient_of_critic_free_algorithms(tmp_path, monkeypatch, where):
     """Ziegler's controller on GRPO's k3 loss term and on RLOO's KL in the reward: each iteration's
@@ -223,6 +225,7 @@ def test_adaptive_kl_steers_the_coefficient_of_critic_free_algorithms(tmp_path, 
     assert train[-1]["kl_coef"] != pytest.approx(0.05 * 0.9 ** 3)
 
 
+@pytest.mark.slow
 def test_dynamic_filtering_skips_groups_without_signal(tmp_path):
     # a random tiny model fails every checker prompt: every group scores 0 -> all filtered, no update
     stage3(_args(tmp_path, "f", "--algo", "grpo", "--reward", "checker", "--num_samples_per_prompt", "3",
@@ -237,6 +240,7 @@ def test_dynamic_filtering_skips_groups_without_signal(tmp_path):
     assert all(torch.equal(trained[k], base[k]) for k in trained if k in base)
 
 
+@pytest.mark.slow
 def test_group_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="num_samples_per_prompt >= 2"):
         stage3(_args(tmp_path, "e", "--algo", "grpo", "--reward", "checker"))

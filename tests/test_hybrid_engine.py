@@ -27,6 +27,7 @@ def _prompts(tok):
     return x, m
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tiny", "tiny-opt"])
 @pytest.mark.parametrize("zero", [0, 2, 3])
 @pytest.mark.parametrize("lora", [False, True])
@@ -72,6 +73,7 @@ def test_static_cache_path_gives_the_same_tokens(tiny_tok):
     assert torch.equal(dynamic, static)
 
 
+@pytest.mark.slow
 def test_rollout_benchmark_script_runs_and_agrees():
     import importlib.util
     from pathlib import Path
@@ -86,6 +88,7 @@ def test_rollout_benchmark_script_runs_and_agrees():
     assert all(v > 0 for v in res["seconds"].values())
 
 
+@pytest.mark.slow
 def test_step3_throughput_benchmark_measures_every_phase(tmp_path):
     import importlib.util
     import json

@@ -103,6 +103,7 @@ def test_bad_comparison_files_name_the_row_and_field(tmp_path, text, words):
         LabelStore(str(tmp_path / "c.jsonl"), str(tmp_path / "v.jsonl"))
 
 
+@pytest.mark.slow
 def test_chat_py_stops_on_a_missing_comparisons_file_before_loading_a_model(tmp_path):
     import subprocess
     import sys

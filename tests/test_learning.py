@@ -106,6 +106,7 @@ def test_rl_raises_a_learnable_reward(tmp_path, rules, name, algo, extra):
         assert all(r["kept_answers"] >= 16 or r["prompt_batches_drawn"] == 3 for r in rows)
 
 
+@pytest.mark.slow
 def test_remax_raises_a_learnable_reward(tmp_path, rules):
     """ReMax's baseline is the greedy answer's reward. The tiny model's greedy answer is blank, so here
     the non-blank answers are rewarded (~85% of the mass at first): the greedy baseline scores 0, each
@@ -150,6 +151,7 @@ def test_preference_losses_raise_the_chosen_over_rejected_margin(tmp_path, loss,
     assert final["reward_acc"] > 0.9, final                                  # 20 held-out prompts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keep_dropout, exact", [(False, True), (True, False)])
 def test_first_ppo_step_is_on_policy_without_actor_dropout(tmp_path, keep_dropout, exact):
     """OPT trains with dropout 0.1; old log-probs are taken in eval mode. Stage 3 turns the actor's

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {k: v for k, v in os.environ.items()
        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK")}
@@ -38,6 +40,7 @@ def _train(out, *extra, node=None, port=29600):
                       "--master-addr", "127.0.0.1", "--master-port", str(port), "--dist_timeout", "60"] + cmd[2:]
 
 
+@pytest.mark.slow
 def test_two_nodes_train_the_weights_of_two_ranks_on_one_node(tmp_path):
     """SFT, reward model and PPO with the actor under ZeRO-3 as 2 nodes x 1 rank; PPO as 1 node x 2 ranks."""
     res = _nodes([_train(tmp_path / "nodes", "--zero_stage", "3", node=n, port=29610) for n in (0, 1)])
@@ -56,6 +59,7 @@ def test_two_nodes_train_the_weights_of_two_ranks_on_one_node(tmp_path):
     assert "2 rank(s)" in (tmp_path / "nodes" / "step3-models" / "tiny" / "training.log").read_text()
 
 
+@pytest.mark.slow
 def test_kill_one_node_then_resume_both_gives_the_uninterrupted_weights(tmp_path):
     """Through scripts/multi_node/run_step1.sh (NO_SSH=1): node 1 is killed after step 2 of 4, node 0
     stops on the broken connection; both rerun with --resume from the step-2 checkpoint."""
@@ -83,6 +87,7 @@ def test_kill_one_node_then_resume_both_gives_the_uninterrupted_weights(tmp_path
         _digest(tmp_path / "one" / "actor-models" / "tiny" / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_a_missing_node_or_mismatched_flags_end_every_node_with_one_message(tmp_path):
     t0 = time.time()
     (rc, out), = _nodes([_train(tmp_path / "alone", "--step", "1", "--dist_timeout", "10", node=0, port=29630)])

@@ -24,6 +24,7 @@ def _args(tmp_path, name, rm, *extra):
             "--disable_tqdm", "--plots", "false", "--seed", "3", *extra]
 
 
+@pytest.mark.slow
 def test_ppo_tiny_all_options(tmp_path, tiny_rm):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -51,6 +52,7 @@ def test_ppo_tiny_all_options(tmp_path, tiny_rm):
     assert set(res) == {"first", "final"}
 
 
+@pytest.mark.slow
 def test_ppo_tiny_zero3_lora_offloaded_reference(tmp_path, tiny_rm):
     ppo_main(_args(tmp_path, "z3", tiny_rm, "--zero_stage", "3", "--critic_zero_stage", "2",
                    "--reward_zero_stage", "3", "--lora_dim", "4", "--only_optimize_lora", "--critic_lora_dim", "4",
@@ -65,6 +67,7 @@ def test_ppo_tiny_zero3_lora_offloaded_reference(tmp_path, tiny_rm):
     assert not torch.equal(critic.score.weight, rm.score.weight)  # the value head trained under LoRA
 
 
+@pytest.mark.slow
 def test_stage3_requires_reward_model(tmp_path):
     from training.utils.config import ConfigError
 

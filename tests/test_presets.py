@@ -187,6 +187,7 @@ def test_measured_presets_where_they_were_measured(shapes):
     assert choose(1, str(shapes["opt-1.3b"]), "ppo", "single_gpu", False, big)[0].name == "opt-1.3b single_gpu"
 
 
+@pytest.mark.slow
 def test_dry_run_prints_each_setting_with_its_source(shapes, tmp_path):
     user = tmp_path / "mine.yaml"
     user.write_text("optim:\n  learning_rate: 3.0e-4\n")

@@ -13,6 +13,7 @@ def _ptrs(module):
     return [p.data_ptr() for p in module.parameters()]
 
 
+@pytest.mark.slow
 def test_park_and_return_keep_values_and_the_next_step_bit_identical(tiny_tok):
     from training.utils.deepspeed_setup import build_train_engine
     from training.utils.distributed import init_distributed
@@ -67,6 +68,7 @@ def _digest(d):
     return hashlib.sha256(b"".join(w[k].numpy().tobytes() for k in sorted(w))).hexdigest()
 
 
+@pytest.mark.slow
 def test_ppo_trains_the_same_weights_with_idle_models_offloaded(tmp_path, caplog):
     from training.step2_reward_model_finetuning.main import main as rm
     from training.step3_rlhf_finetuning.main import main as rl

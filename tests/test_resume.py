@@ -71,6 +71,7 @@ def rm_dir(tmp_path_factory, tiny_tok):
     return str(d)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sft", "rm", "ppo", "curriculum"])
 def test_sigkill_mid_stage_then_resume_gives_the_uninterrupted_weights(tmp_path, kind, rm_dir):
     full, cut = tmp_path / "full", tmp_path / "cut"
@@ -91,6 +92,7 @@ def test_sigkill_mid_stage_then_resume_gives_the_uninterrupted_weights(tmp_path,
     assert la == lb and len(la) == (5 if key == "reward" else 6)
 
 
+@pytest.mark.slow
 def test_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
     full, cut = tmp_path / "full", tmp_path / "cut"
     sft_main(stage_args("sft", tmp_path, full))
@@ -124,6 +126,7 @@ def test_half_written_checkpoints_are_ignored(tmp_path):
     assert checkpoint.verify(good) == "missing file state.json" and checkpoint.latest(tmp_path) is None
 
 
+@pytest.mark.slow
 def test_non_finite_loss_is_skipped_then_too_many_stop_the_run(tmp_path):
     out = tmp_path / "once"
     sft_main(stage_args("sft", tmp_path, out) + ["--fault", "nan_at=3"])
@@ -136,6 +139,7 @@ def test_non_finite_loss_is_skipped_then_too_many_stop_the_run(tmp_path):
     assert checkpoint.latest(out) is not None and not (out / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_non_finite_reward_skips_the_iteration(tmp_path, rm_dir):
     out = tmp_path / "ppo"
     rl_main(stage_args("ppo", tmp_path, out, rm_dir) + ["--max_steps", "3", "--save_interval", "0", "--fault", "nan_at=2"])

@@ -41,6 +41,7 @@ def test_score_is_taken_at_the_eos_not_at_padding(tiny_tok):
             assert alone.item() == pytest.approx(scores[i].item(), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_zero3_save_load_gives_same_scores(tmp_path, tiny_tok):
     from transformers import AutoModelForSequenceClassification
 
@@ -102,6 +103,7 @@ def test_scorer_runs_a_prompt_once_and_matches_each_pair_alone(tmp_path, tiny_to
     assert scorer.score(pairs, batch_size=2) == pytest.approx(alone, abs=1e-5)   # prompts split over batches
 
 
+@pytest.mark.slow
 def test_reward_stage_end_to_end_zero2_lora_per_token(tmp_path):
     final = rm_main(_args(tmp_path, "rm", "--zero_stage", "2"))
     assert set(final) >= {"acc", "chosen_score", "rejected_score", "margin"}
@@ -128,6 +130,7 @@ def _memorise_dir(tmp_path):
     return str(d)
 
 
+@pytest.mark.slow
 def test_dpo_end_to_end_tiny_zero3_and_ipo(tmp_path):
     from transformers import AutoModelForCausalLM
 

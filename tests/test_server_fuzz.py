@@ -53,6 +53,7 @@ def _post(client, body):
     return client.post("/v1/chat/completions", content=text, headers={"content-type": "application/json"})
 
 
+@pytest.mark.slow
 def test_generated_bodies_get_2xx_or_4xx_and_greedy_answers_do_not_change(client):
     before = _post(client, GREEDY).json()["choices"][0]["message"]["content"]
     seen = {"2xx": 0, "4xx": 0}

@@ -18,6 +18,7 @@ def _train_losses(out):
     return [r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
 
 
+@pytest.mark.slow
 def test_sft_same_losses_across_zero_stages_and_outputs_load(tmp_path, tiny_tok):
     from transformers import AutoModelForCausalLM
 
@@ -46,6 +47,7 @@ def test_sft_same_losses_across_zero_stages_and_outputs_load(tmp_path, tiny_tok)
     assert summary["steps"] == 4 and summary["data"]["train"]["kept"] > 0
 
 
+@pytest.mark.slow
 def test_sft_lora_zero3_gradient_accumulation_checkpointing(tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -59,6 +61,7 @@ def test_sft_lora_zero3_gradient_accumulation_checkpointing(tmp_path):
     assert not any("lora" in n for n, _ in m.named_parameters())
 
 
+@pytest.mark.slow
 def test_finished_output_is_not_replaced_without_overwrite(tmp_path):
     import hashlib
     import subprocess

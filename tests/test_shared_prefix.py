@@ -165,6 +165,7 @@ def test_one_on_policy_update_skips_old_logprobs_with_the_same_gradient(tiny_tok
     from training.utils.arguments import parse_config
     from training.utils.model import load_causal_lm
     from training.utils.rl.experience import ExperienceMaker
+    from training.utils.rl.advantages import algorithm
     from training.utils.rl.trainer import RLTrainer
 
     flags = ["--algo", "grpo", "--num_samples_per_prompt", "4", "--per_device_generation_batch_size", "1",
@@ -194,14 +195,14 @@ def test_one_on_policy_update_skips_old_logprobs_with_the_same_gradient(tiny_tok
     prompt = {"input_ids": torch.tensor([[11, 12, 13]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
     grads = {}
     for once in (True, False):
-        maker = ExperienceMaker(cfg, actor=He(), ref=None, critic=None, reward_fn=reward, tokenizer=Tok(),
+        maker = ExperienceMaker(cfg, algorithm=algorithm(cfg.rl), actor=He(), ref=None, critic=None, reward_fn=reward, tokenizer=Tok(),
                                 kl_coef=lambda: 0.0)
         assert maker.on_policy_once          # one prompt x 4 answers, one micro-batch of 4, one epoch, no KL
         maker.on_policy_once = once
         exp, _ = maker.make(prompt)
         assert (exp.old_logp is None) == once
         model.zero_grad()
-        m = RLTrainer(cfg, actor=He(), critic=None, has_ref=False).policy_step(exp)
+        m = RLTrainer(cfg, algorithm=algorithm(cfg.rl), actor=He(), critic=None, has_ref=False).policy_step(exp)
         assert m["approx_kl"] == pytest.approx(0.0, abs=1e-6) and m["clip_frac"] == 0.0
         grads[once] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     torch.testing.assert_close(grads[True], grads[False], rtol=0, atol=1e-6)
@@ -209,5 +210,5 @@ def test_one_on_policy_update_skips_old_logprobs_with_the_same_gradient(tiny_tok
     for more in (["--ppo_epochs", "2"], ["--per_device_training_batch_size", "2"], ["--kl_coef", "0.1"]):
         c = parse_config(flags + more, stage="rl")
         ref = model if "--kl_coef" in more else None
-        assert not ExperienceMaker(c, actor=He(), ref=ref, critic=None, reward_fn=reward, tokenizer=Tok(),
+        assert not ExperienceMaker(c, algorithm=algorithm(c.rl), actor=He(), ref=ref, critic=None, reward_fn=reward, tokenizer=Tok(),
                                    kl_coef=lambda: 0.1).on_policy_once

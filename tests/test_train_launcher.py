@@ -9,6 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_dry_run_prints_stage_commands(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--actor-model", "1.3b",
                           "--actor-zero-stage", "3", "--output-dir", str(tmp_path), "--lora_dim", "8",
@@ -19,6 +20,7 @@ def test_dry_run_prints_stage_commands(tmp_path):
     assert f"--output_dir {tmp_path}/actor-models/1.3b" in out
 
 
+@pytest.mark.slow
 def test_multi_node_needs_hostfile(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--deployment-type", "multi_node",
                         "--hostfile", str(tmp_path / "none")], capture_output=True, text=True)
@@ -67,12 +69,14 @@ def test_train_py_tiny_end_to_end(tmp_path):
     assert "reward: 1 x rule:training.utils.data.checker:reward" in (tmp_path / "logs" / "latest" / "step3.log").read_text()
 
 
+@pytest.mark.slow
 def test_stage3_alone_names_the_missing_directory(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--step", "3", "--actor-model", "tiny",
                         "--output-dir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode != 0 and "needs the SFT model" in r.stderr and str(tmp_path / "actor-models" / "tiny") in r.stderr
 
 
+@pytest.mark.slow
 def test_dpo_algo_plans_sft_then_dpo(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--algo", "dpo", "--actor-model", "tiny",
                           "--output-dir", str(tmp_path)], capture_output=True, text=True, check=True).stdout
@@ -80,6 +84,7 @@ def test_dpo_algo_plans_sft_then_dpo(tmp_path):
     assert f"--model_name_or_path {tmp_path}/actor-models/tiny " in out
 
 
+@pytest.mark.slow
 def test_critic_free_algos_plan_sft_then_stage3(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--algo", "rloo", "--output-dir",
                           str(tmp_path)], capture_output=True, text=True, check=True).stdout
@@ -91,6 +96,7 @@ def test_critic_free_algos_plan_sft_then_stage3(tmp_path):
     assert "--reward_model_name_or_path" not in lines[1]          # no stage 2 output: rule reward only
 
 
+@pytest.mark.slow
 def test_failing_stage_reports_log_and_fix(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "chosen": ""}\n')
@@ -116,6 +122,7 @@ def test_single_node_two_cpu_ranks_train_the_same_model(tmp_path):
     assert "2 rank(s)" in log
 
 
+@pytest.mark.slow
 def test_stage_scripts_run_on_their_own(tmp_path):
     env = {**os.environ, "MODEL": "tiny", "OUTPUT": str(tmp_path), "PYTHON": sys.executable}
     env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
@@ -129,6 +136,7 @@ def test_stage_scripts_run_on_their_own(tmp_path):
     assert r.returncode == 2 and "needs a hostfile" in r.stderr
 
 
+@pytest.mark.slow
 def test_unknown_model_stops_in_seconds_with_one_message_and_touches_nothing(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
     out = tmp_path / "out"
@@ -166,6 +174,7 @@ def test_model_check_accepts_aliases_directories_and_cached_hub_ids(tmp_path, mo
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_misspelt_flag_or_config_key_stops_before_any_stage(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--learning_rat", "3",
@@ -189,6 +198,7 @@ def test_misspelt_flag_or_config_key_stops_before_any_stage(tmp_path):
         f"error: ConfigError: {bad}: unknown key 'optim.learning_rat'" and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_flags_reach_only_the_stages_that_own_them(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--actor-model", "tiny", "--output-dir",
                         str(tmp_path), "--kl_coef", "0.02", "--rm_loss", "per_token", "--seed", "5", "--beta", "0.3"],
@@ -209,6 +219,7 @@ def test_flags_reach_only_the_stages_that_own_them(tmp_path):
     assert r.returncode == 2 and "unrecognized arguments: --kl_coef 0.1" in r.stderr and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_help_states_the_pass_through_rule_and_first_op_build_is_announced(tmp_path, monkeypatch, capsys):
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True, timeout=60)
     assert "Flags not listed below go to the stages that own them" in r.stdout
@@ -225,6 +236,7 @@ def test_help_states_the_pass_through_rule_and_first_op_build_is_announced(tmp_p
     assert capsys.readouterr().out == ""
 
 
+@pytest.mark.slow
 def test_labelling_flags_reach_their_stages_and_export_stops_after_stage_2(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--actor-model", "tiny", "--output-dir",
                         str(tmp_path), "--labeller", "judge:tiny", "--label_budget", "64", "--judge", "checker"],

@@ -180,6 +180,7 @@ def main(argv=None) -> dict:
 
     from training.utils.distributed import device, init_distributed, is_main, world_size
     from training.utils.model import end_scores, load_tokenizer
+    from training.utils.rl.advantages import algorithm
     from training.utils.rl.experience import ExperienceMaker
     from training.utils.rl.residency import Residency
     from training.utils.rl.trainer import RLTrainer
@@ -203,8 +204,9 @@ def main(argv=None) -> dict:
         return end_scores(rm(seq, attn, pos), end)
 
     resident = Residency(a.offload_idle_models, dev, {"ref": ref, "critic": critic, "reward:0": rm})
-    trainer = RLTrainer(cfg, actor=he, critic=critic, has_ref=True, residency=resident)
-    maker = ExperienceMaker(cfg, actor=he, ref=ref, critic=critic, reward_fn=reward_fn, tokenizer=tok,
+    algo = algorithm(cfg.rl)
+    trainer = RLTrainer(cfg, algorithm=algo, actor=he, critic=critic, has_ref=True, residency=resident)
+    maker = ExperienceMaker(cfg, algorithm=algo, actor=he, ref=ref, critic=critic, reward_fn=reward_fn, tokenizer=tok,
                             kl_coef=trainer.kl_coef, residency=resident)
     maker.settings.min_new_tokens = a.answer_len          # fixed answer length
     g = torch.Generator().manual_seed(1)

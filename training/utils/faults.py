@@ -42,3 +42,19 @@ def parse(spec: str) -> Optional[Faults]:
         except ValueError:
             raise ConfigError(f"--fault {spec!r}: {key} takes integers separated by ':'") from None
     return Faults(**out) if out else None
+
+
+class Faulty:
+    """The reward of a run with ``--fault nan_at=...``: the rewards of those iterations become NaN (the
+    loop sets ``iteration``)."""
+
+    def __init__(self, reward, fault: Faults):
+        self.reward, self.fault, self.iteration = reward, fault, 0
+
+    @property
+    def parts(self) -> dict:
+        return self.reward.parts
+
+    def __call__(self, rollout):
+        r = self.reward(rollout)
+        return r * float("nan") if self.iteration and self.fault.nan(self.iteration) else r

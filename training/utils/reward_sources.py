@@ -218,3 +218,16 @@ def build_reward(specs: Sequence[str], weights: Sequence[float] = (), load_model
     if len(w) != len(sources):
         raise RewardError(f"{len(w)} weights for {len(sources)} reward sources")
     return CombinedReward(sources, w)
+
+
+def eval_metric(cfg, log) -> Optional[CombinedReward]:
+    """Stage 3's evaluation metric: ``--eval_reward``, else the rule and HTTP sources of ``--reward`` (each at
+    weight 1), else None (the bundled checker on its tasks)."""
+    r = cfg.rewards
+    specs = r.eval_reward or [s for s in r.reward if s not in ("model",) and not s.startswith("model:")]
+    if not specs:
+        log.info("evaluation: the bundled checker's pass-rate on the prompts that are its tasks")
+        return None
+    log.info("evaluation: pass-rate = share of greedy answers that %s scores >= %g", " + ".join(specs),
+             r.eval_pass_threshold)
+    return build_reward(specs, timeout=r.reward_timeout)

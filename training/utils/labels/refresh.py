@@ -195,3 +195,15 @@ class RewardRefresh:
         s = st["refresh"]
         self.pairs, self.labels, self.refreshes, self.pending = s["pairs"], s["labels"], s["refreshes"], s["pending"]
         self.rng.set_state(("MT19937", np.array(s["rng"], dtype=np.uint32), s["rng_pos"]))
+
+
+def from_config(cfg, tok, reward_model, iterations: int, refreshes: int, out: Path) -> Optional[RewardRefresh]:
+    """Iterated RLHF (``--reward_refresh_interval``): the refreshes of stage 3's reward model, or None."""
+    r = cfg.rewards
+    if not r.reward_refresh_interval:
+        return None
+    refresh = RewardRefresh.from_config(cfg, tok, reward_model, iterations, out)
+    log.info("iterated RLHF: every %d iterations the reward model trains on %d labels (%s) of the latest rollouts "
+             "(%d refreshes x %d steps, %d replayed stage-2 pairs)", r.reward_refresh_interval, r.reward_refresh_labels,
+             refresh.labeller.name, refreshes, r.reward_refresh_steps, len(refresh.replay))
+    return refresh

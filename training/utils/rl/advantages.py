@@ -24,6 +24,7 @@ import torch
 
 from ..config import ConfigError
 from .maths import gae, group_advantages, masked_whiten
+from .policy_losses import POLICY_LOSSES, PolicyLoss
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Estimator:
     critic: bool = False            # needs the critic's values (PPO's GAE)
     group: bool = False             # compares the answers to one prompt (num_samples_per_prompt >= 2)
     greedy_baseline: bool = False   # needs the reward of each prompt's greedy answer (ReMax)
-    kl_in_reward: bool = False      # the KL penalty is part of the per-token reward by definition
+    kl_shaped_reward: bool = False  # its reward carries the KL penalty by definition (PPO, REINFORCE++)
     policy_loss: str = "clip"       # its loss in policy_losses.POLICY_LOSSES (dpo: DPO on ranked pairs)
     dynamic_sampling: bool = False  # groups whose answers all score alike are dropped and the batch refilled (DAPO)
     unbiased: bool = False          # Dr. GRPO: no division by the group's std, a constant length normaliser
@@ -58,30 +59,49 @@ def estimator_for(algo: str) -> Estimator:
     return ESTIMATORS[algo]
 
 
-def policy_loss_for(rl_cfg):
-    """The policy loss of the run: ``--policy_loss`` when given, else the algorithm's own."""
-    from .policy_losses import POLICY_LOSSES
+@dataclass(frozen=True)
+class Algorithm:
+    """The run's algorithm, looked up once from ``--algo`` and ``--policy_loss`` (``algorithm(rl_cfg)``) and
+    handed to every part of stage 3: the estimator record, the policy loss, and what follows from them."""
+    estimator: Estimator
+    loss: PolicyLoss
+    kl_in_reward: bool        # the KL to the reference is in the per-token reward (else a k3 loss term)
+    loss_agg: str             # the policy loss reduction (Dr. GRPO: constant)
+    std_normalize: bool       # GRPO's division by the group's std (not Dr. GRPO's)
+    needs_reference: bool     # a KL term, PPO, or online DPO's loss reads the reference model
 
-    name = rl_cfg.loss.policy_loss or estimator_for(rl_cfg.algo).policy_loss
+    @property
+    def name(self) -> str:
+        return self.estimator.name
+
+    @property
+    def critic(self) -> bool:
+        return self.estimator.critic
+
+
+def algorithm(rl_cfg) -> Algorithm:
+    """The record of ``rl_cfg.algo`` with the run's policy loss (``--policy_loss`` when given, else the
+    algorithm's own), the KL's place and the loss reduction."""
+    est = estimator_for(rl_cfg.algo)
+    name = rl_cfg.loss.policy_loss or est.policy_loss
     if name not in POLICY_LOSSES:
         raise ConfigError(f"unknown policy_loss {name!r}: choose one of {', '.join(POLICY_LOSSES)}")
-    return POLICY_LOSSES[name]
-
-
-def kl_in_reward(rl_cfg) -> bool:
-    """True when the KL to the reference is part of the per-token reward (the algorithm's definition,
-    or ``--kl_in_reward``); otherwise it is a k3 loss term."""
-    return rl_cfg.kl.kl_in_reward or estimator_for(rl_cfg.algo).kl_in_reward
+    loss = POLICY_LOSSES[name]
+    return Algorithm(est, loss, kl_in_reward=rl_cfg.kl.kl_in_reward or est.kl_shaped_reward,
+                     loss_agg="constant" if est.unbiased else rl_cfg.loss.loss_agg,
+                     std_normalize=rl_cfg.loss.std_normalize and not est.unbiased,
+                     needs_reference=est.critic or rl_cfg.kl.kl_coef > 0 or loss.pairs)
 
 
 def check(rl_cfg) -> None:
     """The algorithm's rules on stage 3's settings (``ConfigError`` naming the flags)."""
-    p, est = rl_cfg, estimator_for(rl_cfg.algo)
+    p, algo = rl_cfg, algorithm(rl_cfg)
+    est = algo.estimator
     if est.group and p.rollout.num_samples_per_prompt < 2:
         raise ConfigError(f"{p.algo} compares answers to the same prompt: set num_samples_per_prompt >= 2")
     if p.loss.policy_loss and est.policy_loss == "dpo":
         raise ConfigError(f"{p.algo} trains with the DPO loss on ranked pairs: --policy_loss does not apply to it")
-    if policy_loss_for(p).pairs and p.rollout.num_samples_per_prompt != 2:
+    if algo.loss.pairs and p.rollout.num_samples_per_prompt != 2:
         raise ConfigError(f"{p.algo} ranks pairs of answers: set num_samples_per_prompt 2")
     if p.rollout.dynamic_filtering and not (est.group or est.greedy_baseline):
         raise ConfigError(f"dynamic_filtering drops groups of answers without a learning signal; {p.algo} "
@@ -106,7 +126,7 @@ def spread(per_answer: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, 
     return adv, adv
 
 
-@register_advantage("ppo", critic=True, kl_in_reward=True)
+@register_advantage("ppo", critic=True, kl_shaped_reward=True)
 def gae_advantages(rewards, mask, *, values: Optional[torch.Tensor] = None, gamma: float = 1.0,
                    lam: float = 0.95, **_) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO: generalised advantage estimation with the critic's ``values`` [B, T]; returns = adv + values."""
@@ -151,7 +171,7 @@ def online_dpo_preferences(rewards, mask, *, group: int = 2, **_):
     return spread(sign, mask)
 
 
-@register_advantage("reinforce_pp", kl_in_reward=True)
+@register_advantage("reinforce_pp", kl_shaped_reward=True)
 def reinforce_pp_advantages(rewards, mask, *, gamma: float = 1.0, **_):
     """REINFORCE++ (OpenRLHF): returns G_t = sum_{k >= t} gamma^(k - t) r_k over the answer's tokens
     (KL penalty in r), advantages = G whitened over every action token of the batch; no critic."""

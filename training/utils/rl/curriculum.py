@@ -125,3 +125,20 @@ def loader(ds, curriculum: PromptCurriculum, collate):
     # its own generator: starting an iterator draws a seed, which must not come from (and shift) the
     # global RNG stream that sampling uses; a resumed run starts its iterator at another point of it
     return DataLoader(ds, batch_sampler=curriculum, collate_fn=collate, generator=torch.Generator().manual_seed(0))
+
+
+def from_config(cfg, train_ds, collate, log):
+    """The prompt curriculum and its endless prompt batches (``--prompt_curriculum``), or (None, None)."""
+    from ..distributed import all_reduce_sum, rank, world_size
+
+    c = cfg.rl
+    if not c.curriculum.prompt_curriculum:
+        return None, None
+    if "group" not in train_ds.column_names:
+        log.info("prompt curriculum off: no row of the data has the --balance_key column '%s'", cfg.data.balance_key)
+        return None, None
+    k = c.curriculum
+    curriculum = PromptCurriculum(train_ds["group"], c.rollout.per_device_generation_batch_size, cfg.optim.seed,
+                                  k.curriculum_decay, k.curriculum_prior, k.curriculum_floor, rank(), world_size(),
+                                  all_reduce_sum)
+    return curriculum, loader(train_ds, curriculum, collate)

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from ..generation import GenerationSettings
-from .advantages import estimator_for, kl_in_reward, policy_loss_for, sequence_scores
+from .advantages import Algorithm, sequence_scores
 from .curriculum import prompt_spread
 from .residency import Residency
 from .maths import (RunningMoments, group_advantages, kl_estimate, logprob_gap, masked_mean, masked_whiten,
@@ -46,8 +46,8 @@ class Experience:
 class ExperienceMaker:
     """Turns a prompt batch into an Experience (``None`` when no answer carries a learning signal)."""
 
-    def __init__(self, cfg, *, actor, ref, critic, reward_fn: Callable, tokenizer, kl_coef: Callable[[], float],
-                 residency: Optional[Residency] = None):
+    def __init__(self, cfg, *, algorithm: Algorithm, actor, ref, critic, reward_fn: Callable, tokenizer,
+                 kl_coef: Callable[[], float], residency: Optional[Residency] = None):
         """``cfg``: the run's config (its rl and rewards sections, the answer length, the shared-prompt
         forward); ``actor``: the Hybrid Engine; ``ref`` / ``critic``: None when the run has none;
         ``reward_fn``: ``runner.batch_reward``'s scorer; ``kl_coef()``: the trainer's current coefficient."""
@@ -56,15 +56,15 @@ class ExperienceMaker:
         self.he, self.ref, self.critic, self.reward_fn = actor, ref, critic, reward_fn
         self.tok, self.c, self.r, self.kl_coef = tokenizer, rl_cfg, reward_cfg, kl_coef
         self.resident = residency or Residency(False, torch.device("cpu"), {})
-        self.est, self.loss = estimator_for(rl_cfg.algo), policy_loss_for(rl_cfg)
-        self.kl_in_reward = kl_in_reward(rl_cfg) and ref is not None
+        self.est, self.loss = algorithm.estimator, algorithm.loss
+        self.kl_in_reward = algorithm.kl_in_reward and ref is not None
         self.settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True,
                                            temperature=rl_cfg.rollout.temperature, top_p=rl_cfg.rollout.top_p,
                                            top_k=rl_cfg.rollout.top_k, static_cache=rl_cfg.rollout.static_cache,
                                            share_prompt=share_prompt, return_logprobs=True)
         self.greedy = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False,
                                          static_cache=rl_cfg.rollout.static_cache)
-        self.std_normalize = rl_cfg.loss.std_normalize and not estimator_for(rl_cfg.algo).unbiased
+        self.std_normalize = algorithm.std_normalize
         # One optimizer step per rollout batch, taken before the policy moves, and no KL or critic that
         # reads them: the old log-probs are the policy's own (detached) in that step, so their forward is
         # skipped (the trainer uses logp.detach(); the ratio is 1 and the gradient the same).

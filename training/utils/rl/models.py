@@ -2,19 +2,15 @@
 (a frozen reward model among them) and, for PPO, the critic initialised from the reward model."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Optional
 
 from ..deepspeed_setup import build_train_engine, frozen
 from ..hybrid_engine import HybridEngine
 from ..model import ValueModel, apply_lora, load_causal_lm, load_reward_model
 from ..model.reward import head
-from .advantages import estimator_for, policy_loss_for
+from .advantages import Algorithm
 from ..reward_sources import build_reward
-
-
-def needs_reference(c) -> bool:
-    """A reference model is loaded for a KL term (kl_coef > 0), for PPO, and for online DPO's loss."""
-    return estimator_for(c.algo).critic or c.kl.kl_coef > 0 or policy_loss_for(c).pairs
 
 
 def build_actor(cfg, tok, updates: int) -> HybridEngine:
@@ -25,9 +21,10 @@ def build_actor(cfg, tok, updates: int) -> HybridEngine:
     return HybridEngine(build_train_engine(apply_lora(actor, cfg.lora), actor_cfg, updates), tok, cfg.ds.zero_stage)
 
 
-def build_reference(cfg, tok):
+def build_reference(cfg, tok, algorithm: Algorithm):
+    """The frozen reference model, when the algorithm reads one (a KL term, PPO, online DPO's loss), else None."""
     c = cfg.rl
-    if not needs_reference(c):
+    if not algorithm.needs_reference:
         return None
     stage = 3 if cfg.ds.zero_stage == 3 or c.offload_reference_model else 0
     return frozen(load_causal_lm(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
@@ -58,11 +55,11 @@ def build_reward_sources(cfg, tok, refreshes: int = 0):
     return reward, loaded
 
 
-def build_critic(cfg, tok, updates: int):
+def build_critic(cfg, tok, updates: int, algorithm: Algorithm):
     """PPO's critic (None for the critic-free algorithms): a value model started from
     ``critic_model_name_or_path``, else the reward model, else the actor; its head always trains."""
     c = cfg.rl
-    if not estimator_for(c.algo).critic:
+    if not algorithm.critic:
         return None
     name = c.critic.critic_model_name_or_path or cfg.rewards.reward_model_name_or_path or cfg.model.model_name_or_path
     critic_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=c.loss.per_device_training_batch_size,
@@ -77,3 +74,27 @@ def build_critic(cfg, tok, updates: int):
     for p in head(model).parameters():
         p.requires_grad_(True)  # the value head trains even when only the LoRA weights do
     return build_train_engine(ValueModel(model), critic_cfg, updates, zero_stage=c.critic.critic_zero_stage)
+
+
+@dataclass
+class Models:
+    """Stage 3's models: the actor's Hybrid Engine, the frozen reference (None when no KL term, PPO or DPO
+    loss reads it), the weighted reward sources with the reward models they loaded, and PPO's critic."""
+    actor: HybridEngine
+    reference: Optional[object]
+    reward: object
+    reward_models: list
+    critic: Optional[object]
+
+    def engines(self, refreshed_reward: bool) -> dict:
+        """The engines a checkpoint holds: the actor, the critic, and a reward model that stage 3 trains."""
+        return {"actor": self.actor.engine, **({"critic": self.critic} if self.critic is not None else {}),
+                **({"reward": self.reward_models[0]} if refreshed_reward else {})}
+
+
+def build_models(cfg, tok, algorithm: Algorithm, updates: int, refreshes: int = 0) -> Models:
+    """Every model of stage 3, in this order: actor, reference, reward sources, critic."""
+    actor = build_actor(cfg, tok, updates)
+    ref = build_reference(cfg, tok, algorithm)
+    reward, reward_models = build_reward_sources(cfg, tok, refreshes)
+    return Models(actor, ref, reward, reward_models, build_critic(cfg, tok, updates, algorithm))

@@ -8,7 +8,7 @@ prompts, ``--save_interval`` writes a checkpoint that ``--resume`` continues fro
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 
@@ -21,7 +21,7 @@ from ..loop import drive, to_device
 from ..reward_sources import Rollout
 from ..shared_prefix import position_ids_from
 from .sequences import answer_layout
-from .trainer import cycle
+from .trainer import Counted, cycle
 
 log = logging.getLogger("speedchat")
 
@@ -84,37 +84,6 @@ def batch_reward(reward, tok, judge=None, keep=None):
         return out
     score.seen, score.take_checked, score.last = [], take_checked, None
     return score
-
-
-class Faulty:
-    """The reward of a run with ``--fault nan_at=...``: the rewards of those iterations become NaN (the
-    loop sets ``iteration``)."""
-
-    def __init__(self, reward, fault: faults.Faults):
-        self.reward, self.fault, self.iteration = reward, fault, 0
-
-    @property
-    def parts(self) -> dict:
-        return self.reward.parts
-
-    def __call__(self, rollout):
-        r = self.reward(rollout)
-        return r * float("nan") if self.iteration and self.fault.nan(self.iteration) else r
-
-
-class Counted:
-    """An iterator that counts what it has handed out (the SFT batches a resumed run skips)."""
-
-    def __init__(self, it: Iterator):
-        self.it, self.used = it, 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        x = next(self.it)
-        self.used += 1
-        return x
 
 
 @torch.no_grad()
@@ -287,3 +256,16 @@ class RLLoop:
         start, first = self.resume()
         return drive(self.cfg, self.w, total=self.iterations, start=start, step=self.step, evaluate=self.evaluate,
                      save=self.save, desc=self.c.algo, postfix=("reward", "kl", "rollout_pass_rate"), first=first)
+
+
+def rollout_judge(cfg):
+    """The labeller whose verdicts on the rollouts are logged beside the reward (``--judge``), or None (the
+    bundled checker on the prompts that are its tasks)."""
+    r = cfg.rewards
+    if not r.judge:
+        return None
+    from ..labels.labellers import DEFAULT_JUDGE_TEMPLATE, build_labeller
+
+    judge = build_labeller(r.judge, cfg.rm.judge_template or DEFAULT_JUDGE_TEMPLATE, r.reward_timeout)
+    log.info("judge of the rollouts (logged, never a reward): %s", judge.name)
+    return judge

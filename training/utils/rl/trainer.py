@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 import torch
 
 from ..losses import causal_lm_loss
-from .advantages import estimator_for, kl_in_reward, policy_loss_for
+from .advantages import Algorithm
 from .experience import Experience
 from .maths import AdaptiveKLController, aggregate, kl_estimate, logprob_gap, masked_mean, value_loss
 from .residency import Residency
@@ -57,8 +57,8 @@ class RLTrainer:
     """The actor (a Hybrid Engine) and, for PPO, the critic engine; ``guard`` (a ``loop.NonFinite``)
     skips non-finite losses; ``unsup_iter`` yields SFT batches when ``unsup_coef`` > 0."""
 
-    def __init__(self, cfg, *, actor, critic, has_ref: bool, guard=None, unsup_iter: Optional[Iterator[dict]] = None,
-                 residency: Optional[Residency] = None):
+    def __init__(self, cfg, *, algorithm: Algorithm, actor, critic, has_ref: bool, guard=None,
+                 unsup_iter: Optional[Iterator[dict]] = None, residency: Optional[Residency] = None):
         """``cfg``: the run's config (its rl section, the actor's ZeRO stage, the answer length, DPO's beta, the
         shared-prompt forward); ``actor``: the Hybrid Engine; ``critic``: its engine, None without one."""
         rl_cfg, actor_zero_stage, max_new_tokens, dpo_beta = cfg.rl, cfg.ds.zero_stage, cfg.data.max_answer_seq_len, \
@@ -67,10 +67,9 @@ class RLTrainer:
         self.he, self.critic, self.c, self.guard, self.unsup_iter = actor, critic, rl_cfg, guard, unsup_iter
         self.actor_zero_stage = actor_zero_stage
         self.resident = residency or Residency(False, torch.device("cpu"), {})
-        self.est, self.loss = estimator_for(rl_cfg.algo), policy_loss_for(rl_cfg)
+        self.est, self.loss = algorithm.estimator, algorithm.loss
         self.max_new_tokens, self.dpo_beta, self.has_ref = max_new_tokens, dpo_beta, has_ref
-        self.kl_in_reward = kl_in_reward(rl_cfg)
-        self.loss_agg = "constant" if estimator_for(rl_cfg.algo).unbiased else rl_cfg.loss.loss_agg
+        self.kl_in_reward, self.loss_agg = algorithm.kl_in_reward, algorithm.loss_agg
         self.kl = AdaptiveKLController(rl_cfg.kl.kl_coef, rl_cfg.kl.kl_target, rl_cfg.kl.kl_horizon) if rl_cfg.kl.adaptive_kl else None
         self.ema: Optional[EMA] = EMA(actor.module, rl_cfg.ema.ema_decay, actor_zero_stage) if rl_cfg.ema.enable_ema else None
 
@@ -190,3 +189,43 @@ def cycle(loader):
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
         yield from loader
+
+
+class Counted:
+    """An iterator that counts what it has handed out (the SFT batches a resumed run skips)."""
+
+    def __init__(self, it: Iterator):
+        self.it, self.used = it, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        x = next(self.it)
+        self.used += 1
+        return x
+
+
+def ptx_batches(cfg, phase_data, tok, log) -> Optional[Counted]:
+    """InstructGPT's PPO-ptx data (None without ``--unsup_coef``): blocks of ``--unsupervised_dataset_name``,
+    else the SFT slice (``phase_data(tok, 1)``), as endless micro-batches counted for ``--resume``."""
+    from ..data import SFTCollator
+    from ..loop import make_loader
+
+    p = cfg.rl.ptx
+    if p.unsup_coef <= 0:
+        return None
+    if p.unsupervised_dataset_name:
+        from datasets import Dataset
+
+        from ..data.unsupervised import unsupervised_rows
+
+        block = cfg.data.max_prompt_seq_len + cfg.data.max_answer_seq_len
+        ds = Dataset.from_list(unsupervised_rows(p.unsupervised_dataset_name, p.unsupervised_dataset_config_name, tok,
+                                                 block, p.preprocessing_num_workers))
+        log.info("unsupervised loss (coef %g): %d blocks of %d tokens from %s", p.unsup_coef, len(ds), block,
+                 p.unsupervised_dataset_name)
+    else:
+        ds, _, _ = phase_data(tok, 1)
+    micro = cfg.rl.loss.per_device_training_batch_size
+    return Counted(cycle(make_loader(ds, micro, SFTCollator(tok.pad_token_id), True, cfg.optim.seed)))
