@@ -74,6 +74,7 @@ COMMON = ["--learning_rate", "3e-4", "--ppo_epochs", "4", "--kl_coef", "0.0", "-
           "--per_device_training_batch_size", "8"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, algo, extra", [
     ("ppo", "ppo", ["--per_device_generation_batch_size", "16", "--critic_learning_rate", "3e-4"]),
     ("ppo-group", "ppo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
@@ -84,13 +85,12 @@ COMMON = ["--learning_rate", "3e-4", "--ppo_epochs", "4", "--kl_coef", "0.0", "-
     ("reinforce_pp", "reinforce_pp", ["--per_device_generation_batch_size", "16"]),
     ("online_dpo", "online_dpo", ["--per_device_generation_batch_size", "8", "--num_samples_per_prompt", "2",
                                   "--beta", "0.5"]),
-    pytest.param("gspo", "gspo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
-                                  "--loss_agg", "sequence"], marks=pytest.mark.slow),
-    pytest.param("dapo", "dapo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
-                                  "--eps_clip_high", "0.28", "--dynamic_sampling_max_batches", "3"],
-                 marks=pytest.mark.slow),
-    pytest.param("dual_clip", "grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
-                                       "--policy_loss", "dual_clip"], marks=pytest.mark.slow),
+    ("gspo", "gspo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
+                      "--loss_agg", "sequence"]),
+    ("dapo", "dapo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
+                      "--eps_clip_high", "0.28", "--dynamic_sampling_max_batches", "3"]),
+    ("dual_clip", "grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
+                           "--policy_loss", "dual_clip"]),
 ])
 def test_rl_raises_a_learnable_reward(tmp_path, rules, name, algo, extra):
     """16 rollouts per update round, 8 rounds: the rewarded answer goes from ~15% to most of the mass."""
@@ -120,11 +120,12 @@ def test_remax_raises_a_learnable_reward(tmp_path, rules):
     assert nonblank > 0.97, nonblank                   # from 1 - p0 < 0.95 (test_starting_point...)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss, flags", [
     ("sigmoid", ["--beta", "0.1"]),
-    pytest.param("kto", ["--beta", "0.1"], marks=pytest.mark.slow),
-    pytest.param("simpo", ["--beta", "2.0", "--simpo_gamma", "0.5"], marks=pytest.mark.slow),
-    pytest.param("orpo", ["--beta", "1.0"], marks=pytest.mark.slow),      # lambda 1: the odds-ratio term weighs in
+    ("kto", ["--beta", "0.1"]),
+    ("simpo", ["--beta", "2.0", "--simpo_gamma", "0.5"]),
+    ("orpo", ["--beta", "1.0"]),      # lambda 1: the odds-ratio term weighs in
 ])
 def test_preference_losses_raise_the_chosen_over_rejected_margin(tmp_path, loss, flags):
     """A preference a tiny model can learn (answer "yes" over "no"), 10 updates of each offline loss:
