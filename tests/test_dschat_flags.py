@@ -160,8 +160,8 @@ def test_dschat_scripts_run_unchanged_from_the_stage_directories(tmp_path):
             assert saved["model"]["gradient_checkpointing"] is True
         if step == 3:
             assert text.count("--enable_hybrid_engine has no effect here") == 1
-            rl = saved["rl"]
-            assert (rl["critic_zero_stage"], rl["critic_lora_dim"], rl["critic_weight_decay"]) == (3, 64, 0.1)
+            critic = saved["rl"]["critic"]
+            assert (critic["critic_zero_stage"], critic["critic_lora_dim"], critic["critic_weight_decay"]) == (3, 64, 0.1)
             assert (saved["lora"]["lora_dim"], saved["lora"]["lora_module_name"]) == (64, "layers.")
             # DeepSpeed-Chat's critic path is the reward model too
             assert saved["rewards"]["reward_model_name_or_path"] == str(out[2])

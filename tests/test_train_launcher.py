@@ -133,7 +133,7 @@ def test_stage_scripts_run_on_their_own(tmp_path):
     assert (tmp_path / "actor-models" / "tiny" / "model.safetensors").is_file()
     r = subprocess.run(["bash", str(ROOT / "scripts" / "multi_node" / "run_step2.sh")], capture_output=True, text=True,
                        env={**env, "HOSTFILE": str(tmp_path / "none")})
-    assert r.returncode == 2 and "needs a hostfile" in r.stderr
+    assert r.returncode != 0 and "multi_node needs a hostfile" in r.stderr     # train.py's check, before any stage
 
 
 @pytest.mark.slow

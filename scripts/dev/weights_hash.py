@@ -5,6 +5,9 @@
 A refactor that must not change results runs this before and after and compares the two files
 (``--compare before.json after.json``): every stage (SFT, SFT + LoRA, reward model, DPO) and every
 stage-3 algorithm, with the options that take other code paths, in this process on one CPU rank.
+The runs share one process, and a run's weights can depend on the ones before it (each reseeds, but
+not every library state is reset): compare lists made the same way (the whole list, or the same
+``--only``).
 """
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
                                 reward_fn=reward_fn, tokenizer=tok, kl_coef=trainer.kl_coef, residency=resident)
         curriculum, curriculum_prompts = curriculum_from_config(cfg, train_ds, PromptCollator(tok.pad_token_id), log)
         loop = RLLoop(cfg, run_ctx.writer, maker=maker, trainer=trainer, reward=reward, reward_fn=reward_fn,
-                      prompts=curriculum_prompts or prompts, eval_loader=eval_loader,
+                      prompts=curriculum_prompts if curriculum is not None else prompts, eval_loader=eval_loader,
                       engines=models.engines(refreshed_reward=refresh is not None), iterations=iterations, guard=guard,
                       device=dev, unsup=unsup, curriculum=curriculum, refresh=refresh, metric=eval_metric(cfg, log),
                       fault=fault)
