@@ -152,25 +152,3 @@ def preset_file(preset: Preset, out_dir: str | Path, step: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# {preset.name}: {preset.source}\n" + yaml.safe_dump(preset.settings, sort_keys=False))
     return path
-
-
-def main(argv=None) -> None:
-    """``python -m training.utils.presets STEP MODEL DEPLOYMENT OUT_DIR [ALGO]``: print the preset file
-    (scripts/launch.sh's choice, the same as train.py's)."""
-    import argparse
-
-    import torch
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("step", type=int, choices=(1, 2, 3))
-    ap.add_argument("model")
-    ap.add_argument("deployment", choices=tuple(FALLBACK))
-    ap.add_argument("out_dir")
-    ap.add_argument("algo", nargs="?", default="ppo")
-    a = ap.parse_args(argv)
-    preset, _ = choose(a.step, a.model, a.algo, a.deployment, torch.cuda.is_available())
-    print(preset_file(preset, a.out_dir, a.step))
-
-
-if __name__ == "__main__":
-    main()
