@@ -108,6 +108,9 @@ def test_step3_throughput_benchmark_measures_every_phase(tmp_path):
     assert res["step_s"] >= res["generation_s"] + res["training_s"] - 2e-3
     assert all(v > 0 for v in res["tflops"].values()) and res["peak_memory_gb"] > 0
     assert res["offload_idle_models"] and set(res["phase_peak_memory_gb"]) == {"generation", "experience", "training"}
+    # against this machine's limits: the decode reads the actor's weights at a fraction of the memory bandwidth
+    assert res["machine"]["memory_gbps"] > 0 and res["machine"]["matmul_gflops"] > 0
+    assert 0 < res["decode_bandwidth_fraction"] < 1 and 0 < res["training_matmul_fraction"] < 1
     assert all(0 < v <= res["peak_memory_gb"] + 1e-3 for v in res["phase_peak_memory_gb"].values())
     # reading every weight once at memory bandwidth is a floor that a measured decode step cannot beat
     assert 0 < res["decode_floor_ms"] < res["decode_ms_per_step"]

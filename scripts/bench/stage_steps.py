@@ -9,6 +9,10 @@ first scored label on (``scored_logits``). Reward model: chosen and rejected row
 forms of a stage alternate on the same batches in one process, so the machine's drift between
 runs lands on both; the losses of the two forms are printed beside the times (they agree up
 to float rounding; ``tests/test_sft_e2e.py`` and ``tests/test_shared_prefix.py`` assert it).
+
+Each form's model FLOP/s (6 x the parameters of the linear layers x the batch's tokens, padding
+included, per step: the work of the plain form; attention's share left out) is printed as a fraction of
+this machine's fp32 matmul rate (``scripts/bench/machine.py``, measured in the same process).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 
 def batches(stage: str, model: str, n: int):
@@ -44,8 +49,18 @@ def batches(stage: str, model: str, n: int):
     return tok, out
 
 
-def timed(forms: dict, data: list, params, reps: int) -> dict:
-    """Mean seconds per batch of loss + backward for each form, forms alternating batch by batch."""
+def linear_params(model) -> int:
+    """Weights of the linear layers (a tied LM head counted once): the matmuls of a step."""
+    import torch
+
+    seen = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    return sum(seen.values())
+
+
+def timed(forms: dict, data: list, params, reps: int, n_linear: int) -> dict:
+    """Mean seconds per batch of loss + backward for each form, forms alternating batch by batch, and its
+    model FLOP/s (6 x ``n_linear`` x tokens)."""
+    tokens = sum(b["input_ids"].numel() for b in data) / len(data)
     secs = {k: 0.0 for k in forms}
     loss = {k: [] for k in forms}
     for r in range(reps):
@@ -59,7 +74,10 @@ def timed(forms: dict, data: list, params, reps: int) -> dict:
                 secs[name] += time.perf_counter() - t0
                 if r == 0:
                     loss[name].append(round(lo.item(), 6))
-    return {k: {"s_per_step": secs[k] / (reps * len(data)), "losses": loss[k]} for k in forms}
+    out = {k: {"s_per_step": secs[k] / (reps * len(data)), "losses": loss[k]} for k in forms}
+    for r in out.values():
+        r["model_gflops"] = 6 * n_linear * tokens / r["s_per_step"] / 1e9
+    return out
 
 
 def main(argv=None) -> dict:
@@ -83,18 +101,27 @@ def main(argv=None) -> dict:
     full = lambda b: causal_lm_loss(lm(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                                        use_cache=False).logits, b["labels"])
     scored = lambda b: sft_step(lambda **kw: lm(**kw), b)[0]
-    out["sft"] = timed({"plain": full, "scored columns": scored}, data, list(lm.parameters()), a.reps)
+    out["sft"] = timed({"plain": full, "scored columns": scored}, data, list(lm.parameters()), a.reps,
+                       linear_params(lm))
     del lm
     tok, data = batches("reward", a.model, a.batches)
     rm = ValueModel(load_reward_model(a.model, tok)).train()
     plain = lambda b: pairwise_loss(*end_scores(rm(b["input_ids"], b["attention_mask"]), b["end_index"]).chunk(2))
     shared = lambda b: pairwise_loss(*pair_scores(rm, b, True))
-    out["reward"] = timed({"plain": plain, "prompt once": shared}, data, list(rm.parameters()), a.reps)
-    print(f"{'stage':8} {'form':16} {'s / step':>9} {'vs plain':>9}")
+    out["reward"] = timed({"plain": plain, "prompt once": shared}, data, list(rm.parameters()), a.reps,
+                          linear_params(rm))
+    from machine import probe
+
+    out["machine"] = probe()
+    peak = out["machine"]["matmul_gflops"]
+    print(f"machine: fp32 matmul {peak} GFLOP/s, memory {out['machine']['memory_gbps']} GB/s")
+    print(f"{'stage':8} {'form':16} {'s / step':>9} {'vs plain':>9} {'GFLOP/s':>8} {'of matmul':>9}")
     for stage in ("sft", "reward"):
         base = out[stage]["plain"]["s_per_step"]
         for form, r in out[stage].items():
-            print(f"{stage:8} {form:16} {r['s_per_step']:9.3f} {base / r['s_per_step']:8.2f}x   losses {r['losses']}")
+            r["matmul_fraction"] = r["model_gflops"] / peak
+            print(f"{stage:8} {form:16} {r['s_per_step']:9.3f} {base / r['s_per_step']:8.2f}x {r['model_gflops']:8.1f} "
+                  f"{r['matmul_fraction']:9.0%}   losses {r['losses']}")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
     return out

@@ -277,6 +277,16 @@ def main(argv=None) -> dict:
         "ratio_engine_generate_over_he": round(secs["engine_generate"] / secs["hybrid_engine"], 3),
         "greedy_equal_to_plain": equal,
     }
+    # how close to this machine's limits (scripts/bench/machine.py; on a GPU the given --bandwidth_gbs)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import probe
+
+    m = {"memory_gbps": a.bandwidth_gbs, "matmul_gflops": None} if gpu else probe()
+    res["machine"] = m
+    res["decode_weight_gbs"] = round(weight_bytes / (secs["hybrid_engine"] / A) / 1e9, 3)
+    res["decode_bandwidth_fraction"] = round(res["decode_weight_gbs"] / m["memory_gbps"], 4)
+    res["training_matmul_fraction"] = (round(train_flops / mean["train"] / 1e9 / m["matmul_gflops"], 4)
+                                       if m["matmul_gflops"] else None)
     if is_main():
         line = json.dumps(res)
         print(line)
@@ -301,7 +311,11 @@ def table(r: dict) -> str:
         ("peak memory per phase" + (" (idle models offloaded)" if r["offload_idle_models"] else ""),
          ", ".join(f"{k} {v} GiB" for k, v in r["phase_peak_memory_gb"].items())),
         ("decode step (greedy rollout / answer tokens)", f"{r['decode_ms_per_step']} ms; weight-read floor "
-                                                         f"{r['decode_floor_ms']} ms"),
+                                                         f"{r['decode_floor_ms']} ms; weights read at "
+                                                         f"{r['decode_weight_gbs']} GB/s = "
+                                                         f"{r['decode_bandwidth_fraction']:.1%} of the memory bandwidth"),
+        ("training against the machine's fp32 matmul", "-" if r["training_matmul_fraction"] is None else
+         f"{r['training_matmul_fraction']:.1%}"),
         ("rollout: Hybrid Engine", f"{r['rollout_s']['hybrid_engine']} s"),
         ("rollout: plain HF generate", f"{r['rollout_s']['plain_hf_generate']} s ({r['ratio_plain_over_he']}x the HE time)"),
         ("rollout: generate through the engine", f"{r['rollout_s']['engine_generate']} s "
