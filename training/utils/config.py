@@ -475,9 +475,10 @@ class Config:
                               f"got {p.rollout.overlong_buffer_len}")
         if p.rollout.dynamic_sampling_max_batches < 1:
             raise ConfigError(f"dynamic_sampling_max_batches must be >= 1, got {p.rollout.dynamic_sampling_max_batches}")
-        if not (0 < p.curriculum.curriculum_decay <= 1) or p.curriculum.curriculum_prior < 0 or p.curriculum.curriculum_floor < 0:
+        k = p.curriculum
+        if not (0 < k.curriculum_decay <= 1) or k.curriculum_prior < 0 or k.curriculum_floor < 0:
             raise ConfigError(f"curriculum_decay must be in (0, 1], curriculum_prior and curriculum_floor >= 0, got "
-                              f"{p.curriculum.curriculum_decay}, {p.curriculum.curriculum_prior} and {p.curriculum.curriculum_floor}")
+                              f"{k.curriculum_decay}, {k.curriculum_prior} and {k.curriculum_floor}")
         if r.reward_weights and len(r.reward_weights) != len(r.reward):
             raise ConfigError(f"{len(r.reward_weights)} reward_weights for {len(r.reward)} reward sources "
                               f"({' '.join(r.reward)})")

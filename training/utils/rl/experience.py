@@ -70,14 +70,16 @@ class ExperienceMaker:
         # skipped (the trainer uses logp.detach(); the ratio is 1 and the gradient the same).
         rows = rl_cfg.rollout.per_device_generation_batch_size * rl_cfg.rollout.num_samples_per_prompt
         self.on_policy_once = (ref is None and critic is None and rl_cfg.loss.ppo_epochs == 1
-                               and rl_cfg.rollout.generation_batches == 1 and rows <= rl_cfg.loss.per_device_training_batch_size)
+                               and rl_cfg.rollout.generation_batches == 1
+                               and rows <= rl_cfg.loss.per_device_training_batch_size)
         self.moments: Optional[RunningMoments] = RunningMoments() if reward_cfg.normalize_reward else None
         self.spread: Optional[torch.Tensor] = None   # the last batch's spread of scores among a prompt's answers
 
     def describe(self) -> str:
         c = self.c
         kl = "in the reward" if self.kl_in_reward else "k3 loss" if self.ref is not None else "off"
-        return (f"rollouts: {c.rollout.generation_batches} batch(es) of {c.rollout.per_device_generation_batch_size} prompts x "
+        return (f"rollouts: {c.rollout.generation_batches} batch(es) of "
+                f"{c.rollout.per_device_generation_batch_size} prompts x "
                 f"{c.rollout.num_samples_per_prompt} answers{' (group baseline)' if c.loss.group_baseline else ''}, "
                 f"temperature {c.rollout.temperature:g}; advantages {self.est.name}; KL {kl}"
                 f"{'; dynamic filtering' if c.rollout.dynamic_filtering else ''}")
@@ -143,7 +145,8 @@ class ExperienceMaker:
         rewards, kl = shape_rewards(score, zeros if old_logp is None else old_logp, zeros if ref_logp is None else ref_logp,
                                     action, self.kl_coef() if self.kl_in_reward else 0.0,
                                     self.r.reward_clip, c.kl.kl_estimator)
-        adv, ret = self.est.fn(rewards, action, values=values, group=n, baseline=baseline, gamma=c.loss.gamma, lam=c.loss.lam,
+        adv, ret = self.est.fn(rewards, action, values=values, group=n, baseline=baseline, gamma=c.loss.gamma,
+                               lam=c.loss.lam,
                                std_normalize=self.std_normalize)
         if self.est.critic and c.loss.whiten_advantages:
             adv = masked_whiten(adv, action)

@@ -62,9 +62,10 @@ def build_critic(cfg, tok, updates: int, algorithm: Algorithm):
     if not algorithm.critic:
         return None
     name = c.critic.critic_model_name_or_path or cfg.rewards.reward_model_name_or_path or cfg.model.model_name_or_path
+    k = c.critic
     critic_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=c.loss.per_device_training_batch_size,
-                                            learning_rate=c.critic.critic_learning_rate, weight_decay=c.critic.critic_weight_decay),
-                         lora=replace(cfg.lora, lora_dim=c.critic.critic_lora_dim, only_optimize_lora=c.critic.critic_lora_dim > 0,
+                                            learning_rate=k.critic_learning_rate, weight_decay=k.critic_weight_decay),
+                         lora=replace(cfg.lora, lora_dim=k.critic_lora_dim, only_optimize_lora=k.critic_lora_dim > 0,
                                       lora_module_name=c.critic.critic_lora_module_name,
                                       lora_learning_rate=c.critic.critic_lora_learning_rate),
                          model=replace(cfg.model, gradient_checkpointing=c.critic.critic_gradient_checkpointing))

@@ -70,8 +70,9 @@ class RLTrainer:
         self.est, self.loss = algorithm.estimator, algorithm.loss
         self.max_new_tokens, self.dpo_beta, self.has_ref = max_new_tokens, dpo_beta, has_ref
         self.kl_in_reward, self.loss_agg = algorithm.kl_in_reward, algorithm.loss_agg
-        self.kl = AdaptiveKLController(rl_cfg.kl.kl_coef, rl_cfg.kl.kl_target, rl_cfg.kl.kl_horizon) if rl_cfg.kl.adaptive_kl else None
-        self.ema: Optional[EMA] = EMA(actor.module, rl_cfg.ema.ema_decay, actor_zero_stage) if rl_cfg.ema.enable_ema else None
+        kl, ema = rl_cfg.kl, rl_cfg.ema
+        self.kl = AdaptiveKLController(kl.kl_coef, kl.kl_target, kl.kl_horizon) if kl.adaptive_kl else None
+        self.ema: Optional[EMA] = EMA(actor.module, ema.ema_decay, actor_zero_stage) if ema.enable_ema else None
 
     def describe(self) -> str:
         c = self.c
