@@ -78,16 +78,17 @@ class NonFinite:
 
 def drive(cfg: Config, writer, *, total: int, start: int, step: Callable[[int], Optional[dict]],
           evaluate: Callable[[], dict], save: Callable[[int, Optional[dict]], None], desc: str,
-          postfix: tuple[str, ...], first: Optional[dict] = None) -> tuple[Optional[dict], dict]:
+          postfix: tuple[str, ...], first: Optional[dict] = None,
+          fault: Optional[faults.Faults] = None) -> tuple[Optional[dict], dict]:
     """Steps ``start + 1 .. total``; returns (the step-0 evaluation, the final one; {} when off).
 
     ``step(n)`` trains step ``n`` and returns its metrics (None: nothing to log at ``n``), logged at
     every ``--log_interval``-th step and the last; ``save(n, first)`` writes the checkpoint of step
-    ``n``; ``first`` is the step-0 evaluation of a resumed run."""
+    ``n``; ``first`` is the step-0 evaluation of a resumed run; ``fault`` (``--fault``, parsed once by
+    the stage) may kill the process after a step."""
     from tqdm.auto import tqdm
 
     lg, ck = cfg.log, cfg.ckpt
-    fault = faults.parse(ck.fault)
     if start == 0 and lg.eval_at_start:
         first = evaluate()
         writer.log(0, "eval", first)
@@ -126,11 +127,12 @@ class SupervisedSteps:
     them updated the model (a non-finite loss is skipped and counted, ``--max_nonfinite`` in a row stop
     the run); at logging steps the mean metrics since the last log, with tokens/s of training time."""
 
-    def __init__(self, engine, loader: DataLoader, step_fn: Callable, cfg: Config, total: int):
+    def __init__(self, engine, loader: DataLoader, step_fn: Callable, cfg: Config, total: int,
+                 fault: Optional[faults.Faults] = None):
         self.engine, self.loader, self.step_fn, self.cfg, self.total = engine, loader, step_fn, cfg, total
         self.epoch, self.batches_done, self.micro, self.attempts = 0, 0, 0, 0
         self.guard = NonFinite(cfg.ckpt.max_nonfinite, cfg.log.output_dir)
-        self.fault = faults.parse(cfg.ckpt.fault)
+        self.fault = fault                                  # --fault nan_at: NaN losses for the tests
         self.acc, self.acc_n, self.tokens, self.busy = {}, 0, 0, 0.0
         self._batches = None
 
@@ -202,10 +204,11 @@ def run(engine, loader: DataLoader, step_fn: Callable, eval_fn: Callable, cfg: C
 
     With ``--save_interval`` it checkpoints every N steps; with ``--resume`` it continues from the
     newest intact checkpoint (same data order, RNG states, optimizer and scheduler)."""
-    steps = SupervisedSteps(engine, loader, step_fn, cfg, total_steps)
+    fault = faults.parse(cfg.ckpt.fault)
+    steps = SupervisedSteps(engine, loader, step_fn, cfg, total_steps, fault)
     start = steps.resume(writer)
     _, final = drive(cfg, writer, total=total_steps, start=start, step=steps, evaluate=eval_fn, save=steps.save,
-                     desc=desc, postfix=("loss", "acc", "lr"))
+                     desc=desc, postfix=("loss", "acc", "lr"), fault=fault)
     return final
 
 

@@ -255,7 +255,8 @@ class RLLoop:
         """(the step-0 evaluation, the final one) of ``iterations`` iterations, resumed when asked."""
         start, first = self.resume()
         return drive(self.cfg, self.w, total=self.iterations, start=start, step=self.step, evaluate=self.evaluate,
-                     save=self.save, desc=self.c.algo, postfix=("reward", "kl", "rollout_pass_rate"), first=first)
+                     save=self.save, desc=self.c.algo, postfix=("reward", "kl", "rollout_pass_rate"), first=first,
+                     fault=self.fault)
 
 
 def rollout_judge(cfg):
