@@ -4,18 +4,21 @@
 ``--config`` file and the command-line flags, then applies every rule: the tree's own
 (``Config.validate``), the algorithm's (``rl/advantages.check``) and the reward sources'
 (``reward_sources.check``). The choices of a field that names a registry (``--algo``,
-``--policy_loss``) are that registry's entries, so a new algorithm is a flag value at once.
+``--policy_loss``) are that registry's entries, so a new algorithm is a flag value at once. Values from
+flags and YAML/JSON files are converted to each field's type here (``load_config_file``,
+``config_from_flat``), with errors that name the file, key or flag.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import typing
+from pathlib import Path
 from typing import Any, Optional
 
 from . import reward_sources
-from .config import (STAGE_SECTIONS, Config, all_fields, config_from_flat, load_config_file, owners, section,
-                     str2bool)
+from .config import STAGE_SECTIONS, Config, ConfigError, all_fields, owners, section, top_sections
 from .rl import advantages
 from .rl.policy_losses import POLICY_LOSSES
 
@@ -24,6 +27,111 @@ REGISTRIES = {           # registry name (a field's ``registry``) -> its choices
     "policy_losses": ("",) + tuple(n for n, loss in POLICY_LOSSES.items() if not loss.pairs),
 }
 
+
+# --------------------------------------------------------------------------- values into the tree
+
+def str2bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "y", "on"):
+        return True
+    if s in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {v!r}")
+
+
+def _coerce(value: Any, typ, where: str):
+    """Convert a file or flag value to the field's type, or raise ConfigError naming it."""
+    try:
+        if typ is bool:
+            return str2bool(value)
+        if typing.get_origin(typ) is list:
+            if isinstance(value, str):
+                value = value.split()
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"expected a list, got {type(value).__name__}")
+            item = typing.get_args(typ)[0] if typing.get_args(typ) else str
+            return [_coerce(v, item, where) for v in value]
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError(f"expected an integer, got {value}")
+            if isinstance(value, bool):
+                raise TypeError("expected an integer, got a boolean")
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise TypeError("expected a number, got a boolean")
+            return float(value)
+        if typ is str:
+            if isinstance(value, (dict, list)):
+                raise TypeError(f"expected a string, got {type(value).__name__}")
+            return str(value)
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    raise AssertionError(f"unsupported config type {typ}")
+
+
+def load_config_file(path: str) -> dict:
+    """Flat {field: value} from a YAML/JSON file with flat keys or section mappings."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            raw = json.loads(text)
+        else:
+            import yaml
+            raw = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file name
+        raise ConfigError(f"{path}: cannot parse config file: {e}") from e
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    leaves = {f.name: (s, typ) for s, f, typ in all_fields()}
+    paths = {path for path, _, _ in all_fields()} | {name for name, _ in top_sections()}
+    alias = _alias_map()
+    flat: dict[str, Any] = {}
+
+    def take(mapping: dict, where: str) -> None:
+        """A section's keys: its leaves (at any depth below it: ``rl: {kl_coef: ..}``) or its subsections."""
+        for k, v in mapping.items():
+            here = f"{where}.{k}" if where else k
+            if here in paths and isinstance(v, dict):
+                take(v, here)
+                continue
+            name = alias.get(k, k)
+            if name not in leaves or not (leaves[name][0] + ".").startswith(f"{where}." if where else ""):
+                raise ConfigError(f"{path}: unknown key '{here}'")
+            flat[name] = _coerce(v, leaves[name][1], f"{path}: '{here}'")
+    take(raw, "")
+    return flat
+
+
+def _alias_map() -> dict[str, str]:
+    out = {}
+    for _, f, _ in all_fields():
+        out[f.name.replace("_", "-")] = f.name
+        for a in f.metadata.get("aliases", ()):
+            out[a.lstrip("-")] = f.name
+            out[a.lstrip("-").replace("_", "-")] = f.name
+    return out
+
+
+def config_from_flat(values: dict) -> Config:
+    cfg = Config()
+    leaves = {f.name: (s, typ) for s, f, typ in all_fields()}
+    for name, value in values.items():
+        sec, typ = leaves[name]
+        setattr(section(cfg, sec), name, _coerce(value, typ, f"--{name}"))
+    if cfg.model.disable_dropout:       # DeepSpeed-Chat's step-2 spelling of --dropout 0
+        cfg.model.dropout = 0.0
+    return cfg
+
+
+# --------------------------------------------------------------------------- the command line
 
 def _help(f: dataclasses.Field, default: Any) -> str:
     text = f.metadata.get("help", "")

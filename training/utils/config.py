@@ -10,11 +10,11 @@ the whole pipeline).
 
 This module is a leaf: it imports nothing of the project. The rules that depend on an algorithm or a
 reward source live with them (``rl/advantages.py``'s ``check``, ``reward_sources.check``); the command
-line (``arguments.py``) applies every rule when it builds a ``Config``.
+line (``arguments.py``) converts flag and file values into it and applies every rule when it builds a
+``Config``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -575,9 +575,9 @@ def parse_split(text: str) -> list[float]:
     return [p / total for p in parts]
 
 
-# --------------------------------------------------------------------------- command line
+# --------------------------------------------------------------------------- the tree's leaves
 
-def _sections(cfg_cls=Config):
+def top_sections(cfg_cls=Config):
     hints = typing.get_type_hints(cfg_cls)
     return [(f.name, hints[f.name]) for f in dataclasses.fields(cfg_cls)]
 
@@ -601,7 +601,7 @@ def all_fields():
                 raise AssertionError(f"config field {f.name} in both {seen[f.name]} and {path}")
             seen[f.name] = path
             out.append((path, f, hints[f.name]))
-    for sec_name, sec_cls in _sections():
+    for sec_name, sec_cls in top_sections():
         walk(sec_name, sec_cls)
     return out
 
@@ -617,104 +617,3 @@ def section(cfg: "Config", path: str):
 def flat_settings(cfg: "Config") -> dict[str, Any]:
     """{"section.path.field": value} for every leaf."""
     return {f"{path}.{f.name}": getattr(section(cfg, path), f.name) for path, f, _ in all_fields()}
-
-
-def str2bool(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("1", "true", "yes", "y", "on"):
-        return True
-    if s in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {v!r}")
-
-
-def _coerce(value: Any, typ, where: str):
-    """Convert a file or flag value to the field's type, or raise ConfigError naming it."""
-    try:
-        if typ is bool:
-            return str2bool(value)
-        if typing.get_origin(typ) is list:
-            if isinstance(value, str):
-                value = value.split()
-            if not isinstance(value, (list, tuple)):
-                raise TypeError(f"expected a list, got {type(value).__name__}")
-            item = typing.get_args(typ)[0] if typing.get_args(typ) else str
-            return [_coerce(v, item, where) for v in value]
-        if typ is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise TypeError(f"expected an integer, got {value}")
-            if isinstance(value, bool):
-                raise TypeError("expected an integer, got a boolean")
-            return int(value)
-        if typ is float:
-            if isinstance(value, bool):
-                raise TypeError("expected a number, got a boolean")
-            return float(value)
-        if typ is str:
-            if isinstance(value, (dict, list)):
-                raise TypeError(f"expected a string, got {type(value).__name__}")
-            return str(value)
-    except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
-        raise ConfigError(f"{where}: {e}") from None
-    raise AssertionError(f"unsupported config type {typ}")
-
-
-def load_config_file(path: str) -> dict:
-    """Flat {field: value} from a YAML/JSON file with flat keys or section mappings."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    text = p.read_text()
-    try:
-        if p.suffix.lower() == ".json":
-            raw = json.loads(text)
-        else:
-            import yaml
-            raw = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise ConfigError(f"{path}: cannot parse config file: {e}") from e
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-    leaves = {f.name: (s, typ) for s, f, typ in all_fields()}
-    paths = {path for path, _, _ in all_fields()} | {name for name, _ in _sections()}
-    alias = _alias_map()
-    flat: dict[str, Any] = {}
-
-    def take(mapping: dict, where: str) -> None:
-        """A section's keys: its leaves (at any depth below it: ``rl: {kl_coef: ..}``) or its subsections."""
-        for k, v in mapping.items():
-            here = f"{where}.{k}" if where else k
-            if here in paths and isinstance(v, dict):
-                take(v, here)
-                continue
-            name = alias.get(k, k)
-            if name not in leaves or not (leaves[name][0] + ".").startswith(f"{where}." if where else ""):
-                raise ConfigError(f"{path}: unknown key '{here}'")
-            flat[name] = _coerce(v, leaves[name][1], f"{path}: '{here}'")
-    take(raw, "")
-    return flat
-
-
-def _alias_map() -> dict[str, str]:
-    out = {}
-    for _, f, _ in all_fields():
-        out[f.name.replace("_", "-")] = f.name
-        for a in f.metadata.get("aliases", ()):
-            out[a.lstrip("-")] = f.name
-            out[a.lstrip("-").replace("_", "-")] = f.name
-    return out
-
-
-def config_from_flat(values: dict) -> Config:
-    cfg = Config()
-    leaves = {f.name: (s, typ) for s, f, typ in all_fields()}
-    for name, value in values.items():
-        sec, typ = leaves[name]
-        setattr(section(cfg, sec), name, _coerce(value, typ, f"--{name}"))
-    if cfg.model.disable_dropout:       # DeepSpeed-Chat's step-2 spelling of --dropout 0
-        cfg.model.dropout = 0.0
-    return cfg
