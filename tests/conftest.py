@@ -1,8 +1,12 @@
 import os
+import sys
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# DeepSpeed's CPU ops are compiled into this environment, not the user's cache: a fresh install builds
+# them afresh, and nothing a run elsewhere left there (a half build, its lock) reaches the tests.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
 
 
 @pytest.fixture(scope="session")

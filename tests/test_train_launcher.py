@@ -250,3 +250,24 @@ def test_labelling_flags_reach_their_stages_and_export_stops_after_stage_2(tmp_p
                        capture_output=True, text=True, check=True, timeout=120).stdout
     cmds = [line for line in r.splitlines() if line.startswith("stage ")]
     assert [c.split(":")[0] for c in cmds] == ["stage 1", "stage 2"] and "stage 3 is not run" in r
+
+
+def test_a_lock_left_by_a_killed_op_build_is_removed_and_a_live_or_fresh_one_is_kept(tmp_path, capsys):
+    import os
+    import time
+
+    from training.utils.distributed import clear_stale_build_lock
+
+    op = tmp_path / "deepspeed_shm_comm"
+    op.mkdir()
+    assert clear_stale_build_lock(str(op)) is False                      # no lock: nothing to do
+    lock = op / "lock"
+    lock.write_bytes(b"")
+    assert clear_stale_build_lock(str(op)) is False and lock.exists()   # 0 s old: a build may be running
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    with open(lock, "rb"):                                               # an hour old but held open: a live build
+        assert clear_stale_build_lock(str(op)) is False and lock.exists()
+    assert capsys.readouterr().out == ""
+    assert clear_stale_build_lock(str(op)) is True and not lock.exists()
+    assert f"removed {lock}: a build lock 60 min old" in capsys.readouterr().out

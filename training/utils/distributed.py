@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import time
 
 import numpy as np
 import torch
@@ -69,15 +70,65 @@ def same_on_every_rank(name: str, value: dict) -> None:
 
 def announce_op_build() -> None:
     """On CPU, DeepSpeed compiles its shared-memory communication op the first time (a silent minute
-    or so on 2 cores; cached afterwards): say so before it starts."""
+    or so on 2 cores; cached afterwards): say so before it starts, and clear a lock a killed build left."""
     if torch.cuda.is_available():
         return
     from torch.utils.cpp_extension import _get_build_directory
 
-    built = os.path.join(_get_build_directory("deepspeed_shm_comm", False), "deepspeed_shm_comm.so")
+    folder = _get_build_directory("deepspeed_shm_comm", False)
+    root = os.path.dirname(folder)
+    for op in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        clear_stale_build_lock(os.path.join(root, op))
+    built = os.path.join(folder, "deepspeed_shm_comm.so")
     if not os.path.isfile(built) and int(os.environ.get("RANK", "0")) == 0:
         print(f"building DeepSpeed's CPU communication op once (about a minute on 2 cores; cached in "
               f"{os.path.dirname(built)})", flush=True)
+
+
+STALE_LOCK_S = 600.0
+
+
+def clear_stale_build_lock(folder: str, *, older_than_s: float = STALE_LOCK_S) -> bool:
+    """Remove ``folder/lock`` when a killed op build left it: torch waits on that file forever.
+
+    A build holds its lock file open until it ends, so the lock is stale when it is older than
+    ``older_than_s`` (a build takes about a minute) and no process on this machine has it open.
+    Returns whether a lock was removed; says so on stdout, naming the file."""
+    lock = os.path.join(folder, "lock")
+    try:
+        age = time.time() - os.path.getmtime(lock)
+    except FileNotFoundError:
+        return False
+    if age < older_than_s or _opened_by_a_process(lock):
+        return False
+    try:
+        os.remove(lock)
+    except FileNotFoundError:                     # another rank removed it first
+        return False
+    print(f"removed {lock}: a build lock {age / 60:.0f} min old that no process holds (a build that was "
+          f"killed left it; torch would have waited on it forever)", flush=True)
+    return True
+
+
+def _opened_by_a_process(path: str) -> bool:
+    """Whether any process this user can see holds ``path`` open (Linux /proc; elsewhere, assume so)."""
+    if not os.path.isdir("/proc/self/fd"):
+        return True
+    target = os.path.realpath(path)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def device() -> torch.device:
