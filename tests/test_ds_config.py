@@ -58,3 +58,29 @@ def test_eval_config_keeps_stage3_only():
     cfg = parse_config([])
     assert eval_config(cfg, 1, "cpu", zero_stage=2)["zero_optimization"]["stage"] == 0
     assert eval_config(cfg, 1, "cpu", zero_stage=3)["zero_optimization"]["stage"] == 3
+
+
+def test_cpu_training_uses_torchs_fused_adamw_and_it_steps_like_the_plain_one():
+    import torch
+
+    from training.utils.deepspeed_setup import make_optimizer
+    from training.utils.model import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer("tiny")
+    weights = {}
+    for flag in ("false", "true"):
+        cfg = parse_config(["--model_name_or_path", "tiny", "--learning_rate", "1e-3", "--weight_decay", "0.1",
+                            "--no_fused_kernels", flag], stage="sft")
+        torch.manual_seed(0)
+        model = load_causal_lm("tiny", tok, seed=0)
+        opt = make_optimizer(model, cfg, offload=False)
+        assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is (flag == "false")
+        ids = torch.tensor([[5, 9, 11, 3, 7, 2]])
+        for _ in range(3):
+            opt.zero_grad()
+            model(input_ids=ids, labels=ids).loss.backward()
+            opt.step()
+        weights[flag] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    moved = (weights["true"] - torch.cat([p.detach().flatten() for p in load_causal_lm("tiny", tok, seed=0).parameters()])).abs().max()
+    assert moved > 1e-4                                   # the steps did move the weights
+    assert torch.allclose(weights["false"], weights["true"], atol=1e-6, rtol=0)

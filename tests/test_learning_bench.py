@@ -54,15 +54,40 @@ def test_vs_trl_work_definition_reaches_the_stages():
     spec = importlib.util.spec_from_file_location("vs_trl", ROOT / "scripts" / "bench" / "vs_trl.py")
     b = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(b)
-    a = b.parse([])
-    g = parse_config(b.ours("grpo", a, "tiny", Path("/tmp/x"))[2:], stage="rl")
+    a, rest = b.parse([])
+    assert rest == [] and a.runs == 3 and a.work == ["sft", "rm", "dpo", "grpo", "rloo"]
+
+    def stage(work, args=a):
+        cmd = b.ours(work, args, "tiny", Path("/tmp/x"))
+        assert cmd[2:4] == ["--ours-side", work] and cmd[6] == "--" and cmd[7].endswith(b.SCRIPTS[work])
+        return parse_config(cmd[8:], stage=b.STAGE[work])
+
+    g = stage("grpo")
     assert (g.optim.max_steps, g.rl.rollout.per_device_generation_batch_size, g.rl.rollout.num_samples_per_prompt,
-            g.rl.loss.per_device_training_batch_size, g.rl.loss.ppo_epochs, g.data.max_answer_seq_len) == (16, 4, 4, 16, 1, 48)
+            g.rl.loss.per_device_training_batch_size, g.rl.loss.ppo_epochs, g.data.max_answer_seq_len) == (8, 4, 4, 16, 1, 48)
     assert (g.rl.kl.kl_coef, g.rl.rollout.dynamic_filtering, g.rewards.missing_eos_penalty, g.log.final_eval) == (0.0, False, 0.0, False)
     assert (g.lora.lora_dim, g.lora.lora_alpha, g.lora.lora_learning_rate, g.rl.rollout.top_k) == (16, 32, 2e-4, 0)
-    d = parse_config(b.ours("dpo", a, "tiny", Path("/tmp/x"))[2:], stage="dpo")
-    assert (d.optim.max_steps, d.optim.per_device_train_batch_size, d.dpo.beta, d.optim.num_warmup_steps) == (40, 8, 0.1, 5)
+    assert (g.rl.curriculum.prompt_curriculum, g.rl.algo, g.rl.loss.std_normalize, g.ds.no_fused_kernels) == (False, "grpo", True, False)
+    r = stage("rloo")
+    assert (r.rl.algo, r.rl.loss.loss_agg, r.rl.curriculum.prompt_curriculum, r.optim.max_steps) == ("rloo", "token", False, 8)
+    d = stage("dpo")
+    assert (d.optim.max_steps, d.optim.per_device_train_batch_size, d.dpo.beta, d.optim.num_warmup_steps) == (16, 8, 0.1, 5)
     assert (d.optim.learning_rate, d.log.eval_interval, d.log.final_eval, d.model.share_prompt_forward) == (5e-6, 0, False, True)
-    off = parse_config(b.ours("dpo", b.parse(["--ours-flags", "--share_prompt_forward", "false"]), "tiny",
-                              Path("/tmp/x"))[2:], stage="dpo")
-    assert off.model.share_prompt_forward is False
+    s = stage("sft")
+    assert (s.optim.max_steps, s.optim.per_device_train_batch_size, s.optim.learning_rate, s.model.gradient_checkpointing) == (16, 8, 5e-5, False)
+    m = stage("rm")
+    assert (m.optim.max_steps, m.optim.per_device_train_batch_size, m.rm.pairs_from_policy, m.rm.on_policy_eval_prompts) == (16, 8, False, 0)
+    plain, _ = b.parse(["--optim", "plain", "--ours-flags", "--share_prompt_forward", "false"])
+    off = stage("dpo", plain)
+    assert off.model.share_prompt_forward is False and off.ds.no_fused_kernels is True
+    assert b.samples("grpo", a) == 8 * 4 * 4 and b.samples("rm", a) == 16 * 8
+    # the rows each side trained on are compared, and a difference stops the run
+    run = {"ours": {"rows": ["a", "b", "c"]}, "trl": {"rows": ["a", "b", "c", "d"]}}
+    b.same_rows("sft", run, 3)
+    assert run["rows_checked"] == 3
+    with pytest.raises(SystemExit, match="first difference at row 1"):
+        b.same_rows("sft", {"ours": {"rows": ["a", "x", "c"]}, "trl": {"rows": ["a", "b", "c"]}}, 3)
+    with pytest.raises(SystemExit, match="this project 2, TRL 3 of 3"):
+        b.same_rows("sft", {"ours": {"rows": ["a", "b"]}, "trl": {"rows": ["a", "b", "c"]}}, 3)
+    assert b.fingerprint("dpo", {"chosen_ids": [1, 2], "rejected_ids": [1, 3]}) != b.fingerprint(
+        "dpo", {"chosen_ids": [1, 3], "rejected_ids": [1, 2]})

@@ -9,6 +9,7 @@ first scored label on (``scored_logits``). Reward model: chosen and rejected row
 forms of a stage alternate on the same batches in one process, so the machine's drift between
 runs lands on both; the losses of the two forms are printed beside the times (they agree up
 to float rounding; ``tests/test_sft_e2e.py`` and ``tests/test_shared_prefix.py`` assert it).
+Then one AdamW step over the SFT model's weights, torch's plain kernel against its fused one.
 
 Each form's model FLOP/s (6 x the parameters of the linear layers x the batch's tokens, padding
 included, per step: the work of the plain form; attention's share left out) is printed as a fraction of
@@ -80,6 +81,32 @@ def timed(forms: dict, data: list, params, reps: int, n_linear: int) -> dict:
     return out
 
 
+def optimizer_steps(params, reps: int) -> dict:
+    """Mean seconds of one AdamW step over ``params`` (random gradients) for torch's plain
+    (one tensor at a time) and fused CPU kernels, alternating, and the largest difference of the
+    weights after ``reps`` steps from the same start."""
+    import torch
+
+    start = [p.detach().clone() for p in params]
+    grads = [torch.randn_like(p) * 1e-3 for p in params]
+    forms = {}
+    for name, fused in (("plain", False), ("fused", True)):
+        ws = [w.clone().requires_grad_(True) for w in start]
+        for w, g in zip(ws, grads):
+            w.grad = g
+        forms[name] = (ws, torch.optim.AdamW(ws, lr=5e-5, betas=(0.9, 0.95), foreach=False, fused=fused))
+    secs = {k: 0.0 for k in forms}
+    for _, opt in forms.values():                # the first step allocates the moments: not timed
+        opt.step()
+    for _ in range(reps):
+        for name, (_, opt) in forms.items():
+            t0 = time.perf_counter()
+            opt.step()
+            secs[name] += time.perf_counter() - t0
+    diff = max(float((a - b).detach().abs().max()) for a, b in zip(forms["plain"][0], forms["fused"][0]))
+    return {"plain_s": secs["plain"] / reps, "fused_s": secs["fused"] / reps, "max_weight_diff": diff}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a causal LM directory (the SFT output), or a tiny model name")
@@ -103,6 +130,7 @@ def main(argv=None) -> dict:
     scored = lambda b: sft_step(lambda **kw: lm(**kw), b)[0]
     out["sft"] = timed({"plain": full, "scored columns": scored}, data, list(lm.parameters()), a.reps,
                        linear_params(lm))
+    out["adamw"] = optimizer_steps(list(lm.parameters()), 2 * a.reps)
     del lm
     tok, data = batches("reward", a.model, a.batches)
     rm = ValueModel(load_reward_model(a.model, tok)).train()
@@ -122,6 +150,9 @@ def main(argv=None) -> dict:
             r["matmul_fraction"] = r["model_gflops"] / peak
             print(f"{stage:8} {form:16} {r['s_per_step']:9.3f} {base / r['s_per_step']:8.2f}x {r['model_gflops']:8.1f} "
                   f"{r['matmul_fraction']:9.0%}   losses {r['losses']}")
+    o = out["adamw"]
+    print(f"AdamW step over the SFT model's weights: plain {o['plain_s']:.3f} s, fused {o['fused_s']:.3f} s "
+          f"({o['plain_s'] / o['fused_s']:.2f}x); weights after {2 * a.reps + 1} steps differ by <= {o['max_weight_diff']:.1e}")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
     return out

@@ -1,33 +1,45 @@
-"""This project against TRL on the same RL work, one after the other in one run, on one machine.
+"""This project against TRL on the same work, stage by stage, in alternating pairs on one machine.
 
     pip install -r requirements-bench.txt          # TRL: for this benchmark only
-    python scripts/bench/vs_trl.py                 # GRPO and DPO, 1 paired run each
-    python scripts/bench/vs_trl.py --work dpo --runs 3 --out bench-out/vs_trl
+    python scripts/bench/vs_trl.py --runs 3        # every stage TRL has, 3 alternating pairs each
+    python scripts/bench/vs_trl.py --work dpo grpo --runs 1 --out bench-out/vs_trl
 
 Both sides start from the same SFT model (``--sft DIR``; without it this project's stage 1 trains
-one into ``<out>/sft`` once) and see the same rows in the same order (the order this project's
-loader yields them with ``--seed``; TRL is given them pre-ordered with shuffling off, and for DPO
-pre-tokenised, so the token ids are equal). Same hyper-parameters: LoRA (rank 16, alpha 32, all
-linear layers of the blocks) at 2e-4 for GRPO, full fine-tuning at 5e-6 for DPO; fp32 and no
-gradient checkpointing on both sides (TRL's defaults are bf16 and checkpointing; this CPU has no
-bf16 units); AdamW (0.9, 0.95), no weight decay, cosine schedule.
+one into ``<out>/sft`` once) and train on the same rows in the same order: the order this
+project's loader yields them with ``--seed``, which TRL is given pre-ordered with shuffling off and,
+for SFT, the reward model and DPO, pre-tokenised (the token ids are equal). Each side records the
+rows its training step actually consumed (this project: through its data loader; TRL: through its
+collator, for GRPO/RLOO through the reward function) and the run stops if the two lists differ.
+Same hyper-parameters and precision (fp32, no gradient checkpointing: TRL's defaults are bf16 and
+checkpointing, and this CPU has no bf16 units), AdamW (0.9, 0.95) with no weight decay, cosine
+schedule, and the same AdamW implementation (``--optim``: torch's fused kernel on both sides by
+default, TRL's own default).
 
-- **GRPO**: ``--iterations`` (16) x ``--prompts`` (4) x ``--answers`` (4), <= ``--max-new-tokens``
-  (48) new tokens at T = 1, the bundled checker as the reward, group-normalised advantages, one
-  update per rollout batch, no KL term, DAPO token-mean loss (TRL's default).
-- **DPO**: ``--dpo-steps`` (40) x ``--dpo-pairs`` (8), beta 0.1, 5 warm-up steps, reference = the
-  SFT model.
+- **SFT**: ``--sft-steps`` (16) x ``--sft-rows`` (8), full fine-tuning at 5e-5, loss on the answer
+  tokens (SFTTrainer with ``labels``).
+- **Reward model**: ``--rm-steps`` (16) x ``--rm-pairs`` (8), scalar head on the SFT model, full
+  fine-tuning at 8e-5, pairwise loss (RewardTrainer).
+- **DPO**: ``--dpo-steps`` (16) x ``--dpo-pairs`` (8), beta 0.1, full fine-tuning at 5e-6, reference
+  = the SFT model (DPOTrainer).
+- **GRPO** and **RLOO**: ``--iterations`` (8) x ``--prompts`` (4) x ``--answers`` (4), <=
+  ``--max-new-tokens`` (48) new tokens at T = 1, the bundled checker as the reward, LoRA (rank 16,
+  alpha 32, all linear layers) at 2e-4, one update per rollout batch, no KL term; GRPO:
+  group-normalised advantages, token-mean loss (TRL's default ``dapo``); RLOO: leave-one-out
+  baseline, no normalisation (GRPOTrainer, RLOOTrainer; TRL's RLOO reduces its loss per sequence,
+  this project per token: the same forward and backward work).
 
-Each side runs as its own process: "process" is the wall time of that process (what a user waits
-for: imports, model loading, data, training, saving), "loop" its training loop (this project:
-the stage's ``train_loop_s``; TRL: ``trainer.train()``). Neither evaluates inside the timed run;
-afterwards the bench answers ``--eval-prompts`` (96) held-out prompts greedily with each saved model
-(the same evaluation for both) for the pass-rate. Prints samples/s (GRPO: answers, DPO: pairs),
-the ratios this project / TRL, and writes ``<out>/vs_trl.json`` and ``<out>/vs_trl.md``.
+Each side runs as its own process. "process" is its wall time (what a user waits for: imports,
+model loading, data, training, saving), "loop" its training loop (this project: the stage's
+``train_loop_s``; TRL: ``trainer.train()``). ``--runs N`` runs N pairs per work in alternating
+order (this project first in pairs 1, 3, ...; TRL first in pairs 2, 4, ...) and reports the median
+and range of each ratio. Neither side evaluates inside the timed run; afterwards the models of the
+first ``--eval-pairs`` pairs answer ``--eval-prompts`` (96) held-out prompts greedily (the same
+evaluation for both) for the pass-rate. Writes ``<out>/vs_trl.json`` and ``<out>/vs_trl.md``.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -39,129 +51,236 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-PRESET = {"grpo": ROOT / "training/configs/smollm2-grpo.yaml", "dpo": ROOT / "training/configs/smollm2-dpo.yaml"}
+WORKS = ("sft", "rm", "dpo", "grpo", "rloo")
+RL = ("grpo", "rloo")
+CONFIGS = {"sft": "smollm2-step1.yaml", "rm": "smollm2-step2.yaml", "dpo": "smollm2-dpo.yaml",
+           "grpo": "smollm2-grpo.yaml", "rloo": "smollm2-grpo.yaml"}
+SCRIPTS = {"sft": "training/step1_supervised_finetuning/main.py", "rm": "training/step2_reward_model_finetuning/main.py",
+           "dpo": "training/step2_reward_model_finetuning/dpo_main.py", "grpo": "training/step3_rlhf_finetuning/main.py",
+           "rloo": "training/step3_rlhf_finetuning/main.py"}
+STAGE = {"sft": "sft", "rm": "reward", "dpo": "dpo", "grpo": "rl", "rloo": "rl"}
+PHASE = {"sft": 1, "rm": 2, "dpo": 2, "grpo": 3, "rloo": 3}
 
 
 def shared_flags(a) -> dict[str, list[str]]:
     """The stage flags that define the work (this project's side); the TRL side mirrors them."""
     common = ["--seed", str(a.seed), "--adam_beta1", "0.9", "--adam_beta2", "0.95", "--weight_decay", "0",
-              "--lr_scheduler_type", "cosine", "--gradient_checkpointing", "false", "--dtype", "fp32"]
-    grpo = common + ["--max_steps", str(a.iterations), "--per_device_generation_batch_size", str(a.prompts),
-                     "--num_samples_per_prompt", str(a.answers), "--per_device_training_batch_size",
-                     str(a.prompts * a.answers), "--ppo_epochs", "1", "--max_answer_seq_len", str(a.max_new_tokens),
-                     "--kl_coef", "0", "--dynamic_filtering", "false", "--missing_eos_penalty", "0",
-                     "--loss_agg", "token", "--std_normalize", "true", "--temperature", "1.0", "--top_p", "1.0",
-                     "--top_k", "0", "--cliprange", "0.2", "--num_warmup_steps", "0"]
-    dpo = common + ["--max_steps", str(a.dpo_steps), "--per_device_train_batch_size", str(a.dpo_pairs),
-                    "--gradient_accumulation_steps", "1", "--beta", "0.1", "--num_warmup_steps", "5"]
-    return {"grpo": grpo, "dpo": dpo}
+              "--lr_scheduler_type", "cosine", "--gradient_checkpointing", "false", "--dtype", "fp32",
+              "--no_fused_kernels", "false" if a.optim == "fused" else "true"]
+    rl = common + ["--max_steps", str(a.iterations), "--per_device_generation_batch_size", str(a.prompts),
+                   "--num_samples_per_prompt", str(a.answers), "--per_device_training_batch_size",
+                   str(a.prompts * a.answers), "--ppo_epochs", "1", "--max_answer_seq_len", str(a.max_new_tokens),
+                   "--kl_coef", "0", "--dynamic_filtering", "false", "--prompt_curriculum", "false",
+                   "--missing_eos_penalty", "0", "--temperature", "1.0", "--top_p", "1.0", "--top_k", "0",
+                   "--cliprange", "0.2", "--num_warmup_steps", "0"]
+    supervised = lambda steps, rows: ["--max_steps", str(steps), "--per_device_train_batch_size", str(rows),
+                                      "--gradient_accumulation_steps", "1"]
+    return {"sft": common + supervised(a.sft_steps, a.sft_rows) + ["--num_warmup_steps", "5"],
+            "rm": common + supervised(a.rm_steps, a.rm_pairs) + ["--num_warmup_steps", "5", "--pairs_from_policy",
+                                                                "false", "--on_policy_eval_prompts", "0"],
+            "dpo": common + supervised(a.dpo_steps, a.dpo_pairs) + ["--beta", "0.1", "--num_warmup_steps", "5"],
+            "grpo": rl + ["--algo", "grpo", "--loss_agg", "token", "--std_normalize", "true"],
+            "rloo": rl + ["--algo", "rloo", "--loss_agg", "token"]}
 
 
 def stage_config(work: str, a, sft: str):
     from training.utils.arguments import parse_config
 
-    argv = ["--config", str(PRESET[work]), "--model_name_or_path", sft, *shared_flags(a)[work]]
-    return parse_config(argv, "bench", stage="rl" if work == "grpo" else "dpo")
+    argv = ["--config", str(ROOT / "training/configs" / CONFIGS[work]), "--model_name_or_path", sft,
+            *shared_flags(a)[work]]
+    return parse_config(argv, "bench", stage=STAGE[work])
 
 
-def ordered_rows(work: str, a, sft: str) -> list[dict]:
-    """The training rows in the order this project's stage consumes them."""
+def batch_rows(work: str, a) -> tuple[int, int]:
+    """(rows per training step, steps) of ``work``."""
+    return {"sft": (a.sft_rows, a.sft_steps), "rm": (a.rm_pairs, a.rm_steps), "dpo": (a.dpo_pairs, a.dpo_steps),
+            "grpo": (a.prompts, a.iterations), "rloo": (a.prompts, a.iterations)}[work]
+
+
+def samples(work: str, a) -> int:
+    """Samples the loop trains on: rows (SFT), pairs (reward model, DPO), answers (GRPO, RLOO)."""
+    per, steps = batch_rows(work, a)
+    return per * steps * (a.answers if work in RL else 1)
+
+
+def fingerprint(work: str, row: dict) -> str:
+    """A short id of one training row: its prompt (RL) or its token ids (SFT, reward model, DPO)."""
+    key = {"sft": ("input_ids",), "rm": ("chosen_ids", "rejected_ids"), "dpo": ("chosen_ids", "rejected_ids"),
+           "grpo": ("prompt_text",), "rloo": ("prompt_text",)}[work]
+    return hashlib.sha1(json.dumps([list(row[k]) if k != "prompt_text" else row[k] for k in key]).encode()).hexdigest()[:16]
+
+
+def ordered_rows(work: str, a, sft: str):
+    """The training rows in the order this project's stage consumes them, and the stage's config."""
     from training.utils.data import build_phase
     from training.utils.loop import make_loader
     from training.utils.model import load_tokenizer
 
     cfg = stage_config(work, a, sft)
-    tok = load_tokenizer(sft, padding_side="left" if work == "grpo" else "right")
-    train, _, _, _ = build_phase(cfg.data, tok, 3 if work == "grpo" else 2, cfg.optim.seed)
-    n = a.iterations * a.prompts if work == "grpo" else a.dpo_steps * a.dpo_pairs
-    loader = make_loader(train, a.prompts if work == "grpo" else a.dpo_pairs, lambda rows: rows, True, cfg.optim.seed)
+    tok = load_tokenizer(sft, padding_side="left" if work in RL else "right")
+    train, _, _, _ = build_phase(cfg.data, tok, PHASE[work], cfg.optim.seed)
+    per, steps = batch_rows(work, a)
+    loader = make_loader(train, per, lambda rows: rows, True, cfg.optim.seed)
     rows: list[dict] = []
-    while len(rows) < n:                         # epochs as the stage's loaders run them
+    while len(rows) < per * steps:               # epochs as the stage's loaders run them
         loader.sampler.set_epoch(len(rows) // max(len(train), 1))
         for batch in loader:
             rows += batch
-    return rows[:n], cfg
+    return rows[:per * steps], cfg
 
 
 # ---------------------------------------------------------------- TRL side (its own process)
 
-def trl_grpo(a, sft: str, out: Path) -> dict:
+def trl_common(a, cfg, out: Path, lr: float, warmup: int) -> dict:
+    return dict(output_dir=str(out), learning_rate=lr, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0,
+                lr_scheduler_type="cosine", warmup_steps=warmup, optim=TRL_OPTIM[a.optim], bf16=False,
+                gradient_checkpointing=False, use_cpu=True, seed=a.seed, logging_steps=1, save_strategy="no",
+                report_to=[], disable_tqdm=True)
+
+
+TRL_OPTIM = {"fused": "adamw_torch_fused", "plain": "adamw_torch"}
+
+
+def recording(collate, work: str, seen: list):
+    def collate_and_record(features):
+        seen.extend(fingerprint(work, f) for f in features)
+        return collate(features)
+    return collate_and_record
+
+
+def trl_supervised(work: str, a, sft: str, out: Path) -> dict:
+    """SFTTrainer, RewardTrainer or DPOTrainer on this project's token ids, in this project's order."""
+    from datasets import Dataset
+
+    rows, cfg = ordered_rows(work, a, sft)
+    per, steps = batch_rows(work, a)
+    common = trl_common(a, cfg, out, cfg.optim.learning_rate, cfg.optim.num_warmup_steps)
+    common.update(per_device_train_batch_size=per, max_steps=steps, train_sampling_strategy="sequential")
+    seen: list[str] = []
+    if work == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        ds = Dataset.from_list([{"input_ids": r["input_ids"],
+                                 "labels": [-100] * r["prompt_len"] + r["input_ids"][r["prompt_len"]:]} for r in rows])
+        args = SFTConfig(**common, max_length=None, dataset_kwargs={"skip_prepare_dataset": True})
+        trainer = SFTTrainer(model=sft, args=args, train_dataset=ds)
+    elif work == "rm":
+        from trl import RewardConfig, RewardTrainer
+
+        ds = Dataset.from_list([{"chosen_ids": r["chosen_ids"], "rejected_ids": r["rejected_ids"]} for r in rows])
+        args = RewardConfig(**common, max_length=None, center_rewards_coefficient=None)
+        trainer = RewardTrainer(model=sft, args=args, train_dataset=ds)
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        ds = Dataset.from_list([{"prompt_ids": r["chosen_ids"][:r["prompt_len"]], "chosen_ids": r["chosen_ids"][r["prompt_len"]:],
+                                 "rejected_ids": r["rejected_ids"][r["prompt_len"]:]} for r in rows])
+
+        class PreTokenized(DPOTrainer):        # the rows are this project's token ids: keep them as they are
+            def _prepare_dataset(self, dataset, *args, **kwargs):
+                return dataset
+
+        args = DPOConfig(**common, beta=cfg.dpo.beta, max_length=None)
+        trainer = PreTokenized(model=sft, args=args, train_dataset=ds)
+    collate = trainer.data_collator
+
+    def collate_and_record(features):          # DPO rows hold the prompt apart: fingerprint the full sequences
+        full = [f if work != "dpo" else {"chosen_ids": f["prompt_ids"] + f["chosen_ids"],
+                                         "rejected_ids": f["prompt_ids"] + f["rejected_ids"]} for f in features]
+        seen.extend(fingerprint(work, f) for f in full)
+        return collate(features)
+
+    trainer.data_collator = collate_and_record
+    dtype = str(next(trainer.model.parameters()).dtype)
+    t0 = time.time()
+    trainer.train()
+    loop = time.time() - t0
+    trainer.save_model(str(out / "actor"))
+    trainer.processing_class.save_pretrained(out / "actor")
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    return {"loop_s": loop, "losses": losses, "rows": seen, "dtype": dtype}
+
+
+def trl_rl(work: str, a, sft: str, out: Path) -> dict:
+    """GRPOTrainer or RLOOTrainer with the checker as the reward, prompts in this project's order."""
     from datasets import Dataset
     from peft import LoraConfig
-    from trl import GRPOConfig, GRPOTrainer
 
     from training.utils.data.checker import reward as checker
 
-    rows, cfg = ordered_rows("grpo", a, sft)
+    rows, cfg = ordered_rows(work, a, sft)
     ds = Dataset.from_list([{"prompt": r["prompt_text"]} for r in rows])
+    seen: list[str] = []
 
     def checker_reward(prompts, completions, **_):
+        seen.extend(fingerprint(work, {"prompt_text": p}) for p in prompts[::a.answers])
         return [checker(p, c.strip()) for p, c in zip(prompts, completions)]
 
-    args = GRPOConfig(
-        output_dir=str(out), per_device_train_batch_size=a.prompts * a.answers, num_generations=a.answers,
-        max_completion_length=a.max_new_tokens, max_steps=a.iterations, learning_rate=cfg.lora.lora_learning_rate,
-        adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, lr_scheduler_type="cosine", warmup_steps=0,
-        beta=0.0, num_iterations=1, epsilon=0.2, loss_type="dapo", scale_rewards="group", temperature=1.0,
-        top_p=1.0, top_k=0, shuffle_dataset=False, bf16=False, gradient_checkpointing=False, use_cpu=True,
-        seed=a.seed, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=False)
+    common = trl_common(a, cfg, out, cfg.lora.lora_learning_rate, 0)
+    common.update(per_device_train_batch_size=a.prompts * a.answers, num_generations=a.answers,
+                  max_completion_length=a.max_new_tokens, max_steps=a.iterations, beta=0.0, num_iterations=1,
+                  epsilon=0.2, temperature=1.0, top_p=1.0, top_k=0, shuffle_dataset=False)
+    if work == "grpo":
+        from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+
+        args = Config(**common, loss_type="dapo", scale_rewards="group")
+    else:
+        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+
+        args = Config(**common, normalize_advantages=False)
     lora = LoraConfig(r=cfg.lora.lora_dim, lora_alpha=cfg.lora.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")
-    trainer = GRPOTrainer(model=sft, reward_funcs=checker_reward, args=args, train_dataset=ds, peft_config=lora)
+    trainer = Trainer(model=sft, reward_funcs=checker_reward, args=args, train_dataset=ds, peft_config=lora)
+    dtype = str(next(trainer.model.parameters()).dtype)
     t0 = time.time()
     trainer.train()
     loop = time.time() - t0
     model = trainer.model.merge_and_unload()
     model.save_pretrained(out / "actor")
     trainer.processing_class.save_pretrained(out / "actor")
-    return {"loop_s": loop, "samples": a.iterations * a.prompts * a.answers}
-
-
-def trl_dpo(a, sft: str, out: Path) -> dict:
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-
-    rows, cfg = ordered_rows("dpo", a, sft)
-    ds = Dataset.from_list([{"prompt_ids": r["chosen_ids"][:r["prompt_len"]], "chosen_ids": r["chosen_ids"][r["prompt_len"]:],
-                             "rejected_ids": r["rejected_ids"][r["prompt_len"]:]} for r in rows])
-
-    class PreTokenized(DPOTrainer):            # the rows are this project's token ids: keep them as they are
-        def _prepare_dataset(self, dataset, *args, **kwargs):
-            return dataset
-
-    args = DPOConfig(
-        output_dir=str(out), per_device_train_batch_size=a.dpo_pairs, max_steps=a.dpo_steps,
-        learning_rate=cfg.optim.learning_rate, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0,
-        lr_scheduler_type="cosine", warmup_steps=cfg.optim.num_warmup_steps, beta=cfg.dpo.beta,
-        train_sampling_strategy="sequential", bf16=False, gradient_checkpointing=False, use_cpu=True, seed=a.seed,
-        logging_steps=1, save_strategy="no", report_to=[], max_length=None)
-    trainer = PreTokenized(model=sft, args=args, train_dataset=ds)
-    t0 = time.time()
-    trainer.train()
-    loop = time.time() - t0
-    trainer.save_model(str(out / "actor"))
-    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    return {"loop_s": loop, "samples": a.dpo_steps * a.dpo_pairs, "losses": losses}
+    return {"loop_s": loop, "rows": seen, "dtype": dtype}
 
 
 # ---------------------------------------------------------------- this project's side
 
 def ours(work: str, a, sft: str, out: Path) -> list[str]:
-    script = {"grpo": "training/step3_rlhf_finetuning/main.py", "dpo": "training/step2_reward_model_finetuning/dpo_main.py"}
-    return [sys.executable, str(ROOT / script[work]), "--config", str(PRESET[work]), "--model_name_or_path", sft,
-            "--output_dir", str(out), "--overwrite", "--eval_interval", "0", "--eval_at_start", "false",
-            "--final_eval", "false", "--plots", "false", "--disable_tqdm", "true", *shared_flags(a)[work],
-            *a.ours_flags]
+    """This project's stage command line (run through ``ours_process``, which records its rows)."""
+    return [sys.executable, str(Path(__file__).resolve()), "--ours-side", work, "--ours-out", str(out), "--",
+            str(ROOT / SCRIPTS[work]), "--config", str(ROOT / "training/configs" / CONFIGS[work]),
+            "--model_name_or_path", sft, "--output_dir", str(out), "--overwrite", "--eval_interval", "0",
+            "--eval_at_start", "false", "--final_eval", "false", "--plots", "false", "--disable_tqdm", "true",
+            *shared_flags(a)[work], *a.ours_flags]
 
 
-def our_loop(work: str, out: Path) -> dict:
+def ours_process(work: str, out: Path, argv: list[str]) -> None:
+    """Run the stage script ``argv[0]`` in this process, recording the rows its shuffled (training)
+    loaders hand to their collate function, into ``out/rows.json``."""
+    import runpy
+
+    import training.utils.loop as loop
+
+    seen: list[str] = []
+    plain = loop.make_loader
+
+    def make_loader(ds, batch_size, collate, shuffle, seed, num_workers=0):
+        return plain(ds, batch_size, recording(collate, work, seen) if shuffle else collate, shuffle, seed, num_workers)
+
+    loop.make_loader = make_loader
+    sys.argv = list(argv)
+    try:
+        runpy.run_path(argv[0], run_name="__main__")
+    finally:
+        (out / "rows.json").write_text(json.dumps(seen) + "\n")
+
+
+def our_result(work: str, out: Path) -> dict:
     from training.utils.logging import read_metrics
 
     rows = read_metrics(out / "metrics.jsonl")
     timing = [r for r in rows if r["split"] == "time"][-1]
-    res = {"loop_s": timing["train_loop_s"]}
+    res = {"loop_s": timing["train_loop_s"], "rows": json.loads((out / "rows.json").read_text())}
     train = [r for r in rows if r["split"] == "train"]
-    if work == "grpo":
+    if work in RL:
         for k in ("generation_s", "experience_s", "train_s"):
             res[k] = sum(r[k] for r in train)
     else:
@@ -176,7 +295,7 @@ def timed(cmd: list[str], log: Path) -> float:
     with open(log, "w") as fh:
         rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
     if rc != 0:
-        sys.exit(f"{' '.join(cmd[:3])} ... failed (exit {rc}); see {log}")
+        sys.exit(f"{' '.join(cmd[:4])} ... failed (exit {rc}); see {log}")
     return time.time() - t0
 
 
@@ -197,34 +316,68 @@ def sft_model(a, out: Path) -> str:
     return str(model)
 
 
+def same_rows(work: str, run: dict, n: int) -> None:
+    """Stop unless both sides trained on the same ``n`` rows in the same order."""
+    ours_rows, trl_rows = run["ours"]["rows"][:n], run["trl"]["rows"][:n]
+    if len(ours_rows) < n or ours_rows != trl_rows:
+        first = next((i for i, (x, y) in enumerate(zip(ours_rows, trl_rows)) if x != y), min(len(ours_rows), len(trl_rows)))
+        sys.exit(f"{work}: the two sides did not train on the same rows (this project {len(ours_rows)}, TRL "
+                 f"{len(trl_rows)} of {n}; first difference at row {first})")
+    run["rows_checked"] = n
+
+
+def spread(xs: list[float]) -> dict:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  allow_abbrev=False)
-    ap.add_argument("--work", nargs="+", default=["grpo", "dpo"], choices=("grpo", "dpo"))
-    ap.add_argument("--runs", type=int, default=1, help="paired runs (this project, then TRL) per work")
+    ap.add_argument("--work", nargs="+", default=list(WORKS), choices=WORKS)
+    ap.add_argument("--runs", type=int, default=3, help="alternating pairs per work (this project first in odd pairs)")
     ap.add_argument("--sft", default="", help="starting model (default: train one with stage 1 into <out>/sft)")
     ap.add_argument("--out", default="bench-out/vs_trl")
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--iterations", type=int, default=16)
+    ap.add_argument("--optim", choices=tuple(TRL_OPTIM), default="fused",
+                    help="the AdamW both sides use: torch's fused CPU kernel (TRL's default) or the plain one")
+    ap.add_argument("--sft-steps", type=int, default=16)
+    ap.add_argument("--sft-rows", type=int, default=8)
+    ap.add_argument("--rm-steps", type=int, default=16)
+    ap.add_argument("--rm-pairs", type=int, default=8)
+    ap.add_argument("--dpo-steps", type=int, default=16)
+    ap.add_argument("--dpo-pairs", type=int, default=8)
+    ap.add_argument("--iterations", type=int, default=8)
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--answers", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--dpo-steps", type=int, default=40)
-    ap.add_argument("--dpo-pairs", type=int, default=8)
     ap.add_argument("--eval-prompts", type=int, default=96, help="held-out prompts for the pass-rate (0: skip)")
+    ap.add_argument("--eval-pairs", type=int, default=1, help="pairs whose models are evaluated (SFT, DPO, GRPO, RLOO)")
     ap.add_argument("--sides", nargs="+", default=["ours", "trl"], choices=("ours", "trl"))
     ap.add_argument("--ours-flags", nargs=argparse.REMAINDER, default=[],
                     help="extra flags for this project's stage (e.g. --share_prompt_forward false), last")
-    ap.add_argument("--trl-side", choices=("grpo", "dpo"), help=argparse.SUPPRESS)     # the TRL process itself
+    ap.add_argument("--trl-side", choices=WORKS, help=argparse.SUPPRESS)      # the TRL process itself
     ap.add_argument("--trl-out", help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+    ap.add_argument("--ours-side", choices=WORKS, help=argparse.SUPPRESS)     # this project's process itself
+    ap.add_argument("--ours-out", help=argparse.SUPPRESS)
+    return ap.parse_known_args(argv)
+
+
+def work_args(a) -> list[str]:
+    return ["--seed", str(a.seed), "--optim", a.optim, "--sft-steps", str(a.sft_steps), "--sft-rows", str(a.sft_rows),
+            "--rm-steps", str(a.rm_steps), "--rm-pairs", str(a.rm_pairs), "--dpo-steps", str(a.dpo_steps),
+            "--dpo-pairs", str(a.dpo_pairs), "--iterations", str(a.iterations), "--prompts", str(a.prompts),
+            "--answers", str(a.answers), "--max-new-tokens", str(a.max_new_tokens)]
 
 
 def main(argv=None) -> dict:
-    a = parse(argv)
+    a, rest = parse(argv)
+    if a.ours_side:                              # inside this project's process
+        return ours_process(a.ours_side, Path(a.ours_out), rest[1:] if rest[:1] == ["--"] else rest)
+    if rest:
+        sys.exit(f"unrecognized arguments: {' '.join(rest)}")
     if a.trl_side:                               # inside the TRL process
         out = Path(a.trl_out)
-        res = (trl_grpo if a.trl_side == "grpo" else trl_dpo)(a, a.sft, out)
+        res = (trl_rl if a.trl_side in RL else trl_supervised)(a.trl_side, a, a.sft, out)
         (out / "trl_result.json").write_text(json.dumps(res) + "\n")
         return res
     out = Path(a.out).resolve()
@@ -234,47 +387,54 @@ def main(argv=None) -> dict:
     import transformers
 
     versions = {"torch": torch.__version__, "transformers": transformers.__version__,
-                "cpu_threads": torch.get_num_threads()}
+                "cpu_threads": torch.get_num_threads(), "optim": a.optim}
     try:
         import trl
         versions["trl"] = trl.__version__
     except ImportError:
         if "trl" in a.sides:
             sys.exit("TRL is not installed: pip install -r requirements-bench.txt")
-    results: dict = {"versions": versions, "sft": sft, "runs": {}}
-    base = ["--sft", sft, "--seed", str(a.seed), "--iterations", str(a.iterations), "--prompts", str(a.prompts),
-            "--answers", str(a.answers), "--max-new-tokens", str(a.max_new_tokens), "--dpo-steps", str(a.dpo_steps),
-            "--dpo-pairs", str(a.dpo_pairs)]
+    results: dict = {"versions": versions, "sft": sft, "settings": work_args(a), "runs": {}}
     for work in a.work:
         runs = results["runs"][work] = []
+        per, steps = batch_rows(work, a)
         for r in range(a.runs):
-            run: dict = {}
-            for side in a.sides:
+            run: dict = {"order": list(a.sides) if r % 2 == 0 else list(reversed(a.sides))}
+            for side in run["order"]:
                 d = out / f"{work}-{side}-{r}"
                 d.mkdir(parents=True, exist_ok=True)
-                print(f"{work} run {r + 1}/{a.runs}: {side} ...", flush=True)
+                print(f"{work} pair {r + 1}/{a.runs}: {side} ...", flush=True)
                 if side == "ours":
                     wall = timed(ours(work, a, sft, d), d / "process.log")
-                    res = our_loop(work, d)
-                    model = d / ("actor" if work == "grpo" else "")
+                    res = our_result(work, d)
+                    model = d / ("actor" if work in RL else "")
                 else:
-                    wall = timed([sys.executable, __file__, *base, "--trl-side", work, "--trl-out", str(d)], d / "process.log")
+                    wall = timed([sys.executable, __file__, "--sft", sft, *work_args(a), "--trl-side", work,
+                                  "--trl-out", str(d)], d / "process.log")
                     res = json.loads((d / "trl_result.json").read_text())
                     model = d / "actor"
+                    if res["dtype"] != "torch.float32":
+                        sys.exit(f"{work}: TRL trained in {res['dtype']}, not fp32")
                 res["process_s"] = wall
-                n = a.iterations * a.prompts * a.answers if work == "grpo" else a.dpo_steps * a.dpo_pairs
+                n = samples(work, a)
                 res["samples_per_s_loop"], res["samples_per_s_process"] = n / res["loop_s"], n / wall
-                if a.eval_prompts:
+                if a.eval_prompts and r < a.eval_pairs and work != "rm":
                     res["pass_rate"] = pass_rate(model, a.eval_prompts)
                 run[side] = res
                 print(f"  {side}: loop {res['loop_s']:.1f} s, process {wall:.1f} s"
                       + (f", pass-rate {res['pass_rate']:.3f}" if "pass_rate" in res else ""), flush=True)
-            if len(run) == 2:
+            if "ours" in run and "trl" in run:
+                same_rows(work, run, per * steps)
                 run["ratio_loop"] = run["trl"]["loop_s"] / run["ours"]["loop_s"]
                 run["ratio_process"] = run["trl"]["process_s"] / run["ours"]["process_s"]
-                if work == "dpo" and run["ours"].get("losses") and run["trl"].get("losses"):
+                if run["ours"].get("losses") and run["trl"].get("losses"):
                     run["max_loss_diff"] = max(abs(x - y) for x, y in zip(run["ours"]["losses"], run["trl"]["losses"]))
             runs.append(run)
+        pairs = [r for r in runs if "ratio_loop" in r]
+        if pairs:
+            results.setdefault("ratios", {})[work] = {"loop": spread([r["ratio_loop"] for r in pairs]),
+                                                      "process": spread([r["ratio_process"] for r in pairs])}
+        (out / "vs_trl.json").write_text(json.dumps(results, indent=2) + "\n")
     if a.eval_prompts:
         results["sft_pass_rate"] = pass_rate(Path(sft), a.eval_prompts)
     results["eval_prompts"] = a.eval_prompts
@@ -285,7 +445,11 @@ def main(argv=None) -> dict:
     return results
 
 
+NAMES = {"sft": "SFT", "rm": "reward model", "dpo": "DPO", "grpo": "GRPO", "rloo": "RLOO"}
+
+
 def table(results: dict) -> str:
+    fmt = lambda s: f"{s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f})"
     lines = [f"versions: {results['versions']}", "",
              "| work | side | loop s (median) | process s (median) | samples/s loop | samples/s process | pass-rate |",
              "|---|---|---|---|---|---|---|"]
@@ -296,12 +460,13 @@ def table(results: dict) -> str:
                 continue
             med = lambda k: statistics.median(r[k] for r in rs)
             pr = ", ".join(f"{r['pass_rate']:.3f}" for r in rs if "pass_rate" in r) or "-"
-            lines.append(f"| {work} | {side} | {med('loop_s'):.1f} | {med('process_s'):.1f} | "
-                         f"{med('samples_per_s_loop'):.3f} | {med('samples_per_s_process'):.3f} | {pr} |")
-        ratios = [r for r in runs if "ratio_loop" in r]
-        if ratios:
-            lines.append(f"| {work} | **ratio ours / TRL** | {statistics.median(r['ratio_loop'] for r in ratios):.2f}x | "
-                         f"{statistics.median(r['ratio_process'] for r in ratios):.2f}x | | | |")
+            lines.append(f"| {NAMES[work]} | {'this project' if side == 'ours' else 'TRL'} | {med('loop_s'):.1f} | "
+                         f"{med('process_s'):.1f} | {med('samples_per_s_loop'):.3f} | "
+                         f"{med('samples_per_s_process'):.3f} | {pr} |")
+        ratio = results.get("ratios", {}).get(work)
+        if ratio:
+            lines.append(f"| {NAMES[work]} | **TRL time / ours, median (range) of {ratio['loop']['n']}** | "
+                         f"**{fmt(ratio['loop'])}** | **{fmt(ratio['process'])}** | | | |")
     if "sft_pass_rate" in results:
         lines.append(f"\nSFT start: pass-rate {results['sft_pass_rate']:.3f} on {results['eval_prompts']} held-out prompts")
     return "\n".join(lines)

@@ -127,8 +127,8 @@ class DeepSpeedConfig:
                     "CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16", "fp16"))
     deepspeed_config: str = _f("", "a DeepSpeed JSON whose entries override the built config",
                                aliases=("--deepspeed_config_file", "--deepscale_config"))
-    no_fused_kernels: bool = _f(False, "on CUDA, train with torch's AdamW instead of DeepSpeed's fused Adam kernel "
-                                       "(on CPU torch's AdamW is always used)")
+    no_fused_kernels: bool = _f(False, "train with torch's plain AdamW instead of a fused kernel (DeepSpeed's "
+                                       "fused Adam on CUDA, torch's fused AdamW on CPU)")
     local_rank: int = _f(-1, "set by the deepspeed launcher")
     dist_timeout: float = _f(1800.0, "seconds a rank waits for the others, at start-up (a node that is missing or "
                                      "cannot reach the master) and in every collective, before it stops with an error")

@@ -23,7 +23,7 @@ def make_optimizer(model, cfg: Config, offload: bool):
         from deepspeed.ops.adam import DeepSpeedCPUAdam, FusedAdam
 
         return DeepSpeedCPUAdam(groups, adamw_mode=True, **kw) if offload else FusedAdam(groups, **kw)
-    return torch.optim.AdamW(groups, **kw)
+    return torch.optim.AdamW(groups, **kw, fused=device().type == "cpu" and not cfg.ds.no_fused_kernels)
 
 
 def num_update_steps(num_micro_batches_per_epoch: int, cfg: Config) -> int:
