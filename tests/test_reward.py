@@ -147,3 +147,26 @@ def test_dpo_end_to_end_tiny_zero3_and_ipo(tmp_path):
     first = [r for r in read_metrics(tmp_path / "ipo" / "metrics.jsonl") if r["split"] == "eval"][0]
     assert first["loss"] == pytest.approx((1 / (2 * 0.1)) ** 2, abs=1e-3)    # h = 0 at step 0, beta 0.1
     assert ipo["loss"] < first["loss"] - 1.0
+
+
+@pytest.mark.slow
+def test_one_rank_zero0_skips_deepspeeds_gradient_reduce_and_trains_the_same_weights(tiny_tok):
+    init_distributed()
+    cfg = parse_config(["--learning_rate", "1e-2", "--per_device_train_batch_size", "2",
+                        "--gradient_accumulation_steps", "2"])
+    b = _batch(tiny_tok)
+    weights = []
+    for reduce in (True, False):
+        engine = build_train_engine(ValueModel(load_reward_model("tiny", tiny_tok, seed=3)), cfg, total_steps=2)
+        assert engine.enable_backward_allreduce is False          # one rank, ZeRO-0: skipped
+        engine.enable_backward_allreduce = reduce                 # DeepSpeed's own flatten / reduce / copy
+        for _ in range(4):                                        # 2 optimizer steps of 2 accumulated micro-batches
+            s = end_scores(engine(b["input_ids"], b["attention_mask"]), b["end_index"])
+            engine.backward(-torch.nn.functional.logsigmoid(s[:2] - s[2:]).mean())
+            engine.step()
+        weights.append(torch.cat([p.detach().flatten().clone() for p in engine.module.parameters()]))
+    start = torch.cat([p.detach().flatten() for p in ValueModel(load_reward_model("tiny", tiny_tok, seed=3)).parameters()])
+    assert (weights[0] - start).abs().max() > 1e-3                # the steps moved the weights
+    assert torch.equal(weights[0], weights[1])                    # and moved them identically
+    zero1 = build_train_engine(ValueModel(load_reward_model("tiny", tiny_tok, seed=3)), parse_config(["--zero_stage", "1"]), 1)
+    assert zero1.enable_backward_allreduce is True                # a ZeRO optimizer keeps DeepSpeed's path

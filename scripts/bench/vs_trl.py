@@ -129,6 +129,33 @@ def ordered_rows(work: str, a, sft: str):
     return rows[:per * steps], cfg
 
 
+def linear_weights(sft: str) -> int:
+    """Weights of the model's linear layers (a tied LM head counted once), counted on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(sft))
+    return sum({id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)}.values())
+
+
+def loop_flops(work: str, a, sft: str) -> float:
+    """Model FLOPs of the plain work of a supervised loop (SFT, reward model, DPO): 6 x the linear
+    weights x every trained token, padding to each batch's longest included, plus 2 x for DPO's
+    reference forward (attention's share left out). The same figure for both sides, so each side's
+    FLOP/s is this over its loop time; a side that skips part of the plain work (this project's
+    scored columns and prompt-once forwards) shows more than it computed."""
+    rows, _ = ordered_rows(work, a, sft)
+    per, _ = batch_rows(work, a)
+    tokens = 0
+    for i in range(0, len(rows), per):
+        b = rows[i:i + per]
+        lens = [len(r["input_ids"]) for r in b] if work == "sft" else \
+            [len(r["chosen_ids"]) for r in b] + [len(r["rejected_ids"]) for r in b]
+        tokens += max(lens) * len(lens)
+    return (8 if work == "dpo" else 6) * linear_weights(sft) * tokens
+
+
 # ---------------------------------------------------------------- TRL side (its own process)
 
 def trl_common(a, cfg, out: Path, lr: float, warmup: int) -> dict:
@@ -167,9 +194,13 @@ def trl_supervised(work: str, a, sft: str, out: Path) -> dict:
     elif work == "rm":
         from trl import RewardConfig, RewardTrainer
 
+        from training.utils.model import load_reward_model, load_tokenizer
+
         ds = Dataset.from_list([{"chosen_ids": r["chosen_ids"], "rejected_ids": r["rejected_ids"]} for r in rows])
         args = RewardConfig(**common, max_length=None, center_rewards_coefficient=None)
-        trainer = RewardTrainer(model=sft, args=args, train_dataset=ds)
+        tok = load_tokenizer(sft)                # the scalar head starts from this project's seeded initialisation
+        model = load_reward_model(sft, tok, seed=cfg.optim.seed)
+        trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     else:
         from trl import DPOConfig, DPOTrainer
 
@@ -232,13 +263,28 @@ def trl_rl(work: str, a, sft: str, out: Path) -> dict:
                       task_type="CAUSAL_LM")
     trainer = Trainer(model=sft, reward_funcs=checker_reward, args=args, train_dataset=ds, peft_config=lora)
     dtype = str(next(trainer.model.parameters()).dtype)
+    phases = {"generation_s": 0.0, "experience_s": 0.0}
+
+    def timing(fn, key):                       # TRL's own methods, timed where they are called
+        def timed_call(*args, **kwargs):
+            t = time.time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                phases[key] += time.time() - t
+        return timed_call
+
+    trainer._generate = timing(trainer._generate, "generation_s")
+    trainer._generate_and_score_completions = timing(trainer._generate_and_score_completions, "experience_s")
     t0 = time.time()
     trainer.train()
     loop = time.time() - t0
+    phases["experience_s"] -= phases["generation_s"]           # scoring and log-probs around the generation
+    phases["train_s"] = loop - phases["generation_s"] - phases["experience_s"]
     model = trainer.model.merge_and_unload()
     model.save_pretrained(out / "actor")
     trainer.processing_class.save_pretrained(out / "actor")
-    return {"loop_s": loop, "rows": seen, "dtype": dtype}
+    return {"loop_s": loop, "rows": seen, "dtype": dtype, **phases}
 
 
 # ---------------------------------------------------------------- this project's side
@@ -352,6 +398,8 @@ def parse(argv=None):
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--eval-prompts", type=int, default=96, help="held-out prompts for the pass-rate (0: skip)")
     ap.add_argument("--eval-pairs", type=int, default=1, help="pairs whose models are evaluated (SFT, DPO, GRPO, RLOO)")
+    ap.add_argument("--summarize", action="store_true",
+                    help="only rebuild the table of <out>/vs_trl.json (adds the FLOP rates) without running anything")
     ap.add_argument("--sides", nargs="+", default=["ours", "trl"], choices=("ours", "trl"))
     ap.add_argument("--ours-flags", nargs=argparse.REMAINDER, default=[],
                     help="extra flags for this project's stage (e.g. --share_prompt_forward false), last")
@@ -381,6 +429,9 @@ def main(argv=None) -> dict:
         (out / "trl_result.json").write_text(json.dumps(res) + "\n")
         return res
     out = Path(a.out).resolve()
+    if a.summarize:
+        results = json.loads((out / "vs_trl.json").read_text())
+        return finish(results, parse(results["settings"])[0], out)
     out.mkdir(parents=True, exist_ok=True)
     sft = sft_model(a, out)
     import torch
@@ -395,6 +446,13 @@ def main(argv=None) -> dict:
         if "trl" in a.sides:
             sys.exit("TRL is not installed: pip install -r requirements-bench.txt")
     results: dict = {"versions": versions, "sft": sft, "settings": work_args(a), "runs": {}}
+    earlier = out / "vs_trl.json"
+    if earlier.is_file():                        # the works not run now keep their pairs from the same settings
+        before = json.loads(earlier.read_text())
+        if before.get("settings") == results["settings"] and before.get("sft") == sft:
+            results["runs"] = {w: r for w, r in before["runs"].items() if w not in a.work}
+            results["ratios"] = {w: r for w, r in before.get("ratios", {}).items() if w not in a.work}
+            results.update({k: before[k] for k in ("sft_pass_rate", "eval_prompts") if k in before})
     for work in a.work:
         runs = results["runs"][work] = []
         per, steps = batch_rows(work, a)
@@ -437,7 +495,26 @@ def main(argv=None) -> dict:
         (out / "vs_trl.json").write_text(json.dumps(results, indent=2) + "\n")
     if a.eval_prompts:
         results["sft_pass_rate"] = pass_rate(Path(sft), a.eval_prompts)
-    results["eval_prompts"] = a.eval_prompts
+        results["eval_prompts"] = a.eval_prompts
+    return finish(results, a, out)
+
+
+def finish(results: dict, a, out: Path) -> dict:
+    """Add each supervised loop's model FLOP/s and its fraction of this machine's matmul rate, write
+    ``vs_trl.json`` and ``vs_trl.md``, print the table."""
+    sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+    from machine import probe
+
+    results["machine"] = probe()
+    for work, runs in results["runs"].items():
+        if work in RL or not runs:
+            continue
+        flops = results.setdefault("flops", {})[work] = loop_flops(work, a, results["sft"])
+        for run in runs:
+            for side in ("ours", "trl"):
+                if side in run:
+                    run[side]["gflops_loop"] = flops / run[side]["loop_s"] / 1e9
+                    run[side]["matmul_fraction"] = run[side]["gflops_loop"] / results["machine"]["matmul_gflops"]
     (out / "vs_trl.json").write_text(json.dumps(results, indent=2) + "\n")
     md = table(results)
     (out / "vs_trl.md").write_text(md + "\n")
@@ -450,9 +527,12 @@ NAMES = {"sft": "SFT", "rm": "reward model", "dpo": "DPO", "grpo": "GRPO", "rloo
 
 def table(results: dict) -> str:
     fmt = lambda s: f"{s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f})"
-    lines = [f"versions: {results['versions']}", "",
-             "| work | side | loop s (median) | process s (median) | samples/s loop | samples/s process | pass-rate |",
-             "|---|---|---|---|---|---|---|"]
+    m = results.get("machine", {})
+    lines = [f"versions: {results['versions']}; machine: fp32 matmul {m.get('matmul_gflops')} GFLOP/s, "
+             f"memory {m.get('memory_gbps')} GB/s", "",
+             "| work | side | loop s (median) | process s (median) | samples/s loop | samples/s process | "
+             "loop model GFLOP/s (of matmul rate) | pass-rate |",
+             "|---|---|---|---|---|---|---|---|"]
     for work, runs in results["runs"].items():
         for side in ("ours", "trl"):
             rs = [r[side] for r in runs if side in r]
@@ -460,13 +540,24 @@ def table(results: dict) -> str:
                 continue
             med = lambda k: statistics.median(r[k] for r in rs)
             pr = ", ".join(f"{r['pass_rate']:.3f}" for r in rs if "pass_rate" in r) or "-"
+            rate = f"{med('gflops_loop'):.1f} ({med('matmul_fraction'):.0%})" if "gflops_loop" in rs[0] else "-"
             lines.append(f"| {NAMES[work]} | {'this project' if side == 'ours' else 'TRL'} | {med('loop_s'):.1f} | "
                          f"{med('process_s'):.1f} | {med('samples_per_s_loop'):.3f} | "
-                         f"{med('samples_per_s_process'):.3f} | {pr} |")
+                         f"{med('samples_per_s_process'):.3f} | {rate} | {pr} |")
         ratio = results.get("ratios", {}).get(work)
         if ratio:
             lines.append(f"| {NAMES[work]} | **TRL time / ours, median (range) of {ratio['loop']['n']}** | "
-                         f"**{fmt(ratio['loop'])}** | **{fmt(ratio['process'])}** | | | |")
+                         f"**{fmt(ratio['loop'])}** | **{fmt(ratio['process'])}** | | | | |")
+    phased = [(w, side, [r[side] for r in runs if side in r]) for w, runs in results["runs"].items() if w in RL
+              for side in ("ours", "trl")]
+    phased = [(w, side, rs) for w, side, rs in phased if rs and "generation_s" in rs[0]]
+    if phased:
+        lines += ["", "| RL loop, median s | side | generation | scoring + log-probs around it | training | loop |",
+                  "|---|---|---|---|---|---|"]
+        for w, side, rs in phased:
+            med = lambda k: statistics.median(r[k] for r in rs)
+            lines.append(f"| {NAMES[w]} | {'this project' if side == 'ours' else 'TRL'} | {med('generation_s'):.1f} | "
+                         f"{med('experience_s'):.1f} | {med('train_s'):.1f} | {med('loop_s'):.1f} |")
     if "sft_pass_rate" in results:
         lines.append(f"\nSFT start: pass-rate {results['sft_pass_rate']:.3f} on {results['eval_prompts']} held-out prompts")
     return "\n".join(lines)
