@@ -91,3 +91,9 @@ def test_vs_trl_work_definition_reaches_the_stages():
         b.same_rows("sft", {"ours": {"rows": ["a", "b"]}, "trl": {"rows": ["a", "b", "c"]}}, 3)
     assert b.fingerprint("dpo", {"chosen_ids": [1, 2], "rejected_ids": [1, 3]}) != b.fingerprint(
         "dpo", {"chosen_ids": [1, 3], "rejected_ids": [1, 2]})
+    # TRL's DPO rows hold the prompt apart: the same pair gets the same fingerprint, another prompt another
+    ours_row = {"chosen_ids": [7, 8, 1, 2], "rejected_ids": [7, 8, 1, 3], "prompt_len": 2}
+    assert b.fingerprint("dpo", ours_row) == b.fingerprint("dpo", {"prompt_ids": [7, 8], "chosen_ids": [1, 2],
+                                                                   "rejected_ids": [1, 3]})
+    assert b.fingerprint("dpo", ours_row) != b.fingerprint("dpo", {"prompt_ids": [7, 9], "chosen_ids": [1, 2],
+                                                                   "rejected_ids": [1, 3]})

@@ -50,6 +50,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 WORKS = ("sft", "rm", "dpo", "grpo", "rloo")
 RL = ("grpo", "rloo")
@@ -107,7 +108,9 @@ def fingerprint(work: str, row: dict) -> str:
     """A short id of one training row: its prompt (RL) or its token ids (SFT, reward model, DPO)."""
     key = {"sft": ("input_ids",), "rm": ("chosen_ids", "rejected_ids"), "dpo": ("chosen_ids", "rejected_ids"),
            "grpo": ("prompt_text",), "rloo": ("prompt_text",)}[work]
-    return hashlib.sha1(json.dumps([list(row[k]) if k != "prompt_text" else row[k] for k in key]).encode()).hexdigest()[:16]
+    prompt = list(row.get("prompt_ids", []))            # TRL's DPO rows hold the prompt apart
+    return hashlib.sha1(json.dumps([prompt + list(row[k]) if k != "prompt_text" else row[k] for k in key])
+                        .encode()).hexdigest()[:16]
 
 
 def ordered_rows(work: str, a, sft: str):
@@ -130,13 +133,14 @@ def ordered_rows(work: str, a, sft: str):
 
 
 def linear_weights(sft: str) -> int:
-    """Weights of the model's linear layers (a tied LM head counted once), counted on the meta device."""
+    """``stage_steps.linear_params`` of the model, built on the meta device (no weights loaded)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from stage_steps import linear_params
+
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(sft))
-    return sum({id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)}.values())
+        return linear_params(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(sft)))
 
 
 def loop_flops(work: str, a, sft: str) -> float:
@@ -158,7 +162,7 @@ def loop_flops(work: str, a, sft: str) -> float:
 
 # ---------------------------------------------------------------- TRL side (its own process)
 
-def trl_common(a, cfg, out: Path, lr: float, warmup: int) -> dict:
+def trl_common(a, out: Path, lr: float, warmup: int) -> dict:
     return dict(output_dir=str(out), learning_rate=lr, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0,
                 lr_scheduler_type="cosine", warmup_steps=warmup, optim=TRL_OPTIM[a.optim], bf16=False,
                 gradient_checkpointing=False, use_cpu=True, seed=a.seed, logging_steps=1, save_strategy="no",
@@ -181,7 +185,7 @@ def trl_supervised(work: str, a, sft: str, out: Path) -> dict:
 
     rows, cfg = ordered_rows(work, a, sft)
     per, steps = batch_rows(work, a)
-    common = trl_common(a, cfg, out, cfg.optim.learning_rate, cfg.optim.num_warmup_steps)
+    common = trl_common(a, out, cfg.optim.learning_rate, cfg.optim.num_warmup_steps)
     common.update(per_device_train_batch_size=per, max_steps=steps, train_sampling_strategy="sequential")
     seen: list[str] = []
     if work == "sft":
@@ -213,15 +217,7 @@ def trl_supervised(work: str, a, sft: str, out: Path) -> dict:
 
         args = DPOConfig(**common, beta=cfg.dpo.beta, max_length=None)
         trainer = PreTokenized(model=sft, args=args, train_dataset=ds)
-    collate = trainer.data_collator
-
-    def collate_and_record(features):          # DPO rows hold the prompt apart: fingerprint the full sequences
-        full = [f if work != "dpo" else {"chosen_ids": f["prompt_ids"] + f["chosen_ids"],
-                                         "rejected_ids": f["prompt_ids"] + f["rejected_ids"]} for f in features]
-        seen.extend(fingerprint(work, f) for f in full)
-        return collate(features)
-
-    trainer.data_collator = collate_and_record
+    trainer.data_collator = recording(trainer.data_collator, work, seen)
     dtype = str(next(trainer.model.parameters()).dtype)
     t0 = time.time()
     trainer.train()
@@ -247,7 +243,7 @@ def trl_rl(work: str, a, sft: str, out: Path) -> dict:
         seen.extend(fingerprint(work, {"prompt_text": p}) for p in prompts[::a.answers])
         return [checker(p, c.strip()) for p, c in zip(prompts, completions)]
 
-    common = trl_common(a, cfg, out, cfg.lora.lora_learning_rate, 0)
+    common = trl_common(a, out, cfg.lora.lora_learning_rate, 0)
     common.update(per_device_train_batch_size=a.prompts * a.answers, num_generations=a.answers,
                   max_completion_length=a.max_new_tokens, max_steps=a.iterations, beta=0.0, num_iterations=1,
                   epsilon=0.2, temperature=1.0, top_p=1.0, top_k=0, shuffle_dataset=False)
@@ -502,7 +498,6 @@ def main(argv=None) -> dict:
 def finish(results: dict, a, out: Path) -> dict:
     """Add each supervised loop's model FLOP/s and its fraction of this machine's matmul rate, write
     ``vs_trl.json`` and ``vs_trl.md``, print the table."""
-    sys.path.insert(0, str(ROOT / "scripts" / "bench"))
     from machine import probe
 
     results["machine"] = probe()
