@@ -81,6 +81,18 @@ def test_vs_trl_work_definition_reaches_the_stages():
     off = stage("dpo", plain)
     assert off.model.share_prompt_forward is False and off.ds.no_fused_kernels is True
     assert b.samples("grpo", a) == 8 * 4 * 4 and b.samples("rm", a) == 16 * 8
+    # time to quality: GRPO made longer; PPO is the main job's stage 3 as its preset has it
+    assert a.quality == ["grpo", "ppo"] and a.quality_seeds == 3
+    q = b.quality_args(a, "grpo", 1235, "tiny")
+    assert (q.iterations, q.prompts, q.answers, q.curve_every, a.iterations) == (16, 4, 4, 4, 8)
+    assert stage("grpo", q).optim.max_steps == 16 and stage("grpo", q).optim.seed == 1235
+    a.rm = "tiny"
+    q = b.quality_args(a, "ppo", 1236, "tiny")
+    assert (q.iterations, q.prompts, q.answers, q.max_new_tokens, q.curve_every) == (8, 8, 4, 48, 2)
+    p = stage("ppo", q)
+    assert (p.rl.algo, p.rl.kl.kl_coef, p.rl.curriculum.prompt_curriculum, p.optim.seed, p.rl.critic.critic_learning_rate) \
+        == ("ppo", 0.05, True, 1236, 2e-5)
+    assert p.rewards.reward_model_name_or_path == "tiny" and p.rewards.missing_eos_penalty == 1.0
     # the rows each side trained on are compared, and a difference stops the run
     run = {"ours": {"rows": ["a", "b", "c"]}, "trl": {"rows": ["a", "b", "c", "d"]}}
     b.same_rows("sft", run, 3)

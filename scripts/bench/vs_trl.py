@@ -52,15 +52,18 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
+from vs_trl_quality import QUALITY, Curve  # noqa: E402  (its START is this process's start)
+
 WORKS = ("sft", "rm", "dpo", "grpo", "rloo")
-RL = ("grpo", "rloo")
+RL = ("grpo", "rloo", "ppo")           # ppo: time to quality only (vs_trl_quality.py)
+RL_SCRIPT = "training/step3_rlhf_finetuning/main.py"
 CONFIGS = {"sft": "smollm2-step1.yaml", "rm": "smollm2-step2.yaml", "dpo": "smollm2-dpo.yaml",
-           "grpo": "smollm2-grpo.yaml", "rloo": "smollm2-grpo.yaml"}
+           "grpo": "smollm2-grpo.yaml", "rloo": "smollm2-grpo.yaml", "ppo": "smollm2-step3.yaml"}
 SCRIPTS = {"sft": "training/step1_supervised_finetuning/main.py", "rm": "training/step2_reward_model_finetuning/main.py",
-           "dpo": "training/step2_reward_model_finetuning/dpo_main.py", "grpo": "training/step3_rlhf_finetuning/main.py",
-           "rloo": "training/step3_rlhf_finetuning/main.py"}
-STAGE = {"sft": "sft", "rm": "reward", "dpo": "dpo", "grpo": "rl", "rloo": "rl"}
-PHASE = {"sft": 1, "rm": 2, "dpo": 2, "grpo": 3, "rloo": 3}
+           "dpo": "training/step2_reward_model_finetuning/dpo_main.py", "grpo": RL_SCRIPT, "rloo": RL_SCRIPT,
+           "ppo": RL_SCRIPT}
+STAGE = {"sft": "sft", "rm": "reward", "dpo": "dpo", "grpo": "rl", "rloo": "rl", "ppo": "rl"}
+PHASE = {"sft": 1, "rm": 2, "dpo": 2, "grpo": 3, "rloo": 3, "ppo": 3}
 
 
 def shared_flags(a) -> dict[str, list[str]]:
@@ -81,7 +84,9 @@ def shared_flags(a) -> dict[str, list[str]]:
                                                                 "false", "--on_policy_eval_prompts", "0"],
             "dpo": common + supervised(a.dpo_steps, a.dpo_pairs) + ["--beta", "0.1", "--num_warmup_steps", "5"],
             "grpo": rl + ["--algo", "grpo", "--loss_agg", "token", "--std_normalize", "true"],
-            "rloo": rl + ["--algo", "rloo", "--loss_agg", "token"]}
+            "rloo": rl + ["--algo", "rloo", "--loss_agg", "token"],
+            "ppo": ["--seed", str(a.seed), "--algo", "ppo", "--max_steps", str(a.iterations),   # the main job's
+                    "--reward_model_name_or_path", a.rm]}                                    # stage 3, its preset
 
 
 def stage_config(work: str, a, sft: str):
@@ -95,7 +100,7 @@ def stage_config(work: str, a, sft: str):
 def batch_rows(work: str, a) -> tuple[int, int]:
     """(rows per training step, steps) of ``work``."""
     return {"sft": (a.sft_rows, a.sft_steps), "rm": (a.rm_pairs, a.rm_steps), "dpo": (a.dpo_pairs, a.dpo_steps),
-            "grpo": (a.prompts, a.iterations), "rloo": (a.prompts, a.iterations)}[work]
+            "grpo": (a.prompts, a.iterations), "rloo": (a.prompts, a.iterations), "ppo": (a.prompts, a.iterations)}[work]
 
 
 def samples(work: str, a) -> int:
@@ -107,7 +112,7 @@ def samples(work: str, a) -> int:
 def fingerprint(work: str, row: dict) -> str:
     """A short id of one training row: its prompt (RL) or its token ids (SFT, reward model, DPO)."""
     key = {"sft": ("input_ids",), "rm": ("chosen_ids", "rejected_ids"), "dpo": ("chosen_ids", "rejected_ids"),
-           "grpo": ("prompt_text",), "rloo": ("prompt_text",)}[work]
+           "grpo": ("prompt_text",), "rloo": ("prompt_text",), "ppo": ("prompt_text",)}[work]
     prompt = list(row.get("prompt_ids", []))            # TRL's DPO rows hold the prompt apart
     return hashlib.sha1(json.dumps([prompt + list(row[k]) if k != "prompt_text" else row[k] for k in key])
                         .encode()).hexdigest()[:16]
@@ -120,7 +125,7 @@ def ordered_rows(work: str, a, sft: str):
     from training.utils.model import load_tokenizer
 
     cfg = stage_config(work, a, sft)
-    tok = load_tokenizer(sft, padding_side="left" if work in RL else "right")
+    tok = load_tokenizer(sft, padding_side="left" if PHASE[work] == 3 else "right")
     train, _, _, _ = build_phase(cfg.data, tok, PHASE[work], cfg.optim.seed)
     per, steps = batch_rows(work, a)
     loader = make_loader(train, per, lambda rows: rows, True, cfg.optim.seed)
@@ -228,36 +233,59 @@ def trl_supervised(work: str, a, sft: str, out: Path) -> dict:
     return {"loop_s": loop, "losses": losses, "rows": seen, "dtype": dtype}
 
 
-def trl_rl(work: str, a, sft: str, out: Path) -> dict:
-    """GRPOTrainer or RLOOTrainer with the checker as the reward, prompts in this project's order."""
+def trl_rl(work: str, a, sft: str, out: Path, curve=None) -> dict:
+    """GRPOTrainer or RLOOTrainer with the checker as the reward, prompts in this project's order; for
+    ``ppo`` (time to quality) GRPOTrainer with the reward model, as ``vs_trl_quality`` describes. With
+    ``curve`` the held-out pass-rate is taken every ``--curve-every`` iterations."""
     from datasets import Dataset
     from peft import LoraConfig
 
     from training.utils.data.checker import reward as checker
 
     rows, cfg = ordered_rows(work, a, sft)
-    ds = Dataset.from_list([{"prompt": r["prompt_text"]} for r in rows])
+    ds = Dataset.from_list([{"prompt": r["prompt_text"], "row_prompt_ids": r["prompt_ids"]} for r in rows])
     seen: list[str] = []
 
     def checker_reward(prompts, completions, **_):
         seen.extend(fingerprint(work, {"prompt_text": p}) for p in prompts[::a.answers])
         return [checker(p, c.strip()) for p, c in zip(prompts, completions)]
 
-    common = trl_common(a, out, cfg.lora.lora_learning_rate, 0)
-    common.update(per_device_train_batch_size=a.prompts * a.answers, num_generations=a.answers,
-                  max_completion_length=a.max_new_tokens, max_steps=a.iterations, beta=0.0, num_iterations=1,
-                  epsilon=0.2, temperature=1.0, top_p=1.0, top_k=0, shuffle_dataset=False)
+    per_step = 1 if work != "ppo" else cfg.rl.rollout.per_device_generation_batch_size * a.answers \
+        // cfg.rl.loss.per_device_training_batch_size                 # optimizer steps per rollout batch
+    schedule = cfg.optim.lr_scheduler_type if work == "ppo" else "cosine"
+    common = trl_common(a, out, cfg.lora.lora_learning_rate, 0) | {"lr_scheduler_type": schedule}
+    common.update(per_device_train_batch_size=a.prompts * a.answers // per_step, steps_per_generation=per_step,
+                  num_generations=a.answers, max_completion_length=a.max_new_tokens, max_steps=a.iterations * per_step,
+                  beta=cfg.rl.kl.kl_coef if work == "ppo" else 0.0, num_iterations=1, epsilon=0.2,
+                  temperature=1.0, top_p=1.0, top_k=0, shuffle_dataset=False)
+    reward = checker_reward
     if work == "grpo":
         from trl import GRPOConfig as Config, GRPOTrainer as Trainer
 
         args = Config(**common, loss_type="dapo", scale_rewards="group")
+    elif work == "ppo":
+        from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+
+        from training.utils.model import load_tokenizer
+        from vs_trl_quality import reward_model_fn
+
+        args = Config(**common, loss_type="dapo", scale_rewards="none")
+        score = reward_model_fn(a.rm, load_tokenizer(sft), cfg.rewards.missing_eos_penalty)
+
+        def reward(prompts, completions, **kw):
+            seen.extend(fingerprint(work, {"prompt_text": p}) for p in prompts[::a.answers])
+            return score(prompts, completions, **kw)
     else:
         from trl import RLOOConfig as Config, RLOOTrainer as Trainer
 
         args = Config(**common, normalize_advantages=False)
     lora = LoraConfig(r=cfg.lora.lora_dim, lora_alpha=cfg.lora.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")
-    trainer = Trainer(model=sft, reward_funcs=checker_reward, args=args, train_dataset=ds, peft_config=lora)
+    trainer = Trainer(model=sft, reward_funcs=reward, args=args, train_dataset=ds, peft_config=lora)
+    if curve is not None:
+        from vs_trl_quality import trl_callback
+
+        trainer.add_callback(trl_callback(curve, a.curve_every * per_step, trainer.processing_class))
     dtype = str(next(trainer.model.parameters()).dtype)
     phases = {"generation_s": 0.0, "experience_s": 0.0}
 
@@ -294,12 +322,18 @@ def ours(work: str, a, sft: str, out: Path) -> list[str]:
             *shared_flags(a)[work], *a.ours_flags]
 
 
-def ours_process(work: str, out: Path, argv: list[str]) -> None:
+def ours_process(work: str, out: Path, argv: list[str], curve=None) -> None:
     """Run the stage script ``argv[0]`` in this process, recording the rows its shuffled (training)
-    loaders hand to their collate function, into ``out/rows.json``."""
+    loaders hand to their collate function, into ``out/rows.json`` (and ``curve``'s points, its
+    evaluations replacing the stage's own, into ``out/curve.json``)."""
     import runpy
 
     import training.utils.loop as loop
+
+    if curve is not None:
+        from vs_trl_quality import patch_ours
+
+        patch_ours(curve)
 
     seen: list[str] = []
     plain = loop.make_loader
@@ -313,6 +347,8 @@ def ours_process(work: str, out: Path, argv: list[str]) -> None:
         runpy.run_path(argv[0], run_name="__main__")
     finally:
         (out / "rows.json").write_text(json.dumps(seen) + "\n")
+        if curve is not None:
+            (out / "curve.json").write_text(json.dumps(curve.points) + "\n")
 
 
 def our_result(work: str, out: Path) -> dict:
@@ -358,6 +394,78 @@ def sft_model(a, out: Path) -> str:
     return str(model)
 
 
+def reward_model(a, sft: str, out: Path) -> str:
+    """``--rm``, or the main job's stage 2 trained once beside the starting SFT model in ``<out>/sft``."""
+    if a.rm:
+        return a.rm
+    run = out / "sft"
+    model = run / "reward-models" / "smollm2-135m"
+    if Path(sft) != run / "actor-models" / "smollm2-135m":
+        sys.exit("--quality ppo with --sft needs --rm (the reward model trained from that SFT model)")
+    if not (model / "summary.json").is_file():
+        print(f"training the reward model into {run} (once)", flush=True)
+        timed([sys.executable, "train.py", "--step", "2", "--output-dir", str(run), "--seed", str(a.seed)], out / "rm.log")
+    return str(model)
+
+
+def quality_args(a, work: str, seed: int, sft: str):
+    """The settings of one time-to-quality run: GRPO's from ``--quality-*``, PPO's from its preset."""
+    q = argparse.Namespace(**vars(a))
+    from training.utils.arguments import parse_config
+
+    q.seed = seed
+    if work == "grpo":
+        q.iterations, q.prompts = a.quality_iterations or 16, a.quality_prompts
+    else:
+        cfg = parse_config(["--config", str(ROOT / "training/configs" / CONFIGS["ppo"]), "--model_name_or_path", sft,
+                            "--algo", "ppo", "--reward_model_name_or_path", a.rm], "bench", stage="rl")
+        q.iterations, q.prompts = a.quality_iterations or cfg.optim.max_steps, cfg.rl.rollout.per_device_generation_batch_size
+        q.answers, q.max_new_tokens = cfg.rl.rollout.num_samples_per_prompt, cfg.data.max_answer_seq_len
+    q.curve_every = max(1, q.iterations // a.quality_points)
+    return q
+
+
+def quality(a, sft: str, out: Path, sft_rate: float) -> dict:
+    """``--quality-seeds`` seeds per work and side, alternating which side runs first."""
+    from vs_trl_quality import summarize
+
+    if "ppo" in a.quality:
+        a.rm = reward_model(a, sft, out)
+    q = {"runs": {}, "sft_pass_rate": sft_rate, "eval_prompts": a.eval_prompts, "gain": 0.10, "rm": a.rm}
+    for work in a.quality:
+        runs = q["runs"][work] = []
+        for i, seed in enumerate(range(a.seed, a.seed + a.quality_seeds)):
+            qa = quality_args(a, work, seed, sft)
+            run: dict = {"seed": seed, "order": ["ours", "trl"] if i % 2 == 0 else ["trl", "ours"]}
+            for side in run["order"]:
+                d = out / f"quality-{work}-{side}-{seed}"
+                d.mkdir(parents=True, exist_ok=True)
+                print(f"time to quality, {work} seed {seed}: {side} ...", flush=True)
+                if side == "ours":
+                    cmd = ours(work, qa, sft, d)
+                    at = cmd.index("--")
+                    cmd[at:at] = ["--curve-every", str(qa.curve_every), "--eval-prompts", str(a.eval_prompts)]
+                    wall = timed(cmd + ["--eval_interval", str(qa.curve_every), "--final_eval", "true"], d / "process.log")
+                    res = our_result(work, d) | {"points": json.loads((d / "curve.json").read_text())}
+                else:
+                    wall = timed([sys.executable, __file__, "--sft", sft, *work_args(qa), "--trl-side", work, "--trl-out",
+                                  str(d), "--curve-every", str(qa.curve_every), "--eval-prompts", str(a.eval_prompts),
+                                  "--rm", a.rm], d / "process.log")
+                    res = json.loads((d / "trl_result.json").read_text())
+                res["process_s"] = wall
+                run[side] = res
+                print(f"  {side}: " + ", ".join(f"{p['loop_s']:.0f} s {p['pass_rate']:.3f}" for p in res["points"]),
+                      flush=True)
+            if work == "grpo":
+                same_rows(work, run, qa.prompts * qa.iterations)
+            for side in ("ours", "trl"):
+                run[side].pop("rows", None)
+            runs.append(run)
+            q["summary"] = summarize(q, sft_rate, q["gain"])
+            (out / "vs_trl_quality.json").write_text(json.dumps(q, indent=2) + "\n")
+    return q
+
+
 def same_rows(work: str, run: dict, n: int) -> None:
     """Stop unless both sides trained on the same ``n`` rows in the same order."""
     ours_rows, trl_rows = run["ours"]["rows"][:n], run["trl"]["rows"][:n]
@@ -375,7 +483,7 @@ def spread(xs: list[float]) -> dict:
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  allow_abbrev=False)
-    ap.add_argument("--work", nargs="+", default=list(WORKS), choices=WORKS)
+    ap.add_argument("--work", nargs="*", default=list(WORKS), choices=WORKS, help="stage works to time (none: --work)")
     ap.add_argument("--runs", type=int, default=3, help="alternating pairs per work (this project first in odd pairs)")
     ap.add_argument("--sft", default="", help="starting model (default: train one with stage 1 into <out>/sft)")
     ap.add_argument("--out", default="bench-out/vs_trl")
@@ -394,14 +502,24 @@ def parse(argv=None):
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--eval-prompts", type=int, default=96, help="held-out prompts for the pass-rate (0: skip)")
     ap.add_argument("--eval-pairs", type=int, default=1, help="pairs whose models are evaluated (SFT, DPO, GRPO, RLOO)")
+    ap.add_argument("--quality", nargs="*", default=list(QUALITY), choices=QUALITY,
+                    help="time-to-quality works (vs_trl_quality.py; none: --quality)")
+    ap.add_argument("--quality-seeds", type=int, default=3, help="seeds per side for the time to quality")
+    ap.add_argument("--quality-iterations", type=int, default=0,
+                    help="iterations of each time-to-quality run (default: GRPO 16, PPO its preset's)")
+    ap.add_argument("--quality-prompts", type=int, default=4, help="GRPO prompts per iteration for the time to quality")
+    ap.add_argument("--quality-points", type=int, default=4, help="pass-rate points per run, evenly spaced")
+    ap.add_argument("--rm", default="", help="reward model for the ppo time to quality (default: the main job's "
+                    "stage 2 trained beside the starting SFT model, once)")
     ap.add_argument("--summarize", action="store_true",
                     help="only rebuild the table of <out>/vs_trl.json (adds the FLOP rates) without running anything")
     ap.add_argument("--sides", nargs="+", default=["ours", "trl"], choices=("ours", "trl"))
     ap.add_argument("--ours-flags", nargs=argparse.REMAINDER, default=[],
                     help="extra flags for this project's stage (e.g. --share_prompt_forward false), last")
-    ap.add_argument("--trl-side", choices=WORKS, help=argparse.SUPPRESS)      # the TRL process itself
+    ap.add_argument("--trl-side", choices=WORKS + QUALITY, help=argparse.SUPPRESS)   # the TRL process itself
     ap.add_argument("--trl-out", help=argparse.SUPPRESS)
-    ap.add_argument("--ours-side", choices=WORKS, help=argparse.SUPPRESS)     # this project's process itself
+    ap.add_argument("--curve-every", type=int, default=0, help=argparse.SUPPRESS)   # pass-rate points (iterations)
+    ap.add_argument("--ours-side", choices=WORKS + QUALITY, help=argparse.SUPPRESS)  # this project's process itself
     ap.add_argument("--ours-out", help=argparse.SUPPRESS)
     return ap.parse_known_args(argv)
 
@@ -415,13 +533,19 @@ def work_args(a) -> list[str]:
 
 def main(argv=None) -> dict:
     a, rest = parse(argv)
+    curve = Curve(a.eval_prompts) if a.curve_every else None
     if a.ours_side:                              # inside this project's process
-        return ours_process(a.ours_side, Path(a.ours_out), rest[1:] if rest[:1] == ["--"] else rest)
+        return ours_process(a.ours_side, Path(a.ours_out), rest[1:] if rest[:1] == ["--"] else rest, curve)
     if rest:
         sys.exit(f"unrecognized arguments: {' '.join(rest)}")
     if a.trl_side:                               # inside the TRL process
         out = Path(a.trl_out)
-        res = (trl_rl if a.trl_side in RL else trl_supervised)(a.trl_side, a, a.sft, out)
+        if a.trl_side in RL:
+            res = trl_rl(a.trl_side, a, a.sft, out, curve)
+        else:
+            res = trl_supervised(a.trl_side, a, a.sft, out)
+        if curve is not None:
+            res["points"] = curve.points
         (out / "trl_result.json").write_text(json.dumps(res) + "\n")
         return res
     out = Path(a.out).resolve()
@@ -449,6 +573,8 @@ def main(argv=None) -> dict:
             results["runs"] = {w: r for w, r in before["runs"].items() if w not in a.work}
             results["ratios"] = {w: r for w, r in before.get("ratios", {}).items() if w not in a.work}
             results.update({k: before[k] for k in ("sft_pass_rate", "eval_prompts") if k in before})
+            if not a.quality and "quality" in before:           # and the time to quality, when not run now
+                results["quality"] = before["quality"]
     for work in a.work:
         runs = results["runs"][work] = []
         per, steps = batch_rows(work, a)
@@ -492,6 +618,8 @@ def main(argv=None) -> dict:
     if a.eval_prompts:
         results["sft_pass_rate"] = pass_rate(Path(sft), a.eval_prompts)
         results["eval_prompts"] = a.eval_prompts
+        if a.quality:
+            results["quality"] = quality(a, sft, out, results["sft_pass_rate"])
     return finish(results, a, out)
 
 
@@ -512,6 +640,11 @@ def finish(results: dict, a, out: Path) -> dict:
                     run[side]["matmul_fraction"] = run[side]["gflops_loop"] / results["machine"]["matmul_gflops"]
     (out / "vs_trl.json").write_text(json.dumps(results, indent=2) + "\n")
     md = table(results)
+    if results.get("quality"):
+        from vs_trl_quality import plot, table as quality_table
+
+        plot(results["quality"], out / "time_to_quality.png")
+        md += "\n\n" + quality_table(results["quality"]) + f"\n\nplot: {out / 'time_to_quality.png'}"
     (out / "vs_trl.md").write_text(md + "\n")
     print(md)
     return results
