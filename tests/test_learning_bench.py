@@ -82,10 +82,12 @@ def test_vs_trl_work_definition_reaches_the_stages():
     assert off.model.share_prompt_forward is False and off.ds.no_fused_kernels is True
     assert b.samples("grpo", a) == 8 * 4 * 4 and b.samples("rm", a) == 16 * 8
     # time to quality: GRPO made longer; PPO is the main job's stage 3 as its preset has it
-    assert a.quality == ["grpo", "ppo"] and a.quality_seeds == 3
-    q = b.quality_args(a, "grpo", 1235, "tiny")
-    assert (q.iterations, q.prompts, q.answers, q.curve_every, a.iterations) == (16, 4, 4, 4, 8)
-    assert stage("grpo", q).optim.max_steps == 16 and stage("grpo", q).optim.seed == 1235
+    assert a.quality == ["ppo", "grpo-preset"] and a.quality_seeds == 3
+    q = b.quality_args(a, "grpo-preset", 1235, "tiny")          # the GRPO preset's own sizes
+    assert (q.iterations, q.prompts, q.answers, q.curve_every, a.iterations) == (16, 8, 4, 4, 8)
+    g = stage("grpo-preset", q)
+    assert (g.optim.max_steps, g.optim.seed, g.rl.loss.ppo_epochs, g.rl.loss.per_device_training_batch_size) == (16, 1235, 2, 8)
+    assert (g.rl.rollout.dynamic_filtering, g.rl.curriculum.prompt_curriculum, g.rewards.missing_eos_penalty) == (True, True, 0.5)
     a.rm = "tiny"
     q = b.quality_args(a, "ppo", 1236, "tiny")
     assert (q.iterations, q.prompts, q.answers, q.max_new_tokens, q.curve_every) == (8, 8, 4, 48, 2)

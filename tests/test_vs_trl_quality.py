@@ -28,7 +28,7 @@ def test_time_to_target_final_rates_and_the_rate_by_the_shortest_runs_time():
             {"ours": {"points": _points((12, 0.35), (24, 0.38), (36, 0.40))},
              "trl": {"points": _points((20, 0.30), (40, 0.50), (60, 0.52))}}]
     assert q.reached(runs[0]["ours"]["points"], 0.45) == 20 and q.reached(runs[1]["ours"]["points"], 0.45) is None
-    s = q.summarize({"runs": {"grpo": runs}}, sft_rate=0.35, gain=0.10)["grpo"]
+    s = q.summarize({"runs": {"grpo-preset": runs}}, sft_rate=0.35, gain=0.10)["grpo-preset"]
     ours, trl = s["ours"], s["trl"]
     assert ours["reached"] == 1 and ours["time_to_target_s"] == 20 and trl["reached"] == 2
     assert trl["time_to_target_s"] == (75 + 40) / 2                       # median of the seeds that reach 0.45
@@ -36,8 +36,8 @@ def test_time_to_target_final_rates_and_the_rate_by_the_shortest_runs_time():
     assert ours["common_s"] == 30 and trl["common_s"] == 30               # the shortest run's last point
     assert abs(ours["at_common_s"] - (0.50 + 0.38) / 2) < 1e-12           # each run's last point by 30 s
     assert abs(trl["at_common_s"] - (0.32 + 0.30) / 2) < 1e-12
-    md = q.table({"sft_pass_rate": 0.35, "gain": 0.10, "eval_prompts": 96, "summary": {"grpo": s}})
-    assert "| GRPO | this project | 2 | 0.450 (0.400) | 33 | 1/2 | 20 |" in md and "target SFT + 10 points = 0.450" in md
+    md = q.table({"sft_pass_rate": 0.35, "gain": 0.10, "eval_prompts": 96, "summary": {"grpo-preset": s}})
+    assert "| GRPO, its preset | this project | 2 | 0.450 (0.400) | 33 | 1/2 | 20 |" in md and "target SFT + 10 points = 0.450" in md
 
 
 def test_trl_sides_reward_model_reward_equals_the_stage_3_score(tmp_path):

@@ -55,15 +55,15 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 from vs_trl_quality import QUALITY, Curve  # noqa: E402  (its START is this process's start)
 
 WORKS = ("sft", "rm", "dpo", "grpo", "rloo")
-RL = ("grpo", "rloo", "ppo")           # ppo: time to quality only (vs_trl_quality.py)
+RL = ("grpo", "rloo") + QUALITY         # the time-to-quality works (vs_trl_quality.py) are RL too
 RL_SCRIPT = "training/step3_rlhf_finetuning/main.py"
 CONFIGS = {"sft": "smollm2-step1.yaml", "rm": "smollm2-step2.yaml", "dpo": "smollm2-dpo.yaml",
-           "grpo": "smollm2-grpo.yaml", "rloo": "smollm2-grpo.yaml", "ppo": "smollm2-step3.yaml"}
+           "grpo": "smollm2-grpo.yaml", "rloo": "smollm2-grpo.yaml", "grpo-preset": "smollm2-grpo.yaml",
+           "ppo": "smollm2-step3.yaml"}
 SCRIPTS = {"sft": "training/step1_supervised_finetuning/main.py", "rm": "training/step2_reward_model_finetuning/main.py",
-           "dpo": "training/step2_reward_model_finetuning/dpo_main.py", "grpo": RL_SCRIPT, "rloo": RL_SCRIPT,
-           "ppo": RL_SCRIPT}
-STAGE = {"sft": "sft", "rm": "reward", "dpo": "dpo", "grpo": "rl", "rloo": "rl", "ppo": "rl"}
-PHASE = {"sft": 1, "rm": 2, "dpo": 2, "grpo": 3, "rloo": 3, "ppo": 3}
+           "dpo": "training/step2_reward_model_finetuning/dpo_main.py", **{w: RL_SCRIPT for w in RL}}
+STAGE = {"sft": "sft", "rm": "reward", "dpo": "dpo", **{w: "rl" for w in RL}}
+PHASE = {"sft": 1, "rm": 2, "dpo": 2, **{w: 3 for w in RL}}
 
 
 def shared_flags(a) -> dict[str, list[str]]:
@@ -85,8 +85,10 @@ def shared_flags(a) -> dict[str, list[str]]:
             "dpo": common + supervised(a.dpo_steps, a.dpo_pairs) + ["--beta", "0.1", "--num_warmup_steps", "5"],
             "grpo": rl + ["--algo", "grpo", "--loss_agg", "token", "--std_normalize", "true"],
             "rloo": rl + ["--algo", "rloo", "--loss_agg", "token"],
-            "ppo": ["--seed", str(a.seed), "--algo", "ppo", "--max_steps", str(a.iterations),   # the main job's
-                    "--reward_model_name_or_path", a.rm]}                                    # stage 3, its preset
+            # time to quality: the stage as its preset has it (the main job's with --algo grpo / ppo)
+            "grpo-preset": ["--seed", str(a.seed), "--algo", "grpo", "--max_steps", str(a.iterations)],
+            "ppo": ["--seed", str(a.seed), "--algo", "ppo", "--max_steps", str(a.iterations),
+                    "--reward_model_name_or_path", a.rm]}
 
 
 def stage_config(work: str, a, sft: str):
@@ -100,7 +102,7 @@ def stage_config(work: str, a, sft: str):
 def batch_rows(work: str, a) -> tuple[int, int]:
     """(rows per training step, steps) of ``work``."""
     return {"sft": (a.sft_rows, a.sft_steps), "rm": (a.rm_pairs, a.rm_steps), "dpo": (a.dpo_pairs, a.dpo_steps),
-            "grpo": (a.prompts, a.iterations), "rloo": (a.prompts, a.iterations), "ppo": (a.prompts, a.iterations)}[work]
+            **{w: (a.prompts, a.iterations) for w in RL}}[work]
 
 
 def samples(work: str, a) -> int:
@@ -112,7 +114,7 @@ def samples(work: str, a) -> int:
 def fingerprint(work: str, row: dict) -> str:
     """A short id of one training row: its prompt (RL) or its token ids (SFT, reward model, DPO)."""
     key = {"sft": ("input_ids",), "rm": ("chosen_ids", "rejected_ids"), "dpo": ("chosen_ids", "rejected_ids"),
-           "grpo": ("prompt_text",), "rloo": ("prompt_text",), "ppo": ("prompt_text",)}[work]
+           **{w: ("prompt_text",) for w in RL}}[work]
     prompt = list(row.get("prompt_ids", []))            # TRL's DPO rows hold the prompt apart
     return hashlib.sha1(json.dumps([prompt + list(row[k]) if k != "prompt_text" else row[k] for k in key])
                         .encode()).hexdigest()[:16]
@@ -234,9 +236,10 @@ def trl_supervised(work: str, a, sft: str, out: Path) -> dict:
 
 
 def trl_rl(work: str, a, sft: str, out: Path, curve=None) -> dict:
-    """GRPOTrainer or RLOOTrainer with the checker as the reward, prompts in this project's order; for
-    ``ppo`` (time to quality) GRPOTrainer with the reward model, as ``vs_trl_quality`` describes. With
-    ``curve`` the held-out pass-rate is taken every ``--curve-every`` iterations."""
+    """GRPOTrainer or RLOOTrainer with the checker as the reward (less the stage's missing-EOS penalty),
+    prompts in this project's order, the stage config's batch shape, epochs, KL, rate and schedule;
+    for ``ppo`` (time to quality) GRPOTrainer with the reward model, as ``vs_trl_quality`` describes.
+    With ``curve`` the held-out pass-rate is taken every ``--curve-every`` iterations."""
     from datasets import Dataset
     from peft import LoraConfig
 
@@ -245,47 +248,47 @@ def trl_rl(work: str, a, sft: str, out: Path, curve=None) -> dict:
     rows, cfg = ordered_rows(work, a, sft)
     ds = Dataset.from_list([{"prompt": r["prompt_text"], "row_prompt_ids": r["prompt_ids"]} for r in rows])
     seen: list[str] = []
+    penalty, eos = cfg.rewards.missing_eos_penalty, None
 
-    def checker_reward(prompts, completions, **_):
+    def checker_reward(prompts, completions, completion_ids, **_):
         seen.extend(fingerprint(work, {"prompt_text": p}) for p in prompts[::a.answers])
-        return [checker(p, c.strip()) for p, c in zip(prompts, completions)]
+        return [checker(p, c.strip()) - penalty * (eos not in ids) for p, c, ids in zip(prompts, completions, completion_ids)]
 
-    per_step = 1 if work != "ppo" else cfg.rl.rollout.per_device_generation_batch_size * a.answers \
-        // cfg.rl.loss.per_device_training_batch_size                 # optimizer steps per rollout batch
-    schedule = cfg.optim.lr_scheduler_type if work == "ppo" else "cosine"
-    common = trl_common(a, out, cfg.lora.lora_learning_rate, 0) | {"lr_scheduler_type": schedule}
-    common.update(per_device_train_batch_size=a.prompts * a.answers // per_step, steps_per_generation=per_step,
-                  num_generations=a.answers, max_completion_length=a.max_new_tokens, max_steps=a.iterations * per_step,
-                  beta=cfg.rl.kl.kl_coef if work == "ppo" else 0.0, num_iterations=1, epsilon=0.2,
-                  temperature=1.0, top_p=1.0, top_k=0, shuffle_dataset=False)
     reward = checker_reward
-    if work == "grpo":
+    per_step = a.prompts * a.answers // cfg.rl.loss.per_device_training_batch_size   # optimizer steps per epoch
+    epochs = cfg.rl.loss.ppo_epochs
+    common = trl_common(a, out, cfg.lora.lora_learning_rate, cfg.optim.num_warmup_steps) | {
+        "lr_scheduler_type": cfg.optim.lr_scheduler_type}
+    common.update(per_device_train_batch_size=cfg.rl.loss.per_device_training_batch_size, steps_per_generation=per_step,
+                  num_generations=a.answers, max_completion_length=a.max_new_tokens,
+                  max_steps=a.iterations * per_step * epochs, beta=cfg.rl.kl.kl_coef, num_iterations=epochs,
+                  epsilon=cfg.rl.loss.cliprange, temperature=cfg.rl.rollout.temperature, top_p=cfg.rl.rollout.top_p,
+                  top_k=cfg.rl.rollout.top_k, shuffle_dataset=False)
+    if work == "rloo":
+        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+
+        args = Config(**common, normalize_advantages=False)
+    else:
         from trl import GRPOConfig as Config, GRPOTrainer as Trainer
 
-        args = Config(**common, loss_type="dapo", scale_rewards="group")
-    elif work == "ppo":
-        from trl import GRPOConfig as Config, GRPOTrainer as Trainer
-
+        args = Config(**common, loss_type="dapo", scale_rewards="group" if cfg.rl.algo == "grpo" and cfg.rl.loss.std_normalize else "none")
+    if work == "ppo":
         from training.utils.model import load_tokenizer
         from vs_trl_quality import reward_model_fn
 
-        args = Config(**common, loss_type="dapo", scale_rewards="none")
-        score = reward_model_fn(a.rm, load_tokenizer(sft), cfg.rewards.missing_eos_penalty)
+        score = reward_model_fn(a.rm, load_tokenizer(sft), penalty)
 
         def reward(prompts, completions, **kw):
             seen.extend(fingerprint(work, {"prompt_text": p}) for p in prompts[::a.answers])
             return score(prompts, completions, **kw)
-    else:
-        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
-
-        args = Config(**common, normalize_advantages=False)
     lora = LoraConfig(r=cfg.lora.lora_dim, lora_alpha=cfg.lora.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")
     trainer = Trainer(model=sft, reward_funcs=reward, args=args, train_dataset=ds, peft_config=lora)
+    eos = trainer.processing_class.eos_token_id
     if curve is not None:
         from vs_trl_quality import trl_callback
 
-        trainer.add_callback(trl_callback(curve, a.curve_every * per_step, trainer.processing_class))
+        trainer.add_callback(trl_callback(curve, a.curve_every * per_step * epochs, trainer.processing_class))
     dtype = str(next(trainer.model.parameters()).dtype)
     phases = {"generation_s": 0.0, "experience_s": 0.0}
 
@@ -409,18 +412,15 @@ def reward_model(a, sft: str, out: Path) -> str:
 
 
 def quality_args(a, work: str, seed: int, sft: str):
-    """The settings of one time-to-quality run: GRPO's from ``--quality-*``, PPO's from its preset."""
+    """The settings of one time-to-quality run: its preset's batch shape and iterations (or ``--quality-iterations``)."""
     q = argparse.Namespace(**vars(a))
     from training.utils.arguments import parse_config
 
     q.seed = seed
-    if work == "grpo":
-        q.iterations, q.prompts = a.quality_iterations or 16, a.quality_prompts
-    else:
-        cfg = parse_config(["--config", str(ROOT / "training/configs" / CONFIGS["ppo"]), "--model_name_or_path", sft,
-                            "--algo", "ppo", "--reward_model_name_or_path", a.rm], "bench", stage="rl")
-        q.iterations, q.prompts = a.quality_iterations or cfg.optim.max_steps, cfg.rl.rollout.per_device_generation_batch_size
-        q.answers, q.max_new_tokens = cfg.rl.rollout.num_samples_per_prompt, cfg.data.max_answer_seq_len
+    cfg = parse_config(["--config", str(ROOT / "training/configs" / CONFIGS[work]), "--model_name_or_path", sft,
+                        *shared_flags(q)[work][:4]], "bench", stage="rl")       # --seed, --algo: the preset's sizes
+    q.iterations, q.prompts = a.quality_iterations or cfg.optim.max_steps, cfg.rl.rollout.per_device_generation_batch_size
+    q.answers, q.max_new_tokens = cfg.rl.rollout.num_samples_per_prompt, cfg.data.max_answer_seq_len
     q.curve_every = max(1, q.iterations // a.quality_points)
     return q
 
@@ -432,9 +432,9 @@ def quality(a, sft: str, out: Path, sft_rate: float) -> dict:
     if "ppo" in a.quality:
         a.rm = reward_model(a, sft, out)
     q = {"runs": {}, "sft_pass_rate": sft_rate, "eval_prompts": a.eval_prompts, "gain": 0.10, "rm": a.rm}
-    for work in a.quality:
-        runs = q["runs"][work] = []
-        for i, seed in enumerate(range(a.seed, a.seed + a.quality_seeds)):
+    for i, seed in enumerate(range(a.seed, a.seed + a.quality_seeds)):     # a seed of every work, then the next
+        for work in a.quality:
+            runs = q["runs"].setdefault(work, [])
             qa = quality_args(a, work, seed, sft)
             run: dict = {"seed": seed, "order": ["ours", "trl"] if i % 2 == 0 else ["trl", "ours"]}
             for side in run["order"]:
@@ -456,8 +456,6 @@ def quality(a, sft: str, out: Path, sft_rate: float) -> dict:
                 run[side] = res
                 print(f"  {side}: " + ", ".join(f"{p['loop_s']:.0f} s {p['pass_rate']:.3f}" for p in res["points"]),
                       flush=True)
-            if work == "grpo":
-                same_rows(work, run, qa.prompts * qa.iterations)
             for side in ("ours", "trl"):
                 run[side].pop("rows", None)
             runs.append(run)
@@ -506,8 +504,7 @@ def parse(argv=None):
                     help="time-to-quality works (vs_trl_quality.py; none: --quality)")
     ap.add_argument("--quality-seeds", type=int, default=3, help="seeds per side for the time to quality")
     ap.add_argument("--quality-iterations", type=int, default=0,
-                    help="iterations of each time-to-quality run (default: GRPO 16, PPO its preset's)")
-    ap.add_argument("--quality-prompts", type=int, default=4, help="GRPO prompts per iteration for the time to quality")
+                    help="iterations of each time-to-quality run (default: its preset's)")
     ap.add_argument("--quality-points", type=int, default=4, help="pass-rate points per run, evenly spaced")
     ap.add_argument("--rm", default="", help="reward model for the ppo time to quality (default: the main job's "
                     "stage 2 trained beside the starting SFT model, once)")

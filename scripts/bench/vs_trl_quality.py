@@ -1,16 +1,21 @@
 """Time to quality, this project against TRL: the held-out pass-rate against training time, several
-seeds per side (part of ``vs_trl.py``'s run; ``--quality grpo ppo``, ``--quality-seeds``).
+seeds per side (part of ``vs_trl.py``'s run; ``--quality grpo-preset ppo``, ``--quality-seeds`` (3)).
 
-- **grpo**: ``vs_trl.py``'s GRPO work made longer (``--quality-iterations`` (16) x
-  ``--quality-prompts`` (4) x ``--answers`` (4), the bundled checker as the reward), the same rows on
-  both sides for each seed (checked).
-- **ppo**: this project's main-job stage 3 as the main job runs it (``smollm2-step3.yaml``: PPO with a
-  critic, the reward model trained by the main job's stage 2 as the only reward, KL 0.05 to the SFT
-  model, 4 answers per prompt with the group mean as baseline, prompt curriculum, LoRA) against TRL's
-  closest equivalent: TRL 1.16 has no PPO trainer, so GRPOTrainer with the same reward model scoring
-  the same way (its value at the answer's EOS, 1.0 off an answer without one), KL 0.05 to the SFT
-  model, rewards less the group mean (no std scaling), 8 prompts x 4 answers per rollout, two updates
-  of 16 answers each, the same LoRA and rate; prompts in this project's loader order (no curriculum).
+Each side trains as a user would run it: this project's stage 3 with its preset, TRL with its
+closest configuration (the same model, batch shape, epochs, LoRA, rate, schedule, KL and reward;
+prompts in this project's loader order).
+
+- **grpo-preset**: ``smollm2-grpo.yaml`` (``train.py --algo grpo``'s stage 3: 16 iterations x 8 prompts
+  x 4 answers, the bundled checker as the reward less 0.5 off an answer without EOS, 2 epochs over each
+  rollout batch in updates of 8 answers, group-normalised advantages, no KL; this project also drops
+  groups whose answers all scored alike and draws prompts by its curriculum) against GRPOTrainer
+  (``num_iterations`` 2, ``steps_per_generation`` 4, ``scale_rewards`` group, loss ``dapo``).
+- **ppo**: ``smollm2-step3.yaml`` (the main job's stage 3: PPO with a critic, the reward model trained
+  by the main job's stage 2 as the only reward, KL 0.05 to the SFT model, 4 answers per prompt with
+  the group mean as baseline, prompt curriculum) against TRL's closest: TRL 1.16 has no PPO trainer,
+  so GRPOTrainer with the same reward model scoring the same way (its value at the answer's EOS, 1.0
+  off an answer without one), KL 0.05 to the SFT model, rewards less the group mean (no std
+  scaling), 8 prompts x 4 answers per rollout, two updates of 16 answers each.
 
 ``--quality-points`` (4) times a run, evenly spaced, the last after its last iteration, each side
 stops its clock and answers the ``--eval-prompts`` (96) held-out prompts greedily (<= 64 new tokens)
@@ -24,7 +29,8 @@ import statistics
 import time
 from pathlib import Path
 
-QUALITY = ("grpo", "ppo")
+QUALITY = ("ppo", "grpo-preset")
+NAMES = {"ppo": "PPO, main job (TRL: GRPO + the reward model)", "grpo-preset": "GRPO, its preset"}
 START = time.time()                      # this process's start, for the process clock
 
 
@@ -158,7 +164,7 @@ def table(q: dict) -> str:
     for work, sides in q["summary"].items():
         for side, s in sides.items():
             t = f"{s['time_to_target_s']:.0f}" if s["time_to_target_s"] is not None else "-"
-            lines.append(f"| {work.upper()} | {'this project' if side == 'ours' else 'TRL'} | {s['seeds']} | "
+            lines.append(f"| {NAMES[work]} | {'this project' if side == 'ours' else 'TRL'} | {s['seeds']} | "
                          f"{s['final_mean']:.3f} ({s['final_min']:.3f}) | {s['loop_s']:.0f} | {s['reached']}/{s['seeds']} "
                          f"| {t} | {s['at_common_s']:.3f} (at {s['common_s']:.0f} s) |")
     return "\n".join(lines)
@@ -182,7 +188,7 @@ def plot(q: dict, path: Path) -> None:
                 ax.plot(xs, ys, "o-", color=colours[side], alpha=0.8,
                         label=("this project" if side == "ours" else "TRL") if i == 0 else None)
         ax.axhline(q["sft_pass_rate"] + q["gain"], color="grey", ls="--", lw=1, label="SFT + 10 points")
-        ax.set_title(f"{work.upper()}: held-out pass-rate ({q['eval_prompts']} prompts), one line per seed")
+        ax.set_title(f"{NAMES[work]}\nheld-out pass-rate ({q['eval_prompts']} prompts), one line per seed", fontsize=10)
         ax.set_xlabel("training-loop seconds (2 CPU cores, evaluation excluded)")
         ax.set_ylabel("pass-rate")
         ax.legend()
