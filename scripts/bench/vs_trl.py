@@ -1,7 +1,8 @@
 """This project against TRL on the same work, stage by stage, in alternating pairs on one machine.
 
     pip install -r requirements-bench.txt          # TRL: for this benchmark only
-    python scripts/bench/vs_trl.py --runs 3        # every stage TRL has, 3 alternating pairs each
+    python scripts/bench/vs_trl.py --runs 3        # every stage TRL has, 3 alternating pairs each, then
+                                                   # the time to quality (3 seeds per side)
     python scripts/bench/vs_trl.py --work dpo grpo --runs 1 --out bench-out/vs_trl
 
 Both sides start from the same SFT model (``--sft DIR``; without it this project's stage 1 trains
@@ -34,7 +35,10 @@ model loading, data, training, saving), "loop" its training loop (this project: 
 order (this project first in pairs 1, 3, ...; TRL first in pairs 2, 4, ...) and reports the median
 and range of each ratio. Neither side evaluates inside the timed run; afterwards the models of the
 first ``--eval-pairs`` pairs answer ``--eval-prompts`` (96) held-out prompts greedily (the same
-evaluation for both) for the pass-rate. Writes ``<out>/vs_trl.json`` and ``<out>/vs_trl.md``.
+evaluation for both) for the pass-rate. Then the time to quality (``vs_trl_quality.py``: the held-out
+pass-rate against training time, each side as a user runs it, ``--quality-seeds`` (3) seeds per
+side; ``--quality`` with no work skips it, ``--work`` with none runs it alone). Writes
+``<out>/vs_trl.json``, ``<out>/vs_trl_quality.json``, ``<out>/vs_trl.md`` and ``<out>/time_to_quality.png``.
 """
 from __future__ import annotations
 
