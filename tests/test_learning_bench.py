@@ -83,13 +83,15 @@ def test_vs_trl_work_definition_reaches_the_stages():
     assert b.samples("grpo", a) == 8 * 4 * 4 and b.samples("rm", a) == 16 * 8
     # time to quality: GRPO made longer; PPO is the main job's stage 3 as its preset has it
     assert a.quality == ["ppo", "grpo-preset"] and a.quality_seeds == 3
-    q = b.quality_args(a, "grpo-preset", 1235, "tiny")          # the GRPO preset's own sizes
+    import vs_trl_quality as vq                                # on the path vs_trl.py set
+
+    q = vq.quality_args(b, a, "grpo-preset", 1235, "tiny")          # the GRPO preset's own sizes
     assert (q.iterations, q.prompts, q.answers, q.curve_every, a.iterations) == (16, 8, 4, 4, 8)
     g = stage("grpo-preset", q)
     assert (g.optim.max_steps, g.optim.seed, g.rl.loss.ppo_epochs, g.rl.loss.per_device_training_batch_size) == (16, 1235, 2, 8)
     assert (g.rl.rollout.dynamic_filtering, g.rl.curriculum.prompt_curriculum, g.rewards.missing_eos_penalty) == (True, True, 0.5)
     a.rm = "tiny"
-    q = b.quality_args(a, "ppo", 1236, "tiny")
+    q = vq.quality_args(b, a, "ppo", 1236, "tiny")
     assert (q.iterations, q.prompts, q.answers, q.max_new_tokens, q.curve_every) == (8, 8, 4, 48, 2)
     p = stage("ppo", q)
     assert (p.rl.algo, p.rl.kl.kl_coef, p.rl.curriculum.prompt_curriculum, p.optim.seed, p.rl.critic.critic_learning_rate) \

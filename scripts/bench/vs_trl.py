@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
-from vs_trl_quality import QUALITY, Curve  # noqa: E402  (its START is this process's start)
+from vs_trl_quality import QUALITY, Curve, quality  # noqa: E402  (its START is this process's start)
 
 WORKS = ("sft", "rm", "dpo", "grpo", "rloo")
 RL = ("grpo", "rloo") + QUALITY         # the time-to-quality works (vs_trl_quality.py) are RL too
@@ -282,9 +282,11 @@ def trl_rl(work: str, a, sft: str, out: Path, curve=None) -> dict:
 
         score = reward_model_fn(a.rm, load_tokenizer(sft), penalty)
 
-        def reward(prompts, completions, **kw):
+        def reward_model_reward(prompts, completions, **kw):
             seen.extend(fingerprint(work, {"prompt_text": p}) for p in prompts[::a.answers])
             return score(prompts, completions, **kw)
+
+        reward = reward_model_reward
     lora = LoraConfig(r=cfg.lora.lora_dim, lora_alpha=cfg.lora.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")
     trainer = Trainer(model=sft, reward_funcs=reward, args=args, train_dataset=ds, peft_config=lora)
@@ -399,73 +401,6 @@ def sft_model(a, out: Path) -> str:
         print(f"training the starting SFT model into {run} (once)", flush=True)
         timed([sys.executable, "train.py", "--step", "1", "--output-dir", str(run), "--seed", str(a.seed)], out / "sft.log")
     return str(model)
-
-
-def reward_model(a, sft: str, out: Path) -> str:
-    """``--rm``, or the main job's stage 2 trained once beside the starting SFT model in ``<out>/sft``."""
-    if a.rm:
-        return a.rm
-    run = out / "sft"
-    model = run / "reward-models" / "smollm2-135m"
-    if Path(sft) != run / "actor-models" / "smollm2-135m":
-        sys.exit("--quality ppo with --sft needs --rm (the reward model trained from that SFT model)")
-    if not (model / "summary.json").is_file():
-        print(f"training the reward model into {run} (once)", flush=True)
-        timed([sys.executable, "train.py", "--step", "2", "--output-dir", str(run), "--seed", str(a.seed)], out / "rm.log")
-    return str(model)
-
-
-def quality_args(a, work: str, seed: int, sft: str):
-    """The settings of one time-to-quality run: its preset's batch shape and iterations (or ``--quality-iterations``)."""
-    q = argparse.Namespace(**vars(a))
-    from training.utils.arguments import parse_config
-
-    q.seed = seed
-    cfg = parse_config(["--config", str(ROOT / "training/configs" / CONFIGS[work]), "--model_name_or_path", sft,
-                        *shared_flags(q)[work][:4]], "bench", stage="rl")       # --seed, --algo: the preset's sizes
-    q.iterations, q.prompts = a.quality_iterations or cfg.optim.max_steps, cfg.rl.rollout.per_device_generation_batch_size
-    q.answers, q.max_new_tokens = cfg.rl.rollout.num_samples_per_prompt, cfg.data.max_answer_seq_len
-    q.curve_every = max(1, q.iterations // a.quality_points)
-    return q
-
-
-def quality(a, sft: str, out: Path, sft_rate: float) -> dict:
-    """``--quality-seeds`` seeds per work and side, alternating which side runs first."""
-    from vs_trl_quality import summarize
-
-    if "ppo" in a.quality:
-        a.rm = reward_model(a, sft, out)
-    q = {"runs": {}, "sft_pass_rate": sft_rate, "eval_prompts": a.eval_prompts, "gain": 0.10, "rm": a.rm}
-    for i, seed in enumerate(range(a.seed, a.seed + a.quality_seeds)):     # a seed of every work, then the next
-        for work in a.quality:
-            runs = q["runs"].setdefault(work, [])
-            qa = quality_args(a, work, seed, sft)
-            run: dict = {"seed": seed, "order": ["ours", "trl"] if i % 2 == 0 else ["trl", "ours"]}
-            for side in run["order"]:
-                d = out / f"quality-{work}-{side}-{seed}"
-                d.mkdir(parents=True, exist_ok=True)
-                print(f"time to quality, {work} seed {seed}: {side} ...", flush=True)
-                if side == "ours":
-                    cmd = ours(work, qa, sft, d)
-                    at = cmd.index("--")
-                    cmd[at:at] = ["--curve-every", str(qa.curve_every), "--eval-prompts", str(a.eval_prompts)]
-                    wall = timed(cmd + ["--eval_interval", str(qa.curve_every), "--final_eval", "true"], d / "process.log")
-                    res = our_result(work, d) | {"points": json.loads((d / "curve.json").read_text())}
-                else:
-                    wall = timed([sys.executable, __file__, "--sft", sft, *work_args(qa), "--trl-side", work, "--trl-out",
-                                  str(d), "--curve-every", str(qa.curve_every), "--eval-prompts", str(a.eval_prompts),
-                                  "--rm", a.rm], d / "process.log")
-                    res = json.loads((d / "trl_result.json").read_text())
-                res["process_s"] = wall
-                run[side] = res
-                print(f"  {side}: " + ", ".join(f"{p['loop_s']:.0f} s {p['pass_rate']:.3f}" for p in res["points"]),
-                      flush=True)
-            for side in ("ours", "trl"):
-                run[side].pop("rows", None)
-            runs.append(run)
-            q["summary"] = summarize(q, sft_rate, q["gain"])
-            (out / "vs_trl_quality.json").write_text(json.dumps(q, indent=2) + "\n")
-    return q
 
 
 def same_rows(work: str, run: dict, n: int) -> None:
@@ -620,7 +555,7 @@ def main(argv=None) -> dict:
         results["sft_pass_rate"] = pass_rate(Path(sft), a.eval_prompts)
         results["eval_prompts"] = a.eval_prompts
         if a.quality:
-            results["quality"] = quality(a, sft, out, results["sft_pass_rate"])
+            results["quality"] = quality(sys.modules[__name__], a, sft, out, results["sft_pass_rate"])
     return finish(results, a, out)
 
 

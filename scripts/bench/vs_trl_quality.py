@@ -25,7 +25,10 @@ model's pass-rate is the point at 0 s. Seeds alternate which side runs first.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -121,8 +124,73 @@ def reward_model_fn(rm_dir: str, tok, penalty: float):
     return reward
 
 
-def seeds(a) -> list[int]:
-    return [a.seed + i for i in range(a.quality_seeds)]
+def reward_model(bench, a, sft: str, out: Path) -> str:
+    """``--rm``, or the main job's stage 2 trained once beside the starting SFT model in ``<out>/sft``."""
+    if a.rm:
+        return a.rm
+    run = out / "sft"
+    model = run / "reward-models" / "smollm2-135m"
+    if Path(sft) != run / "actor-models" / "smollm2-135m":
+        sys.exit("--quality ppo with --sft needs --rm (the reward model trained from that SFT model)")
+    if not (model / "summary.json").is_file():
+        print(f"training the reward model into {run} (once)", flush=True)
+        bench.timed([sys.executable, "train.py", "--step", "2", "--output-dir", str(run), "--seed", str(a.seed)],
+                    out / "rm.log")
+    return str(model)
+
+
+def quality_args(bench, a, work: str, seed: int, sft: str):
+    """The settings of one time-to-quality run: its preset's batch shape and iterations (or ``--quality-iterations``)."""
+    from training.utils.arguments import parse_config
+
+    q = argparse.Namespace(**vars(a))
+    q.seed = seed
+    preset = bench.ROOT / "training/configs" / bench.CONFIGS[work]
+    cfg = parse_config(["--config", str(preset), "--model_name_or_path", sft, *bench.shared_flags(q)[work][:4]],
+                       "bench", stage="rl")                     # --seed, --algo: the preset's own sizes
+    q.iterations, q.prompts = a.quality_iterations or cfg.optim.max_steps, cfg.rl.rollout.per_device_generation_batch_size
+    q.answers, q.max_new_tokens = cfg.rl.rollout.num_samples_per_prompt, cfg.data.max_answer_seq_len
+    q.curve_every = max(1, q.iterations // a.quality_points)
+    return q
+
+
+def quality(bench, a, sft: str, out: Path, sft_rate: float) -> dict:
+    """``--quality-seeds`` seeds per work and side, alternating which side runs first; ``bench`` is
+    ``vs_trl`` (its commands, clock and result readers)."""
+    if "ppo" in a.quality:
+        a.rm = reward_model(bench, a, sft, out)
+    q = {"runs": {}, "sft_pass_rate": sft_rate, "eval_prompts": a.eval_prompts, "gain": 0.10, "rm": a.rm}
+    for i, seed in enumerate(range(a.seed, a.seed + a.quality_seeds)):     # a seed of every work, then the next
+        for work in a.quality:
+            runs = q["runs"].setdefault(work, [])
+            qa = quality_args(bench, a, work, seed, sft)
+            run: dict = {"seed": seed, "order": ["ours", "trl"] if i % 2 == 0 else ["trl", "ours"]}
+            for side in run["order"]:
+                d = out / f"quality-{work}-{side}-{seed}"
+                d.mkdir(parents=True, exist_ok=True)
+                print(f"time to quality, {work} seed {seed}: {side} ...", flush=True)
+                if side == "ours":
+                    cmd = bench.ours(work, qa, sft, d)
+                    at = cmd.index("--")
+                    cmd[at:at] = ["--curve-every", str(qa.curve_every), "--eval-prompts", str(a.eval_prompts)]
+                    wall = bench.timed(cmd + ["--eval_interval", str(qa.curve_every), "--final_eval", "true"],
+                                       d / "process.log")
+                    res = bench.our_result(work, d) | {"points": json.loads((d / "curve.json").read_text())}
+                else:
+                    wall = bench.timed([sys.executable, bench.__file__, "--sft", sft, *bench.work_args(qa), "--trl-side",
+                                        work, "--trl-out", str(d), "--curve-every", str(qa.curve_every),
+                                        "--eval-prompts", str(a.eval_prompts), "--rm", a.rm], d / "process.log")
+                    res = json.loads((d / "trl_result.json").read_text())
+                res["process_s"] = wall
+                run[side] = res
+                print(f"  {side}: " + ", ".join(f"{p['loop_s']:.0f} s {p['pass_rate']:.3f}" for p in res["points"]),
+                      flush=True)
+            for side in ("ours", "trl"):
+                run[side].pop("rows", None)
+            runs.append(run)
+            q["summary"] = summarize(q, sft_rate, q["gain"])
+            (out / "vs_trl_quality.json").write_text(json.dumps(q, indent=2) + "\n")
+    return q
 
 
 def reached(points: list[dict], target: float):
