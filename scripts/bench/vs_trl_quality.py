@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from vs_trl_tables import SIDES
+
 QUALITY = ("ppo", "grpo-preset")
 NAMES = {"ppo": "PPO, main job (TRL: GRPO + the reward model)", "grpo-preset": "GRPO, its preset"}
 START = time.time()                      # this process's start, for the process clock
@@ -232,7 +234,7 @@ def table(q: dict) -> str:
     for work, sides in q["summary"].items():
         for side, s in sides.items():
             t = f"{s['time_to_target_s']:.0f}" if s["time_to_target_s"] is not None else "-"
-            lines.append(f"| {NAMES[work]} | {'this project' if side == 'ours' else 'TRL'} | {s['seeds']} | "
+            lines.append(f"| {NAMES[work]} | {SIDES[side]} | {s['seeds']} | "
                          f"{s['final_mean']:.3f} ({s['final_min']:.3f}) | {s['loop_s']:.0f} | {s['reached']}/{s['seeds']} "
                          f"| {t} | {s['at_common_s']:.3f} (at {s['common_s']:.0f} s) |")
     return "\n".join(lines)
@@ -254,7 +256,7 @@ def plot(q: dict, path: Path) -> None:
                 xs = [0.0] + [p["loop_s"] for p in run[side]["points"]]
                 ys = [q["sft_pass_rate"]] + [p["pass_rate"] for p in run[side]["points"]]
                 ax.plot(xs, ys, "o-", color=colours[side], alpha=0.8,
-                        label=("this project" if side == "ours" else "TRL") if i == 0 else None)
+                        label=SIDES[side] if i == 0 else None)
         ax.axhline(q["sft_pass_rate"] + q["gain"], color="grey", ls="--", lw=1, label="SFT + 10 points")
         ax.set_title(f"{NAMES[work]}\nheld-out pass-rate ({q['eval_prompts']} prompts), one line per seed", fontsize=10)
         ax.set_xlabel("training-loop seconds (2 CPU cores, evaluation excluded)")
