@@ -76,14 +76,15 @@ def parse(argv):
                     help="rendezvous port on node 0 (default: $MASTER_PORT, else 29500); stage N uses port + N - 1")
     ap.add_argument("--output-dir", default="output")
     ap.add_argument("--config", help="YAML/JSON config file passed to every stage")
+    ap.add_argument("--eval-set", default="test", choices=("test", "dev"),
+                    help="the bundled evaluation set of the closing report: test (576 prompts, 64 per task: what "
+                         "results report) or dev (288, 32 per task: where presets and levers are chosen); neither "
+                         "shares wording or parameters with any training row")
     ap.add_argument("--eval-prompts", type=int, default=0,
-                    help="held-out prompts for the closing pass-rate report (0: 96 on the default "
-                         "model, 32 on tiny)")
+                    help="only the first N prompts of --eval-set (still task-balanced; 0: the whole set on a real "
+                         "model, 36 on tiny)")
     ap.add_argument("--eval-max-new-tokens", type=int, default=48,
                     help="answer length limit of the closing evaluation (greedy; Stage 3 samples 48 on the presets)")
-    ap.add_argument("--fresh-prompts", type=int, default=0,
-                    help="also report the pass-rate on this many fresh held-out prompts (a second set, "
-                         "disjoint from the --eval-prompts set that presets are read on)")
     ap.add_argument("--overwrite", action="store_true",
                     help="train stages again whose output directory holds a finished model (replacing it); "
                          "without it such a run stops before it starts")
@@ -230,7 +231,8 @@ def main(argv=None) -> dict:
     if "pass_rate" in report:
         print(table(report))
     for k, v in report.items():
-        if k not in ("pass_rate", "fresh_pass_rate", "rm_score", "kl_to_reference", "per_task", "plots"):
+        if k not in ("pass_rate", "pass_rate_ci", "gain", "rm_score", "kl_to_reference", "per_task", "per_task_ci",
+                     "per_task_n", "plots"):
             print(f"{k}: {v}")
     print(f"(also in {out / 'report.json'}; figures, curves and answers side by side in {page})")
     return report

@@ -1,7 +1,8 @@
-"""Batch generation on held-out prompts of the bundled dataset, scored by its checker.
+"""Batch generation on an evaluation set of the bundled dataset, scored by its checker, with 95%
+intervals (overall and per task) and, for two or more models, each model's gain over the first.
 
-    python -m inference.passrate --model output/actor-models/smollm2-135m --n 200
-    python -m inference.passrate --model smollm2-135m --n 200 --json base.json
+    python -m inference.passrate --model output/actor-models/smollm2-135m --set dev
+    python -m inference.passrate --model smollm2-135m output/actor-models/smollm2-135m --set test --json t.json
 """
 from __future__ import annotations
 
@@ -15,37 +16,50 @@ import torch
 
 from inference import answer_cache
 
-from training.utils.data.bundled import train_eval
-from training.utils.data.checker import check, pass_rate
+from inference.intervals import interval_text, paired_gain, rate_interval
+from training.utils.data.bundled import eval_rows
+from training.utils.data.checker import check, parse_task
 from training.utils.data.format import prompt_token_ids, render_prompt, to_messages
 from training.utils.generation import GenerationSettings, generate_answers
 from training.utils.model import load_causal_lm, load_tokenizer
 from training.utils.model.loader import local_path, resolve
 
 
-def held_out_prompts(n: int, size: int = 4000, seed: int = 0) -> list[str]:
-    """The first ``n`` eval prompts of the bundled dataset (never used for training)."""
-    _, ev = train_eval(size, seed)
-    if n > len(ev):
-        raise ValueError(f"asked for {n} held-out prompts; the bundled eval split has {len(ev)}")
-    return [r["prompt"] for r in ev[:n]]
+def eval_prompts(split: str = "test", n: int = 0) -> list[str]:
+    """The bundled evaluation set ``split`` (``dev``: presets and levers are chosen on it; ``test``:
+    results are reported on it), or its first ``n`` prompts (still task-balanced: the set is
+    interleaved by task). No prompt shares wording or parameters with any training row."""
+    rows = eval_rows(split)
+    if n > len(rows):
+        raise ValueError(f"asked for {n} prompts of the {split!r} set, which has {len(rows)}")
+    return [r["prompt"] for r in rows[:n or len(rows)]]
 
 
-def fresh_prompts(n: int, size: int = 4000, seed: int = 0, skip: int = 96) -> list[str]:
-    """``n`` held-out prompts of a second set, for a final check: eval-split prompts after the first
-    ``skip`` (the ones reports and presets are read on), tasks taken in turn so every task that has
-    prompts left is represented. Like every eval-split prompt, none is in any training slice."""
-    _, ev = train_eval(size, seed)
-    by_task: dict[str, list[str]] = {}
-    for r in ev[skip:]:
-        by_task.setdefault(r["task"], []).append(r["prompt"])
-    out, i = [], 0
-    while len(out) < n:
-        column = [ps[i] for _, ps in sorted(by_task.items()) if i < len(ps)]
-        if not column:
-            raise ValueError(f"asked for {n} fresh prompts; the bundled eval split has {len(out)} after the first {skip}")
-        out += column[:n - len(out)]
-        i += 1
+def scored(answers: list[dict]) -> dict:
+    """Pass-rates of checked answers ({prompt, pass}) with 95% intervals: overall (bootstrap over prompts
+    within each task) and per task."""
+    tasks = [(t.name if (t := parse_task(a["prompt"])) else "unknown") for a in answers]
+    passes = [int(a["pass"]) for a in answers]
+    out = {"pass_rate": sum(passes) / len(passes), "n": len(passes),
+           "pass_rate_ci": list(rate_interval(passes, tasks)), "per_task": {}, "per_task_ci": {}, "per_task_n": {}}
+    for t in sorted(set(tasks)):
+        p = [x for x, g in zip(passes, tasks) if g == t]
+        out["per_task"][t] = sum(p) / len(p)
+        out["per_task_ci"][t] = list(rate_interval(p))
+        out["per_task_n"][t] = len(p)
+    return out
+
+
+def gain(before: list[dict], after: list[dict]) -> dict:
+    """{gain, lo, hi, n, per_task: {task: {gain, lo, hi, n}}}: ``after``'s pass-rate minus ``before``'s on
+    the same prompts, with paired-bootstrap 95% intervals."""
+    if [a["prompt"] for a in before] != [a["prompt"] for a in after]:
+        raise ValueError("a gain compares two models' answers to the same prompts in the same order")
+    tasks = [(t.name if (t := parse_task(a["prompt"])) else "unknown") for a in before]
+    b, a = [int(x["pass"]) for x in before], [int(x["pass"]) for x in after]
+    out = paired_gain(b, a, tasks)
+    out["per_task"] = {t: paired_gain([x for x, g in zip(b, tasks) if g == t], [x for x, g in zip(a, tasks) if g == t])
+                       for t in sorted(set(tasks))}
     return out
 
 
@@ -67,14 +81,14 @@ def cacheable_dir(model_name: str) -> str | None:
     return local_path(model_name)
 
 
-def evaluate_model(model_name: str, n: int = 200, max_new_tokens: int = 64, batch_size: int = 16,
+def evaluate_model(model_name: str, n: int = 0, max_new_tokens: int = 64, batch_size: int = 16,
                    template: str = "auto", prompts: list[str] | None = None, progress: str = "",
                    cache: bool = False) -> dict:
-    """Greedy answers of ``model_name`` to ``prompts`` (default: the first ``n`` held-out prompts),
-    scored by the checker: pass-rate, per-task rates, and every prompt/answer/verdict. With ``cache``,
+    """Greedy answers of ``model_name`` to ``prompts`` (default: the first ``n`` prompts of the test set),
+    scored by the checker: pass-rate and per-task rates with 95% intervals, and every prompt/answer/verdict. With ``cache``,
     answers of a local model are read from / written to ``answer_cache`` (keyed by the model's file
     contents, the prompts and the settings); ``cached`` in the result says whether they were reused."""
-    prompts = prompts if prompts is not None else held_out_prompts(n)
+    prompts = prompts if prompts is not None else eval_prompts("test", n)
     t0 = time.time()
     key, answers = None, None
     if cache and (d := cacheable_dir(model_name)) is not None:
@@ -88,16 +102,18 @@ def evaluate_model(model_name: str, n: int = 200, max_new_tokens: int = 64, batc
         answers = generate(model, tok, prompts, max_new_tokens, batch_size, template, progress)
         if key is not None:
             answer_cache.store(key, answers)
-    res = pass_rate(prompts, answers)
-    res.update(model=model_name, seconds=round(time.time() - t0, 1), cached=cached,
-               answers=[{"prompt": p, "answer": a, "pass": check(p, a)} for p, a in zip(prompts, answers)])
+    checked = [{"prompt": p, "answer": a, "pass": check(p, a)} for p, a in zip(prompts, answers)]
+    res = scored(checked)
+    res.update(model=model_name, seconds=round(time.time() - t0, 1), cached=cached, answers=checked)
     return res
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, nargs="+", help="model names or directories")
-    ap.add_argument("--n", type=int, default=200, help="held-out prompts")
+    ap.add_argument("--set", default="dev", choices=("dev", "test"),
+                    help="the evaluation set: dev (choose presets and levers on it) or test (report on it)")
+    ap.add_argument("--n", type=int, default=0, help="the set's first N prompts (task-balanced; 0: all)")
     ap.add_argument("--max_new_tokens", type=int, default=64)
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--template", default="auto", choices=("auto", "chat", "plain"))
@@ -106,10 +122,18 @@ def main(argv=None) -> dict:
                     help="reuse greedy answers of an earlier run with the same model files, prompts and settings")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
-    results = [evaluate_model(m, a.n, a.max_new_tokens, a.batch_size, a.template, cache=a.cache) for m in a.model]
+    prompts = eval_prompts(a.set, a.n)
+    results = [evaluate_model(m, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, template=a.template,
+                              prompts=prompts, cache=a.cache) for m in a.model]
     for r in results:
+        lo, hi = r["pass_rate_ci"]
         tasks = "  ".join(f"{k} {v:.2f}" for k, v in r["per_task"].items())
-        print(f"{r['model']}: pass-rate {r['pass_rate']:.3f} on {r['n']} held-out prompts ({r['seconds']} s)\n  {tasks}")
+        print(f"{r['model']}: pass-rate {r['pass_rate']:.3f} (95% {interval_text(lo, hi)} points) on {r['n']} "
+              f"{a.set} prompts ({r['seconds']} s)\n  {tasks}")
+    for r in results[1:]:
+        r["gain"] = g = gain(results[0]["answers"], r["answers"])
+        print(f"{r['model']} over {results[0]['model']}: {100 * g['gain']:+.1f} points "
+              f"(95% {interval_text(g['lo'], g['hi'], signed=True)})")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(results, fh, indent=2)

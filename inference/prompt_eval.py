@@ -5,8 +5,8 @@
         --model_name_or_path_finetune output/actor-models/1.3b --prompts prompts.txt --json side_by_side.json
 
 Prompts: ``--prompt`` (repeatable), ``--prompts FILE`` (a ``.txt`` with one prompt per line, or
-``.json``/``.jsonl`` rows with a ``prompt`` field), or by default the first ``--n`` held-out
-prompts of the bundled dataset. Prompts the bundled checker understands get a pass/fail column.
+``.json``/``.jsonl`` rows with a ``prompt`` field), or by default the first ``--n`` prompts
+of the bundled dev set. Prompts the bundled checker understands get a pass/fail column.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from inference.passrate import generate, held_out_prompts
+from inference.passrate import eval_prompts, generate
 from training.utils.data.checker import parse_task, check
 from training.utils.model import load_causal_lm, load_tokenizer
 
@@ -78,14 +78,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--finetune", "--model_name_or_path_finetune", dest="finetune", required=True)
     ap.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     ap.add_argument("--prompts", help="file of prompts (.txt lines, .json/.jsonl rows with 'prompt')")
-    ap.add_argument("--n", type=int, default=8, help="bundled held-out prompts when none are given")
+    ap.add_argument("--n", type=int, default=8, help="prompts of the bundled dev set when none are given")
     ap.add_argument("--max_new_tokens", type=int, default=64)
     ap.add_argument("--num_beams", type=int, default=1)
     ap.add_argument("--template", default="auto", choices=("auto", "chat", "plain"))
     ap.add_argument("--json", help="write prompts and both answers here")
     a = ap.parse_args(argv)
     prompts = list(a.prompt) + (read_prompts(a.prompts) if a.prompts else [])
-    prompts = prompts or held_out_prompts(a.n)
+    prompts = prompts or eval_prompts("dev", a.n)
     torch.manual_seed(0)
     gen = {"num_beams": a.num_beams}
     models = {f"baseline ({a.baseline})": answers_of(a.baseline, prompts, a.max_new_tokens, a.template, **gen),

@@ -1,5 +1,6 @@
-"""The closing report of a train.py run: every model answers the same held-out prompts (greedy),
-the bundled checker judges them, the run's reward model scores them, and a table sums it up.
+"""The closing report of a train.py run: every model answers the same evaluation prompts (greedy;
+the bundled ``test`` set, or ``dev`` with ``--eval-set dev``), the bundled checker judges them, the
+run's reward model scores them, and a table sums it up with 95% intervals on every pass-rate and gain.
 
 The checker only judges here: it never rewards a run whose reward is the trained reward model.
 """
@@ -9,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from inference.intervals import interval_text
 from training.utils.logging import read_metrics
 
 
@@ -71,26 +73,38 @@ def closing_eval(actors: dict[str, str], prompts: list[str], reward_model: Optio
 
 
 def table(report: dict) -> str:
-    """model | held-out pass-rate | mean reward-model score | KL to reference, as a text table."""
-    rates = report.get("pass_rate", {})
-    fresh = report.get("fresh_pass_rate", {})
+    """model | pass-rate with its 95% interval | gain with its interval | mean reward-model score | KL to
+    reference, as a text table."""
+    rates, ci = report.get("pass_rate", {}), report.get("pass_rate_ci", {})
+    gains = report.get("gain", {})
     rm = report.get("rm_score", {})
     kl = report.get("kl_to_reference", {})
-    head = ["model", f"pass-rate ({report.get('held_out_prompts', '?')} held-out)"]
-    if fresh:
-        head.append(f"fresh ({report.get('fresh_prompts')})")
-    head += ["mean RM score", "KL to reference"]
+    where = f"{report.get('held_out_prompts', '?')} {report.get('eval_set', 'held-out')}"
+    head = ["model", f"pass-rate ({where} prompts)", "95% interval", "gain (points)", "95% interval",
+            "mean RM score", "KL to reference"]
     rows = [head]
     for name, rate in rates.items():
-        row = [name, f"{rate:.3f}"]
-        if fresh:
-            row.append(f"{fresh[name]:.3f}" if name in fresh else "-")
-        row.append(f"{rm[name]:.3f}" if name in rm else "-")
-        row.append(f"{kl[name]:.3f}" if name in kl else "-")
-        rows.append(row)
+        g = gains.get(name)
+        rows.append([name, f"{rate:.3f}", interval_text(*ci[name]) if name in ci else "-",
+                     f"{100 * g['gain']:+.1f} over {g['over']}" if g else "-",
+                     interval_text(g["lo"], g["hi"], signed=True) if g else "-",
+                     f"{rm[name]:.3f}" if name in rm else "-", f"{kl[name]:.3f}" if name in kl else "-"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
     return "\n".join([line(rows[0]), "|-" + "-|-".join("-" * w for w in widths) + "-|"] + [line(r) for r in rows[1:]])
+
+
+def gains_of(results: dict[str, dict]) -> dict[str, dict]:
+    """{model: gain over the model it started from}: the SFT model over the base, every later model over
+    the SFT model; each {over, gain, lo, hi, n, per_task} with paired-bootstrap 95% intervals."""
+    from inference.passrate import gain
+
+    out = {}
+    for name, r in results.items():
+        over = "base" if name == "sft" else "sft" if name != "base" else None
+        if over in results:
+            out[name] = {"over": over, **gain(results[over]["answers"], r["answers"])}
+    return out
 
 
 def build_report(plan, steps: list[int], cfgs: dict, times: dict, t_start: float) -> tuple[dict, dict]:
@@ -144,30 +158,25 @@ def build_report(plan, steps: list[int], cfgs: dict, times: dict, t_start: float
         report["models"].update({k: v for k, v in actors.items() if k != "base"})
         actors = {}
     if len(actors) > 1:
-        from inference.passrate import fresh_prompts, held_out_prompts
+        from inference.passrate import eval_prompts
 
-        n = args.eval_prompts or (32 if args.actor_model in ("tiny", "tiny-opt") else 96)
+        n = args.eval_prompts or (36 if args.actor_model in ("tiny", "tiny-opt") else 0)
+        prompts = eval_prompts(args.eval_set, n)
         t_eval = time.time()
-        res = closing_eval(actors, held_out_prompts(n), str(rm_dir) if rm_dir else None, args.eval_max_new_tokens)
+        res = closing_eval(actors, prompts, str(rm_dir) if rm_dir else None, args.eval_max_new_tokens)
         report["seconds"] = {"closing_eval": round(time.time() - t_eval, 1)}
-        report["pass_rate"] = {k: r["pass_rate"] for k, r in res.items()}
-        report["per_task"] = {k: r["per_task"] for k, r in res.items()}
+        report["eval_set"], report["held_out_prompts"] = args.eval_set, len(prompts)
+        for key in ("pass_rate", "pass_rate_ci", "per_task", "per_task_ci", "per_task_n"):
+            report[key] = {k: r[key] for k, r in res.items()}
+        report["gain"] = gains_of(res)
         if rm_dir:
             report["rm_score"] = {k: r["rm_score"] for k, r in res.items()}
-        report["held_out_prompts"] = n
         answers = {k: r["answers"] for k, r in res.items()}
         (out / "answers.json").write_text(json.dumps(answers, indent=1) + "\n")
-        if args.fresh_prompts:
-            t_fresh = time.time()
-            fresh = closing_eval(actors, fresh_prompts(args.fresh_prompts, skip=n), None, args.eval_max_new_tokens)
-            report["seconds"]["fresh_eval"] = round(time.time() - t_fresh, 1)
-            report["fresh_pass_rate"] = {k: r["pass_rate"] for k, r in fresh.items()}
-            report["fresh_prompts"] = args.fresh_prompts
         report["models"].update({k: v for k, v in actors.items() if k != "base"})
     if 1 in steps:
         report["sft_eval"] = json.loads((plan.output(1) / "summary.json").read_text())["final_eval"]
     secs = report.setdefault("seconds", {})
     secs["total"] = round(time.time() - t_start, 1)
-    secs["main_job"] = round(secs["total"] - secs.get("fresh_eval", 0.0), 1)   # without the optional second set
     report["plots"] = sorted(str(p) for s in steps for p in plan.output(s).glob("*.png"))
     return report, answers

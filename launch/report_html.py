@@ -1,9 +1,10 @@
 """``report.html``: the closing report of a ``train.py`` run as one self-contained page.
 
-The figures table (pass-rate, reward-model score, KL per model; wall time per stage), four large
+The figures table (pass-rate and gain with 95% intervals, reward-model score, KL per model; wall
+time per stage), four large
 charts (the SFT loss, the reward model's pair accuracy and margin, the stage-3 reward beside the
 judge's verdict of the same rollouts, the KL to the reference), the per-task pass-rates, each model's
-greedy answer to the same held-out prompts side by side (marked pass / fail by the checker), and
+greedy answer to the same evaluation prompts side by side (marked pass / fail by the checker), and
 every other logged metric in a collapsed section (the stages' PNGs as data URIs: nothing is fetched).
 Written from ``report.json``, ``answers.json`` and the stages' ``metrics.jsonl``; open it in any browser.
 """
@@ -13,6 +14,8 @@ import base64
 import html
 import time
 from pathlib import Path
+
+from inference.intervals import interval_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; color: #222; }
@@ -41,15 +44,17 @@ def _table(head: list[str], rows: list[list[str]], numeric_from: int = 1, cls: s
 
 
 def figures_section(report: dict) -> str:
-    rates, fresh = report.get("pass_rate", {}), report.get("fresh_pass_rate", {})
+    rates, ci, gains = report.get("pass_rate", {}), report.get("pass_rate_ci", {}), report.get("gain", {})
     rm, kl = report.get("rm_score", {}), report.get("kl_to_reference", {})
-    head = ["model", f"pass-rate ({report.get('held_out_prompts', '?')} held-out prompts)"]
-    head += [f"fresh ({report.get('fresh_prompts')})"] if fresh else []
-    head += ["mean RM score", "KL to reference"]
+    where = f"{report.get('held_out_prompts', '?')} {report.get('eval_set', 'held-out')} prompts"
+    head = ["model", f"pass-rate ({where})", "95% interval", "gain (points)", "95% interval", "mean RM score",
+            "KL to reference"]
     rows = []
     for name, rate in rates.items():
-        row = [html.escape(name), _num(rate)] + ([_num(fresh.get(name))] if fresh else [])
-        rows.append(row + [_num(rm.get(name)), _num(kl.get(name))])
+        g = gains.get(name)
+        rows.append([html.escape(name), _num(rate), interval_text(*ci[name]) if name in ci else "-",
+                     f"{100 * g['gain']:+.1f} over {html.escape(g['over'])}" if g else "-",
+                     interval_text(g["lo"], g["hi"], signed=True) if g else "-", _num(rm.get(name)), _num(kl.get(name))])
     out = "<h2>Figures</h2>" + _table(head, rows, cls="figures")
     facts = []
     if "reward_model" in report:
@@ -82,12 +87,24 @@ def figures_section(report: dict) -> str:
 
 
 def per_task_section(report: dict) -> str:
-    per_task = report.get("per_task", {})
+    """Pass-rate per task with its 95% interval, and each model's gain per task with its paired interval."""
+    per_task, ci, gains = report.get("per_task", {}), report.get("per_task_ci", {}), report.get("gain", {})
     if not per_task:
         return ""
     tasks = sorted({t for r in per_task.values() for t in r})
-    rows = [[html.escape(m)] + [_num(r.get(t), 2) for t in tasks] for m, r in per_task.items()]
-    return "<h2>Pass-rate per task</h2>" + _table(["model"] + tasks, rows, cls="per-task")
+    counts = report.get("per_task_n", {})
+    n = next(iter(counts.values()), {})
+    head = ["model"] + [f"{t} ({n[t]})" if t in n else t for t in tasks]
+    rows = [[html.escape(m)] + [f"{_num(r.get(t), 2)}<br><small>{interval_text(*ci[m][t])}</small>"
+                                if t in ci.get(m, {}) else _num(r.get(t), 2) for t in tasks]
+            for m, r in per_task.items()]
+    for m, g in gains.items():
+        pt = g.get("per_task", {})
+        rows.append([f"gain of {html.escape(m)} over {html.escape(g['over'])} (points)"]
+                    + [f"{100 * pt[t]['gain']:+.1f}<br><small>{interval_text(pt[t]['lo'], pt[t]['hi'], signed=True)}"
+                       f"</small>" if t in pt else "-" for t in tasks])
+    return ("<h2>Pass-rate per task</h2><p>Each cell: the rate, and below it the 95% interval in points (bootstrap "
+            "over prompts; gains: paired bootstrap).</p>" + _table(head, rows, cls="per-task"))
 
 
 W, H, L, T = 720, 260, 56, 16          # every chart: plot box width, height, left and top margins

@@ -148,30 +148,36 @@ def test_pair_and_prompt_collators():
 def test_balance_makes_every_group_equally_frequent(tmp_path):
     from collections import Counter
 
-    d = _cfg(tmp_path, "--bundled_size", "4000", "--balance_key", "task")
-    plain = collect_rows(_cfg(tmp_path, "--bundled_size", "4000"), 3, seed=1)["train"]
-    rows = collect_rows(d, 3, seed=1)["train"]
+    data = tmp_path / "groups.jsonl"
+    sizes = {"a": 60, "b": 20, "c": 8}
+    data.write_text("".join(json.dumps({"prompt": f"question {g} {i}", "chosen": "yes", "rejected": "no", "kind": g}) + "\n"
+                            for g, n in sizes.items() for i in range(n)))
+    plain = collect_rows(_cfg(tmp_path, "--data_path", str(data), "--data_split", "1,0,0"), 1, seed=1)["train"]
+    d = _cfg(tmp_path, "--data_path", str(data), "--data_split", "1,0,0", "--balance_key", "kind")
+    rows = collect_rows(d, 1, seed=1)["train"]
     counts = Counter(r["_group"] for r in rows)
-    assert len(counts) == 9 and len(set(counts.values())) == 1              # 9 tasks, one count
-    from training.utils.data.checker import parse_task
-    natural = Counter(parse_task(r["prompt"][-1]["content"]).name for r in plain)
+    natural = Counter(r["prompt"][-1]["content"].split()[1] for r in plain)
+    assert set(counts) == {"a", "b", "c"} and len(set(counts.values())) == 1              # one count
     assert set(counts.values()) == {max(natural.values())} and max(natural.values()) > 3 * min(natural.values())
     key = lambda r: r["prompt"][-1]["content"]
     assert {key(r) for r in rows} == {key(r) for r in plain}               # nothing lost, nothing new
-    assert len(rows) > len(plain)                                           # rare tasks repeated
-    assert [key(r) for r in collect_rows(d, 3, seed=1)["train"]] == [key(r) for r in rows]   # seeded
+    assert len(rows) == 3 * max(natural.values()) > len(plain)              # rare groups repeated
+    assert [key(r) for r in collect_rows(d, 1, seed=1)["train"]] == [key(r) for r in rows]   # seeded
     assert "_group" not in plain[0]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 1234])
 def test_report_prompts_never_in_a_training_slice(tmp_path, seed):
-    """The closing report's held-out and fresh prompts are in no stage's training rows, for the
-    main job's data settings (4000 bundled rows, task-balanced) and any seed."""
-    from inference.passrate import fresh_prompts, held_out_prompts
+    """The dev and test prompts are in no stage's training rows, for the main job's data settings (4000
+    bundled rows, task-balanced) and any seed; the stages evaluate on dev, and test is in no stage at all."""
+    from inference.passrate import eval_prompts
 
     d = _cfg(tmp_path, "--bundled_size", "4000", "--balance_key", "task")
-    judged = set(held_out_prompts(96)) | set(fresh_prompts(96))
-    assert len(judged) == 192
+    dev, test = set(eval_prompts("dev")), set(eval_prompts("test"))
+    assert (len(dev), len(test)) == (288, 576) and not dev & test
     for phase in (1, 2, 3):
-        train = {r["prompt"][-1]["content"] for r in collect_rows(d, phase, seed)["train"]}
-        assert len(train) > 500 and not train & judged
+        rows = collect_rows(d, phase, seed)
+        train = {r["prompt"][-1]["content"] for r in rows["train"]}
+        evals = {r["prompt"][-1]["content"] for r in rows["eval"]}
+        assert len(train) > 500 and not train & (dev | test)
+        assert evals <= dev and not evals & test

@@ -19,19 +19,29 @@ def _bench():
 def test_gains_and_summary_over_seeds():
     b = _bench()
     assert {"main", "grpo", "rloo", "reinforce_pp", "online_dpo", "dpo", "rloo-rm"} <= set(b.CONFIGS)
-    r1 = {"pass_rate": {"base": 0.0, "sft": 0.25, "ppo": 0.5}, "fresh_pass_rate": {"sft": 0.5, "ppo": 0.25},
+    g = lambda over, gain, lo, hi: {"over": over, "gain": gain, "lo": lo, "hi": hi, "n": 4,
+                                    "per_task": {"math": {"gain": gain, "lo": lo, "hi": hi, "n": 4}}}
+    r1 = {"pass_rate": {"base": 0.0, "sft": 0.25, "ppo": 0.5}, "pass_rate_ci": {"ppo": [0.1, 0.9]},
+          "gain": {"sft": g("base", 0.25, 0.0, 0.5), "ppo": g("sft", 0.25, -0.25, 0.75)},
           "reward_trend": {"rising": True}, "models": {"sft": "x"}}
-    r2 = {"pass_rate": {"base": 0.0, "sft": 0.5, "ppo": 0.5}, "fresh_pass_rate": {"sft": 0.5, "ppo": 0.75},
+    r2 = {"pass_rate": {"base": 0.0, "sft": 0.5, "ppo": 0.5}, "gain": {"ppo": g("sft", 0.0, -0.5, 0.5)},
           "reward_trend": {"rising": False}}
-    f1, f2 = b.figures(r1, 10.0), b.figures(r2, 30.0)
-    assert f1["gain.ppo"] == 0.25 and f2["gain.ppo"] == 0.0 and f1["fresh_gain.ppo"] == -0.25
-    assert "gain.base" not in f1 and "models.sft" not in f1 and f1["reward_trend.rising"] == 1.0
-    s = b.summarise({1: f1, 2: f2})
-    assert s["gain.ppo"] == {"mean": 0.125, "min": 0.0, "max": 0.25, "n": 2}
-    assert s["fresh_gain.ppo"] == {"mean": 0.0, "min": -0.25, "max": 0.25, "n": 2}
-    assert s["reward_trend.rising"]["mean"] == 0.5 and s["seconds.process"]["max"] == 30.0
-    md = b.markdown("main", s, [1, 2], "python scripts/bench/learning.py", 96)
-    assert "| gain.ppo | 0.125 | 0.000 | 0.250 |" in md and "2 seeds (1, 2), 96 held-out prompts" in md
+    r3 = {"pass_rate": {"base": 0.0, "sft": 0.5, "ppo": 0.75}, "gain": {"ppo": g("sft", 0.125, 0.0, 0.25)},
+          "reward_trend": {"rising": True}}
+    f1, f2, f3 = b.figures(r1, 10.0), b.figures(r2, 30.0), b.figures(r3, 20.0)
+    assert (f1["gain.ppo"], f1["gain_lo.ppo"], f1["gain_hi.ppo"], f1["task_gain.ppo.math"]) == (0.25, -0.25, 0.75, 0.25)
+    assert "gain.base" not in f1 and "gain.ppo.per_task.math.gain" not in f1 and "models.sft" not in f1
+    assert f1["reward_trend.rising"] == 1.0 and f2["gain.ppo"] == 0.0
+    s = b.summarise({1: f1, 2: f2, 3: f3})
+    # mean 0.125, sd 0.125 over 3 seeds: t(0.975, 2) = 4.303, half-width 4.303 * 0.125 / sqrt(3) = 0.31054
+    assert s["gain.ppo"]["mean"] == 0.125 and (s["gain.ppo"]["min"], s["gain.ppo"]["max"], s["gain.ppo"]["n"]) == (0.0, 0.25, 3)
+    assert s["gain.ppo"]["lo"] == pytest.approx(0.125 - 0.310539, abs=1e-5)
+    assert s["gain.ppo"]["hi"] == pytest.approx(0.125 + 0.310539, abs=1e-5)
+    assert s["reward_trend.rising"]["mean"] == pytest.approx(2 / 3) and s["seconds.process"]["max"] == 30.0
+    md = b.markdown("main", s, {1: f1, 2: f2, 3: f3}, "python scripts/bench/learning.py", 576, "test")
+    assert "3 seeds (1, 2, 3), 576 test prompts" in md
+    assert "| ppo | +25.0 (-25.0 .. +75.0) | +0.0 (-50.0 .. +50.0) | +12.5 (+0.0 .. +25.0) | +12.5 | +0.0 | -18.6 .. +43.6 |" in md
+    assert "| gain.ppo | 0.125 | 0.000 | 0.250 | -0.186 .. 0.436 |" in md
 
 
 @pytest.mark.slow
@@ -42,7 +52,8 @@ def test_one_seed_on_tiny_writes_json_and_markdown(tmp_path):
     saved = json.loads((tmp_path / "learning.json").read_text())
     assert saved["seeds"] == [5] and saved["held_out_prompts"] == 4 == report["held_out_prompts"]
     assert saved["summary"]["pass_rate.grpo"]["mean"] == report["pass_rate"]["grpo"]
-    assert saved["summary"]["gain.grpo"]["min"] == report["pass_rate"]["grpo"] - report["pass_rate"]["sft"]
+    assert saved["summary"]["gain.grpo"]["min"] == pytest.approx(report["pass_rate"]["grpo"] - report["pass_rate"]["sft"])
+    assert saved["eval_set"] == "test" and report["eval_set"] == "test"
     assert "| pass_rate.grpo |" in (tmp_path / "learning.md").read_text() and result["config"] == "grpo"
 
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from inference import prompt_eval
-from inference.passrate import held_out_prompts
+from inference.passrate import eval_prompts
 
 
 def test_side_by_side_from_files_and_bundled(tmp_path, capsys):
@@ -20,7 +20,7 @@ def test_side_by_side_from_files_and_bundled(tmp_path, capsys):
     assert printed.count("==== prompt") == 3 and "---- baseline (tiny):" in printed
     # bundled held-out prompts get the checker's verdict
     res = prompt_eval.main(["--baseline", "tiny", "--finetune", "tiny", "--n", "2", "--max_new_tokens", "4"])
-    assert [r["prompt"] for r in res["rows"]] == held_out_prompts(2)
+    assert [r["prompt"] for r in res["rows"]] == eval_prompts("dev", 2)
     assert capsys.readouterr().out.count("[fail]") == 4               # random models fail the checker
 
 

@@ -61,6 +61,10 @@ def test_report_page_has_the_figures_the_curves_and_the_answers(tmp_path):
         (d / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "split": sp, **m}) + "\n" for sp, i, m in rows))
         dirs[step] = str(d)
     report = {"pass_rate": {"base": 0.0104, "sft": 0.3542, "ppo": 0.4271}, "held_out_prompts": 2, "stage_dirs": dirs,
+              "eval_set": "test", "pass_rate_ci": {"sft": [0.3, 0.41], "ppo": [0.37, 0.4812]},
+              "gain": {"ppo": {"over": "sft", "gain": 0.0729, "lo": 0.0208, "hi": 0.125,
+                               "per_task": {"lower": {"gain": 0.55, "lo": 0.4, "hi": 0.7}}}},
+              "per_task_ci": {"ppo": {"lower": [0.5, 0.77]}}, "per_task_n": {"base": {"lower": 64}},
               "rm_score": {"base": -1.25, "sft": 0.5, "ppo": 0.93}, "kl_to_reference": {"sft": 0.0, "ppo": 0.52},
               "reward_model": {"held_out_pair_accuracy": 0.9453, "on_policy_auc": 0.9612,
                                "on_policy_within_prompt_auc": 0.8871, "labels": 384, "policy_pairs": 97},
@@ -78,8 +82,10 @@ def test_report_page_has_the_figures_the_curves_and_the_answers(tmp_path):
     doc = Cells()
     doc.feed(page)
     figures, facts, per_task, side = doc.tables
-    assert figures[1:] == [["base", "0.010", "-1.250", "-"], ["sft", "0.354", "0.500", "0.000"],
-                           ["ppo", "0.427", "0.930", "0.520"]]
+    assert figures[0][:3] == ["model", "pass-rate (2 test prompts)", "95% interval"]
+    assert figures[1:] == [["base", "0.010", "-", "-", "-", "-1.250", "-"],
+                           ["sft", "0.354", "30.0 .. 41.0", "-", "-", "0.500", "0.000"],
+                           ["ppo", "0.427", "37.0 .. 48.1", "+7.3 over sft", "+2.1 .. +12.5", "0.930", "0.520"]]
     assert ["reward model: held-out pair accuracy", "0.945"] in facts and ["stage 3 wall time (s)", "300"] in facts
     assert ["stage-3 training reward, first 3 -> last 3 iterations", "1.060 -> 1.460"] in facts
     assert ["reward model: on-policy AUC (sampled answers, any prompts)", "0.961"] in facts
@@ -104,7 +110,8 @@ def test_report_page_has_the_figures_the_curves_and_the_answers(tmp_path):
     assert "mean over 2 iterations" in page and "0.85 of the time" in page
     # every other metric: the stages' PNGs, in a section that starts collapsed, after the answers
     assert page.index('<details class="all-curves">') > page.index('class="answers"')
-    assert per_task == [["model", "lower"], ["base", "0.00"], ["sft", "0.09"], ["ppo", "0.64"]]
+    assert per_task == [["model", "lower (64)"], ["base", "0.00"], ["sft", "0.09"], ["ppo", "0.6450.0 .. 77.0"],
+                        ["gain of ppo over sft (points)", "+55.0+40.0 .. +70.0"]]
     assert side[0] == ["prompt", "base", "sft", "ppo"]
     assert side[1] == [prompts[0], "failbase answer 0 <script>x</script>", "failsft answer 0 <script>x</script>",
                        "passppo answer 0 <script>x</script>"]

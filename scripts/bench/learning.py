@@ -7,15 +7,16 @@
 Each seed is one ``python train.py --seed S`` run in ``<out>/seed<S>/`` (``--seed`` reaches every
 stage: initialisation, data order, sampling). The figures of every ``report.json`` are flattened
 (``pass_rate.sft``, ``reward_model.held_out_pair_accuracy``, ``gain.ppo``, ``seconds.total``, ...)
-and summarised as mean / min / max over the seeds in ``<out>/learning.json`` and a markdown table
-in ``<out>/learning.md`` (also printed). ``--fresh`` adds a second set of held-out prompts that no
-preset was tuned on (``report.json``'s ``fresh_pass_rate``). Arguments after ``--`` go to train.py.
+and summarised as mean / min / max and a 95% interval across the seeds (Student t) in
+``<out>/learning.json`` and a markdown table in ``<out>/learning.md`` (also printed), beside each
+seed's own gain with its paired-bootstrap interval over prompts. ``--eval-set dev`` evaluates on the
+dev set (where presets and levers are chosen); the default is the test set (what results report).
+Arguments after ``--`` go to train.py.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from inference.intervals import interval_text, seed_interval  # noqa: E402
 from training.utils.rl.advantages import critic_free  # noqa: E402  (the algorithm registry)
 
 CONFIGS = {          # name -> train.py arguments
@@ -53,42 +55,50 @@ def flatten(report: dict, prefix: str = "") -> dict[str, float]:
 
 
 def figures(report: dict, wall: float) -> dict[str, float]:
-    f = flatten(report)
-    rates = report.get("pass_rate", {})
-    for name, rate in rates.items():
-        if name not in ("base", "sft") and "sft" in rates:
-            f[f"gain.{name}"] = rate - rates["sft"]
-    fresh = report.get("fresh_pass_rate", {})
-    for name, rate in fresh.items():
-        if name not in ("base", "sft") and "sft" in fresh:
-            f[f"fresh_gain.{name}"] = rate - fresh["sft"]
+    """A run's numeric figures; ``gain.<model>`` (over the model it started from) and its interval
+    ``gain_lo.<model>`` / ``gain_hi.<model>`` come from the report's paired bootstrap."""
+    f = {k: v for k, v in flatten(report).items() if not k.startswith("gain.")}
+    for name, g in report.get("gain", {}).items():
+        f[f"gain.{name}"], f[f"gain_lo.{name}"], f[f"gain_hi.{name}"] = g["gain"], g["lo"], g["hi"]
+        for task, t in g.get("per_task", {}).items():
+            f[f"task_gain.{name}.{task}"] = t["gain"]
     f["seconds.process"] = wall
     return f
 
 
 def summarise(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """{figure: {mean, min, max, n, lo, hi}} over the seeds (lo / hi: a 95% Student-t interval)."""
     names = sorted(set().union(*(f.keys() for f in per_seed.values())))
-    out = {}
-    for n in names:
-        vals = [f[n] for f in per_seed.values() if n in f]
-        out[n] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
-    return out
+    return {n: seed_interval([f[n] for f in per_seed.values() if n in f]) for n in names}
 
 
-KEY_FIGURES = ("pass_rate.", "fresh_pass_rate.", "gain.", "fresh_gain.", "reward_model.held_out_pair_accuracy",
+KEY_FIGURES = ("pass_rate.", "gain.", "task_gain.", "reward_model.held_out_pair_accuracy",
                "reward_model.on_policy", "reward_model.labels", "reward_model.policy_pairs", "rm_score.",
                "kl_to_reference.", "reward_trend.", "gold_trend.", "agreement_trend.", "reward_refresh.labels",
                "reward_refresh.pairs", "seconds.", "stage_seconds.")
 
 
-def markdown(name: str, summary: dict, seeds: list[int], command: str, prompts: int | None) -> str:
+def markdown(name: str, summary: dict, per_seed: dict[int, dict], command: str, prompts: int | None,
+             eval_set: str | None) -> str:
+    seeds = list(per_seed)
     lines = [f"### `{name}`: {len(seeds)} seeds ({', '.join(map(str, seeds))})"
-             + (f", {prompts} held-out prompts" if prompts else ""), "",
-             f"Command: `{command}`", "",
-             "| figure | mean | min | max |", "|---|---|---|---|"]
+             + (f", {prompts} {eval_set or 'held-out'} prompts" if prompts else ""), "",
+             f"Command: `{command}`", ""]
+    gains = sorted(k[5:] for k in summary if k.startswith("gain."))
+    if gains:
+        lines += ["| gain (points) | " + " | ".join(f"seed {s} (95% over prompts)" for s in seeds)
+                  + " | mean | min | 95% over seeds |", "|---|" + "---|" * (len(seeds) + 3)]
+        for g in gains:
+            cells = [f"{100 * f['gain.' + g]:+.1f} ({interval_text(f['gain_lo.' + g], f['gain_hi.' + g], signed=True)})"
+                     if "gain." + g in f else "-" for f in per_seed.values()]
+            s = summary["gain." + g]
+            lines.append(f"| {g} | " + " | ".join(cells)
+                         + f" | {100 * s['mean']:+.1f} | {100 * s['min']:+.1f} | {interval_text(s['lo'], s['hi'], signed=True)} |")
+        lines.append("")
+    lines += ["| figure | mean | min | max | 95% over seeds |", "|---|---|---|---|---|"]
     for k, s in summary.items():
         if k.startswith(KEY_FIGURES):
-            lines.append(f"| {k} | {s['mean']:.3f} | {s['min']:.3f} | {s['max']:.3f} |")
+            lines.append(f"| {k} | {s['mean']:.3f} | {s['min']:.3f} | {s['max']:.3f} | {s['lo']:.3f} .. {s['hi']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -102,8 +112,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--n", type=int, default=3, help="number of seeds when --seeds is not given")
     ap.add_argument("--out", default=None, help="output directory (default: bench-out/learning-<config>)")
     ap.add_argument("--actor-model", default=None, help="passed to train.py (default: its own)")
-    ap.add_argument("--fresh", type=int, default=0, help="also report the pass-rate on this many fresh "
-                    "held-out prompts (a second set, disjoint from the 96 the presets were chosen on)")
+    ap.add_argument("--eval-set", default="test", choices=("test", "dev"),
+                    help="the closing evaluation's set: test (report) or dev (choose presets and levers)")
     a = ap.parse_args(argv)
     seeds = a.seeds or list(range(1, a.n + 1))
     out = Path(a.out or ROOT / "bench-out" / f"learning-{a.config}")
@@ -111,8 +121,7 @@ def main(argv=None) -> dict:
     base = [sys.executable, str(ROOT / "train.py"), *CONFIGS[a.config]]
     if a.actor_model:
         base += ["--actor-model", a.actor_model, "--reward-model", a.actor_model]
-    if a.fresh:
-        base += ["--fresh-prompts", str(a.fresh)]
+    base += ["--eval-set", a.eval_set]
     per_seed: dict[int, dict[str, float]] = {}
     for s in seeds:
         d = out / f"seed{s}"
@@ -129,8 +138,9 @@ def main(argv=None) -> dict:
     summary = summarise(per_seed)
     command = "python scripts/bench/learning.py " + " ".join(argv + (["--"] + extra if extra else []))
     prompts = json.loads((out / f"seed{seeds[0]}" / "report.json").read_text()).get("held_out_prompts")
-    md = markdown(a.config, summary, seeds, command.strip(), prompts)
+    md = markdown(a.config, summary, per_seed, command.strip(), prompts, a.eval_set)
     result = {"config": a.config, "seeds": seeds, "command": command.strip(), "held_out_prompts": prompts,
+              "eval_set": a.eval_set,
               "summary": summary, "per_seed": per_seed}
     (out / "learning.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "learning.md").write_text(md)

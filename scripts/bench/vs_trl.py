@@ -388,9 +388,9 @@ def timed(cmd: list[str], log: Path) -> float:
 
 
 def pass_rate(model_dir: Path, n: int) -> float:
-    from inference.passrate import evaluate_model, held_out_prompts
+    from inference.passrate import eval_prompts, evaluate_model
 
-    return evaluate_model(str(model_dir), max_new_tokens=64, batch_size=32, prompts=held_out_prompts(n))["pass_rate"]
+    return evaluate_model(str(model_dir), max_new_tokens=64, batch_size=32, prompts=eval_prompts("dev", n))["pass_rate"]
 
 
 def sft_model(a, out: Path) -> str:

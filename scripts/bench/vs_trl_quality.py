@@ -43,9 +43,9 @@ class Curve:
     """Pass-rate points of one run, its own evaluations taken off the clock."""
 
     def __init__(self, n_prompts: int):
-        from inference.passrate import held_out_prompts
+        from inference.passrate import eval_prompts
 
-        self.prompts, self.points, self.paused, self.loop_start = held_out_prompts(n_prompts), [], 0.0, None
+        self.prompts, self.points, self.paused, self.loop_start = eval_prompts("dev", n_prompts), [], 0.0, None
 
     def begin(self) -> None:
         if self.loop_start is None:

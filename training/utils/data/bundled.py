@@ -1,10 +1,24 @@
 """The bundled verifiable dataset: a seeded generator of instruction-following rows.
 
 Every row has a ``prompt`` (one of the instructions in ``checker.PATTERNS``), a ``chosen`` answer
-that passes ``checker.check`` and a ``rejected`` near-miss that fails it.  Rows are split into
-train and eval by a hash of the prompt, so held-out prompts never appear in training, whatever
-the size or seed.  Run ``python -m training.utils.data.bundled OUT_DIR`` to write the rows as
-``train.jsonl`` / ``eval.jsonl``.
+that passes ``checker.check``, a ``rejected`` near-miss that fails it, and its ``task``.
+
+Three disjoint splits, cut by what a prompt is about rather than by its text:
+
+- every word list of ``vocab.py`` (topic nouns, start words, end phrases, repeated words, list
+  categories, JSON keys) and every arithmetic problem is cut by a hash into a ``train`` pool (70%),
+  a ``dev`` pool (10%) and a ``test`` pool (20%); a row draws its parameters from its split's pool
+  only, so an evaluation prompt shares no topic, word, phrase, category, key or problem with any
+  training row (counts such as "exactly 5 words" are shared: they are the instruction, not the
+  subject);
+- the last phrasing of each task (``checker.EVAL_ONLY_PHRASINGS``) appears only in ``dev`` and
+  ``test``.
+
+``generate(n, seed)`` gives training rows; ``eval_rows("dev")`` (32 prompts per task) is where
+presets and levers are chosen, ``eval_rows("test")`` (64 per task) is what results report. Both are
+fixed (their own seeds), task-balanced and interleaved by task, so their first ``k`` rows are
+balanced too. ``python -m training.utils.data.bundled OUT_DIR [N] [SEED]`` writes ``train.jsonl``,
+``eval.jsonl`` (dev) and ``test.jsonl``.
 """
 from __future__ import annotations
 
@@ -12,59 +26,69 @@ import hashlib
 import json
 import random
 import sys
+from functools import lru_cache
 from pathlib import Path
 
-from .checker import PATTERNS, check, math_result
+from .checker import EVAL_ONLY_PHRASINGS, PATTERNS, check, math_result, parse_task
+from .vocab import (ADJECTIVES, CATEGORIES, END_PHRASES, KEY_VALUES, NOUNS, RAMBLE, REPEAT_WORDS,
+                    START_WORDS, TAILS, VERB_PHRASES)
 
-TOPICS = [
-    "the ocean", "coffee", "winter", "a library", "mountains", "bicycles", "the moon", "gardens",
-    "trains", "music", "rain", "cats", "dogs", "bread", "forests", "the city", "rivers", "summer",
-    "books", "the desert", "bees", "tea", "snow", "bridges", "the sun", "clouds", "islands",
-    "chess", "painting", "soccer", "honey", "owls", "lighthouses", "volcanoes", "apples",
-    "the wind", "friendship", "cooking", "maps", "stars", "ships", "birds", "museums", "tigers",
-    "the night sky", "a small village", "old clocks", "the harbor", "autumn leaves", "spring",
-    "robots", "computers", "dolphins", "horses", "candles", "markets", "schools", "windmills",
-    "glaciers", "kites",
-]
-VERB_PHRASES = [
-    "can be calm and quiet", "brings people together", "changes with every season",
-    "has a long history", "makes many people happy", "is full of small surprises",
-    "looks different in the morning", "teaches us to be patient", "is worth a closer look",
-    "can inspire a good story", "feels peaceful at dusk", "is loved by children",
-    "needs care and attention", "shapes the lives of many", "is often underrated",
-]
-TAILS = [
-    "in many parts of the world", "for those who notice", "on a quiet afternoon",
-    "when the weather is kind", "throughout the year", "in every generation",
-    "after a long day", "in its own way", "more than we think", "from time to time",
-]
-START_WORDS = ["Today", "Sometimes", "Honestly", "Clearly", "Every", "Many", "Often", "Indeed",
-               "Surely", "Perhaps", "Always", "Most"]
-END_PHRASES = ["every single day", "under the open sky", "for a long time", "all year round",
-               "in the end", "with great care", "like never before", "at the right moment",
-               "without any doubt", "near and far", "by the water", "in the quiet hours"]
-CATEGORIES = {
-    "fruits": ["apple", "banana", "cherry", "mango", "pear", "grape", "peach", "plum", "kiwi", "lemon"],
-    "colors": ["red", "blue", "green", "yellow", "purple", "orange", "black", "white", "pink", "brown"],
-    "animals": ["cat", "dog", "horse", "lion", "tiger", "rabbit", "eagle", "whale", "fox", "bear"],
-    "countries": ["France", "Japan", "Brazil", "Canada", "Egypt", "India", "Kenya", "Norway", "Peru", "Spain"],
-    "vegetables": ["carrot", "potato", "onion", "pepper", "spinach", "cabbage", "pea", "leek", "bean", "corn"],
-    "musical instruments": ["piano", "violin", "guitar", "drum", "flute", "trumpet", "cello", "harp",
-                            "clarinet", "banjo"],
-    "planets": ["Mercury", "Venus", "Earth", "Mars", "Jupiter", "Saturn", "Uranus", "Neptune"],
-    "sports": ["soccer", "tennis", "golf", "rugby", "cricket", "hockey", "boxing", "rowing", "skiing",
-               "cycling"],
-}
-JSON_KEYS = ["name", "color", "size", "age", "location", "type", "weight", "origin", "price",
-             "rating", "speed", "height"]
-KEY_VALUES = {"name": "example", "color": "blue", "size": "medium", "age": 3, "location": "north",
-              "type": "common", "weight": 12, "origin": "unknown", "price": 5, "rating": 4,
-              "speed": "slow", "height": 2}
-RAMBLE = "and there is so much more that could be said about it if we had the time."
-REPEAT_WORDS = ["hello", "yes", "blue", "tree", "go", "sun", "cat", "red", "one", "sky", "ok", "love"]
+SPLITS = ("train", "dev", "test")
+SHARES = {"train": 70, "dev": 10, "test": 20}       # percent of every word list and problem space
+EVAL_PER_TASK = {"dev": 32, "test": 64}
+EVAL_SEEDS = {"dev": 1001, "test": 2002}
+VERSION = 3       # bump when generated rows change: part of the data cache key
 
-EVAL_SHARE = 10  # percent of prompts held out, chosen by prompt hash
-VERSION = 2       # bump when generated rows change: part of the data cache key
+
+def _hash(kind: str, value) -> int:
+    return int(hashlib.sha256(f"{kind}:{value}".encode()).hexdigest(), 16)
+
+
+WORD_LISTS = {"noun": NOUNS, "start": START_WORDS, "end": END_PHRASES, "repeat": REPEAT_WORDS,
+              "category": sorted(CATEGORIES), "key": sorted(KEY_VALUES)}
+
+
+@lru_cache(maxsize=None)
+def _pools(kind: str) -> dict[str, tuple]:
+    ranked = sorted(WORD_LISTS[kind], key=lambda v: _hash(kind, v))
+    n_train = round(len(ranked) * SHARES["train"] / 100)
+    n_dev = max(1, round(len(ranked) * SHARES["dev"] / 100))
+    cut = {"train": ranked[:n_train], "dev": ranked[n_train:n_train + n_dev], "test": ranked[n_train + n_dev:]}
+    order = {v: i for i, v in enumerate(WORD_LISTS[kind])}
+    return {s: tuple(sorted(vs, key=order.__getitem__)) for s, vs in cut.items()}
+
+
+def pool(kind: str, split: str) -> tuple:
+    """The values of word list ``kind`` that belong to ``split`` (a fixed hash ranking cut at the
+    shares), in list order."""
+    return _pools(kind)[split]
+
+
+def split_of(kind: str, value) -> str:
+    """The split that owns ``value`` of a word list, or of the ``math`` problem space (a fixed hash),
+    whatever the generator's seed or size."""
+    if kind == "math":
+        h = _hash(kind, value) % 100
+        return "train" if h < SHARES["train"] else "dev" if h < SHARES["train"] + SHARES["dev"] else "test"
+    return next(s for s, vs in _pools(kind).items() if value in vs)
+
+
+def phrasings(task: str, split: str) -> list[str]:
+    """The phrasings a row of ``split`` may use: training rows never use the evaluation-only ones."""
+    ps = PATTERNS[task]
+    return ps[:-EVAL_ONLY_PHRASINGS] if split == "train" else ps
+
+
+def math_key(a: int, op: str, b: int) -> str:
+    """One problem, however its operands are ordered (``3 + 5`` and ``5 + 3`` are the same problem)."""
+    if op in "+*":
+        a, b = min(a, b), max(a, b)
+    return f"{a}{op}{b}"
+
+
+def _topic(rng: random.Random, split: str) -> str:
+    noun = rng.choice(pool("noun", split))
+    return noun if rng.random() < 0.25 else f"{rng.choice(ADJECTIVES)} {noun}"
 
 
 def _sentence(rng: random.Random, topic: str) -> str:
@@ -78,8 +102,8 @@ def _n_words(rng: random.Random, topic: str, n: int) -> str:
     return " ".join(words[:n]) + "."
 
 
-def _task_upper(rng):
-    t = rng.choice(TOPICS)
+def _task_upper(rng, split):
+    t = _topic(rng, split)
     s = _sentence(rng, t)
     bad = s if rng.random() < 0.5 else " ".join(w.upper() if i else w for i, w in enumerate(s.split()))
     if bad == bad.upper():
@@ -87,30 +111,30 @@ def _task_upper(rng):
     return {"topic": t}, s.upper(), bad
 
 
-def _task_lower(rng):
-    t = rng.choice(TOPICS)
+def _task_lower(rng, split):
+    t = _topic(rng, split)
     s = _sentence(rng, t)
     return {"topic": t}, s.lower(), s if s != s.lower() else s.upper()
 
 
-def _task_words(rng):
-    t, n = rng.choice(TOPICS), rng.randint(3, 12)
+def _task_words(rng, split):
+    t, n = _topic(rng, split), rng.randint(3, 12)
     good, bad = _n_words(rng, t, n), _n_words(rng, t, n + rng.choice([-1, 1, 2]))
     if n % 2 == 0:  # the other common failure: ignoring the limit and rambling on
         bad = bad.rstrip(".") + " " + RAMBLE
     return {"topic": t, "n": n}, good, bad
 
 
-def _task_ends(rng):
-    t, ph = rng.choice(TOPICS), rng.choice(END_PHRASES)
+def _task_ends(rng, split):
+    t, ph = _topic(rng, split), rng.choice(pool("end", split))
     s = _sentence(rng, t).rstrip(".")
     good = f"{s} {ph}."
     bad = f"{s}." if rng.random() < 0.5 else f"{ph[0].upper()}{ph[1:]}, {s[0].lower()}{s[1:]}."
     return {"topic": t, "phrase": ph}, good, bad
 
 
-def _task_starts(rng):
-    t, w = rng.choice(TOPICS), rng.choice(START_WORDS)
+def _task_starts(rng, split):
+    t, w = _topic(rng, split), rng.choice(pool("start", split))
     s = _sentence(rng, t)
     good = f"{w}, {s[0].lower()}{s[1:]}"
     other = rng.choice([x for x in START_WORDS if x != w])
@@ -118,14 +142,14 @@ def _task_starts(rng):
     return {"topic": t, "word": w}, good, bad
 
 
-def _task_list(rng):
-    cat = rng.choice(sorted(CATEGORIES))
-    n = rng.randint(2, min(7, len(CATEGORIES[cat]) - 1))
+def _task_list(rng, split):
+    cat = rng.choice(pool("category", split))
+    n = rng.randint(2, min(8, len(CATEGORIES[cat]) - 1))
     items = rng.sample(CATEGORIES[cat], n + 1)
     good = "\n".join(f"- {x}" for x in items[:n])
     r = rng.random()
     if r < 0.4:
-        bad = "\n".join(f"- {x}" for x in items[:n - 1] if n > 1) or f"- {items[0]}\n- {items[1]}"
+        bad = "\n".join(f"- {x}" for x in items[:n - 1])
     elif r < 0.7:
         bad = "\n".join(f"- {x}" for x in items)
     else:
@@ -133,24 +157,28 @@ def _task_list(rng):
     return {"category": cat, "n": n}, good, bad
 
 
-def _task_json(rng):
-    t = rng.choice(TOPICS)
-    k1, k2, k3 = rng.sample(JSON_KEYS, 3)
+def _task_json(rng, split):
+    t = _topic(rng, split)
+    keys = pool("key", split)
+    k1, k2, k3 = rng.sample(keys, 3)
     good = json.dumps({k: KEY_VALUES[k] for k in (k1, k2, k3)})
     r = rng.random()
     if r < 0.4:
         bad = json.dumps({k: KEY_VALUES[k] for k in (k1, k2)})
     elif r < 0.7:
-        extra = rng.choice([k for k in JSON_KEYS if k not in (k1, k2, k3)])
+        extra = rng.choice([k for k in KEY_VALUES if k not in (k1, k2, k3)])
         bad = json.dumps({k: KEY_VALUES[k] for k in (k1, k2, k3, extra)})
     else:
         bad = "{" + ", ".join(f"{k}: {json.dumps(KEY_VALUES[k])}" for k in (k1, k2, k3)) + "}"
     return {"topic": t, "k1": k1, "k2": k2, "k3": k3}, good, bad
 
 
-def _task_math(rng):
-    op = rng.choice("+-*")
-    a, b = (rng.randint(2, 12), rng.randint(2, 12)) if op == "*" else (rng.randint(1, 99), rng.randint(1, 99))
+def _task_math(rng, split):
+    while True:
+        op = rng.choice("+-*")
+        a, b = (rng.randint(2, 19), rng.randint(2, 12)) if op == "*" else (rng.randint(1, 99), rng.randint(1, 99))
+        if split_of("math", math_key(a, op, b)) == split:
+            break
     want = math_result(a, op, b)
     bad = str(want + rng.choice([-10, -2, -1, 1, 2, 10]))
     if (a + b) % 2:  # right number, but not "the number only"
@@ -158,8 +186,8 @@ def _task_math(rng):
     return {"a": a, "op": op, "b": b}, str(want), bad
 
 
-def _task_repeat(rng):
-    w, n = rng.choice(REPEAT_WORDS), rng.randint(2, 8)
+def _task_repeat(rng, split):
+    w, n = rng.choice(pool("repeat", split)), rng.randint(2, 9)
     bad = " ".join([w] * (n + rng.choice([-1, 1])))
     if n % 2 == 0:  # right count, wrong separator
         bad = ", ".join([w] * n)
@@ -169,54 +197,78 @@ def _task_repeat(rng):
 MAKERS = {"upper": _task_upper, "lower": _task_lower, "words": _task_words, "ends": _task_ends,
           "starts": _task_starts, "list": _task_list, "json": _task_json, "math": _task_math,
           "repeat": _task_repeat}
+TASKS = sorted(MAKERS)
 
 
-def is_eval_prompt(prompt: str) -> bool:
-    return int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 100 < EVAL_SHARE
+def make_row(task: str, split: str, rng: random.Random) -> dict:
+    """One checked row of ``task`` whose parameters and phrasing belong to ``split``."""
+    params, good, bad = MAKERS[task](rng, split)
+    prompt = rng.choice(phrasings(task, split)).format(**params)
+    parsed = parse_task(prompt)
+    if parsed is None or parsed.name != task or not check(prompt, good) or check(prompt, bad):
+        raise AssertionError(f"bundled generator bug for task {task}: {prompt!r} {good!r} {bad!r}")
+    return {"prompt": prompt, "chosen": good, "rejected": bad, "task": task}
+
+
+def sample(task_counts: dict[str, int], split: str, seed: int) -> list[dict]:
+    """``task_counts[task]`` rows of each task with distinct prompts, from ``split``'s pools,
+    interleaved by task (task order, round-robin); deterministic in (task_counts, split, seed)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    rng = random.Random(f"{split}:{seed}")
+    by_task: dict[str, list[dict]] = {t: [] for t in task_counts}
+    seen: set[str] = set()
+    for task, want in task_counts.items():
+        attempts = 0
+        while len(by_task[task]) < want:
+            attempts += 1
+            if attempts > 50 * want + 1000:
+                raise RuntimeError(f"bundled generator found only {len(by_task[task])} distinct {task!r} "
+                                   f"prompts of {want} in the {split!r} split")
+            row = make_row(task, split, rng)
+            if row["prompt"] not in seen:
+                seen.add(row["prompt"])
+                by_task[task].append(row)
+    longest = max(task_counts.values(), default=0)
+    return [by_task[t][i] for i in range(longest) for t in task_counts if i < len(by_task[t])]
 
 
 def generate(n: int = 4000, seed: int = 0) -> list[dict]:
-    """``n`` rows with distinct prompts; deterministic in (n, seed)."""
-    rng = random.Random(seed)
-    rows, seen = [], set()
-    names = sorted(MAKERS)
-    attempts = 0
-    while len(rows) < n:
-        attempts += 1
-        if attempts > 50 * n:
-            raise RuntimeError(f"bundled generator found only {len(rows)} distinct prompts of {n}")
-        name = names[len(rows) % len(names)] if attempts < 5 * n else rng.choice(names)
-        params, good, bad = MAKERS[name](rng)
-        prompt = rng.choice(PATTERNS[name]).format(**params)
-        if prompt in seen:
-            continue
-        if not check(prompt, good) or check(prompt, bad):
-            raise AssertionError(f"bundled generator bug for task {name}: {prompt!r} {good!r} {bad!r}")
-        seen.add(prompt)
-        rows.append({"prompt": prompt, "chosen": good, "rejected": bad, "task": name})
-    return rows
+    """``n`` training rows with distinct prompts, tasks in turn; deterministic in (n, seed)."""
+    counts = {t: n // len(TASKS) + (i < n % len(TASKS)) for i, t in enumerate(TASKS)}
+    return sample(counts, "train", seed)
+
+
+@lru_cache(maxsize=None)
+def _eval_rows(split: str) -> tuple:
+    if split not in EVAL_PER_TASK:
+        raise ValueError(f"unknown evaluation set {split!r} (expected one of {', '.join(EVAL_PER_TASK)})")
+    return tuple(sample({t: EVAL_PER_TASK[split] for t in TASKS}, split, EVAL_SEEDS[split]))
+
+
+def eval_rows(split: str) -> list[dict]:
+    """The fixed, task-balanced evaluation set ``split`` (``dev``: 32 per task, ``test``: 64)."""
+    return [dict(r) for r in _eval_rows(split)]
 
 
 def train_eval(n: int = 4000, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    rows = generate(n, seed)
-    train = [r for r in rows if not is_eval_prompt(r["prompt"])]
-    evals = [r for r in rows if is_eval_prompt(r["prompt"])]
-    return train, evals
+    """(training rows, the dev set): what the training stages see; the test set is never among them."""
+    return generate(n, seed), eval_rows("dev")
 
 
-def write(out_dir: str, n: int = 4000, seed: int = 0) -> tuple[Path, Path]:
+def write(out_dir: str, n: int = 4000, seed: int = 0) -> tuple[Path, Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, rows in zip(("train", "eval"), train_eval(n, seed)):
+    for name, rows in (("train", generate(n, seed)), ("eval", eval_rows("dev")), ("test", eval_rows("test"))):
         p = out / f"{name}.jsonl"
         p.write_text("".join(json.dumps(r) + "\n" for r in rows))
         paths.append(p)
-    return paths[0], paths[1]
+    return paths[0], paths[1], paths[2]
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit("usage: python -m training.utils.data.bundled OUT_DIR [N] [SEED]")
-    tr, ev = write(sys.argv[1], *(int(x) for x in sys.argv[2:4]))
-    print(f"wrote {tr} and {ev}")
+    paths = write(sys.argv[1], *(int(x) for x in sys.argv[2:4]))
+    print("wrote " + ", ".join(str(p) for p in paths))

@@ -11,47 +11,78 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-# Instruction phrasings.  The generator formats these; the checker parses them back.
+# Instruction phrasings.  The generator formats these; the checker parses them back.  The last
+# phrasing of each task is evaluation-only: the bundled generator never writes it into a training row.
 PATTERNS: dict[str, list[str]] = {
     "upper": [
         "Write one sentence about {topic}. Use only capital letters.",
         "Tell me something about {topic} in a single sentence, written entirely in capital letters.",
+        "In one sentence written in all caps, describe {topic}.",
+        "Write a single sentence on {topic} using uppercase letters only.",
+        "Compose one sentence about {topic} with every letter in upper case.",
     ],
     "lower": [
         "Write one sentence about {topic}. Use only lowercase letters.",
         "Tell me something about {topic} in a single sentence, written entirely in lowercase letters.",
+        "In one sentence with no capital letters at all, describe {topic}.",
+        "Write a single sentence on {topic} using lowercase letters only.",
+        "Compose one sentence about {topic} with every letter in lower case.",
     ],
     "words": [
         "Describe {topic} in exactly {n} words.",
         "Using exactly {n} words, say something about {topic}.",
+        "Write exactly {n} words about {topic}.",
+        "Say something about {topic} in a reply of exactly {n} words.",
+        "Your whole reply must be exactly {n} words long, about {topic}.",
     ],
     "ends": [
         'Write one sentence about {topic} that ends with the words "{phrase}".',
         'Say something about {topic} in one sentence. The sentence must end with "{phrase}".',
+        'Write a sentence about {topic}. Its last words must be "{phrase}".',
+        'Finish a one-sentence statement about {topic} with the words "{phrase}".',
+        'About {topic}: one sentence, and its final words are "{phrase}".',
     ],
     "starts": [
         'Write one sentence about {topic} that starts with the word "{word}".',
         'Say something about {topic} in one sentence. Begin your answer with the word "{word}".',
+        'Write a sentence about {topic}. Its first word must be "{word}".',
+        'Open with the word "{word}" and write one sentence about {topic}.',
+        'About {topic}: one sentence whose very first word is "{word}".',
     ],
     "list": [
         'List {n} {category}. Put each item on its own line starting with "- ".',
         'Name {n} {category}, one per line, each line starting with "- ".',
+        'Give me {n} {category} as a list, one item per line, each line beginning with "- ".',
+        'Write a list of {n} {category}, each on a separate line that starts with "- ".',
+        'I need {n} {category}: one per line, every line opening with "- ".',
     ],
     "json": [
         'Give a JSON object about {topic} with exactly the keys "{k1}", "{k2}" and "{k3}". '
         "Reply with the JSON only.",
         'Describe {topic} as a JSON object whose only keys are "{k1}", "{k2}" and "{k3}". '
         "Reply with the JSON only.",
+        'Return only a JSON object about {topic} that has exactly the keys "{k1}", "{k2}" and "{k3}".',
+        'Output JSON only: an object about {topic} with the keys "{k1}", "{k2}" and "{k3}" and no others.',
+        'Make a JSON object for {topic} using exactly three keys, "{k1}", "{k2}" and "{k3}", '
+        "and reply with nothing else.",
     ],
     "math": [
         "What is {a} {op} {b}? Reply with the number only.",
         "Compute {a} {op} {b}. Reply with the number only.",
+        "Calculate {a} {op} {b} and give just the number.",
+        "Work out {a} {op} {b}. Answer with only the result.",
+        "{a} {op} {b} equals what? Reply with the number alone.",
     ],
     "repeat": [
         'Repeat the word "{word}" exactly {n} times, separated by single spaces, and nothing else.',
         'Write the word "{word}" {n} times in a row, separated by single spaces, and nothing else.',
+        'Say "{word}" {n} times, with single spaces between, and nothing else.',
+        'Output the word "{word}" repeated {n} times, separated by single spaces, and nothing else.',
+        'Type "{word}" exactly {n} times with one space between each, and nothing more.',
     ],
 }
+EVAL_ONLY_PHRASINGS = 1     # the last phrasing(s) of each task above
+
 
 _FIELD_RE = {
     "topic": r"(?P<topic>[a-z][a-z ]*?)",
