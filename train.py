@@ -83,6 +83,9 @@ def parse(argv):
     ap.add_argument("--eval-prompts", type=int, default=0,
                     help="only the first N prompts of --eval-set (still task-balanced; 0: the whole set on a real "
                          "model, 36 on tiny)")
+    ap.add_argument("--eval-rm-prompts", type=int, default=108,
+                    help="the reward model scores every model's answers to the first N evaluation prompts (12 per "
+                         "task; 0: all): its mean score per model in the report")
     ap.add_argument("--eval-max-new-tokens", type=int, default=48,
                     help="answer length limit of the closing evaluation (greedy; Stage 3 samples 48 on the presets)")
     ap.add_argument("--overwrite", action="store_true",
@@ -232,7 +235,7 @@ def main(argv=None) -> dict:
         print(table(report))
     for k, v in report.items():
         if k not in ("pass_rate", "pass_rate_ci", "gain", "rm_score", "kl_to_reference", "per_task", "per_task_ci",
-                     "per_task_n", "plots"):
+                     "per_task_n", "plots", "rm_scored_prompts"):
             print(f"{k}: {v}")
     print(f"(also in {out / 'report.json'}; figures, curves and answers side by side in {page})")
     return report

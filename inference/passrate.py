@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from inference import answer_cache
+from inference.greedy import greedy_token_ids
 
 from inference.intervals import interval_text, paired_gain, rate_interval
 from training.utils.data.bundled import eval_rows
@@ -63,11 +64,19 @@ def gain(before: list[dict], after: list[dict]) -> dict:
     return out
 
 
-def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16,
+def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 64,
              template: str = "auto", progress: str = "", num_beams: int = 1) -> list[str]:
-    """Greedy (or beam-search) answers, EOS-terminated and special tokens stripped, to user prompts through
-    the project's one generate; ``progress`` labels a progress bar (none when empty)."""
+    """Greedy (or beam-search) answers, EOS-terminated and special tokens stripped, to user prompts;
+    ``progress`` labels a progress bar (none when empty). Greedy answers take the evaluation fast path
+    (``inference/greedy.py``: the shared prefix once, finished rows dropped), beams the project's one
+    generate."""
     ids = [prompt_token_ids(tok, render_prompt(tok, to_messages(p), template), template) for p in prompts]
+    if num_beams == 1:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(ids), desc=progress, unit="prompt", disable=not progress, dynamic_ncols=True) as bar:
+            answers = greedy_token_ids(model, ids, tok.eos_token_id, max_new_tokens, batch_size, bar)
+        return [tok.decode(a, skip_special_tokens=True).strip() for a in answers]
     settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                                   batch_size=batch_size)
     return generate_answers(model, tok, ids, settings, progress)
@@ -81,7 +90,7 @@ def cacheable_dir(model_name: str) -> str | None:
     return local_path(model_name)
 
 
-def evaluate_model(model_name: str, n: int = 0, max_new_tokens: int = 64, batch_size: int = 16,
+def evaluate_model(model_name: str, n: int = 0, max_new_tokens: int = 64, batch_size: int = 64,
                    template: str = "auto", prompts: list[str] | None = None, progress: str = "",
                    cache: bool = False) -> dict:
     """Greedy answers of ``model_name`` to ``prompts`` (default: the first ``n`` prompts of the test set),
@@ -115,7 +124,7 @@ def main(argv=None) -> dict:
                     help="the evaluation set: dev (choose presets and levers on it) or test (report on it)")
     ap.add_argument("--n", type=int, default=0, help="the set's first N prompts (task-balanced; 0: all)")
     ap.add_argument("--max_new_tokens", type=int, default=64)
-    ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--template", default="auto", choices=("auto", "chat", "plain"))
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--cache", action="store_true",

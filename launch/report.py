@@ -47,14 +47,15 @@ def rl_figures(stage_dir: Path) -> dict:
 
 
 def closing_eval(actors: dict[str, str], prompts: list[str], reward_model: Optional[str],
-                 max_new_tokens: int = 64, batch_size: int = 32) -> dict[str, dict]:
-    """{name: {pass_rate, per_task, answers[, rm_score]}} for each actor on ``prompts``."""
+                 max_new_tokens: int = 64, batch_size: int = 64, rm_prompts: int = 0) -> dict[str, dict]:
+    """{name: {pass_rate, per_task, answers[, rm_score]}} for each actor on ``prompts``; the reward model
+    scores every model's answers to the first ``rm_prompts`` prompts (0: all)."""
     from inference.answer_cache import cache_dir as answer_cache_dir
     from inference.passrate import evaluate_model
 
     results = {}
     for name, path in actors.items():
-        print(f"closing evaluation: {name} ({path}) answers {len(prompts)} held-out prompts", flush=True)
+        print(f"closing evaluation: {name} ({path}) answers {len(prompts)} evaluation prompts", flush=True)
         results[name] = evaluate_model(path, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                        prompts=prompts, progress=f"eval {name}", cache=True)
         if results[name]["cached"]:
@@ -63,12 +64,13 @@ def closing_eval(actors: dict[str, str], prompts: list[str], reward_model: Optio
     if reward_model:
         from inference.rw_eval import Scorer
 
+        k = rm_prompts or len(prompts)
         scorer = Scorer(reward_model)      # all models' answers in one call: a prompt runs once for them
-        answers = [a for r in results.values() for a in r["answers"]]
+        answers = [a for r in results.values() for a in r["answers"][:k]]
         for a, s in zip(answers, scorer.score([(a["prompt"], a["answer"]) for a in answers], batch_size=32)):
             a["rm_score"] = s
         for r in results.values():
-            r["rm_score"] = sum(a["rm_score"] for a in r["answers"]) / len(r["answers"])
+            r["rm_score"] = sum(a["rm_score"] for a in r["answers"][:k]) / len(r["answers"][:k])
     return results
 
 
@@ -81,7 +83,7 @@ def table(report: dict) -> str:
     kl = report.get("kl_to_reference", {})
     where = f"{report.get('held_out_prompts', '?')} {report.get('eval_set', 'held-out')}"
     head = ["model", f"pass-rate ({where} prompts)", "95% interval", "gain (points)", "95% interval",
-            "mean RM score", "KL to reference"]
+            f"mean RM score (first {report.get('rm_scored_prompts', '?')})", "KL to reference"]
     rows = [head]
     for name, rate in rates.items():
         g = gains.get(name)
@@ -163,7 +165,8 @@ def build_report(plan, steps: list[int], cfgs: dict, times: dict, t_start: float
         n = args.eval_prompts or (36 if args.actor_model in ("tiny", "tiny-opt") else 0)
         prompts = eval_prompts(args.eval_set, n)
         t_eval = time.time()
-        res = closing_eval(actors, prompts, str(rm_dir) if rm_dir else None, args.eval_max_new_tokens)
+        res = closing_eval(actors, prompts, str(rm_dir) if rm_dir else None, args.eval_max_new_tokens,
+                           rm_prompts=args.eval_rm_prompts)
         report["seconds"] = {"closing_eval": round(time.time() - t_eval, 1)}
         report["eval_set"], report["held_out_prompts"] = args.eval_set, len(prompts)
         for key in ("pass_rate", "pass_rate_ci", "per_task", "per_task_ci", "per_task_n"):
@@ -171,6 +174,7 @@ def build_report(plan, steps: list[int], cfgs: dict, times: dict, t_start: float
         report["gain"] = gains_of(res)
         if rm_dir:
             report["rm_score"] = {k: r["rm_score"] for k, r in res.items()}
+            report["rm_scored_prompts"] = min(args.eval_rm_prompts or len(prompts), len(prompts))
         answers = {k: r["answers"] for k, r in res.items()}
         (out / "answers.json").write_text(json.dumps(answers, indent=1) + "\n")
         report["models"].update({k: v for k, v in actors.items() if k != "base"})

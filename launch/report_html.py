@@ -47,8 +47,9 @@ def figures_section(report: dict) -> str:
     rates, ci, gains = report.get("pass_rate", {}), report.get("pass_rate_ci", {}), report.get("gain", {})
     rm, kl = report.get("rm_score", {}), report.get("kl_to_reference", {})
     where = f"{report.get('held_out_prompts', '?')} {report.get('eval_set', 'held-out')} prompts"
-    head = ["model", f"pass-rate ({where})", "95% interval", "gain (points)", "95% interval", "mean RM score",
-            "KL to reference"]
+    rm_where = f" (first {report['rm_scored_prompts']} prompts)" if "rm_scored_prompts" in report else ""
+    head = ["model", f"pass-rate ({where})", "95% interval", "gain (points)", "95% interval",
+            f"mean RM score{rm_where}", "KL to reference"]
     rows = []
     for name, rate in rates.items():
         g = gains.get(name)
