@@ -42,6 +42,10 @@ CONFIGS = {          # name -> train.py arguments
 }
 
 
+# the stages each configuration runs after SFT, for --sft-from (critic-free algorithms: stage 3 only)
+AFTER_SFT = {"main": ["2", "3"], "rloo-rm": ["2", "3"], "main-iterated": ["2", "3"], "dpo": ["2"]}
+
+
 def flatten(report: dict, prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a report as dotted names."""
     out = {}
@@ -114,6 +118,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--actor-model", default=None, help="passed to train.py (default: its own)")
     ap.add_argument("--eval-set", default="test", choices=("test", "dev"),
                     help="the closing evaluation's set: test (report) or dev (choose presets and levers)")
+    ap.add_argument("--sft-from", default=None,
+                    help="start from these SFT models instead of training them ('{seed}' is replaced by each seed, "
+                         "e.g. bench-out/learning-main/seed{seed}/actor-models/smollm2-135m: the same preset and seed "
+                         "train the same SFT model, so this only saves its time)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="read the seeds whose <out>/seed<S>/report.json exists (same command) instead of running them")
     a = ap.parse_args(argv)
     seeds = a.seeds or list(range(1, a.n + 1))
     out = Path(a.out or ROOT / "bench-out" / f"learning-{a.config}")
@@ -126,6 +136,13 @@ def main(argv=None) -> dict:
     for s in seeds:
         d = out / f"seed{s}"
         cmd = base + ["--output-dir", str(d), "--seed", str(s), *extra]
+        if a.sft_from:
+            cmd += ["--sft-model", a.sft_from.format(seed=s), "--step", *AFTER_SFT.get(a.config, ["3"])]
+        if a.reuse and (d / "report.json").is_file():
+            report = json.loads((d / "report.json").read_text())
+            per_seed[s] = figures(report, report["seconds"]["total"])
+            print(f"seed {s}: read from {d / 'report.json'}", flush=True)
+            continue
         print(f"\n##### seed {s}: {' '.join(cmd)}", flush=True)
         t0 = time.time()
         rc = subprocess.call(cmd, cwd=ROOT)
