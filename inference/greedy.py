@@ -9,7 +9,7 @@ Three things ``generate`` on left-padded batches spends time on and this path do
    (``DynamicCache.batch_select_indices``), so one 48-token answer does not make the 63 short ones
    beside it pay 48 decode steps.
 3. **Rows of similar length share a batch** (prompts sorted by length), so padding is small, and
-   batches are large (64 rows), since a decode step's cost is mostly fixed on a CPU.
+   batches are large (288 rows by default), since a decode step's cost is mostly fixed on a CPU.
 
 Rows are laid out [prefix | padding | own tokens]; the attention mask hides the padding and
 positions count attended tokens only, so each row sees exactly its prompt. The tokens are those of

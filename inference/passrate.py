@@ -64,7 +64,7 @@ def gain(before: list[dict], after: list[dict]) -> dict:
     return out
 
 
-def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 64,
+def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 288,
              template: str = "auto", progress: str = "", num_beams: int = 1) -> list[str]:
     """Greedy (or beam-search) answers, EOS-terminated and special tokens stripped, to user prompts;
     ``progress`` labels a progress bar (none when empty). Greedy answers take the evaluation fast path
@@ -90,7 +90,7 @@ def cacheable_dir(model_name: str) -> str | None:
     return local_path(model_name)
 
 
-def evaluate_model(model_name: str, n: int = 0, max_new_tokens: int = 64, batch_size: int = 64,
+def evaluate_model(model_name: str, n: int = 0, max_new_tokens: int = 64, batch_size: int = 288,
                    template: str = "auto", prompts: list[str] | None = None, progress: str = "",
                    cache: bool = False) -> dict:
     """Greedy answers of ``model_name`` to ``prompts`` (default: the first ``n`` prompts of the test set),
@@ -124,7 +124,7 @@ def main(argv=None) -> dict:
                     help="the evaluation set: dev (choose presets and levers on it) or test (report on it)")
     ap.add_argument("--n", type=int, default=0, help="the set's first N prompts (task-balanced; 0: all)")
     ap.add_argument("--max_new_tokens", type=int, default=64)
-    ap.add_argument("--batch_size", type=int, default=64)
+    ap.add_argument("--batch_size", type=int, default=288)
     ap.add_argument("--template", default="auto", choices=("auto", "chat", "plain"))
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--cache", action="store_true",

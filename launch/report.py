@@ -47,7 +47,7 @@ def rl_figures(stage_dir: Path) -> dict:
 
 
 def closing_eval(actors: dict[str, str], prompts: list[str], reward_model: Optional[str],
-                 max_new_tokens: int = 64, batch_size: int = 64, rm_prompts: int = 0) -> dict[str, dict]:
+                 max_new_tokens: int = 64, batch_size: int = 288, rm_prompts: int = 0) -> dict[str, dict]:
     """{name: {pass_rate, per_task, answers[, rm_score]}} for each actor on ``prompts``; the reward model
     scores every model's answers to the first ``rm_prompts`` prompts (0: all)."""
     from inference.answer_cache import cache_dir as answer_cache_dir

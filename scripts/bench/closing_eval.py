@@ -9,7 +9,7 @@ drift lands on both:
 - ``before``: transformers' ``generate`` on left-padded batches of 32 (the Hybrid Engine's path),
   the first 96 prompts, the reward model scoring all 288 answers (the closing report before the
   test set);
-- ``after``: the evaluation fast path (``inference/greedy.py``) in batches of 64 on all 576 test
+- ``after``: the evaluation fast path (``inference/greedy.py``) in batches of 288 on all 576 test
   prompts, the reward model scoring the answers to the first 108 (the closing report now).
 
 Prints a JSON line and a markdown table, and how many of the first 96 prompts' answers the two
@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     models = {"base": "smollm2-135m", **{k: v for k, v in report["models"].items() if k != "reward"}}
     rm = report["models"]["reward"]
     test = eval_prompts("test")
-    forms = {"before": (test[:96], False, 32, 96), "after": (test, True, 64, 108)}
+    forms = {"before": (test[:96], False, 32, 96), "after": (test, True, 288, 108)}
     runs: dict[str, list[dict]] = {k: [] for k in forms}
     last = {}
     for rep in range(a.reps):
