@@ -122,7 +122,10 @@ def build_report(plan, steps: list[int], cfgs: dict, times: dict, t_start: float
         rm_dir = plan.output(2)
         rm_summary = json.loads((rm_dir / "summary.json").read_text())
         rm = rm_summary["final_eval"]
-        report["reward_model"] = {"held_out_pair_accuracy": rm["acc"], "margin": rm["margin"]}
+        # the dataset's chosen/rejected pairs: on the bundled data they are made with the checker too, so they
+        # are counted beside the labels (synthetic pairs: rows of the training set, repeats included)
+        report["reward_model"] = {"held_out_pair_accuracy": rm["acc"], "margin": rm["margin"],
+                                  "synthetic_pairs": rm_summary["data"]["train"]["kept"]}
         comp = rm_summary.get("comparisons")
         if comp:        # comparison data from the policy: the labels it cost and the on-policy AUC
             report["reward_model"].update(

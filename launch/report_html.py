@@ -61,6 +61,9 @@ def figures_section(report: dict) -> str:
     if "reward_model" in report:
         rm = report["reward_model"]
         facts.append(("reward model: held-out pair accuracy", _num(rm["held_out_pair_accuracy"])))
+        if "synthetic_pairs" in rm:
+            facts.append(("synthetic pairs in its training rows (the dataset's chosen / rejected)",
+                          _num(rm["synthetic_pairs"], 0)))
         for key, what in (("on_policy_auc", "reward model: on-policy AUC (sampled answers, any prompts)"),
                           ("on_policy_within_prompt_auc", "reward model: on-policy AUC within a prompt"),
                           ("labels", "labels spent on policy comparisons"), ("policy_pairs", "policy pairs trained on")):

@@ -66,7 +66,7 @@ def test_report_page_has_the_figures_the_curves_and_the_answers(tmp_path):
                                "per_task": {"lower": {"gain": 0.55, "lo": 0.4, "hi": 0.7}}}},
               "per_task_ci": {"ppo": {"lower": [0.5, 0.77]}}, "per_task_n": {"base": {"lower": 64}},
               "rm_score": {"base": -1.25, "sft": 0.5, "ppo": 0.93}, "kl_to_reference": {"sft": 0.0, "ppo": 0.52},
-              "reward_model": {"held_out_pair_accuracy": 0.9453, "on_policy_auc": 0.9612,
+              "reward_model": {"held_out_pair_accuracy": 0.9453, "on_policy_auc": 0.9612, "synthetic_pairs": 1710,
                                "on_policy_within_prompt_auc": 0.8871, "labels": 384, "policy_pairs": 97},
               "stage_seconds": {"1": 201.4, "3": 299.6},
               "ppo": {"proxy_vs_gold": {"iterations": [1, 2, 3], "reward": [0.5, 1.0, 1.5], "gold": [0.25, 0.5, 0.75],
@@ -90,6 +90,7 @@ def test_report_page_has_the_figures_the_curves_and_the_answers(tmp_path):
     assert ["stage-3 training reward, first 3 -> last 3 iterations", "1.060 -> 1.460"] in facts
     assert ["reward model: on-policy AUC (sampled answers, any prompts)", "0.961"] in facts
     assert ["reward model: on-policy AUC within a prompt", "0.887"] in facts
+    assert ["synthetic pairs in its training rows (the dataset's chosen / rejected)", "1710"] in facts
     assert ["labels spent on policy comparisons", "384"] in facts and ["policy pairs trained on", "97"] in facts
     assert ["stage-3 judge verdict of the rollouts (pass-rate), first 3 -> last 3 iterations", "0.250 -> 0.750"] in facts
     # four charts at most, each from a series of two points or more: the SFT loss (its one eval point drawn as

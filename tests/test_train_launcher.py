@@ -37,6 +37,13 @@ def test_train_py_tiny_end_to_end(tmp_path):
     assert set(report["pass_rate"]) == {"base", "sft", "ppo"} and report["held_out_prompts"] == 8
     rm_summary = json.loads((tmp_path / "reward-models" / "tiny" / "summary.json").read_text())
     assert report["reward_model"]["held_out_pair_accuracy"] == rm_summary["final_eval"]["acc"]
+    assert report["reward_model"]["synthetic_pairs"] == rm_summary["data"]["train"]["kept"] > 0
+    # the closing evaluation: the test set's first 8 prompts, every rate inside its interval, gains paired
+    assert report["eval_set"] == "test" and set(report["pass_rate_ci"]) == {"base", "sft", "ppo"}
+    for name, (lo, hi) in report["pass_rate_ci"].items():
+        assert 0.0 <= lo <= report["pass_rate"][name] <= hi <= 1.0
+    assert {k: g["over"] for k, g in report["gain"].items()} == {"sft": "base", "ppo": "sft"}
+    assert report["gain"]["ppo"]["gain"] == pytest.approx(report["pass_rate"]["ppo"] - report["pass_rate"]["sft"])
     assert "final_kl" in report["ppo"] and set(report["stage_seconds"]) == {"1", "2", "3"}
     # the tiny preset, like the main job's, trains the reward model on comparisons of the SFT model's answers
     rm = report["reward_model"]

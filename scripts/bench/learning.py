@@ -77,7 +77,8 @@ def summarise(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, floa
 
 
 KEY_FIGURES = ("pass_rate.", "gain.", "task_gain.", "reward_model.held_out_pair_accuracy",
-               "reward_model.on_policy", "reward_model.labels", "reward_model.policy_pairs", "rm_score.",
+               "reward_model.on_policy", "reward_model.labels", "reward_model.policy_pairs",
+               "reward_model.synthetic_pairs", "rm_score.",
                "kl_to_reference.", "reward_trend.", "gold_trend.", "agreement_trend.", "reward_refresh.labels",
                "reward_refresh.pairs", "seconds.", "stage_seconds.")
 
