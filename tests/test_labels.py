@@ -237,14 +237,14 @@ def test_reward_model_on_policy_pairs_judges_the_policy_where_mismatched_pairs_d
     """A tiny policy sampled cold answers empty about a third of the time; the rule prefers text. Trained on
     the policy's pairs the reward model ranks held-out samples as the rule does; trained on the dataset's
     template pairs only (mismatched with the rule) it does not."""
-    final, summary = _stage2(tmp_path, "policy", "--policy_pair_weight", "1")
+    final, summary = _stage2(tmp_path, "policy", "--policy_pair_weight", "1", "--learning_rate", "3e-3")
     comp = summary["comparisons"]
     assert comp["labels"] == 192 and comp["pairs"] > 20 and comp["labeller"] == "rule:test_labels:nonempty"
     pairs = [json.loads(x) for x in (tmp_path / "policy" / "policy_pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == comp["pairs"] and all(p["chosen"].strip() and not p["rejected"].strip() for p in pairs)
     assert final["within_prompt_pairs"] > 10
     assert final["on_policy_within_prompt_auc"] > 0.9, final
-    final0, _ = _stage2(tmp_path, "mismatched", "--policy_pair_weight", "0")
+    final0, _ = _stage2(tmp_path, "mismatched", "--policy_pair_weight", "0", "--learning_rate", "3e-3")
     assert final0["on_policy_within_prompt_auc"] < 0.75, final0
 
 

@@ -78,7 +78,8 @@ COMMON = ["--learning_rate", "3e-4", "--ppo_epochs", "4", "--kl_coef", "0.0", "-
 @pytest.mark.parametrize("name, algo, extra", [
     ("ppo", "ppo", ["--per_device_generation_batch_size", "16", "--critic_learning_rate", "3e-4"]),
     ("ppo-group", "ppo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4",
-                          "--group_baseline", "--critic_learning_rate", "3e-4", "--max_steps", "12"]),
+                          "--group_baseline", "--critic_learning_rate", "3e-4", "--max_steps", "12",
+                          "--learning_rate", "2e-3"]),
     ("grpo", "grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
     ("rloo", "rloo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),
     ("dr_grpo", "dr_grpo", ["--per_device_generation_batch_size", "4", "--num_samples_per_prompt", "4"]),

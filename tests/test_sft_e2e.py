@@ -34,7 +34,6 @@ def test_sft_same_losses_across_zero_stages_and_outputs_load(tmp_path, tiny_tok)
         gen = m.generate(x, max_new_tokens=5, do_sample=False, pad_token_id=tiny_tok.pad_token_id)
         assert gen.shape[1] > x.shape[1]
     assert len(losses[0]) == 4
-    assert losses[0][-1] < losses[0][0]  # lr 1e-3 on tiny: the loss goes down
     for stage in (2, 3):
         assert losses[stage] == pytest.approx(losses[0], abs=1e-4), stage
         assert torch.allclose(weights[stage], weights[0], atol=1e-4), stage
@@ -43,6 +42,8 @@ def test_sft_same_losses_across_zero_stages_and_outputs_load(tmp_path, tiny_tok)
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     evals = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "eval"]
     assert evals[0]["step"] == 0 and evals[-1]["step"] == 4 and evals[-1]["perplexity"] > 1
+    # lr 1e-3 on tiny: the loss on the same eval rows goes down (train batches differ, so compare eval)
+    assert evals[-1]["loss"] < evals[0]["loss"] - 0.05
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["data"]["train"]["kept"] > 0
 
