@@ -60,8 +60,11 @@ def test_tokenised_phases_and_cache(tmp_path, tiny_tok):
     tr2, _, _, _ = build_phase(d, tiny_tok, 2, seed=1)
     assert set(tr2.column_names) == {"chosen_ids", "rejected_ids", "prompt_len"}
     tr3, _, _, _ = build_phase(d, tiny_tok, 3, seed=1)
-    assert set(tr3.column_names) == {"prompt_ids", "prompt_text", "columns"}      # the row's other columns, JSON
+    # the row's other columns and its messages (multi-turn rollouts render them with tools), JSON
+    assert set(tr3.column_names) == {"prompt_ids", "prompt_text", "columns", "messages"}
     assert isinstance(json.loads(tr3[0]["columns"]), dict)
+    msgs = json.loads(tr3[0]["messages"])
+    assert msgs[-1]["role"] == "user" and msgs[-1]["content"] in tr3[0]["prompt_text"]
     # second call reads the cache (same directory, no rebuild)
     mtime = os.path.getmtime(os.path.join(path1, "stats.json"))
     _, _, _, again = build_phase(d, tiny_tok, 1, seed=1)

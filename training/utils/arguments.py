@@ -21,6 +21,7 @@ from . import reward_sources
 from .config import STAGE_SECTIONS, Config, ConfigError, all_fields, owners, section, top_sections
 from .rl import advantages
 from .rl.policy_losses import POLICY_LOSSES
+from .tools.check import check as check_tools
 
 REGISTRIES = {           # registry name (a field's ``registry``) -> its choices
     "algorithms": tuple(advantages.ESTIMATORS),
@@ -184,10 +185,11 @@ def _layers(argv: Optional[list[str]], description: str, overrides: Optional[dic
 
 
 def check(cfg: Config) -> Config:
-    """Every rule: the tree's, the algorithm's, the reward sources'."""
+    """Every rule: the tree's, the algorithm's, the reward sources', the tools'."""
     cfg.validate()
     advantages.check(cfg.rl)
     reward_sources.check(cfg)
+    check_tools(cfg.tools)
     return cfg
 
 

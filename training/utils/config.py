@@ -385,6 +385,26 @@ class RewardSourcesConfig:
 
 
 @dataclass
+class ToolsConfig:
+    """Stage 3: multi-turn rollouts, in which the model calls tools (or talks to an environment) between turns."""
+    tools: list[str] = _f([], "tools the model may call: bundled names (calculator) or module:function, comma-separated "
+                              "or repeated; each function's JSON schema comes from its type hints and docstring")
+    tool_parser: str = _f("hermes", "how tool calls are read from the model's text: a registered parser (hermes: "
+                                    "<tool_call>{json}</tool_call>) or module:function (text -> tools.parsers.Parsed)")
+    environment: str = _f("", "module:Class: an environment with reset(row) and step(messages), built once per "
+                              "rollout, instead of the tool loop")
+    max_turns: int = _f(4, "model turns per multi-turn rollout at most")
+    turn_stop: list[str] = _f([], "texts that end a model turn besides EOS, e.g. </tool_call> (the text is kept, and the "
+                                  "template's end-of-turn token is added after it, outside the action mask)")
+    max_rollout_tokens: int = _f(0, "tokens after the prompt (the model's and the observations') per multi-turn "
+                                    "rollout at most (0: max_turns x max_answer_seq_len and the observations)")
+    tool_timeout: float = _f(10.0, "seconds a tool call may take; a slower call is answered with a timeout error")
+    max_tool_output_tokens: int = _f(256, "a tool's output is cut to this many tokens")
+    tool_workers: int = _f(0, "run tool calls in this many worker processes (a call over --tool_timeout is killed); "
+                              "0: in the training process")
+
+
+@dataclass
 class DSChatConfig:
     """DeepSpeed-Chat flags that change nothing here, accepted so that its scripts run unchanged; each one
     given is named once in the stage's log with the reason (``inert_flags``)."""
@@ -422,6 +442,7 @@ class Config:
     dpo: DPOConfig = field(default_factory=DPOConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     rewards: RewardSourcesConfig = field(default_factory=RewardSourcesConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     dschat: DSChatConfig = field(default_factory=DSChatConfig)
 
     def to_dict(self) -> dict:
@@ -518,6 +539,15 @@ class Config:
         if p.ptx.unsupervised_dataset_name and p.ptx.unsup_coef <= 0:
             raise ConfigError(f"--unsupervised_dataset_name {p.ptx.unsupervised_dataset_name} feeds the unsupervised loss, "
                               f"whose weight --unsup_coef is 0: set it (InstructGPT and DeepSpeed-Chat use 27.8)")
+        t = self.tools
+        if t.max_turns < 1 or t.max_rollout_tokens < 0 or t.tool_timeout <= 0 or t.max_tool_output_tokens < 1 \
+                or t.tool_workers < 0:
+            raise ConfigError(f"max_turns and max_tool_output_tokens must be >= 1, tool_timeout > 0, max_rollout_tokens "
+                              f"and tool_workers >= 0, got {t.max_turns}, {t.max_tool_output_tokens}, {t.tool_timeout}, "
+                              f"{t.max_rollout_tokens} and {t.tool_workers}")
+        if t.tools and t.environment:
+            raise ConfigError(f"--environment {t.environment} replaces the tool loop of --tools "
+                              f"{' '.join(t.tools)}: give one (an environment runs its own tools)")
         if self.log.eval_iters < 0:
             raise ConfigError(f"eval_iters must be >= 0, got {self.log.eval_iters}")
         if self.ds.deepspeed_config and not Path(self.ds.deepspeed_config).is_file():
@@ -530,7 +560,7 @@ STAGE_SECTIONS = {
     "sft": SHARED + ("sft",),
     "reward": SHARED + ("rm",),
     "dpo": SHARED + ("dpo",),
-    "rl": SHARED + ("rl", "rewards"),
+    "rl": SHARED + ("rl", "rewards", "tools"),
 }
 # fields whose owners differ from their section's: online DPO (stage 3) uses the DPO temperature;
 # only stage 3 generates answers; stage 3's reward-model refreshes label and pair as stage 2 does

@@ -9,6 +9,8 @@ Hybrid Engine's interface on a model as it stands (no ZeRO gathering, no LoRA me
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -31,6 +33,7 @@ class GenerationSettings:
     static_cache: bool = False          # static KV cache (+ compiled decode on CUDA)
     share_prompt: bool = False          # repeated prompts (a group's rows) are prefilled once
     return_logprobs: bool = False       # also the sampled tokens' log-probs at sampling time (logits / T)
+    stop_strings: tuple = ()            # texts that also end a row (kept in the output), besides EOS
 
 
 def hf_generate(model, tok, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings,
@@ -50,6 +53,8 @@ def hf_generate(model, tok, input_ids: torch.Tensor, attention_mask: torch.Tenso
         kw["min_new_tokens"] = settings.min_new_tokens
     if stopping_criteria is not None:
         kw["stopping_criteria"] = stopping_criteria
+    if settings.stop_strings:
+        kw.update(stop_strings=list(settings.stop_strings), tokenizer=tok)
     if settings.static_cache:
         kw["cache_implementation"] = "static"
     elif settings.share_prompt:
@@ -90,6 +95,11 @@ class PlainHFBackend:
 
     def __init__(self, model, tokenizer):
         self.model, self.tok = model, tokenizer
+
+    @contextlib.contextmanager
+    def session(self):
+        """Several generate calls in a row (the Hybrid Engine gathers its weights once for them)."""
+        yield self
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, settings: GenerationSettings):

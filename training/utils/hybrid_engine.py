@@ -45,6 +45,7 @@ class HybridEngine:
 
     def __init__(self, engine, tokenizer, zero_stage: int):
         self.engine, self.tok, self.zero_stage = engine, tokenizer, zero_stage
+        self._session = False
 
     @property
     def module(self):
@@ -76,16 +77,29 @@ class HybridEngine:
                 if lora:
                     m.unmerge_adapter()
 
-    @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 settings: GenerationSettings):
-        """The sequences [B, L]; with ``settings.return_logprobs`` (sequences, log-probs [B, L - P])."""
+    @contextlib.contextmanager
+    def session(self):
+        """Several ``generate`` calls on one set of rollout weights (a multi-turn rollout's turns): ZeRO-3
+        gathers, and LoRA merges, once for the session instead of once per call."""
+        if self._session:
+            yield self
+            return
         was_training = self.engine.module.training
         self.engine.eval()
         try:
             with self._rollout_weights():
-                out = hf_generate(self._lm(), self.tok, input_ids, attention_mask, settings)
+                self._session = True
+                try:
+                    yield self
+                finally:
+                    self._session = False
         finally:
             if was_training:
                 self.engine.train()
-        return out
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 settings: GenerationSettings):
+        """The sequences [B, L]; with ``settings.return_logprobs`` (sequences, log-probs [B, L - P])."""
+        with self.session():
+            return hf_generate(self._lm(), self.tok, input_ids, attention_mask, settings)

@@ -72,4 +72,6 @@ class PromptCollator:
                 out[key] = [r[key] for r in rows]
         if "columns" in rows[0]:                       # each row's other dataset columns, for the rewards
             out["columns"] = [json.loads(r["columns"]) for r in rows]
+        if "messages" in rows[0]:                      # the prompt's messages, for multi-turn rollouts
+            out["messages"] = [json.loads(r["messages"]) for r in rows]
         return out

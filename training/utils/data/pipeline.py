@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DataConfig, parse_split
-from .format import answer_token_ids, prompt_token_ids, render_answer, render_prompt
+from .format import answer_token_ids, prompt_token_ids, render_answer, render_prompt, to_messages
 from .sources import DataError, Keys, Source, get_source
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 PHASE_NAMES = {1: "sft", 2: "pairs", 3: "prompts"}
 
 
@@ -99,6 +99,7 @@ def tokenize_rows(rows: list[dict], tokenizer, phase: int, d: DataConfig) -> tup
             fit = _fit(p, None, d, st)
             if fit:     # the row's other columns, for the reward functions (JSON: any shape per row)
                 out.append({"prompt_ids": fit[0], "prompt_text": text, "columns": json.dumps(r.get("_columns", {})),
+                            "messages": json.dumps(to_messages(r["prompt"])),     # multi-turn rollouts re-render
                             **({"group": r.get("_group", "")} if grouped else {})})
     elif phase == 1:
         for r, p in zip(rows, p_ids):

@@ -177,8 +177,8 @@ def reinforce_pp_advantages(rewards, mask, *, gamma: float = 1.0, **_):
     (KL penalty in r), advantages = G whitened over every action token of the batch; no critic."""
     returns = torch.zeros_like(rewards)
     running = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
-    for t in reversed(range(rewards.shape[1])):
-        running = rewards[:, t] * mask[:, t] + gamma * running * mask[:, t]
+    for t in reversed(range(rewards.shape[1])):       # states outside the mask (tool outputs) carry G through
+        running = torch.where(mask[:, t] > 0, rewards[:, t] + gamma * running, running)
         returns[:, t] = running
     return masked_whiten(returns, mask), returns * mask
 

@@ -21,7 +21,8 @@ from .residency import Residency
 from .maths import (RunningMoments, group_advantages, kl_estimate, logprob_gap, masked_mean, masked_whiten,
                     overlong_penalty, shape_rewards, silent_groups, uniform_groups)
 from ..shared_prefix import position_ids_from
-from .sequences import answer_layout, causal_logprobs, first_action, repeat_batch, select_rows
+from .rollout import SingleTurn
+from .sequences import causal_logprobs, first_action, repeat_batch, select_rows
 
 
 @dataclass
@@ -47,10 +48,13 @@ class ExperienceMaker:
     """Turns a prompt batch into an Experience (``None`` when no answer carries a learning signal)."""
 
     def __init__(self, cfg, *, algorithm: Algorithm, actor, ref, critic, reward_fn: Callable, tokenizer,
-                 kl_coef: Callable[[], float], residency: Optional[Residency] = None):
+                 kl_coef: Callable[[], float], residency: Optional[Residency] = None, rollout=None):
         """``cfg``: the run's config (its rl and rewards sections, the answer length, the shared-prompt
         forward); ``actor``: the Hybrid Engine; ``ref`` / ``critic``: None when the run has none;
-        ``reward_fn``: ``runner.batch_reward``'s scorer; ``kl_coef()``: the trainer's current coefficient."""
+        ``reward_fn``: ``runner.batch_reward``'s scorer; ``kl_coef()``: the trainer's current coefficient;
+        ``rollout``: the rollout (``rollout.py``; default one answer per prompt through ``actor``)."""
+        self.rollout = rollout or SingleTurn(actor, tokenizer.eos_token_id)
+        self.rollout_metrics: dict = {}
         rl_cfg, reward_cfg, max_new_tokens = cfg.rl, cfg.rewards, cfg.data.max_answer_seq_len
         self.share = share_prompt = cfg.model.share_prompt_forward   # a group's prompt runs once in the forwards
         self.he, self.ref, self.critic, self.reward_fn = actor, ref, critic, reward_fn
@@ -94,17 +98,19 @@ class ExperienceMaker:
 
     def answer(self, batch: dict, settings: GenerationSettings, **reward_kw):
         """Generate for ``batch`` and score: (seq, attn, pos, action, raw score, score less the
-        missing-EOS penalty, has_eos, the sampling-time log-probs in the action layout [B, L-1] or None)."""
+        missing-EOS penalty, has_eos, the sampling-time log-probs in the action layout [B, L-1] or None).
+        The rollout's own metrics (turns, tool calls) are kept in ``self.rollout_metrics``."""
         self.resident.use()                          # generation: the actor alone
-        seq = self.he.generate(batch["input_ids"], batch["attention_mask"], settings)
-        seq, logp = seq if settings.return_logprobs else (seq, None)
-        attn, action, end, has_eos = answer_layout(seq, batch["attention_mask"], self.tok.eos_token_id)
-        if logp is not None:                         # [B, L - P] -> the action layout [B, L-1]
-            logp = torch.nn.functional.pad(logp, (batch["input_ids"].shape[1] - 1, 0))
-        pos = position_ids_from(attn)
+        batch, g = self.rollout(batch, settings)
+        pos = position_ids_from(g.attention_mask)
         self.resident.use("reward")
-        raw = self.reward_fn(seq, attn, pos, end, batch, **reward_kw).float()
-        return seq, attn, pos, action, raw, raw - self.r.missing_eos_penalty * (~has_eos).float(), has_eos, logp
+        raw = self.reward_fn(g.sequences, g.attention_mask, pos, g.end_index, batch, **reward_kw).float()
+        if "env_reward" in batch:                    # an environment's own reward adds to the sources'
+            raw = raw + batch["env_reward"].to(raw)
+        if reward_kw.get("rollout", True):
+            self.rollout_metrics = g.metrics
+        return (g.sequences, g.attention_mask, pos, g.action_mask, raw,
+                raw - self.r.missing_eos_penalty * (~g.has_eos).float(), g.has_eos, g.logprobs)
 
     def normalise(self, score: torch.Tensor) -> torch.Tensor:
         if self.moments is None:
@@ -174,6 +180,7 @@ class ExperienceMaker:
             metrics.update(logprob_gap(rollout_logp, old_logp, action))
         if baseline is not None:
             metrics["greedy_baseline"] = baseline.mean().item()
+        metrics.update(self.rollout_metrics)
         exp = Experience(seq, attn, pos, action, old_logp, ref_logp, adv, raw, values,
                          ret if values is not None else None, rollout_logp if old_logp is None else None)
         return (exp.select(keep) if bool(keep.any()) else None), metrics

@@ -20,7 +20,6 @@ from ..labels.ranking import auc, within_prompt_auc
 from ..loop import drive, to_device
 from ..reward_sources import Rollout
 from ..shared_prefix import position_ids_from
-from .sequences import answer_layout
 from .trainer import Counted, cycle
 
 log = logging.getLogger("speedchat")
@@ -52,7 +51,8 @@ def batch_reward(reward, tok, judge=None, keep=None):
         return out
 
     def score(seq, attn, pos, end, batch, rollout: bool = True):
-        answers = decode_answers(tok, seq, batch["input_ids"].shape[1], end)
+        # a multi-turn rollout gives its last turn's text (the sequence also holds the tool outputs)
+        answers = batch.get("answers") or decode_answers(tok, seq, batch["input_ids"].shape[1], end)
         prompts = batch.get("prompt_text") or [""] * seq.shape[0]
         r = reward(Rollout(seq, attn, pos, end, prompts, answers, batch.get("columns") or [])).to(seq.device)
         if rollout:
@@ -87,7 +87,8 @@ def batch_reward(reward, tok, judge=None, keep=None):
 
 
 @torch.no_grad()
-def evaluate(he, reward_fn, loader, tok, max_new_tokens: int, metric=None, threshold: float = 1.0) -> dict:
+def evaluate(rollout, reward_fn, loader, tok, max_new_tokens: int, metric=None, threshold: float = 1.0,
+             device=None) -> dict:
     """Greedy answers on the held-out prompts: the mean training reward and length, and the pass-rate:
     the share of answers that ``metric`` (a reward source: the user's own rules, ``--eval_reward``)
     scores at ``threshold`` or more, with its mean as ``eval_reward``; without a metric, the bundled
@@ -95,15 +96,17 @@ def evaluate(he, reward_fn, loader, tok, max_new_tokens: int, metric=None, thres
     settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False)
     total = length = n = scored = passed = metric_sum = 0.0
     for batch in loader:
-        batch = to_device(batch, he.engine.device)
-        seq = he.generate(batch["input_ids"], batch["attention_mask"], settings)
-        attn, action, end, _ = answer_layout(seq, batch["attention_mask"], tok.eos_token_id)
+        batch, g = rollout(to_device(batch, device), settings)
+        seq, attn, end = g.sequences, g.attention_mask, g.end_index
         pos = position_ids_from(attn)
         r = reward_fn(seq, attn, pos, end, batch, rollout=False)
+        if "env_reward" in batch:
+            r = r + batch["env_reward"].to(r)
         total += r.sum().item()
-        length += action.sum().item()
+        length += g.action_mask.sum().item()
         n += r.numel()
-        prompts, answers = batch["prompt_text"], decode_answers(tok, seq, batch["input_ids"].shape[1], end)
+        prompts = batch["prompt_text"]
+        answers = batch.get("answers") or decode_answers(tok, seq, batch["input_ids"].shape[1], end)
         if metric is not None:
             m = metric(Rollout(seq, attn, pos, end, prompts, answers, batch.get("columns") or []))
             metric_sum += m.sum().item()
@@ -151,8 +154,9 @@ class RLLoop:
         if not self.eval_loader:
             return {}
         self.trainer.resident.use("reward")          # greedy answers, scored
-        return evaluate(self.trainer.he, self.reward_fn, self.eval_loader, self.maker.tok,
-                        self.cfg.data.max_answer_seq_len, self.metric, self.cfg.rewards.eval_pass_threshold)
+        return evaluate(self.maker.rollout, self.reward_fn, self.eval_loader, self.maker.tok,
+                        self.cfg.data.max_answer_seq_len, self.metric, self.cfg.rewards.eval_pass_threshold,
+                        self.trainer.he.engine.device)
 
     def iteration(self, it: int) -> dict:
         c = self.c

@@ -62,7 +62,7 @@ def causal_logprobs(model, seq, attn, pos, temperature: float = 1.0, start: int 
 def repeat_batch(batch: dict, n: int) -> dict:
     """Each prompt ``n`` times in a row (the group layout the group estimators expect)."""
     out = {k: v.repeat_interleave(n, 0) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    for key in ("prompt_text", "columns"):
+    for key in ("prompt_text", "columns", "messages"):
         if key in batch:
             out[key] = [p for p in batch[key] for _ in range(n)]
     return out
