@@ -160,6 +160,8 @@ def check_models(args, steps) -> None:
 def main(argv=None) -> dict:
     t_start = time.time()
     args, extra = parse(sys.argv[1:] if argv is None else argv)
+    if os.getcwd() not in sys.path:      # the stages import the user's modules (tools, rules) from here too
+        sys.path.append(os.getcwd())
     # multi_node --no-ssh: this node's rank, the node count, master and hostfile, settled once for every stage
     args.nodes = no_ssh_settings(args) if args.deployment_type == "multi_node" and args.no_ssh else None
     plan = args.plan = Plan(args)

@@ -174,6 +174,11 @@ def line_call(text):
     return Parsed("", [Call("ping", {})]) if text.strip() == "" else Parsed(text, [])
 
 
+def always_call(text):
+    """Every turn calls ping."""
+    return Parsed(text, [Call("ping", {})])
+
+
 def ping() -> str:
     """Answers pong."""
     return "pong"

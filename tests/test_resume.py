@@ -18,8 +18,10 @@ from training.utils.loop import NumericFault
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"sft": "training/step1_supervised_finetuning/main.py", "rm": "training/step2_reward_model_finetuning/main.py",
-           "ppo": "training/step3_rlhf_finetuning/main.py", "curriculum": "training/step3_rlhf_finetuning/main.py"}
-MAINS = {"sft": sft_main, "rm": rm_main, "ppo": rl_main, "curriculum": rl_main}
+           "ppo": "training/step3_rlhf_finetuning/main.py", "curriculum": "training/step3_rlhf_finetuning/main.py",
+           "multiturn": "training/step3_rlhf_finetuning/main.py"}
+MAINS = {"sft": sft_main, "rm": rm_main, "ppo": rl_main, "curriculum": rl_main, "multiturn": rl_main}
+RL = ("ppo", "curriculum", "multiturn")
 COMMON = ["--bundled_size", "300", "--max_seq_len", "96", "--max_prompt_seq_len", "64", "--max_eval_samples", "4",
           "--per_device_eval_batch_size", "4", "--disable_tqdm", "--plots", "false", "--seed", "5",
           "--enable_tensorboard", "false"]
@@ -40,11 +42,14 @@ def stage_args(kind, tmp_path, out, rm_dir=None):
                            "--normalize_reward", "--dropout", "0.1"]
     if kind == "curriculum":       # prompts drawn by the spread of their answers: the draws resume too
         rl += ["--num_samples_per_prompt", "2", "--group_baseline", "--prompt_curriculum", "--balance_key", "task"]
+    if kind == "multiturn":        # two-turn rollouts: every turn calls a tool and ends at a common letter
+        rl += ["--tools", "calltools:ping", "--tool_parser", "calltools:always_call", "--max_turns", "2",
+               "--turn_stop", " ", "e", "a", "o", "i", "\n"]
     return rl
 
 
 def weights(out: Path, kind: str) -> dict:
-    rl = kind in ("ppo", "curriculum")
+    rl = kind in RL
     d = out / "actor" if rl else out
     w = load_file(str(d / "model.safetensors"))
     if rl:
@@ -53,9 +58,11 @@ def weights(out: Path, kind: str) -> dict:
     return w
 
 
-def killed_run(kind, args, kill_after):
+def killed_run(kind, args, kill_after, path=""):
     dist = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     env = {k: v for k, v in os.environ.items() if k not in dist}      # set by this process's own runs
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
     r = subprocess.run([sys.executable, str(ROOT / SCRIPTS[kind]), *args, "--fault", f"kill_after={kill_after}"],
                        cwd=ROOT, env=env,
                        capture_output=True, text=True)
@@ -72,11 +79,15 @@ def rm_dir(tmp_path_factory, tiny_tok):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sft", "rm", "ppo", "curriculum"])
-def test_sigkill_mid_stage_then_resume_gives_the_uninterrupted_weights(tmp_path, kind, rm_dir):
+@pytest.mark.parametrize("kind", ["sft", "rm", "ppo", "curriculum", "multiturn"])
+def test_sigkill_mid_stage_then_resume_gives_the_uninterrupted_weights(tmp_path, kind, rm_dir, monkeypatch):
+    from tests.test_multiturn import RULES
+
     full, cut = tmp_path / "full", tmp_path / "cut"
+    (tmp_path / "calltools.py").write_text(RULES)
+    monkeypatch.syspath_prepend(str(tmp_path))
     MAINS[kind](stage_args(kind, tmp_path, full, rm_dir))
-    killed_run(kind, stage_args(kind, tmp_path, cut, rm_dir), kill_after=3)
+    killed_run(kind, stage_args(kind, tmp_path, cut, rm_dir), kill_after=3, path=str(tmp_path))
     assert [s for s, _ in checkpoint.list_checkpoints(cut)] == [2]            # killed after step 3
     assert not (cut / "summary.json").exists()
     MAINS[kind](stage_args(kind, tmp_path, cut, rm_dir) + ["--resume"])
@@ -86,10 +97,13 @@ def test_sigkill_mid_stage_then_resume_gives_the_uninterrupted_weights(tmp_path,
         assert torch.equal(a[k], b[k]), k
     # one metrics record per step across the two runs (the killed run's step 3 was redone), and the
     # same numbers as the uninterrupted run
-    key = "reward" if kind in ("ppo", "curriculum") else "loss"
+    key = "reward" if kind in RL else "loss"
     la = [(r["step"], r[key]) for r in read_metrics(full / "metrics.jsonl") if r["split"] == "train"]
     lb = [(r["step"], r[key]) for r in read_metrics(cut / "metrics.jsonl") if r["split"] == "train"]
     assert la == lb and len(la) == (5 if key == "reward" else 6)
+    if kind == "multiturn":      # the rollouts had second turns (calls answered) before and after the kill
+        turns = [r["turns_per_rollout"] for r in read_metrics(cut / "metrics.jsonl") if r["split"] == "train"]
+        assert len(turns) == 5 and all(t > 1.0 for t in turns), turns
 
 
 @pytest.mark.slow
