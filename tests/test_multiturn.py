@@ -240,3 +240,45 @@ def test_grpo_learns_to_call_a_tool(tmp_path, monkeypatch):
     assert sum(r["rollouts_with_call"] for r in rows[-3:]) > sum(r["rollouts_with_call"] for r in rows[:3])
     sample = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert any(s["columns"]["tool_calls"] for s in sample)     # conversations with their calls in samples.jsonl
+
+
+@pytest.mark.slow
+def test_zero3_lora_rollout_gathers_once_and_equals_the_plain_model(tiny_tok, tmp_path, monkeypatch):
+    """A three-turn greedy rollout through the Hybrid Engine (ZeRO-3, LoRA) gives the plain model's tokens
+    and masks, with one ZeRO-3 gather and one LoRA merge for all its turns."""
+    import copy
+    import training.utils.hybrid_engine as hybrid
+    from training.utils.arguments import parse_config
+    from training.utils.config import LoraConfig
+    from training.utils.deepspeed_setup import build_train_engine
+    from training.utils.distributed import init_distributed
+    from training.utils.generation import PlainHFBackend
+    from training.utils.model import apply_lora, load_causal_lm
+    from training.utils.tools.parsers import get_parser
+
+    (tmp_path / "calltools.py").write_text(RULES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    init_distributed()
+    model = apply_lora(load_causal_lm("tiny", tiny_tok, seed=7), LoraConfig(lora_dim=4, lora_alpha=8))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    plain = PlainHFBackend(copy.deepcopy(model).merge_and_unload(), tiny_tok)
+    cfg = parse_config(["--zero_stage", "3", "--per_device_train_batch_size", "2"])
+    he = hybrid.HybridEngine(build_train_engine(model, cfg, total_steps=1), tiny_tok, 3)
+    gathers, merges = [], []
+    real_gather = hybrid.zero3_gathered_without_hooks
+    monkeypatch.setattr(hybrid, "zero3_gathered_without_hooks", lambda e: gathers.append(1) or real_gather(e))
+    real_merge = he.engine.module.merge_adapter
+    monkeypatch.setattr(he.engine.module, "merge_adapter", lambda *a, **k: merges.append(1) or real_merge(*a, **k))
+
+    env = ToolEnvironment(ToolExecutor(load_tools(["calltools:ping"])), get_parser("calltools:always_call"))
+    stops = (" ", "e", "a", "o", "i", "\n")
+    batch = _batch(tiny_tok, ["alpha", "beta", "gamma"])
+    settings = GenerationSettings(max_new_tokens=6, do_sample=False)
+    _, got = MultiTurn(he, tiny_tok, lambda: env, max_turns=3, turn_stop=stops)(batch, settings)
+    _, want = MultiTurn(plain, tiny_tok, lambda: env, max_turns=3, turn_stop=stops)(batch, settings)
+    assert gathers == [1] and merges == [1]
+    assert got.metrics["turns_per_rollout"] > 2.0, got.metrics           # most rows took all three turns
+    assert torch.equal(got.sequences, want.sequences) and torch.equal(got.action_mask, want.action_mask)
