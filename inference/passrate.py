@@ -82,6 +82,31 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_siz
     return generate_answers(model, tok, ids, settings, progress)
 
 
+def generate_with_tools(model, tok, prompts: list[str], tools_cfg, max_new_tokens: int = 64,
+                        batch_size: int = 64, progress: str = "") -> list[dict]:
+    """Greedy multi-turn answers with the tools (or environment) of ``tools_cfg`` (the config's ``tools``
+    section): per prompt {answer: the last turn's text, conversation, tool_calls}; ``max_new_tokens`` is
+    per turn."""
+    from tqdm.auto import tqdm
+
+    from training.utils.generation import PlainHFBackend
+    from training.utils.rl.multiturn import rollout_from_config
+
+    rollout = rollout_from_config(tools_cfg, PlainHFBackend(model, tok), tok)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False)
+    dev, out = next(model.parameters()).device, []
+    with tqdm(total=len(prompts), desc=progress, unit="prompt", disable=not progress, dynamic_ncols=True) as bar:
+        for i in range(0, len(prompts), batch_size):
+            chunk = prompts[i:i + batch_size]
+            batch = {"input_ids": torch.zeros(len(chunk), 1, dtype=torch.long, device=dev),
+                     "messages": [to_messages(p) for p in chunk], "columns": [{} for _ in chunk]}
+            batch, _ = rollout(batch, settings)
+            out += [{"answer": a, "conversation": c["conversation"], "tool_calls": c["tool_calls"]}
+                    for a, c in zip(batch["answers"], batch["columns"])]
+            bar.update(len(chunk))
+    return out
+
+
 def cacheable_dir(model_name: str) -> str | None:
     """The local directory whose files define ``model_name``, or None (random ``tiny`` models, hub ids)."""
     src = resolve(model_name)
@@ -92,15 +117,18 @@ def cacheable_dir(model_name: str) -> str | None:
 
 def evaluate_model(model_name: str, n: int = 0, max_new_tokens: int = 64, batch_size: int = 288,
                    template: str = "auto", prompts: list[str] | None = None, progress: str = "",
-                   cache: bool = False) -> dict:
+                   cache: bool = False, tools_cfg=None) -> dict:
     """Greedy answers of ``model_name`` to ``prompts`` (default: the first ``n`` prompts of the test set),
     scored by the checker: pass-rate and per-task rates with 95% intervals, and every prompt/answer/verdict. With ``cache``,
     answers of a local model are read from / written to ``answer_cache`` (keyed by the model's file
-    contents, the prompts and the settings); ``cached`` in the result says whether they were reused."""
+    contents, the prompts and the settings; never with tools); ``cached`` says whether they were reused.
+    With ``tools_cfg`` (a config's ``tools`` section naming tools or an environment) the answers are
+    multi-turn conversations, and each answer also holds its ``conversation`` and ``tool_calls``."""
     prompts = prompts if prompts is not None else eval_prompts("test", n)
+    multi = tools_cfg is not None and bool(tools_cfg.tools or tools_cfg.environment)
     t0 = time.time()
     key, answers = None, None
-    if cache and (d := cacheable_dir(model_name)) is not None:
+    if cache and not multi and (d := cacheable_dir(model_name)) is not None:   # tools may answer differently
         key = answer_cache.answers_key(d, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                        template=template)
         answers = answer_cache.load(key)
@@ -108,10 +136,14 @@ def evaluate_model(model_name: str, n: int = 0, max_new_tokens: int = 64, batch_
     if not cached:
         tok = load_tokenizer(model_name, padding_side="left")
         model = load_causal_lm(model_name, tok)
-        answers = generate(model, tok, prompts, max_new_tokens, batch_size, template, progress)
+        if multi:
+            answers = generate_with_tools(model, tok, prompts, tools_cfg, max_new_tokens, min(batch_size, 64), progress)
+        else:
+            answers = generate(model, tok, prompts, max_new_tokens, batch_size, template, progress)
         if key is not None:
             answer_cache.store(key, answers)
-    checked = [{"prompt": p, "answer": a, "pass": check(p, a)} for p, a in zip(prompts, answers)]
+    checked = [{"prompt": p, "answer": a, "pass": check(p, a)} if isinstance(a, str) else
+               {"prompt": p, **a, "pass": check(p, a["answer"])} for p, a in zip(prompts, answers)]
     res = scored(checked)
     res.update(model=model_name, seconds=round(time.time() - t0, 1), cached=cached, answers=checked)
     return res

@@ -47,9 +47,10 @@ def rl_figures(stage_dir: Path) -> dict:
 
 
 def closing_eval(actors: dict[str, str], prompts: list[str], reward_model: Optional[str],
-                 max_new_tokens: int = 64, batch_size: int = 288, rm_prompts: int = 0) -> dict[str, dict]:
+                 max_new_tokens: int = 64, batch_size: int = 288, rm_prompts: int = 0, tools_cfg=None) -> dict[str, dict]:
     """{name: {pass_rate, per_task, answers[, rm_score]}} for each actor on ``prompts``; the reward model
-    scores every model's answers to the first ``rm_prompts`` prompts (0: all)."""
+    scores every model's answers to the first ``rm_prompts`` prompts (0: all). With ``tools_cfg`` (stage 3's
+    tools section) every model answers in conversations with those tools."""
     from inference.answer_cache import cache_dir as answer_cache_dir
     from inference.passrate import evaluate_model
 
@@ -57,7 +58,7 @@ def closing_eval(actors: dict[str, str], prompts: list[str], reward_model: Optio
     for name, path in actors.items():
         print(f"closing evaluation: {name} ({path}) answers {len(prompts)} evaluation prompts", flush=True)
         results[name] = evaluate_model(path, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                       prompts=prompts, progress=f"eval {name}", cache=True)
+                                       prompts=prompts, progress=f"eval {name}", cache=True, tools_cfg=tools_cfg)
         if results[name]["cached"]:
             print(f"closing evaluation: {name}: same weights, prompts and settings as an earlier run; "
                   f"answers reused from {answer_cache_dir()}", flush=True)
@@ -168,8 +169,11 @@ def build_report(plan, steps: list[int], cfgs: dict, times: dict, t_start: float
         n = args.eval_prompts or (36 if args.actor_model in ("tiny", "tiny-opt") else 0)
         prompts = eval_prompts(args.eval_set, n)
         t_eval = time.time()
+        tools = cfgs[3].tools if 3 in steps and (cfgs[3].tools.tools or cfgs[3].tools.environment) else None
         res = closing_eval(actors, prompts, str(rm_dir) if rm_dir else None, args.eval_max_new_tokens,
-                           rm_prompts=args.eval_rm_prompts)
+                           rm_prompts=args.eval_rm_prompts, tools_cfg=tools)
+        if tools is not None:     # every model answered with the tools, in conversations of up to max_turns
+            report["tools"] = {"tools": tools.tools, "environment": tools.environment, "max_turns": tools.max_turns}
         report["seconds"] = {"closing_eval": round(time.time() - t_eval, 1)}
         report["eval_set"], report["held_out_prompts"] = args.eval_set, len(prompts)
         for key in ("pass_rate", "pass_rate_ci", "per_task", "per_task_ci", "per_task_n"):

@@ -26,6 +26,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.pass { background: #e8f6e8; } td.fail { background: #fbeaea; }
 .verdict { font-weight: bold; font-size: 0.85em; } td.pass .verdict { color: #1d7a1d; }
 td.fail .verdict { color: #b02a2a; } pre { white-space: pre-wrap; margin: 0; font-size: 0.9em; }
+.conversation { font-size: 0.85em; color: #555; } .conversation .tool { color: #225e8a; }
 figure { display: inline-block; margin: 0 1em 1em 0; } figcaption { font-size: 0.8em; color: #555; }
 img { max-width: 36em; border: 1px solid #ddd; }
 h3 { margin: 1.2em 0 0.2em; } details.all-curves { margin: 1.5em 0; } summary { cursor: pointer; font-weight: bold; }
@@ -222,6 +223,23 @@ def curves_section(plots: list[str]) -> str:
             f'one per stage and split)</summary>{"".join(figs) if figs else "<p>no curves were written</p>"}</details>')
 
 
+def _conversation(a: dict) -> str:
+    """The turns before a multi-turn answer: each model turn and the tool's reply, with the call's status."""
+    conv = a.get("conversation") or []
+    turns = [m for m in conv[1:-1] if m["role"] != "system"] if len(conv) > 2 else []
+    if not turns:
+        return ""
+    status = iter(c["status"] for c in a.get("tool_calls", []))
+    lines = []
+    for m in turns:
+        if m["role"] == "tool":
+            lines.append(f'<div class="tool">{html.escape(m.get("name", "tool"))} ({next(status, "?")}): '
+                         f'{html.escape(m["content"])}</div>')
+        else:
+            lines.append(f'<div class="turn">{html.escape(m["role"])}: {html.escape(m["content"])}</div>')
+    return f'<details class="conversation"><summary>{len(turns)} earlier messages</summary>{"".join(lines)}</details>'
+
+
 def answers_section(answers: dict[str, list[dict]], limit: int = 0) -> str:
     models = list(answers)
     if not models:
@@ -234,7 +252,7 @@ def answers_section(answers: dict[str, list[dict]], limit: int = 0) -> str:
             a = answers[m][i]
             ok = bool(a["pass"])
             cells.append(f'<td class="{"pass" if ok else "fail"}"><span class="verdict">{"pass" if ok else "fail"}'
-                         f"</span><pre>{html.escape(a['answer'])}</pre></td>")
+                         f"</span>{_conversation(a)}<pre>{html.escape(a['answer'])}</pre></td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["prompt"] + models)
     return (f"<h2>Answers side by side ({n} held-out prompts, greedy, judged by the checker)</h2>"

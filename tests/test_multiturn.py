@@ -282,3 +282,21 @@ def test_zero3_lora_rollout_gathers_once_and_equals_the_plain_model(tiny_tok, tm
     assert gathers == [1] and merges == [1]
     assert got.metrics["turns_per_rollout"] > 2.0, got.metrics           # most rows took all three turns
     assert torch.equal(got.sequences, want.sequences) and torch.equal(got.action_mask, want.action_mask)
+
+
+def test_closing_evaluation_answers_with_the_tools(tmp_path, monkeypatch):
+    """The report's evaluation of a tools run: every answer is a conversation, scored on its last turn."""
+    from inference.passrate import evaluate_model
+    from training.utils.config import ToolsConfig
+
+    (tmp_path / "calltools.py").write_text(RULES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = ToolsConfig(tools=["calltools:ping"], tool_parser="calltools:always_call", max_turns=2,
+                      turn_stop=[" ", "e", "a", "o", "i", "\n"])
+    res = evaluate_model("tiny", n=9, max_new_tokens=6, tools_cfg=cfg)
+    assert res["n"] == 9 and not res["cached"]
+    two = [a for a in res["answers"] if len(a["conversation"]) == 4]      # user, call, tool, last turn
+    assert len(two) >= 6, [a["conversation"] for a in res["answers"]]
+    for a in two:
+        assert a["conversation"][2] == {"role": "tool", "name": "ping", "content": "pong"}
+        assert a["answer"] == a["conversation"][3]["content"] and a["tool_calls"][0]["status"] == "ok"

@@ -142,3 +142,20 @@ def test_rl_figures_read_a_stage3_output_kl_k3_refreshes_and_trends(tmp_path):
     assert f["gold_trend"]["first3"] == pytest.approx(0.2) and f["gold_trend"]["last3"] == pytest.approx(1.0 / 3)
     assert f["agreement_trend"] == {"first3": pytest.approx(0.7), "last3": pytest.approx((0.7 + 0.9 + 0.6) / 3)}
     assert f["reward_refresh"] == refresh and f["proxy_vs_gold"]["agreement"][1] is None
+
+
+def test_multi_turn_answers_show_their_calls_and_results():
+    from launch.report_html import answers_section
+
+    conv = [{"role": "user", "content": "Compute 17 * 23."},
+            {"role": "assistant", "content": '<tool_call>{"name": "calculator"}</tool_call>'},
+            {"role": "tool", "name": "calculator", "content": "391 <b>"},
+            {"role": "assistant", "content": "391"}]
+    calls = [{"name": "calculator", "arguments": {"expression": "17 * 23"}, "status": "ok", "content": "391 <b>"}]
+    answers = {"sft": [{"prompt": "Compute 17 * 23.", "answer": "391", "pass": True, "conversation": conv,
+                        "tool_calls": calls}],
+               "grpo": [{"prompt": "Compute 17 * 23.", "answer": "390", "pass": False}]}
+    page = answers_section(answers)
+    assert page.count('<details class="conversation">') == 1 and "2 earlier messages" in page
+    assert '<div class="tool">calculator (ok): 391 &lt;b&gt;</div>' in page
+    assert "assistant: &lt;tool_call&gt;" in page and "<pre>390</pre>" in page
