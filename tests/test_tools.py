@@ -231,3 +231,45 @@ def test_prompts_with_tools_in_both_kinds_of_template(tiny_tok, qwen_tok, user_t
     with pytest.raises(render.TemplateError, match="has no chat template"):
         tok = type("T", (), {"chat_template": None, "name_or_path": "plain"})()
         render.with_tools(tok, msgs, schemas)
+
+
+# --------------------------------------------------------------------------- stage 1 learns the calls
+
+def test_bundled_tools_rows_teach_the_call_then_the_answer(tiny_tok, tmp_path):
+    from training.utils.arguments import parse_config
+    from training.utils.data import build_phase
+    from training.utils.data.bundled import calculator_call, calculator_turns
+    from training.utils.data.checker import check
+
+    prompt = "What is 17 * 3? Reply with the number only."
+    row = {"prompt": prompt, "chosen": "51", "rejected": "50", "_src": "bundled", "_row": 4}
+    call, answer = calculator_turns([row, {**row, "prompt": "Hi", "_row": 5}])[:2]
+    assert calculator_call(prompt) == '<tool_call>\n{"name": "calculator", "arguments": {"expression": "17 * 3"}}\n</tool_call>'
+    assert call == {**row, "prompt": [{"role": "user", "content": prompt}], "chosen": calculator_call(prompt)}
+    assert answer["prompt"][1:] == [{"role": "assistant", "content": calculator_call(prompt)},
+                                    {"role": "tool", "content": "51"}]
+    assert answer["chosen"] == "51" and check(prompt, answer["chosen"]) and calculator_call("Hi") is None
+
+    schemas = tuple(t.schema for t in load_tools(["calculator"]))
+    args = ["--data_path", "bundled-tools", "--bundled_size", "180", "--data_output_path", str(tmp_path),
+            "--max_seq_len", "512", "--max_prompt_seq_len", "448", "--data_split", "1,0,1"]
+    d = parse_config(args, stage="sft").data
+    plain, _, _, _ = build_phase(parse_config(args[:1] + ["bundled"] + args[2:], stage="sft").data, tiny_tok, 1, 0)
+    tooled, _, stats, _ = build_phase(d, tiny_tok, 1, 0, tools=schemas)
+    math = [r for r in plain if "<|im_start|>user\n" in (t := tiny_tok.decode(r["input_ids"])) and
+            calculator_call(t.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]) is not None]
+    assert len(tooled) == len(plain) + len(math) > len(plain) and stats["train"]["prompt_truncated"] == 0
+    texts = [tiny_tok.decode(r["input_ids"]) for r in tooled]
+    assert all(t.startswith("<|im_start|>system\n" + render.tools_system_text(list(schemas))) for t in texts)
+    calls = [t for t in texts if t.endswith("</tool_call><|im_end|>")]
+    answers = [t for t in texts if "<|im_start|>tool\n" in t]
+    assert len(calls) == len(answers) == len(math)
+    # the answer row: the call, the tool's result, then the number, trained on the number only
+    r = tooled[texts.index(answers[0])]
+    tail = tiny_tok.decode(r["input_ids"][r["prompt_len"]:])
+    result = answers[0].split("<|im_start|>tool\n")[1].split("<|im_end|>")[0]
+    assert tail == result + "<|im_end|>"
+    # stage 3 on the same source: the plain prompts
+    p3, _, _, _ = build_phase(parse_config(args, stage="rl").data, tiny_tok, 3, 0)
+    p3_plain, _, _, _ = build_phase(parse_config(args[:1] + ["bundled"] + args[2:], stage="rl").data, tiny_tok, 3, 0)
+    assert p3["prompt_text"] == p3_plain["prompt_text"]

@@ -564,7 +564,7 @@ STAGE_SECTIONS = {
 }
 # fields whose owners differ from their section's: online DPO (stage 3) uses the DPO temperature;
 # only stage 3 generates answers; stage 3's reward-model refreshes label and pair as stage 2 does
-FIELD_STAGES = {"beta": ("dpo", "rl"), "max_answer_seq_len": ("rl",), "judge_template": ("reward", "rl"),
+FIELD_STAGES = {"beta": ("dpo", "rl"), "tools": ("sft", "rl"), "max_answer_seq_len": ("rl",), "judge_template": ("reward", "rl"),
                 "labeller": ("reward", "rl"), "pair_rule": ("reward", "rl"),
                 # DeepSpeed-Chat flags: the stages whose DeepSpeed-Chat parser has them (DPO takes stage 1's and 2's)
                 "disable_dropout": ("reward", "dpo"), "eval_iters": ("reward",), "print_loss": ("sft", "reward", "dpo"),

@@ -96,7 +96,13 @@ class StageRun:
         """(train, eval, stats) of data phase 1-3 through the cache, with the counts logged."""
         from .data import build_phase
 
-        train, evals, stats, cache = build_phase(self.cfg.data, tok, phase, self.cfg.optim.seed, is_main(), barrier)
+        tools = ()
+        if phase == 1 and self.cfg.tools.tools:        # stage 1 of a run with tools: prompts show them
+            from .tools.spec import load_tools
+
+            tools = tuple(t.schema for t in load_tools(self.cfg.tools.tools))
+        train, evals, stats, cache = build_phase(self.cfg.data, tok, phase, self.cfg.optim.seed, is_main(), barrier,
+                                                 tools)
         for split, st in stats.items():
             self.log.info("data phase %d %s: %d of %d rows kept; prompts truncated %d, answers truncated %d, "
                           "dropped %d (cache %s)", phase, split, st["kept"], st["rows"], st["prompt_truncated"],

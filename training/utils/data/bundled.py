@@ -251,6 +251,35 @@ def eval_rows(split: str) -> list[dict]:
     return [dict(r) for r in _eval_rows(split)]
 
 
+def calculator_call(prompt: str) -> str | None:
+    """The bundled calculator call that answers a ``math`` prompt (None for other tasks)."""
+    task = parse_task(prompt)
+    if task is None or task.name != "math":
+        return None
+    p = task.params
+    args = {"expression": f"{p['a']} {p['op']} {p['b']}"}
+    return "<tool_call>\n" + json.dumps({"name": "calculator", "arguments": args}) + "\n</tool_call>"
+
+
+def calculator_turns(rows: list[dict]) -> list[dict]:
+    """Supervised rows that teach the calculator: each ``math`` row becomes two, the call (its first turn)
+    and the answer after the tool's result (its second); the other rows stay as they are."""
+    from ..tools.calculator import calculator
+
+    out = []
+    for r in rows:
+        user = r["prompt"] if isinstance(r["prompt"], list) else [{"role": "user", "content": r["prompt"]}]
+        call = calculator_call(user[-1]["content"]) if user[-1]["role"] == "user" else None
+        if call is None:
+            out.append(r)
+            continue
+        expression = json.loads(call.split("\n")[1])["arguments"]["expression"]
+        result = {"role": "tool", "content": calculator(expression)}
+        out.append({**r, "prompt": user, "chosen": call})
+        out.append({**r, "prompt": user + [{"role": "assistant", "content": call}, result]})
+    return out
+
+
 def train_eval(n: int = 4000, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """(training rows, the dev set): what the training stages see; the test set is never among them."""
     return generate(n, seed), eval_rows("dev")

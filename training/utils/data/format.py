@@ -10,7 +10,7 @@ from typing import Optional
 
 HUMAN, ASSISTANT = "Human:", "Assistant:"
 _TURN_RE = re.compile(r"(?:^|\s*)(Human|Assistant):", re.MULTILINE)
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 def parse_transcript(text: str) -> Optional[list[dict]]:
@@ -46,8 +46,13 @@ def uses_chat_template(tokenizer, mode: str) -> bool:
     return mode == "chat" or (mode == "auto" and has)
 
 
-def render_prompt(tokenizer, messages: list[dict], mode: str = "auto") -> str:
-    """The text the model sees before its answer."""
+def render_prompt(tokenizer, messages: list[dict], mode: str = "auto", tools: list[dict] | None = None) -> str:
+    """The text the model sees before its answer; with ``tools`` (JSON schemas) the chat template shows them
+    (``tools/render.py``: the template's tools section, or a default system message)."""
+    if tools:
+        from ..tools.render import render
+
+        return render(tokenizer, to_messages(messages), list(tools), True)
     if uses_chat_template(tokenizer, mode):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     out = []

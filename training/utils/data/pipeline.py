@@ -87,10 +87,13 @@ def _fit(p: list[int], a: list[int] | None, d: DataConfig, st: Stats):
     return p, a
 
 
-def tokenize_rows(rows: list[dict], tokenizer, phase: int, d: DataConfig) -> tuple[list[dict], Stats]:
+def tokenize_rows(rows: list[dict], tokenizer, phase: int, d: DataConfig,
+                  tools: tuple = ()) -> tuple[list[dict], Stats]:
+    """Token ids of ``phase``'s rows; with ``tools`` (JSON schemas) the prompts show them, as the
+    multi-turn rollouts of stage 3 do."""
     st = Stats(rows=len(rows))
     mode = d.template
-    prompts = [render_prompt(tokenizer, r["prompt"], mode) for r in rows]
+    prompts = [render_prompt(tokenizer, r["prompt"], mode, list(tools)) for r in rows]
     p_ids = [prompt_token_ids(tokenizer, t, mode) for t in prompts]
     out: list[dict] = []
     if phase == 3:
@@ -198,7 +201,8 @@ def collect_rows(d: DataConfig, phase: int, seed: int, sources=None) -> dict[str
         if ev is None:
             train, ev = holdout(train, d.eval_fraction, seed)
         for split, rows in (("train", train), ("eval", ev)):
-            out[split] += [rows[int(i)] for i in phase_indices(len(rows), fractions, phase, seed)]
+            part = [rows[int(i)] for i in phase_indices(len(rows), fractions, phase, seed)]
+            out[split] += src.sft_turns(part) if phase == 1 and src.sft_turns else part
     for src in sft_only:
         loaded = src.load()
         out["train"] += loaded["train"]
@@ -212,9 +216,9 @@ def collect_rows(d: DataConfig, phase: int, seed: int, sources=None) -> dict[str
     return out
 
 
-def cache_key(d: DataConfig, tokenizer, phase: int, seed: int, sources=None) -> str:
+def cache_key(d: DataConfig, tokenizer, phase: int, seed: int, sources=None, tools: tuple = ()) -> str:
     main, sft_only = sources or phase_sources(d, phase)
-    blob = json.dumps({
+    blob = json.dumps({"tools": list(tools),
         "v": CACHE_VERSION, "phase": phase, "seed": seed, "sources": [s.fingerprint for s in main],
         "sft_only": [s.fingerprint for s in sft_only],
         "split": parse_split(d.data_split), "eval_fraction": d.eval_fraction,
@@ -225,8 +229,10 @@ def cache_key(d: DataConfig, tokenizer, phase: int, seed: int, sources=None) -> 
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def build_phase(d: DataConfig, tokenizer, phase: int, seed: int, is_main: bool = True, barrier=lambda: None):
-    """(train Dataset, eval Dataset, {split: Stats dict}) for ``phase``, through the cache.
+def build_phase(d: DataConfig, tokenizer, phase: int, seed: int, is_main: bool = True, barrier=lambda: None,
+                tools: tuple = ()):
+    """(train Dataset, eval Dataset, {split: Stats dict}) for ``phase``, through the cache; ``tools``: JSON
+    schemas the prompts show (stage 1 of a run with tools).
 
     Rank 0 tokenises and writes the cache; the other ranks wait at ``barrier`` and read it.
     """
@@ -234,7 +240,7 @@ def build_phase(d: DataConfig, tokenizer, phase: int, seed: int, is_main: bool =
 
     root = Path(os.path.expanduser(d.data_output_path))
     sources = phase_sources(d, phase)
-    target = root / f"phase{phase}-{PHASE_NAMES[phase]}-{cache_key(d, tokenizer, phase, seed, sources)}"
+    target = root / f"phase{phase}-{PHASE_NAMES[phase]}-{cache_key(d, tokenizer, phase, seed, sources, tools)}"
     if is_main and not (target / "stats.json").is_file():
         rows = collect_rows(d, phase, seed, sources)
         stats = {}
@@ -242,7 +248,7 @@ def build_phase(d: DataConfig, tokenizer, phase: int, seed: int, is_main: bool =
         tmp.mkdir(parents=True)
         try:
             for split, rs in rows.items():
-                toks, st = tokenize_rows(rs, tokenizer, phase, d)
+                toks, st = tokenize_rows(rs, tokenizer, phase, d, tools)
                 if split == "train" and not toks:
                     raise DataError(f"phase {phase}: no training rows left from {d.data_path} "
                                     f"({st.describe(split)}); check data_split and the length limits")

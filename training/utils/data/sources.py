@@ -46,6 +46,7 @@ class Source:
     name: str
     fingerprint: str                        # changes whenever the source's content may change
     load: Callable[[], dict]                # -> {"train": rows, "eval": rows or None}
+    sft_turns: Optional[Callable[[list], list]] = None   # stage 1's rows from a slice's rows (one per turn)
 
 
 # --------------------------------------------------------------------------- validation
@@ -390,8 +391,10 @@ def hub_source(spec: str, adapter_name: str) -> Source:
     return Source(spec, fp, load)
 
 
-def bundled_source(size: int, seed: int = 0, group: str = "") -> Source:
-    """The bundled rows; ``group="task"`` keeps each row's task name as its group."""
+def bundled_source(size: int, seed: int = 0, group: str = "", tools: bool = False) -> Source:
+    """The bundled rows; ``group="task"`` keeps each row's task name as its group. With ``tools``
+    (``bundled-tools``) stage 1 learns the calculator: each math row becomes its call and its answer
+    after the result (``bundled.calculator_turns``); the other stages see the plain rows."""
     from . import bundled
 
     def load():
@@ -400,12 +403,15 @@ def bundled_source(size: int, seed: int = 0, group: str = "") -> Source:
         return {"train": [normalise_row(r, "bundled", i, keys) for i, r in enumerate(tr, 1)],
                 "eval": [normalise_row(r, "bundled", i, keys) for i, r in enumerate(ev, 1)]}
 
+    if tools:
+        return Source("bundled-tools", f"bundled-tools-v{bundled.VERSION}:{size}:{seed}", load,
+                      bundled.calculator_turns)
     return Source("bundled", f"bundled-v{bundled.VERSION}:{size}:{seed}", load)
 
 
 def get_source(spec: str, keys: Keys, bundled_size: int = 4000) -> Source:
-    if spec == "bundled":
-        return bundled_source(bundled_size, group=keys.group)
+    if spec in ("bundled", "bundled-tools"):
+        return bundled_source(bundled_size, group=keys.group, tools=spec == "bundled-tools")
     for name in HUB_ADAPTERS:
         if spec == name or spec.rstrip("/").endswith(name):
             return hub_source(spec, name)
