@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from inference.intervals import interval_text
+from training.utils.data.sources import only_bundled
 from training.utils.logging import read_metrics
 
 
@@ -151,7 +152,7 @@ def build_report(plan, steps: list[int], cfgs: dict, times: dict, t_start: float
         report["kl_to_reference"] = {"sft": 0.0}
         if "final_kl" in rl:     # absent when the run loaded no reference model (critic-free, kl_coef 0)
             report["kl_to_reference"][args.algo] = rl["final_kl"]
-    if 3 in steps and cfgs[3].data.data_path != ["bundled"]:
+    if 3 in steps and not only_bundled(cfgs[3].data.data_path):
         # the user's own data: its evaluation prompts, scored by its own metric in stage 3 (--eval_reward), at
         # the start and the end; the bundled checker's held-out prompts would measure another task
         s3 = json.loads((plan.output(3) / "summary.json").read_text())

@@ -39,6 +39,9 @@ CONFIGS = {          # name -> train.py arguments
     # 8 iterations the reward model trains again on 64 labels of the latest rollouts (3 refreshes)
     "main-iterated": ["--label_budget", "192", "--reward_refresh_interval", "2", "--reward_refresh_labels", "64"],
     "dpo": ["--algo", "dpo"],
+    # GRPO with the bundled calculator: stage 1 on bundled-tools (math rows call it, then answer from its
+    # result), stage 3 in conversations of up to 3 turns; every model is evaluated with the calculator
+    "grpo-tools": ["--algo", "grpo", "--config", str(ROOT / "training" / "configs" / "tools-calculator.yaml")],
 }
 
 

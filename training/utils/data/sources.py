@@ -409,8 +409,16 @@ def bundled_source(size: int, seed: int = 0, group: str = "", tools: bool = Fals
     return Source("bundled", f"bundled-v{bundled.VERSION}:{size}:{seed}", load)
 
 
+BUNDLED = ("bundled", "bundled-tools")     # the generated set, plain or with its calculator turns for stage 1
+
+
+def only_bundled(data_path: list[str]) -> bool:
+    """Whether every source is the bundled set (then its checker and evaluation sets judge the run)."""
+    return all(spec in BUNDLED for spec in data_path)
+
+
 def get_source(spec: str, keys: Keys, bundled_size: int = 4000) -> Source:
-    if spec in ("bundled", "bundled-tools"):
+    if spec in BUNDLED:
         return bundled_source(bundled_size, group=keys.group, tools=spec == "bundled-tools")
     for name in HUB_ADAPTERS:
         if spec == name or spec.rstrip("/").endswith(name):
