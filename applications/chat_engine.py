@@ -147,19 +147,21 @@ class ChatEngine:
         """The next user turn ends an answer in the plain format (chat templates end with EOS)."""
         return [] if self.chat_format else [HUMAN]
 
-    def prompt_ids(self, messages: list[dict], max_new_tokens: int) -> tuple[list[int], int]:
-        """Token ids of ``messages`` rendered for an answer, and how many old messages were dropped.
+    def prompt_ids(self, messages: list[dict], max_new_tokens: int,
+                   tools: Optional[list[dict]] = None) -> tuple[list[int], int]:
+        """Token ids of ``messages`` rendered for an answer (with ``tools``, JSON schemas, shown by the chat
+        template), and how many old messages were dropped.
 
         System messages stay; the oldest other messages go first until prompt + answer fit."""
-        if not messages or messages[-1]["role"] != "user":
-            raise ValueError("the last message must come from the user")
+        if not messages or messages[-1]["role"] not in ("user", "tool"):
+            raise ValueError("the last message must come from the user (or be a tool's result)")
         msgs, dropped = list(messages), 0
         budget = self.max_context - max_new_tokens
         if budget <= 0:
             raise ContextOverflow(f"max_new_tokens {max_new_tokens} leaves no room in the "
                                   f"{self.max_context}-token context")
         while True:
-            ids = prompt_token_ids(self.tok, render_prompt(self.tok, msgs, self.template), self.template)
+            ids = prompt_token_ids(self.tok, render_prompt(self.tok, msgs, self.template, tools), self.template)
             if len(ids) <= budget:
                 return ids, dropped
             first = next((i for i, m in enumerate(msgs) if m["role"] != "system"), None)

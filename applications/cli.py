@@ -15,6 +15,7 @@ change the generation settings, ``/settings`` shows them.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -53,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weights and activations: auto is bf16 on a CUDA GPU with bf16, fp16 on older ones, fp32 "
                          "on CPU (bf16 also runs on CPU; fp16 needs a GPU)")
     ap.add_argument("--trust_remote_code", action="store_true")
+    ap.add_argument("--tools", nargs="+", default=[], metavar="TOOL",
+                    help="tools the terminal chat runs for the model: bundled names (calculator) or module:function "
+                         "(the server takes OpenAI's tools in each request instead)")
+    ap.add_argument("--tool_timeout", type=float, default=10.0, help="seconds a tool call may take")
+    ap.add_argument("--max_turns", type=int, default=4, help="model turns per question with --tools")
     srv = ap.add_argument_group("server (--serve)")
     srv.add_argument("--serve", action="store_true", help="run the OpenAI-compatible HTTP server")
     srv.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
@@ -80,8 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 class Chat:
     """History + settings + commands; ``input_fn``/``output_fn`` make it scriptable."""
 
-    def __init__(self, engine: ChatEngine, max_new_tokens: int, sampling: Sampling, system: Optional[str] = None):
+    def __init__(self, engine: ChatEngine, max_new_tokens: int, sampling: Sampling, system: Optional[str] = None,
+                 tools=None, max_turns: int = 4):
+        """``tools``: a ``ToolEnvironment`` whose calls this chat runs itself, up to ``max_turns`` model turns
+        per question."""
         self.engine, self.max_new_tokens, self.sampling, self.system = engine, max_new_tokens, sampling, system
+        self.tools, self.max_turns = tools, max_turns
         self.history: list[dict] = []
 
     def messages(self, user: str) -> list[dict]:
@@ -117,21 +127,34 @@ class Chat:
         return self.settings()
 
     def turn(self, user: str, output_fn: Callable[[str], None]) -> Optional[str]:
-        msgs = self.messages(user)
-        try:
-            ids, dropped = self.engine.prompt_ids(msgs, self.max_new_tokens)
-        except ContextOverflow as e:
-            output_fn(f"[{e}]\n")
-            return None
-        if dropped:
-            self.history = self.history[dropped:]      # system message and newest turn are kept
-            output_fn(f"[context full: dropped the {dropped} oldest message(s)]\n")
-        output_fn("Assistant: ")
-        # ``ids`` already is the prompt of the trimmed history: no second rendering
-        req = Request(ids, self.max_new_tokens, self.engine.default_stop, output_fn)
-        done = self.engine.generate([req], self.sampling)[0]
-        output_fn("\n" if done.finish_reason == "stop" else " [max_new_tokens reached]\n")
-        self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": done.text}]
+        """The answer to ``user``; with tools, the model's calls are run and their results shown to it, until
+        it answers without a call or ``max_turns`` turns."""
+        schemas = self.tools.tools if self.tools is not None else None
+        new = [{"role": "user", "content": user}]
+        for _ in range(self.max_turns if self.tools is not None else 1):
+            msgs = self.messages(user)[:-1] + new
+            try:
+                ids, dropped = self.engine.prompt_ids(msgs, self.max_new_tokens, schemas)
+            except ContextOverflow as e:
+                output_fn(f"[{e}]\n")
+                return None
+            if dropped:
+                self.history = self.history[dropped:]      # system message and newest turn are kept
+                output_fn(f"[context full: dropped the {dropped} oldest message(s)]\n")
+            output_fn("Assistant: ")
+            # ``ids`` already is the prompt of the trimmed history: no second rendering
+            req = Request(ids, self.max_new_tokens, self.engine.default_stop, output_fn)
+            done = self.engine.generate([req], self.sampling)[0]
+            output_fn("\n" if done.finish_reason == "stop" else " [max_new_tokens reached]\n")
+            new.append({"role": "assistant", "content": done.text})
+            parsed = self.tools.parse(new) if self.tools is not None else None
+            if parsed is None or not parsed.calls or done.finish_reason != "stop":
+                break
+            results = self.tools.executor.run(parsed.calls)
+            for c, r in zip(parsed.calls, results):
+                output_fn(f"[{c.name or '?'}({json.dumps(c.arguments)}) {r.status}: {r.content}]\n")
+            new += [r.message() for r in results]
+        self.history += new
         return done.text
 
     def run(self, input_fn: Callable[[str], str], output_fn: Callable[[str], None]) -> None:
@@ -191,6 +214,16 @@ def main(argv=None) -> int:
             labels = LabelStore(a.label, out)
         except DataError as e:
             sys.exit(f"chat.py: --label: {e}")
+    tools = None
+    if a.tools:
+        from training.utils.tools.environment import ToolEnvironment
+        from training.utils.tools.executor import ToolExecutor
+        from training.utils.tools.parsers import hermes
+        from training.utils.tools.spec import ToolError, load_tools
+        try:
+            tools = ToolEnvironment(ToolExecutor(load_tools(a.tools), a.tool_timeout), hermes)
+        except ToolError as e:         # a bad tool stops the chat before the model loads
+            sys.exit(f"chat.py: {e}")
     model = a.model or default_model()
     from training.utils.config import ConfigError
     from training.utils.ds_config import resolve_dtype, torch_dtype
@@ -208,7 +241,7 @@ def main(argv=None) -> int:
                                              max_request_bytes=a.max_request_bytes, max_queue=a.max_queue),
               keys, a.no_auth, labels)
         return 0
-    chat = Chat(engine, a.max_new_tokens, Sampling(a.greedy, a.temperature, a.top_p), a.system)
+    chat = Chat(engine, a.max_new_tokens, Sampling(a.greedy, a.temperature, a.top_p), a.system, tools, a.max_turns)
     if a.prompt is not None:
         _print(f"Human: {a.prompt}\n")
         return 0 if chat.turn(a.prompt, _print) is not None else 1

@@ -1,6 +1,7 @@
 """OpenAI-compatible HTTP server over a ``ChatEngine`` (FastAPI + uvicorn).
 
-    POST /v1/chat/completions   (stream and non-stream; max_tokens, temperature, top_p, stop, n)
+    POST /v1/chat/completions   (stream and non-stream; max_tokens, temperature, top_p, stop, n; tools and
+                                 tool_choice, answered with tool_calls: applications/tool_calls.py)
     GET  /v1/models
     GET  /health
     GET  /                      (a chat page: streams from /v1/chat/completions, keeps the history)
@@ -29,12 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from starlette.requests import Request as HTTPRequest
 
 from applications.auth import LOOPBACK, Keys, refuse_open_binding
 from applications.chat_engine import ChatEngine, Completion, Request, Sampling
 from applications.errors import error_response
+from applications.tool_calls import answer_message, forced_opening, to_model_messages
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +53,45 @@ class Limits:
     batch_wait_s: float = 0.01      # after the first request, how long to wait for more to batch
 
 
+class Function(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: Optional[str] = None
+    parameters: Optional[dict] = None
+
+
+class Tool(BaseModel):
+    type: Literal["function"]
+    function: Function
+
+
+class CalledFunction(BaseModel):
+    name: str = Field(min_length=1)
+    arguments: str
+
+    @field_validator("arguments")
+    @classmethod
+    def _json_object(cls, v):
+        try:
+            ok = isinstance(json.loads(v), dict)
+        except json.JSONDecodeError:
+            ok = False
+        if not ok:
+            raise ValueError("must be a JSON object, as a string")
+        return v
+
+
+class ToolCall(BaseModel):
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class Message(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: Union[str, list[dict]]
+    role: Literal["system", "user", "assistant", "tool"]
+    content: Optional[Union[str, list[dict]]] = None
+    tool_calls: Optional[list[ToolCall]] = None      # an assistant's earlier calls
+    tool_call_id: Optional[str] = None               # the call a tool message answers
+    name: Optional[str] = None
 
     @field_validator("content")
     @classmethod
@@ -63,6 +101,12 @@ class Message(BaseModel):
                 raise ValueError("only text content parts ({'type': 'text', 'text': ...}) are supported")
             v = "".join(p["text"] for p in v)
         return v
+
+    @model_validator(mode="after")
+    def _content_or_calls(self):
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (null only for an assistant message with tool_calls)")
+        return self
 
 
 class ChatRequest(BaseModel):
@@ -76,6 +120,22 @@ class ChatRequest(BaseModel):
     n: int = Field(default=1, ge=1)
     stream: bool = False
     user: Optional[str] = None
+    tools: Optional[list[Tool]] = None
+    tool_choice: Optional[Union[Literal["none", "auto", "required"], dict]] = None
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice(cls, v):
+        if isinstance(v, dict) and not (v.get("type") == "function" and isinstance(v.get("function"), dict)
+                                        and isinstance(v["function"].get("name"), str)):
+            raise ValueError('expected "none", "auto", "required" or {"type": "function", "function": {"name": ...}}')
+        return v
+
+    def tool_schemas(self) -> list[dict]:
+        """The tools the model is shown (none with tool_choice "none")."""
+        if not self.tools or self.tool_choice == "none":
+            return []
+        return [t.model_dump(exclude_none=True) for t in self.tools]
 
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -194,6 +254,14 @@ def parse_request(body: bytes, engine: ChatEngine, limits: Limits) -> ChatReques
         raise HTTPError(400, "stop: at most 4 non-empty strings", "stop")
     if req.model not in (None, "", engine.name):
         raise HTTPError(404, f"model {req.model!r} is not served here; this server has {engine.name!r}", "model")
+    if req.tool_choice not in (None, "none", "auto") and not req.tools:
+        raise HTTPError(400, "tool_choice asks for a call, but the request has no tools", "tool_choice")
+    if isinstance(req.tool_choice, dict) and req.tool_choice["function"]["name"] not in \
+            {t.function.name for t in req.tools}:
+        raise HTTPError(400, f"tool_choice names {req.tool_choice['function']['name']!r}, which is not among the "
+                             "request's tools", "tool_choice")
+    if req.tools and req.n > 1:
+        raise HTTPError(400, "n > 1 with tools is not offered; ask n = 1", "n")
     return req
 
 
@@ -254,11 +322,14 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
                 raise HTTPError(413, f"request body is {length} bytes; the limit is {limits.max_request_bytes}")
             req = parse_request(await http.body(), engine, limits)
             max_tokens = req.asked_tokens() or min(limits.default_max_tokens, limits.max_tokens)
-            msgs = [{"role": m.role, "content": m.content} for m in req.messages]
+            msgs = to_model_messages([m.model_dump() for m in req.messages])
+            schemas = req.tool_schemas()
+            opening = forced_opening(req.tool_choice, schemas) if schemas else ""
             try:
-                ids, _ = engine.prompt_ids(msgs, max_tokens)
+                ids, _ = engine.prompt_ids(msgs, max_tokens, schemas)
             except ValueError as e:          # ContextOverflow, or the last message is not the user's
                 raise HTTPError(400, str(e), "messages")
+            ids = ids + (engine.tok(opening, add_special_tokens=False)["input_ids"] if opening else [])
         except HTTPError as e:
             return error_response(e.status, e.message, e.param)
         stops = req.stop_list() + engine.default_stop
@@ -266,6 +337,13 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
         loop = asyncio.get_running_loop()
         rid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         head = {"id": rid, "created": now, "model": engine.name}
+
+        def answer(c: Completion) -> dict:
+            """{message, finish_reason} of a completion: its calls parsed when the request has tools."""
+            if not schemas:
+                return {"message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
+            message, finish = answer_message(opening + c.text)
+            return {"message": message, "finish_reason": finish or c.finish_reason}
 
         if not req.stream:
             fut = loop.create_future()
@@ -279,8 +357,7 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
                 return error_response(500, f"generation failed: {type(e).__name__}: {e}")
             out = sum(c.completion_tokens for c in done)
             return {**head, "object": "chat.completion",
-                    "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
-                                 "logprobs": None, "finish_reason": c.finish_reason} for i, c in enumerate(done)],
+                    "choices": [{"index": i, **answer(c), "logprobs": None} for i, c in enumerate(done)],
                     "usage": {"prompt_tokens": len(ids), "completion_tokens": out, "total_tokens": len(ids) + out}}
 
         deltas: asyncio.Queue = asyncio.Queue()
@@ -289,8 +366,9 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
             return lambda text: loop.call_soon_threadsafe(deltas.put_nowait, (i, text))
 
         fut = loop.create_future()
-        try:
-            batcher.submit(_Job([Request(ids, max_tokens, stops, pusher(i)) for i in range(req.n)], sampling, loop, fut))
+        try:      # with tools the answer is sent whole once it is parsed (its calls are not text deltas)
+            batcher.submit(_Job([Request(ids, max_tokens, stops, None if schemas else pusher(i)) for i in range(req.n)],
+                                sampling, loop, fut))
         except HTTPError as e:
             return error_response(e.status, e.message)
 
@@ -320,7 +398,16 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
                 yield "data: " + json.dumps({"error": {"message": f"generation failed: {e}", "type": "server_error"}}) + "\n\n"
                 return
             for i, c in enumerate(done):
-                yield chunk(i, {}, c.finish_reason)
+                if schemas:
+                    a = answer(c)
+                    msg = a["message"]
+                    if msg.get("content"):
+                        yield chunk(i, {"content": msg["content"]})
+                    if msg.get("tool_calls"):
+                        yield chunk(i, {"tool_calls": [{"index": k, **call} for k, call in enumerate(msg["tool_calls"])]})
+                    yield chunk(i, {}, a["finish_reason"])
+                else:
+                    yield chunk(i, {}, c.finish_reason)
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

@@ -92,6 +92,9 @@ def test_the_openapi_schema_describes_the_request_and_its_ranges(client):
     props = body["properties"]
     assert body["required"] == ["messages"] and props["messages"]["minItems"] == 1
     assert props["messages"]["items"]["$ref"] == "#/components/schemas/Message"
-    assert spec["components"]["schemas"]["Message"]["properties"]["role"]["enum"] == ["system", "user", "assistant"]
+    schemas = spec["components"]["schemas"]
+    assert schemas["Message"]["properties"]["role"]["enum"] == ["system", "user", "assistant", "tool"]
+    assert schemas["Function"]["properties"]["name"]["pattern"] == "^[A-Za-z0-9_-]{1,64}$"
+    assert props["tools"]["anyOf"][0]["items"]["$ref"] == "#/components/schemas/Tool"
     assert props["temperature"]["minimum"] == 0 and props["temperature"]["maximum"] == 2
     assert props["top_p"]["exclusiveMinimum"] == 0 and props["top_p"]["maximum"] == 1
