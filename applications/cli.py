@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "on CPU (bf16 also runs on CPU; fp16 needs a GPU)")
     ap.add_argument("--trust_remote_code", action="store_true")
     ap.add_argument("--tools", nargs="+", default=[], metavar="TOOL",
-                    help="tools the terminal chat runs for the model: bundled names (calculator) or module:function "
-                         "(the server takes OpenAI's tools in each request instead)")
+                    help="tools run for the model: bundled names (calculator) or module:function, by the terminal "
+                         "chat, or with --serve for the chat page (API clients send OpenAI's tools themselves)")
     ap.add_argument("--tool_timeout", type=float, default=10.0, help="seconds a tool call may take")
     ap.add_argument("--max_turns", type=int, default=4, help="model turns per question with --tools")
     srv = ap.add_argument_group("server (--serve)")
@@ -239,7 +239,7 @@ def main(argv=None) -> int:
         from applications.server import Limits, serve
         serve(engine, a.host, a.port, Limits(max_batch=a.max_batch, max_tokens=a.max_tokens_limit,
                                              max_request_bytes=a.max_request_bytes, max_queue=a.max_queue),
-              keys, a.no_auth, labels)
+              keys, a.no_auth, labels, tools, a.max_turns)
         return 0
     chat = Chat(engine, a.max_new_tokens, Sampling(a.greedy, a.temperature, a.top_p), a.system, tools, a.max_turns)
     if a.prompt is not None:

@@ -3,6 +3,7 @@
     POST /v1/chat/completions   (stream and non-stream; max_tokens, temperature, top_p, stop, n; tools and
                                  tool_choice, answered with tool_calls: applications/tool_calls.py)
     GET  /v1/models
+    GET  /v1/tools, POST /v1/tools/run   (with --tools: the tools the server runs for its chat page)
     GET  /health
     GET  /                      (a chat page: streams from /v1/chat/completions, keeps the history)
 
@@ -37,6 +38,7 @@ from applications.auth import LOOPBACK, Keys, refuse_open_binding
 from applications.chat_engine import ChatEngine, Completion, Request, Sampling
 from applications.errors import error_response
 from applications.tool_calls import answer_message, forced_opening, to_model_messages
+from training.utils.tools.parsers import Call as ParsedCall
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +267,11 @@ def parse_request(body: bytes, engine: ChatEngine, limits: Limits) -> ChatReques
     return req
 
 
-def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Optional[Keys] = None, labels=None):
-    """The app; ``labels`` (a ``labelling.LabelStore``) adds the labelling page at ``/label``."""
+def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Optional[Keys] = None, labels=None,
+               tools=None, max_turns: int = 4):
+    """The app; ``labels`` (a ``labelling.LabelStore``) adds the labelling page at ``/label``; ``tools`` (a
+    ``ToolEnvironment``: ``chat.py --serve --tools``) are offered to the chat page, which has the server run
+    the model's calls (``GET /v1/tools``, ``POST /v1/tools/run``), up to ``max_turns`` turns a question."""
     from fastapi import Depends, FastAPI
     from fastapi.responses import HTMLResponse, StreamingResponse
     from fastapi.security import HTTPBearer
@@ -307,6 +312,27 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
     def models():
         return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": created,
                                             "owned_by": "speedchat"}]}
+
+    @app.get("/v1/tools", dependencies=[Depends(authorised)])
+    def server_tools():
+        """The tools this server runs for its chat page (none without --tools)."""
+        return {"tools": tools.tools if tools is not None else [], "max_turns": max_turns}
+
+    @app.post("/v1/tools/run", dependencies=[Depends(authorised)])
+    async def run_tool(http: HTTPRequest):
+        """Run one call of the model with a server tool: {"name", "arguments": a JSON object as a string}."""
+        if tools is None:
+            return error_response(404, "this server runs no tools (start it with --tools)")
+        try:
+            data = json.loads(await http.body())
+            call = CalledFunction.model_validate(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return error_response(400, f"request body is not valid JSON: {e}")
+        except ValidationError as e:
+            err = e.errors()[0]
+            return error_response(400, f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}")
+        (result,) = await asyncio.to_thread(tools.executor.run, [ParsedCall(call.name, json.loads(call.arguments))])
+        return {"name": result.name, "status": result.status, "content": result.content}
 
     # the body is read by hand (its size is checked before parsing, errors answer in OpenAI's form), so
     # the OpenAPI schema (/docs) is told what it accepts: ChatRequest, with its fields' ranges
@@ -428,7 +454,7 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
 
 
 def serve(engine: ChatEngine, host: str = "127.0.0.1", port: int = 8000, limits: Optional[Limits] = None,
-          keys: Optional[Keys] = None, no_auth: bool = False, labels=None) -> None:
+          keys: Optional[Keys] = None, no_auth: bool = False, labels=None, tools=None, max_turns: int = 4) -> None:
     import uvicorn
 
     keys = keys or Keys({})
@@ -440,7 +466,9 @@ def serve(engine: ChatEngine, host: str = "127.0.0.1", port: int = 8000, limits:
     if labels is not None:
         log.info("labelling page: http://%s:%d/label (%d of %d comparisons have a verdict in %s)", host, port,
                  len(labels.done), len(labels.items), labels.out)
-    uvicorn.run(create_app(engine, limits, keys, labels), host=host, port=port, log_level="info")
+    if tools is not None:
+        log.info("the chat page's tools, run here: %s", ", ".join(t["function"]["name"] for t in tools.tools))
+    uvicorn.run(create_app(engine, limits, keys, labels, tools, max_turns), host=host, port=port, log_level="info")
 
 
 class Background:

@@ -169,3 +169,28 @@ def test_labelling_page_by_keyboard_survives_a_restart_and_keeps_two_people_apar
         two.close()
     ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
     assert len(ids) == 7 and len(set(ids)) == 7
+
+
+@pytest.mark.slow
+def test_chat_page_runs_the_servers_tools_and_shows_the_calls(browser):
+    """chat.py --serve --tools calculator: the page offers the tool, the server runs the model's call, the page
+    shows it with its result, and the model's next turn sees that result."""
+    from tests.test_server_tools import Scripted
+    from training.utils.tools.environment import ToolEnvironment
+    from training.utils.tools.executor import ToolExecutor
+    from training.utils.tools.parsers import hermes
+    from training.utils.tools.spec import load_tools
+
+    engine = Scripted('<tool_call>\n{"name": "calculator", "arguments": {"expression": "6 * 7"}}\n</tool_call>')
+    tools = ToolEnvironment(ToolExecutor(load_tools(["calculator"])), hermes)
+    with Background(create_app(engine, tools=tools, max_turns=3)) as url:
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.wait_for_function("document.getElementById('tools').textContent === '(tools: calculator)'")
+        page.fill("#question", "What is 6 * 7?")
+        page.press("#question", "Enter")
+        page.wait_for_function("document.getElementById('log').dataset.busy === 'no'", timeout=60_000)
+        assert page.locator(".msg.tool .text").all_text_contents() == ['calculator({"expression": "6 * 7"}) ok: 42']
+        assert page.locator(".msg.assistant .text").all_text_contents() == ["calls calculator", "It is sunny in Paris."]
+        assert engine.prompts[1].endswith("<|im_start|>tool\n42<|im_end|>\n<|im_start|>assistant\n")
+        page.close()

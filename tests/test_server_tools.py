@@ -143,3 +143,28 @@ def test_terminal_chat_runs_the_tools_itself():
     assert chat.history[2] == {"role": "tool", "name": "calculator", "content": "42"}
     assert "calculator" in engine.prompts[0] and engine.prompts[1].endswith(
         "<|im_start|>tool\n42<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_the_servers_tools_endpoints(served):
+    from fastapi.testclient import TestClient
+
+    from training.utils.tools.environment import ToolEnvironment
+    from training.utils.tools.executor import ToolExecutor
+    from training.utils.tools.parsers import hermes
+    from training.utils.tools.spec import load_tools
+
+    engine, url = served
+    assert httpx.get(url + "/v1/tools").json() == {"tools": [], "max_turns": 4}
+    r = httpx.post(url + "/v1/tools/run", json={"name": "calculator", "arguments": "{}"})
+    assert r.status_code == 404 and "--tools" in r.json()["error"]["message"]
+    tools = ToolEnvironment(ToolExecutor(load_tools(["calculator"])), hermes)
+    client = TestClient(create_app(engine, tools=tools, max_turns=2))
+    assert client.get("/v1/tools").json() == {"tools": tools.tools, "max_turns": 2}
+    run = lambda **b: client.post("/v1/tools/run", json=b)          # noqa: E731
+    assert run(name="calculator", arguments='{"expression": "2 ** 5"}').json() == \
+        {"name": "calculator", "status": "ok", "content": "32"}
+    assert run(name="calculator", arguments='{"expr": "1"}').json()["status"] == "bad_arguments"
+    assert run(name="calculator", arguments='{"expression": "9 ** 99"}').json() == \
+        {"name": "calculator", "status": "error", "content": "Error: CalculatorError: exponent 99 is over 64"}
+    bad = run(name="calculator", arguments="[1]")
+    assert bad.status_code == 400 and "arguments" in bad.json()["error"]["message"]
