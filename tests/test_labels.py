@@ -10,6 +10,7 @@ from training.utils.labels.human import read_human_labels, write_jsonl
 from training.utils.labels.labellers import LabelError, ScoreLabeller, build_labeller
 from training.utils.labels.policy import collect_pairs, comparison_rows, on_policy_auc, pair_rows
 from training.utils.labels.ranking import auc, copeland_scores, ranked_pairs, within_prompt_auc
+from training.utils.logging import read_metrics
 
 
 def nonempty(prompt, answer):
@@ -274,3 +275,42 @@ def test_export_then_train_on_human_verdicts(tmp_path):
     n_pairs = sum(r["preference"] != "tie" for r in rows)
     assert summary["comparisons"]["pairs"] == n_pairs and summary["comparisons"]["labels"] == len(rows)
     assert f"at weight 1 -> {n_pairs} rows" in (tmp_path / "human" / "training.log").read_text()
+
+
+def test_pointwise_loss_and_label_rows_on_hand_values():
+    import math
+
+    from training.utils.labels.policy import label_rows
+    from training.utils.losses import pointwise_loss
+
+    # -log sigmoid(0), -log(1 - sigmoid(2)), -log(1 - sigmoid(-1))
+    want = (math.log(2) + math.log(1 + math.e ** 2) + math.log(1 + math.e ** -1)) / 3
+    assert pointwise_loss(torch.tensor([0.0, 2.0, -1.0]), torch.tensor([1.0, 0.0, 0.0])).item() == \
+        pytest.approx(want, abs=1e-6)
+    rec = {"prompt": "Say hi.", "group": "g", "answers": ["hi", "", "hello"], "labels": [1.0, 0.0, 1.0],
+           "pairs": [(0, 1), (2, 1)]}
+    rows = label_rows([rec], "rule:x")
+    assert [(r["answer"], r["label"]) for r in rows] == [("hi", 1.0), ("", 0.0), ("hello", 1.0)]
+    assert rows[0]["labeller"] == "rule:x" and rows[0]["group"] == "g"
+
+
+@pytest.mark.slow
+def test_pointwise_term_trains_on_every_label(tmp_path):
+    """--pointwise_weight: all 192 labelled answers feed a BCE term (not only the ~120 in pairs); its loss falls
+    and the reward model still ranks held-out samples as the rule does."""
+    final, summary = _stage2(tmp_path, "point", "--policy_pair_weight", "1", "--learning_rate", "3e-3",
+                             "--pointwise_weight", "1")
+    labels = [json.loads(x) for x in (tmp_path / "point" / "policy_labels.jsonl").read_text().splitlines()]
+    assert len(labels) == summary["comparisons"]["answers"] == 192
+    assert {r["label"] for r in labels} == {0.0, 1.0}
+    train = [r for r in read_metrics(tmp_path / "point" / "metrics.jsonl") if r["split"] == "train"]
+    first, last = train[:4], train[-4:]
+    # measured 0.64 -> 0.56, below the 0.62 of the best constant guess (the labels' entropy at mean 0.31)
+    assert sum(r["pointwise_loss"] for r in last) / 4 < sum(r["pointwise_loss"] for r in first) / 4 - 0.05
+    assert final["on_policy_within_prompt_auc"] > 0.9, final
+    from training.utils.arguments import parse_config
+    from training.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pointwise_weight trains on labelled answers of the policy: add "
+                                          "--pairs_from_policy"):
+        parse_config(["--pointwise_weight", "1"], stage="reward")

@@ -39,6 +39,8 @@ CONFIGS = {          # name -> train.py arguments
     # 8 iterations the reward model trains again on 64 labels of the latest rollouts (3 refreshes)
     "main-iterated": ["--label_budget", "192", "--reward_refresh_interval", "2", "--reward_refresh_labels", "64"],
     "dpo": ["--algo", "dpo"],
+    # the main job with a correctness head: every labelled answer also trains a pointwise BCE term (B1)
+    "main-pointwise": ["--pointwise_weight", "1"],
     # GRPO with the bundled calculator: stage 1 on bundled-tools (math rows call it, then answer from its
     # result), stage 3 in conversations of up to 3 turns; every model is evaluated with the calculator
     "grpo-tools": ["--algo", "grpo", "--config", str(ROOT / "training" / "configs" / "tools-calculator.yaml")],
@@ -46,7 +48,8 @@ CONFIGS = {          # name -> train.py arguments
 
 
 # the stages each configuration runs after SFT, for --sft-from (critic-free algorithms: stage 3 only)
-AFTER_SFT = {"main": ["2", "3"], "rloo-rm": ["2", "3"], "main-iterated": ["2", "3"], "dpo": ["2"]}
+AFTER_SFT = {"main": ["2", "3"], "rloo-rm": ["2", "3"], "main-iterated": ["2", "3"], "dpo": ["2"],
+             "main-pointwise": ["2", "3"]}
 
 
 def flatten(report: dict, prefix: str = "") -> dict[str, float]:

@@ -17,13 +17,14 @@ import torch
 
 from training.utils.arguments import parse_config
 from training.utils.data import PairCollator
-from training.utils.distributed import all_reduce_sum
+from training.utils.config import ConfigError
+from training.utils.distributed import all_reduce_sum, rank, world_size
 from training.utils.loop import run, to_device
 from training.utils.model import ValueModel, end_scores, load_reward_model, save_hf
 from training.utils.model.reward import head
 from training.utils.labels import comparisons
 from training.utils.stage import StageRun, run_cli
-from training.utils.losses import pairwise_loss, per_token_pair_loss
+from training.utils.losses import pairwise_loss, per_token_pair_loss, pointwise_loss
 from training.utils.shared_prefix import answer_end_scores
 
 
@@ -35,7 +36,9 @@ def pair_scores(engine, batch, share: bool = True) -> tuple[torch.Tensor, torch.
     return scores[:b], scores[b:]
 
 
-def make_step(kind: str, share: bool):
+def make_step(kind: str, share: bool, points=None, weight: float = 0.0):
+    """The training step; with ``points`` (batches of labelled answers) it adds ``weight`` x their pointwise
+    loss: the correctness head's term, in which every label counts."""
     def step(engine, batch):
         if kind == "pairwise":
             c, r = pair_scores(engine, batch, share)
@@ -46,7 +49,14 @@ def make_step(kind: str, share: bool):
             b = c.shape[0]
             ids, end = batch["input_ids"], batch["end_index"]
             loss = per_token_pair_loss(values[:b], values[b:], ids[:b], ids[b:], end[:b] + 1, end[b:] + 1)
-        return loss, {"acc": (c > r).float().mean().item(), "margin": (c - r).mean().item()}
+        metrics = {"acc": (c > r).float().mean().item(), "margin": (c - r).mean().item()}
+        if points is not None:
+            pb = to_device(next(points), engine.device)
+            s = answer_end_scores(engine, pb, share)
+            point = pointwise_loss(s, pb["label"])
+            loss = loss + weight * point
+            metrics.update(pointwise_loss=point.item(), pointwise_acc=((s > 0).float() == pb["label"]).float().mean().item())
+        return loss, metrics
     return step
 
 
@@ -109,7 +119,18 @@ def main(argv=None) -> dict:
         run_ctx.log.info("reward model: %d training pairs, %d eval pairs, %d optimizer steps, loss %s",
                          len(s.train_ds), len(s.eval_ds), s.total, cfg.rm.rm_loss)
         share = cfg.model.share_prompt_forward
-        final = run(engine, s.train_loader, make_step(cfg.rm.rm_loss, share), lambda: evaluate(engine, s.eval_loader, share, cfg.log.eval_iters),
+        points = None
+        if m.pointwise_weight > 0:
+            if comp is None or not comp.labels:
+                raise ConfigError("--pointwise_weight trains on the labelled answers of --pairs_from_policy (a rule, "
+                                  "HTTP or checker labeller); this run has none")
+            points = comparisons.label_batches(comp.labels, s.tok, cfg, m.pointwise_batch, cfg.optim.seed, rank(),
+                                               world_size())
+            run_ctx.log.info("pointwise term: %d labelled answers (mean label %.2f) at weight %g, %d per step",
+                             len(comp.labels), sum(x["label"] for x in comp.labels) / len(comp.labels),
+                             m.pointwise_weight, m.pointwise_batch)
+        final = run(engine, s.train_loader, make_step(cfg.rm.rm_loss, share, points, m.pointwise_weight),
+                    lambda: evaluate(engine, s.eval_loader, share, cfg.log.eval_iters),
                     cfg, run_ctx.writer, s.total, desc="reward")
         extra = {}
         if comp is not None:

@@ -192,6 +192,10 @@ class RewardModelConfig:
                         choices=("all", "best_worst"))
     policy_pair_weight: float = _f(0.5, "share of the training rows that are policy pairs (the policy pairs "
                                         "repeated or sampled to it; 1: policy pairs only)")
+    pointwise_weight: float = _f(0.0, "with --pairs_from_policy: add this x a binary cross-entropy of sigmoid(score) "
+                                      "against every labelled answer's label, so each label teaches (a correctness "
+                                      "head; 0: pairs only, where a label counts when another answer disagrees)")
+    pointwise_batch: int = _f(8, "labelled answers per step in the --pointwise_weight term")
     policy_max_new_tokens: int = _f(48, "answer length limit when sampling the comparisons")
     policy_temperature: float = _f(1.0, "sampling temperature of the comparisons")
     on_policy_eval_prompts: int = _f(48, "held-out prompts (eval slice) whose K sampled answers measure the "
@@ -525,6 +529,11 @@ class Config:
             raise ConfigError(f"samples_per_prompt must be >= 2 (answers are compared), got {m.samples_per_prompt}")
         if m.label_budget < 0 or m.on_policy_eval_prompts < 0 or m.policy_max_new_tokens <= 0:
             raise ConfigError("label_budget and on_policy_eval_prompts must be >= 0, policy_max_new_tokens > 0")
+        if m.pointwise_weight < 0 or m.pointwise_batch < 1:
+            raise ConfigError(f"pointwise_weight must be >= 0 and pointwise_batch >= 1, got {m.pointwise_weight} and "
+                              f"{m.pointwise_batch}")
+        if m.pointwise_weight > 0 and not m.pairs_from_policy:
+            raise ConfigError("pointwise_weight trains on labelled answers of the policy: add --pairs_from_policy")
         if not 0.0 <= m.policy_pair_weight <= 1.0:
             raise ConfigError(f"policy_pair_weight must be in [0, 1], got {m.policy_pair_weight}")
         if m.policy_temperature <= 0:

@@ -52,6 +52,12 @@ def pairwise_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     return -F.logsigmoid(chosen.float() - rejected.float()).mean()
 
 
+def pointwise_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A correctness head's loss: mean binary cross-entropy of sigmoid(score) against each answer's label in
+    [0, 1] (Cobbe et al. 2021's verifier; every labelled answer counts, paired or not)."""
+    return F.binary_cross_entropy_with_logits(scores.float(), labels.float())
+
+
 def per_token_pair_loss(chosen_values: torch.Tensor, rejected_values: torch.Tensor,
                         chosen_ids: torch.Tensor, rejected_ids: torch.Tensor,
                         chosen_len: torch.Tensor, rejected_len: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@
 Files under the stage's output directory:
 - ``policy_pairs.jsonl``: the chosen/rejected pairs with the labeller's verdicts (reusable with
   ``--data_path``);
+- ``policy_labels.jsonl``: every labelled answer with its label (the ``--pointwise_weight`` term);
 - ``on_policy_eval.jsonl``: the held-out prompts' sampled answers and their labels, scored by the
   reward model after training (``on_policy_auc`` in the summary).
 With ``--labeller human:FILE`` the pairs are the file's verdicts and nothing is sampled for training.
@@ -21,9 +22,9 @@ from ..distributed import barrier, is_main
 from ..shared_prefix import score_rows
 from .human import read_human_labels, write_jsonl
 from .labellers import DEFAULT_JUDGE_TEMPLATE, build_labeller
-from .policy import Sampler, collect_pairs, comparison_rows, on_policy_auc, pair_rows, unique_prompts
+from .policy import Sampler, collect_pairs, comparison_rows, label_rows, on_policy_auc, pair_rows, unique_prompts
 
-PAIRS_FILE, EVAL_FILE = "policy_pairs.jsonl", "on_policy_eval.jsonl"
+PAIRS_FILE, LABELS_FILE, EVAL_FILE = "policy_pairs.jsonl", "policy_labels.jsonl", "on_policy_eval.jsonl"
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Comparisons:
     pairs: list[dict]                       # canonical {prompt, chosen, rejected} rows
     eval_records: list[dict]                # held-out {prompt, answers, labels}
     stats: dict = field(default_factory=dict)
+    labels: list[dict] = field(default_factory=list)    # every labelled answer {prompt (messages), answer, label}
 
 
 def _labeller(cfg):
@@ -58,7 +60,7 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
         rows = collect_rows(cfg.data, 2, cfg.optim.seed)
         torch.manual_seed(cfg.optim.seed)
         stats: dict = {"labeller": m.labeller}
-        rows_out, eval_records = [], []
+        rows_out, eval_records, labels_out = [], [], []
         if human is not None:      # people's verdicts: nothing to sample or ask
             pairs, counts = human
             stats.update(human_rows=counts, labels=counts["rows"], pairs=len(pairs))
@@ -73,7 +75,7 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
             records, st = collect_pairs(unique_prompts(rows["train"]), sampler, labeller, m.label_budget,
                                         m.pair_rule, cfg.optim.seed, progress)
             stats.update(st)
-            rows_out = pair_rows(records, labeller.name)
+            rows_out, labels_out = pair_rows(records, labeller.name), label_rows(records, labeller.name)
             log.info("policy comparisons: %d labels (%s) on %d prompts (K %d), %d with answers that differ -> %d "
                      "pairs (%s); sampling %.0f s, all %.0f s", st["labels"], labeller.name, st["prompts"],
                      m.samples_per_prompt, st["mixed_prompts"], st["pairs"], m.pair_rule, st["sampling_seconds"],
@@ -95,6 +97,7 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
                          len(eval_records), m.samples_per_prompt, stats["eval_sampling_seconds"])
             del sampler
         write_jsonl(out / PAIRS_FILE, rows_out, replace=True)
+        write_jsonl(out / LABELS_FILE, labels_out, replace=True)
         write_jsonl(out / EVAL_FILE, eval_records, replace=True)
         (out / "comparisons.json").write_text(json.dumps(stats, indent=2) + "\n")
     barrier()
@@ -104,7 +107,36 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
         pairs = human[0]
     else:
         pairs = read_pairs(out / PAIRS_FILE)
-    return Comparisons(pairs, read(EVAL_FILE), stats)
+    labels = [{"prompt": to_messages(r["prompt"]), "answer": r["answer"], "label": r["label"]} for r in read(LABELS_FILE)]
+    return Comparisons(pairs, read(EVAL_FILE), stats, labels)
+
+
+def label_batches(labels: list[dict], tok, cfg, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    """Right-padded batches of labelled answers (input_ids, attention_mask, prompt_len, end_index, label), without
+    end: each pass over this rank's share in a new seeded order. Tokenised as stage 2's pairs."""
+    import numpy as np
+
+    from ..data.collate import pad_sequences
+
+    d = cfg.data
+    rows = []
+    for r in labels[rank::world]:
+        p = prompt_token_ids(tok, render_prompt(tok, r["prompt"], d.template), d.template)[-d.max_prompt_seq_len:]
+        a = answer_token_ids(tok, render_answer(r["answer"], tok, d.template))[:d.max_seq_len - len(p)]
+        rows.append((p, a, float(r["label"])))
+    if not rows:
+        return
+    rng = np.random.RandomState(seed + 86028121)
+    while True:
+        order = rng.permutation(len(rows))
+        for k in range(0, len(order), batch_size):
+            chunk = [rows[int(i)] for i in order[k:k + batch_size]]
+            seqs = [p + a for p, a, _ in chunk]
+            ids, mask = pad_sequences(seqs, tok.pad_token_id, left=False)
+            yield {"input_ids": ids, "attention_mask": mask,
+                   "prompt_len": torch.tensor([len(p) for p, _, _ in chunk]),
+                   "end_index": torch.tensor([len(x) - 1 for x in seqs]),
+                   "label": torch.tensor([lab for _, _, lab in chunk])}
 
 
 def read_pairs(path: Path) -> list[dict]:

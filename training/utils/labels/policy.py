@@ -132,6 +132,13 @@ def pair_rows(records: list[dict], labeller_name: str) -> list[dict]:
     return out
 
 
+def label_rows(records: list[dict], labeller_name: str) -> list[dict]:
+    """Every labelled answer as a row {prompt, answer, label, labeller[, group]}: the pointwise data."""
+    return [{"prompt": prompt_field(r["prompt"]), "answer": a, "label": float(lab), "labeller": labeller_name,
+             **({"group": r["group"]} if r["group"] else {})}
+            for r in records for a, lab in zip(r["answers"], r["labels"])]
+
+
 def comparison_rows(records: list[dict], seed: int) -> list[dict]:
     """Rows for people to label: every two different answers to a prompt, in a random order (the
     order shown is recorded in ``shown``), with ``preference`` left empty."""
