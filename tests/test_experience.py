@@ -194,3 +194,45 @@ def test_zero3_gather_gives_every_full_weight_and_restores_the_partition(tiny_to
     x = torch.tensor([[5, 6, 7]])
     with torch.no_grad():       # the hooks are back: a plain forward through the engine still works
         assert engine.module(input_ids=x).logits.shape == (1, 3, len(tiny_tok))
+
+
+def test_truncated_importance_weight_on_hand_values():
+    from training.utils.rl.maths import truncated_is_weight
+    from training.utils.rl.policy_losses import clipped_surrogate
+
+    train = torch.tensor([[-1.0, -1.0, -2.0, -0.5]])
+    rollout = torch.tensor([[-1.0, -1.5, -0.5, -2.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    w, cut = truncated_is_weight(train, rollout, mask, cap=1.5)
+    # exp(0) = 1, exp(0.5) = 1.6487 -> cut to 1.5, exp(-1.5) = 0.2231, masked -> 0
+    assert w[0].tolist() == pytest.approx([1.0, 1.5, math.exp(-1.5), 0.0], abs=1e-6)
+    assert cut.tolist() == [[False, True, False, False]]
+    # a weight on the advantage scales that token's clipped-surrogate term: ratio 1, so the term is -w A
+    adv = torch.tensor([[2.0, -1.0, 4.0, 9.0]])
+    logp = torch.zeros(1, 4)
+    loss, _ = clipped_surrogate(logp, logp, adv * w, mask)
+    assert loss.item() == pytest.approx(-(2.0 * 1.0 - 1.0 * 1.5 + 4.0 * math.exp(-1.5)) / 3, abs=1e-6)
+
+
+class ShiftedRollout(FakeHybrid):
+    """The sampling engine's log-probs differ from the training forward's by ``shift`` per answer token."""
+    shift = torch.tensor([0.5, -1.0])
+
+    def generate(self, ids, mask, settings):
+        seq, logp = super().generate(ids, mask, settings)
+        return seq, logp + self.shift[:ids.shape[0], None]
+
+
+def test_tis_weights_each_token_by_the_training_over_the_rollout_probability(models):
+    model, ref = models
+    prompt = {"input_ids": torch.tensor([[11, 12]]), "attention_mask": torch.ones(1, 2, dtype=torch.long)}
+    answers = torch.tensor([[21, EOS], [22, EOS]])
+    maker, cfg = _maker(["--algo", "grpo", "--num_samples_per_prompt", "2", "--kl_coef", "0", "--rollout_is", "tis",
+                         "--rollout_is_cap", "2"], model, None, answers, torch.tensor([1.0, 0.0]))
+    maker.he = maker.rollout.engine = ShiftedRollout(model, answers)
+    exp, m = maker.make(prompt)
+    # rollout = train + shift: w = min(exp(-shift), 2): exp(-0.5) on row 0, exp(1) = 2.72 cut to 2 on row 1
+    assert exp.old_logp is not None and exp.is_weight is not None
+    assert exp.is_weight[0, 1:].tolist() == pytest.approx([math.exp(-0.5)] * 2, abs=1e-5)
+    assert exp.is_weight[1, 1:].tolist() == pytest.approx([2.0, 2.0], abs=1e-6)
+    assert m["is_weight_cut_frac"] == pytest.approx(0.5) and m["logprob_gap_mean"] == pytest.approx(0.75, abs=1e-5)

@@ -294,6 +294,10 @@ class PolicyLossConfig:
     std_normalize: bool = _f(True, "grpo: divide advantages by the group's standard deviation")
     group_baseline: bool = _f(False, "ppo: subtract the mean score of the num_samples_per_prompt answers "
                                      "to the same prompt before the KL penalty (the critic learns the rest)")
+    rollout_is: str = _f("", "tis: weigh each token's policy loss by min(p_train / p_rollout, --rollout_is_cap), the "
+                             "truncated importance weight of the policy the loss assumes over the engine that sampled "
+                             "(every algorithm); empty: off", choices=("", "tis"))
+    rollout_is_cap: float = _f(2.0, "the truncation C of --rollout_is tis")
 
 
 @dataclass
@@ -529,6 +533,8 @@ class Config:
             raise ConfigError(f"samples_per_prompt must be >= 2 (answers are compared), got {m.samples_per_prompt}")
         if m.label_budget < 0 or m.on_policy_eval_prompts < 0 or m.policy_max_new_tokens <= 0:
             raise ConfigError("label_budget and on_policy_eval_prompts must be >= 0, policy_max_new_tokens > 0")
+        if p.loss.rollout_is_cap <= 0:
+            raise ConfigError(f"rollout_is_cap must be positive, got {p.loss.rollout_is_cap}")
         if m.pointwise_weight < 0 or m.pointwise_batch < 1:
             raise ConfigError(f"pointwise_weight must be >= 0 and pointwise_batch >= 1, got {m.pointwise_weight} and "
                               f"{m.pointwise_batch}")

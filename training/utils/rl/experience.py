@@ -19,7 +19,7 @@ from .advantages import Algorithm, sequence_scores
 from .curriculum import prompt_spread
 from .residency import Residency
 from .maths import (RunningMoments, group_advantages, kl_estimate, logprob_gap, masked_mean, masked_whiten,
-                    overlong_penalty, shape_rewards, silent_groups, uniform_groups)
+                    overlong_penalty, shape_rewards, silent_groups, truncated_is_weight, uniform_groups)
 from ..shared_prefix import position_ids_from
 from .rollout import SingleTurn
 from .sequences import causal_logprobs, first_action, repeat_batch, select_rows
@@ -39,6 +39,7 @@ class Experience:
     values: Optional[torch.Tensor] = None    # [B, L-1] the critic's values (algorithms with a critic)
     returns: Optional[torch.Tensor] = None   # [B, L-1] the critic's targets
     rollout_logp: Optional[torch.Tensor] = None   # [B, L-1] sampling-time log-probs, kept when old_logp is None
+    is_weight: Optional[torch.Tensor] = None      # [B, L-1] --rollout_is tis: min(p_train / p_rollout, cap)
 
     def select(self, keep: torch.Tensor) -> "Experience":
         return select_rows(self, keep)
@@ -75,7 +76,8 @@ class ExperienceMaker:
         rows = rl_cfg.rollout.per_device_generation_batch_size * rl_cfg.rollout.num_samples_per_prompt
         self.on_policy_once = (ref is None and critic is None and rl_cfg.loss.ppo_epochs == 1
                                and rl_cfg.rollout.generation_batches == 1
-                               and rows <= rl_cfg.loss.per_device_training_batch_size)
+                               and rows <= rl_cfg.loss.per_device_training_batch_size
+                               and not rl_cfg.loss.rollout_is)       # TIS weighs against the training forward
         self.moments: Optional[RunningMoments] = RunningMoments() if reward_cfg.normalize_reward else None
         self.spread: Optional[torch.Tensor] = None   # the last batch's spread of scores among a prompt's answers
 
@@ -178,9 +180,14 @@ class ExperienceMaker:
             metrics.update(values=masked_mean(values, action).item(), returns=masked_mean(ret, action).item())
         if old_logp is not None:     # sampling-time log-probs against the training forward's, same weights
             metrics.update(logprob_gap(rollout_logp, old_logp, action))
+        is_weight = None
+        if c.loss.rollout_is:        # the policy loss weighs each token by min(p_train / p_rollout, cap)
+            is_weight, cut = truncated_is_weight(old_logp, rollout_logp, action, c.loss.rollout_is_cap)
+            metrics.update(is_weight_mean=masked_mean(is_weight, action).item(),
+                           is_weight_cut_frac=masked_mean(cut.float(), action).item())
         if baseline is not None:
             metrics["greedy_baseline"] = baseline.mean().item()
         metrics.update(self.rollout_metrics)
         exp = Experience(seq, attn, pos, action, old_logp, ref_logp, adv, raw, values,
-                         ret if values is not None else None, rollout_logp if old_logp is None else None)
+                         ret if values is not None else None, rollout_logp if old_logp is None else None, is_weight)
         return (exp.select(keep) if bool(keep.any()) else None), metrics

@@ -185,6 +185,15 @@ def logprob_gap(rollout_logp: torch.Tensor, train_logp: torch.Tensor, action: to
     return {"logprob_gap_mean": (gap.sum() / action.sum().clamp(min=1)).item(), "logprob_gap_max": gap.max().item()}
 
 
+def truncated_is_weight(train_logp: torch.Tensor, rollout_logp: torch.Tensor, mask: torch.Tensor,
+                        cap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Truncated importance sampling (TIS) for rollouts from another engine [B, T]: w = min(exp(train_logp
+    - rollout_logp), cap) on the action tokens (0 elsewhere), the policy the loss assumes over the one that
+    sampled; and the mask of the tokens whose weight was cut to ``cap``."""
+    raw = torch.exp((train_logp - rollout_logp).float()) * mask
+    return raw.clamp(max=cap), (raw > cap) & (mask > 0)
+
+
 def overlong_penalty(length: torch.Tensor, max_len: int, buffer: int, factor: float = 1.0) -> torch.Tensor:
     """DAPO's overlong reward shaping [B]: 0 up to max_len - buffer tokens, then falling linearly to
     -factor at max_len: ((max_len - buffer) - length) / buffer x factor."""

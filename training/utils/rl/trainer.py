@@ -113,7 +113,9 @@ class RLTrainer:
         logp, ent, start = action_logprobs(self.he.engine, e.sequences, e.attention_mask, e.position_ids,
                                               e.action_mask, c.rollout.temperature, self.share)
         old = e.old_logp if e.old_logp is not None else logp.detach()      # None: the one on-policy update
-        loss, out = self.loss.fn(logp, old, e.advantages, e.action_mask, clip_low=c.loss.cliprange,
+        # TIS: a positive per-token weight on the advantage scales that token's term of every policy loss
+        adv = e.advantages * e.is_weight if e.is_weight is not None else e.advantages
+        loss, out = self.loss.fn(logp, old, adv, e.action_mask, clip_low=c.loss.cliprange,
                                  clip_high=c.loss.eps_clip_high, agg=self.loss_agg, length=self.max_new_tokens,
                                  dual_clip_c=c.loss.dual_clip_c, ref_logp=e.ref_logp, beta=self.dpo_beta)
         out = {"pg_loss": loss.item(), **out}
