@@ -73,3 +73,23 @@ def test_stage3_requires_reward_model(tmp_path):
 
     with pytest.raises(ConfigError, match="reward_model_name_or_path"):
         ppo_main(["--output_dir", str(tmp_path / "x")])
+
+
+@pytest.mark.slow
+def test_offload_reward_model_partitions_the_frozen_reward_model_into_cpu_memory(tiny_rm, tiny_tok):
+    """DeepSpeed-Chat's step-3 --offload_reward_model: the reward model frozen under ZeRO-3 with its
+    parameters offloaded to CPU, scoring as the plain one does."""
+    from training.utils.arguments import parse_config
+    from training.utils.distributed import init_distributed
+    from training.utils.rl.models import build_reward_sources
+
+    init_distributed()
+    base = ["--reward_model_name_or_path", tiny_rm, "--per_device_training_batch_size", "2"]
+    plain, (m0,) = build_reward_sources(parse_config(base, stage="rl"), tiny_tok)
+    off, (m1,) = build_reward_sources(parse_config(base + ["--offload_reward_model"], stage="rl"), tiny_tok)
+    assert not hasattr(m0, "zero_optimization_stage") and m1.zero_optimization_stage() == 3   # plain, then ZeRO-3
+    assert m1.config["zero_optimization"]["offload_param"]["device"] == "cpu"
+    ids = torch.tensor([tiny_tok("Hi there")["input_ids"] + [tiny_tok.eos_token_id]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        assert torch.allclose(m1(ids, mask), m0(ids, mask), atol=1e-5)

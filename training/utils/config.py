@@ -339,6 +339,8 @@ class EMAConfig:
 class RLConfig:
     """Stage 3: the algorithm, and its settings by concern (flags keep their flat, DeepSpeed-Chat names)."""
     offload_reference_model: bool = _f(False, "keep the frozen reference model's parameters in CPU memory (ZeRO-3 offload)")
+    offload_reward_model: bool = _f(False, "keep the frozen reward model's parameters in CPU memory (ZeRO-3 offload), "
+                                           "like --offload_reference_model")
     offload_idle_models: bool = _f(False, "keep only the models a phase uses in device memory: the reference, the "
                                           "reward model(s) and the critic (with its optimizer state) move to CPU "
                                           "memory while idle (generation keeps the actor alone); pays on a GPU")
@@ -583,7 +585,7 @@ FIELD_STAGES = {"beta": ("dpo", "rl"), "tools": ("sft", "rl"), "max_answer_seq_l
                 "labeller": ("reward", "rl"), "pair_rule": ("reward", "rl"),
                 # DeepSpeed-Chat flags: the stages whose DeepSpeed-Chat parser has them (DPO takes stage 1's and 2's)
                 "disable_dropout": ("reward", "dpo"), "eval_iters": ("reward",), "print_loss": ("sft", "reward", "dpo"),
-                "compute_fp32_loss": ("sft", "dpo", "rl"), "no_bf16_to_fp32_loss": ("reward", "dpo"),
+                "compute_fp32_loss": ("sft", "reward", "dpo", "rl"), "no_bf16_to_fp32_loss": ("reward", "dpo"),
                 "eot_token": ("sft", "dpo"), "num_padding_at_beginning": ("reward", "dpo", "rl"),
                 **{name: ("rl",) for name in ("enable_hybrid_engine", "unpin_actor_parameters", "release_inference_cache",
                                               "inference_tp_size", "tp_gather_partition_size",

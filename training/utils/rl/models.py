@@ -47,8 +47,9 @@ def build_reward_sources(cfg, tok, refreshes: int = 0):
             loaded.append(build_train_engine(model, rm_cfg, refreshes * r.reward_refresh_steps,
                                              zero_stage=r.reward_zero_stage))
             loaded[-1].eval()
-        else:
-            loaded.append(frozen(model, cfg, r.reward_zero_stage))
+        else:        # --offload_reward_model: ZeRO-3 with the parameters in CPU memory, as the reference's
+            off = cfg.rl.offload_reward_model
+            loaded.append(frozen(model, cfg, 3 if off else r.reward_zero_stage, off))
         return loaded[-1]
     reward = build_reward(r.reward, r.reward_weights, timeout=r.reward_timeout,
                           default_model=r.reward_model_name_or_path, load_model=load)
