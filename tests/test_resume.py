@@ -19,9 +19,9 @@ from training.utils.loop import NumericFault
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"sft": "training/step1_supervised_finetuning/main.py", "rm": "training/step2_reward_model_finetuning/main.py",
            "ppo": "training/step3_rlhf_finetuning/main.py", "curriculum": "training/step3_rlhf_finetuning/main.py",
-           "multiturn": "training/step3_rlhf_finetuning/main.py"}
-MAINS = {"sft": sft_main, "rm": rm_main, "ppo": rl_main, "curriculum": rl_main, "multiturn": rl_main}
-RL = ("ppo", "curriculum", "multiturn")
+           "multiturn": "training/step3_rlhf_finetuning/main.py", "vllm": "training/step3_rlhf_finetuning/main.py"}
+MAINS = {"sft": sft_main, "rm": rm_main, "ppo": rl_main, "curriculum": rl_main, "multiturn": rl_main, "vllm": rl_main}
+RL = ("ppo", "curriculum", "multiturn", "vllm")
 COMMON = ["--bundled_size", "300", "--max_seq_len", "96", "--max_prompt_seq_len", "64", "--max_eval_samples", "4",
           "--per_device_eval_batch_size", "4", "--disable_tqdm", "--plots", "false", "--seed", "5",
           "--enable_tensorboard", "false"]
@@ -45,6 +45,8 @@ def stage_args(kind, tmp_path, out, rm_dir=None):
     if kind == "multiturn":        # two-turn rollouts: every turn calls a tool and ends at a common letter
         rl += ["--tools", "calltools:ping", "--tool_parser", "calltools:always_call", "--max_turns", "2",
                "--turn_stop", " ", "e", "a", "o", "i", "\n"]
+    if kind == "vllm":             # rollouts sampled by vLLM (in-process: the run's torch generator)
+        rl = [a if a != "tiny" else "tiny-h32" for a in rl] + ["--rollout_engine", "vllm", "--vllm_kv_cache_gb", "0.05"]
     return rl
 
 
@@ -79,7 +81,7 @@ def rm_dir(tmp_path_factory, tiny_tok):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sft", "rm", "ppo", "curriculum", "multiturn"])
+@pytest.mark.parametrize("kind", ["sft", "rm", "ppo", "curriculum", "multiturn", "vllm"])
 def test_sigkill_mid_stage_then_resume_gives_the_uninterrupted_weights(tmp_path, kind, rm_dir, monkeypatch):
     from tests.test_multiturn import RULES
 
@@ -104,6 +106,9 @@ def test_sigkill_mid_stage_then_resume_gives_the_uninterrupted_weights(tmp_path,
     if kind == "multiturn":      # the rollouts had second turns (calls answered) before and after the kill
         turns = [r["turns_per_rollout"] for r in read_metrics(cut / "metrics.jsonl") if r["split"] == "train"]
         assert len(turns) == 5 and all(t > 1.0 for t in turns), turns
+    if kind == "vllm":           # vLLM sampled them, synced after every iteration's updates
+        rows = [r for r in read_metrics(full / "metrics.jsonl") if r["split"] == "train"]
+        assert all(r["vllm_sync_s"] > 0 for r in rows[1:]) and all(r["logprob_gap_mean"] < 1e-3 for r in rows)
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from training.utils.rl.curriculum import from_config as curriculum_from_config
 from training.utils.rl.experience import ExperienceMaker
 from training.utils.rl.models import build_models
 from training.utils.rl.multiturn import rollout_from_config
+from training.utils.rl.rollout import rollout_engine
 from training.utils.rl.residency import Residency
 from training.utils.rl.runner import RLLoop, batch_reward, rollout_judge
 from training.utils.rl.trainer import RLTrainer, ptx_batches
@@ -88,7 +89,7 @@ def main(argv=None) -> dict:
                             has_ref=models.reference is not None, guard=guard, unsup_iter=unsup, residency=resident)
         maker = ExperienceMaker(cfg, algorithm=algo, actor=models.actor, ref=models.reference, critic=models.critic,
                                 reward_fn=reward_fn, tokenizer=tok, kl_coef=trainer.kl_coef, residency=resident,
-                                rollout=rollout_from_config(cfg.tools, models.actor, tok))
+                                rollout=rollout_from_config(cfg.tools, rollout_engine(cfg, models.actor, tok), tok))
         curriculum, curriculum_prompts = curriculum_from_config(cfg, train_ds, PromptCollator(tok.pad_token_id), log)
         loop = RLLoop(cfg, run_ctx.writer, maker=maker, trainer=trainer, reward=reward, reward_fn=reward_fn,
                       prompts=curriculum_prompts if curriculum is not None else prompts, eval_loader=eval_loader,

@@ -21,11 +21,13 @@ from . import reward_sources
 from .config import STAGE_SECTIONS, Config, ConfigError, all_fields, owners, section, top_sections
 from .rl import advantages
 from .rl.policy_losses import POLICY_LOSSES
+from .rl.rollout import ROLLOUT_ENGINES
 from .tools.check import check as check_tools
 
 REGISTRIES = {           # registry name (a field's ``registry``) -> its choices
     "algorithms": tuple(advantages.ESTIMATORS),
     "policy_losses": ("",) + tuple(n for n, loss in POLICY_LOSSES.items() if not loss.pairs),
+    "rollout_engines": tuple(ROLLOUT_ENGINES),
 }
 
 

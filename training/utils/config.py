@@ -250,6 +250,17 @@ class RolloutConfig:
     top_p: float = _f(1.0, "nucleus sampling for rollouts")
     top_k: int = _f(0, "top-k sampling for rollouts (0: off)")
     static_cache: bool = _f(False, "rollouts with a static KV cache (compiled decode on CUDA)")
+    rollout_engine: str = _f("hybrid", "what generates the rollouts: the Hybrid Engine (the actor's own DeepSpeed "
+                                       "engine), or vLLM colocated in each rank, synced with the actor after its "
+                                       "updates (needs the vllm package)", registry="rollout_engines")
+    vllm_kv_cache_gb: float = _f(1.0, "vllm on CPU: the KV cache's size in GiB")
+    vllm_gpu_memory_utilization: float = _f(0.3, "vllm on GPU: the share of GPU memory vLLM may take (weights and "
+                                                 "KV cache); the rest is the training's")
+    vllm_sleep: bool = _f(False, "vllm on GPU: put the engine to sleep (KV cache freed) while the actor trains, "
+                                 "and wake it for the next rollout")
+    vllm_enforce_eager: bool = _f(True, "vllm: eager mode (no torch.compile / CUDA graphs); faster start-up")
+    vllm_max_model_len: int = _f(0, "vllm: longest prompt + answer it serves (0: twice max_prompt_seq_len + "
+                                    "max_answer_seq_len, room for multi-turn rollouts)")
     overlong_buffer_len: int = _f(0, "DAPO's overlong reward shaping: answers longer than max_answer_seq_len minus this "
                                      "many tokens lose up to --overlong_penalty_factor, linearly (0: off)")
     overlong_penalty_factor: float = _f(1.0, "the overlong shaping's largest penalty (at max_answer_seq_len)")

@@ -28,7 +28,7 @@ SIZE_ALIASES = {s: f"facebook/opt-{s}" for s in ("125m", "350m", "1.3b", "2.7b",
 SIZE_ALIASES.update({"llama2-7b": "meta-llama/Llama-2-7b-hf", "llama2-13b": "meta-llama/Llama-2-13b-hf"})
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-TINY = ("tiny", "tiny-opt")
+TINY = ("tiny", "tiny-opt", "tiny-h32")   # tiny-h32: head size 32, the smallest vLLM's CPU attention runs
 CACHE = Path(os.path.expanduser(os.environ.get("SPEEDCHAT_CACHE", "~/.cache/speedchat")))
 
 
@@ -201,7 +201,8 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, padding_side: str
 
 
 def tiny_config(kind: str, tok):
-    """Config of the random-initialised ``tiny`` (Llama) or ``tiny-opt`` model for tokenizer ``tok``."""
+    """Config of the random-initialised ``tiny`` (Llama), ``tiny-h32`` (Llama, 2 heads of 32) or ``tiny-opt``
+    model for tokenizer ``tok``."""
     from transformers import LlamaConfig, OPTConfig
 
     vocab_size, eos, pad = len(tok), tok.eos_token_id, tok.pad_token_id
@@ -212,8 +213,9 @@ def tiny_config(kind: str, tok):
                          num_attention_heads=4, max_position_embeddings=512, word_embed_proj_dim=64,
                          eos_token_id=eos, bos_token_id=bos, pad_token_id=pad, dropout=0.0,
                          attention_dropout=0.0, activation_dropout=0.0)
+    heads = (2, 1) if kind == "tiny-h32" else (4, 2)
     return LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                       num_attention_heads=heads[0], num_key_value_heads=heads[1], max_position_embeddings=512,
                        eos_token_id=eos, bos_token_id=bos, pad_token_id=pad, tie_word_embeddings=True)
 
 

@@ -145,8 +145,9 @@ class MultiTurn:
         out.update(input_ids=seq[:, :width_p].to(dev), attention_mask=attn[:, :width_p].to(dev), answers=answers,
                    columns=[{**c, "conversation": conv, "tool_calls": cl} for c, conv, cl in zip(columns, convs, calls)],
                    env_reward=torch.tensor(env_reward, device=dev))
+        metrics = {**self._metrics(calls, turns, sampled, env_reward), **getattr(self.engine, "metrics", {})}
         g = Generated(seq.to(dev), attn.to(dev), action.to(dev), end.to(dev), torch.tensor(has_eos, device=dev),
-                      None if logp is None else logp.to(dev), self._metrics(calls, turns, sampled, env_reward))
+                      None if logp is None else logp.to(dev), metrics)
         return out, g
 
     @staticmethod

@@ -5,6 +5,10 @@
 experience maker knows only this interface: ``rollout(batch, settings) -> (batch, Generated)``, where
 the returned batch is the one the reward sources read (its ``input_ids`` are the prompts the
 sequences start from).
+
+The engine under a rollout (``--rollout_engine``, ``ROLLOUT_ENGINES``) is anything with the Hybrid
+Engine's ``session()`` and ``generate(input_ids, attention_mask, settings)``: the Hybrid Engine itself, or
+vLLM fed the actor's weights (``vllm_engine.py``).
 """
 from __future__ import annotations
 
@@ -28,6 +32,23 @@ class Generated:
     metrics: dict = field(default_factory=dict)
 
 
+def _vllm(cfg, actor, tokenizer):
+    from ..vllm_engine import VLLMEngine
+
+    return VLLMEngine.from_config(cfg, actor, tokenizer)
+
+
+ROLLOUT_ENGINES = {          # --rollout_engine: (cfg, the actor's Hybrid Engine, tokenizer) -> the rollout engine
+    "hybrid": lambda cfg, actor, tokenizer: actor,
+    "vllm": _vllm,
+}
+
+
+def rollout_engine(cfg, actor, tokenizer):
+    """The engine the rollouts generate with."""
+    return ROLLOUT_ENGINES[cfg.rl.rollout.rollout_engine](cfg, actor, tokenizer)
+
+
 class SingleTurn:
     """One sampled answer per row."""
 
@@ -40,4 +61,4 @@ class SingleTurn:
         attn, action, end, has_eos = answer_layout(seq, batch["attention_mask"], self.eos)
         if logp is not None:                         # [B, L - P] -> the action layout [B, L-1]
             logp = torch.nn.functional.pad(logp, (batch["input_ids"].shape[1] - 1, 0))
-        return batch, Generated(seq, attn, action, end, has_eos, logp)
+        return batch, Generated(seq, attn, action, end, has_eos, logp, dict(getattr(self.engine, "metrics", {})))

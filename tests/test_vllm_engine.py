@@ -1,0 +1,143 @@
+"""vLLM as the rollout engine: the same tokens as the updated Hugging Face model after training steps
+(full fine-tuning, LoRA, ZeRO-3), the log-prob gap, stage 3 end to end with its resume, clear errors.
+
+vLLM's CPU attention runs head sizes >= 32, so these use ``tiny-h32`` (``tiny`` has heads of 16, which
+is the unsupported-model case). Each engine lives as long as the test process: vLLM's teardown would
+destroy the process groups DeepSpeed keeps using.
+"""
+import copy
+import sys
+
+import pytest
+import torch
+
+from training.utils.arguments import parse_config
+from training.utils.config import LoraConfig
+from training.utils.deepspeed_setup import build_train_engine
+from training.utils.distributed import init_distributed
+from training.utils.generation import GenerationSettings, PlainHFBackend
+from training.utils.hybrid_engine import HybridEngine
+from training.utils.model import apply_lora, load_causal_lm, load_tokenizer
+from training.utils.model.save import gathered_state_dict
+from training.utils.vllm_engine import VLLMUnavailable, hf_weights, import_vllm
+
+GREEDY = GenerationSettings(max_new_tokens=10, do_sample=False)
+KIND = "tiny-h32"
+ALIVE = []          # engines kept for the process's lifetime
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer(KIND, padding_side="left")
+
+
+def _prompts(tok, n=16):
+    ids = [tok(f"Write the number {i} in words, then {i * 7} in digits.")["input_ids"] for i in range(n)]
+    w = max(map(len, ids))
+    x = torch.full((n, w), tok.pad_token_id)
+    m = torch.zeros_like(x)
+    for i, s in enumerate(ids):
+        x[i, w - len(s):] = torch.tensor(s)
+        m[i, w - len(s):] = 1
+    return x, m
+
+
+def _engine(tok, zero, lora, lr="3e-2"):
+    from training.utils.vllm_engine import VLLMEngine
+
+    init_distributed()
+    model = load_causal_lm(KIND, tok, seed=7)
+    if lora:
+        model = apply_lora(model, LoraConfig(lora_dim=4, lora_alpha=8))
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    fresh = copy.deepcopy(model)
+    cfg = parse_config(["--zero_stage", str(zero), "--per_device_train_batch_size", "2", "--learning_rate", lr,
+                        "--lr_scheduler_type", "constant"])
+    engine = build_train_engine(model, cfg, total_steps=2)
+    he = HybridEngine(engine, tok, zero)
+    v = VLLMEngine(he, tok, max_model_len=256, kv_cache_gb=0.05)
+    ALIVE.append(v)
+    return engine, he, v, fresh
+
+
+def _step(engine, seq):
+    engine.train()
+    out = engine(input_ids=seq, attention_mask=torch.ones_like(seq))
+    engine.backward(-out.logits.float()[..., 5].mean())       # push every position towards token 5
+    engine.step()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero,lora", [(0, False), (0, True), (3, False)])
+def test_vllm_greedy_equals_the_updated_hf_model(tok, zero, lora):
+    engine, he, v, fresh = _engine(tok, zero, lora)
+    x, m = _prompts(tok)
+    want = PlainHFBackend(copy.deepcopy(fresh), tok).generate(x, m, GREEDY)
+    assert torch.equal(v.generate(x, m, GREEDY), want)
+    for i in range(2):                                # two optimizer steps, each followed by a sync
+        _step(engine, want)
+        got = v.generate(x, m, GREEDY)
+        assert v.metrics["vllm_sync_s"] > 0
+        missing, unexpected = fresh.load_state_dict(gathered_state_dict(engine.module, zero), strict=False)
+        assert not unexpected and not [k for k in missing if k in dict(fresh.named_parameters())]
+        assert torch.equal(got, PlainHFBackend(fresh, tok).generate(x, m, GREEDY))
+        if i == 0:
+            assert not torch.equal(got, want)         # the step changed the answers, and vLLM saw it
+        want = got
+    v.generate(x, m, GREEDY)
+    assert v.metrics["vllm_sync_s"] == 0.0            # no step since: no sync
+
+
+@pytest.mark.slow
+def test_vllm_sampled_logprobs_match_the_training_forward(tok):
+    engine, he, v, _ = _engine(tok, 0, False)
+    x, m = _prompts(tok)
+    s = GenerationSettings(max_new_tokens=12, do_sample=True, temperature=0.7, return_logprobs=True)
+    seq, logp = v.generate(x, m, s)
+    assert seq.shape[0] == 16 and logp.shape == (16, seq.shape[1] - x.shape[1])
+    new = seq[:, x.shape[1]:]
+    live = torch.ones_like(new, dtype=torch.bool)        # up to and with each row's first EOS
+    for i in range(new.shape[0]):
+        eos = (new[i] == tok.eos_token_id).nonzero()
+        if len(eos):
+            live[i, eos[0, 0] + 1:] = False
+    attn = torch.cat([m, live.long()], 1)
+    pos = (attn.cumsum(1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = he.module(input_ids=seq, attention_mask=attn, position_ids=pos).logits.float()
+    train = torch.log_softmax(logits[:, x.shape[1] - 1:-1] / 0.7, -1).gather(2, new.unsqueeze(2)).squeeze(2)
+    gap = (train - logp).abs()[live]
+    assert live.sum() > 40 and gap.mean() < 1e-3 and gap.max() < 1e-2, (gap.mean(), gap.max())
+
+
+def test_missing_vllm_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)              # import vllm -> ImportError
+    with pytest.raises(VLLMUnavailable, match="--rollout_engine vllm needs the vllm package.*pip install vllm"):
+        import_vllm()
+
+
+@pytest.mark.slow
+def test_unsupported_models_are_refused_by_name(tok):
+    from training.utils.model.loader import tiny_config
+    from training.utils.vllm_engine import check_supported
+
+    cfg = tiny_config("tiny", tok)
+    cfg.architectures = ["LlamaForCausalLM"]
+    with pytest.raises(VLLMUnavailable, match="head size 16"):
+        check_supported(cfg, on_cpu=True)
+    cfg.architectures = ["NoSuchModelForCausalLM"]
+    with pytest.raises(VLLMUnavailable, match="NoSuchModelForCausalLM"):
+        check_supported(cfg, on_cpu=True)
+    cfg = tiny_config("tiny-h32", tok)
+    cfg.architectures = ["LlamaForCausalLM"]
+    check_supported(cfg, on_cpu=True)
+
+
+def test_lora_weights_reach_vllm_under_the_plain_names(tok):
+    model = apply_lora(load_causal_lm(KIND, tok, seed=3), LoraConfig(lora_dim=4, lora_alpha=8))
+    names = [n for n, _ in hf_weights(model.get_base_model())]
+    plain = [n for n, _ in load_causal_lm(KIND, tok, seed=3).named_parameters()]
+    assert names == plain
