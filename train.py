@@ -28,6 +28,7 @@ from pathlib import Path
 from launch.plan import SFT_INIT, STAGES, Plan, no_ssh_settings
 from launch.report import build_report, table
 from launch.report_html import write_report_html
+from inference.passrate import EVAL_ENGINES
 from training.utils.rl.advantages import ESTIMATORS, critic_free
 
 ROOT = Path(__file__).resolve().parent
@@ -88,6 +89,9 @@ def parse(argv):
                          "task; 0: all): its mean score per model in the report")
     ap.add_argument("--eval-max-new-tokens", type=int, default=48,
                     help="answer length limit of the closing evaluation (greedy; Stage 3 samples 48 on the presets)")
+    ap.add_argument("--eval-engine", default="hf", choices=tuple(EVAL_ENGINES),
+                    help="what writes the closing evaluation's greedy answers: transformers (hf) or vLLM serving each "
+                         "saved model (vllm; single-turn only)")
     ap.add_argument("--overwrite", action="store_true",
                     help="train stages again whose output directory holds a finished model (replacing it); "
                          "without it such a run stops before it starts")

@@ -65,12 +65,17 @@ def gain(before: list[dict], after: list[dict]) -> dict:
 
 
 def generate(model, tok, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 288,
-             template: str = "auto", progress: str = "", num_beams: int = 1) -> list[str]:
+             template: str = "auto", progress: str = "", num_beams: int = 1, vllm_dir: str = "") -> list[str]:
     """Greedy (or beam-search) answers, EOS-terminated and special tokens stripped, to user prompts;
     ``progress`` labels a progress bar (none when empty). Greedy answers take the evaluation fast path
-    (``inference/greedy.py``: the shared prefix once, finished rows dropped), beams the project's one
-    generate."""
+    (``inference/greedy.py``: the shared prefix once, finished rows dropped), or with ``vllm_dir`` vLLM
+    serving that model directory; beams the project's one generate."""
     ids = [prompt_token_ids(tok, render_prompt(tok, to_messages(p), template), template) for p in prompts]
+    if vllm_dir and num_beams == 1:
+        from training.utils.vllm_engine import greedy_token_ids as vllm_greedy
+
+        answers = vllm_greedy(vllm_dir, ids, tok.eos_token_id, max_new_tokens)
+        return [tok.decode(a, skip_special_tokens=True).strip() for a in answers]
     if num_beams == 1:
         from tqdm.auto import tqdm
 
@@ -107,6 +112,18 @@ def generate_with_tools(model, tok, prompts: list[str], tools_cfg, max_new_token
     return out
 
 
+def _vllm_dir(model_name: str) -> str:
+    if resolve(model_name).kind == "tiny":
+        raise ValueError(f"--engine vllm serves saved models; {model_name!r} is built in memory")
+    return local_path(model_name)
+
+
+EVAL_ENGINES = {          # --engine: model name -> the directory vLLM serves ("" : transformers in this process)
+    "hf": lambda model_name: "",
+    "vllm": _vllm_dir,
+}
+
+
 def cacheable_dir(model_name: str) -> str | None:
     """The local directory whose files define ``model_name``, or None (random ``tiny`` models, hub ids)."""
     src = resolve(model_name)
@@ -117,29 +134,31 @@ def cacheable_dir(model_name: str) -> str | None:
 
 def evaluate_model(model_name: str, n: int = 0, max_new_tokens: int = 64, batch_size: int = 288,
                    template: str = "auto", prompts: list[str] | None = None, progress: str = "",
-                   cache: bool = False, tools_cfg=None) -> dict:
+                   cache: bool = False, tools_cfg=None, engine: str = "hf") -> dict:
     """Greedy answers of ``model_name`` to ``prompts`` (default: the first ``n`` prompts of the test set),
     scored by the checker: pass-rate and per-task rates with 95% intervals, and every prompt/answer/verdict. With ``cache``,
     answers of a local model are read from / written to ``answer_cache`` (keyed by the model's file
     contents, the prompts and the settings; never with tools); ``cached`` says whether they were reused.
     With ``tools_cfg`` (a config's ``tools`` section naming tools or an environment) the answers are
-    multi-turn conversations, and each answer also holds its ``conversation`` and ``tool_calls``."""
+    multi-turn conversations, and each answer also holds its ``conversation`` and ``tool_calls``. ``engine``
+    ``vllm`` answers single-turn prompts of a saved model with vLLM (``EVAL_ENGINES``)."""
     prompts = prompts if prompts is not None else eval_prompts("test", n)
     multi = tools_cfg is not None and bool(tools_cfg.tools or tools_cfg.environment)
     t0 = time.time()
     key, answers = None, None
     if cache and not multi and (d := cacheable_dir(model_name)) is not None:   # tools may answer differently
         key = answer_cache.answers_key(d, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                       template=template)
+                                       template=template, **({"engine": engine} if engine != "hf" else {}))
         answers = answer_cache.load(key)
     cached = answers is not None
     if not cached:
         tok = load_tokenizer(model_name, padding_side="left")
-        model = load_causal_lm(model_name, tok)
+        vllm_dir = EVAL_ENGINES[engine](model_name) if not multi else ""
+        model = load_causal_lm(model_name, tok) if not vllm_dir else None
         if multi:
             answers = generate_with_tools(model, tok, prompts, tools_cfg, max_new_tokens, min(batch_size, 64), progress)
         else:
-            answers = generate(model, tok, prompts, max_new_tokens, batch_size, template, progress)
+            answers = generate(model, tok, prompts, max_new_tokens, batch_size, template, progress, vllm_dir=vllm_dir)
         if key is not None:
             answer_cache.store(key, answers)
     checked = [{"prompt": p, "answer": a, "pass": check(p, a)} if isinstance(a, str) else
@@ -159,13 +178,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch_size", type=int, default=288)
     ap.add_argument("--template", default="auto", choices=("auto", "chat", "plain"))
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--engine", default="hf", choices=tuple(EVAL_ENGINES),
+                    help="hf: transformers' greedy fast path; vllm: vLLM serving each saved model")
     ap.add_argument("--cache", action="store_true",
                     help="reuse greedy answers of an earlier run with the same model files, prompts and settings")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     prompts = eval_prompts(a.set, a.n)
     results = [evaluate_model(m, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, template=a.template,
-                              prompts=prompts, cache=a.cache) for m in a.model]
+                              prompts=prompts, cache=a.cache, engine=a.engine) for m in a.model]
     for r in results:
         lo, hi = r["pass_rate_ci"]
         tasks = "  ".join(f"{k} {v:.2f}" for k, v in r["per_task"].items())

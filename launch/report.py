@@ -48,7 +48,8 @@ def rl_figures(stage_dir: Path) -> dict:
 
 
 def closing_eval(actors: dict[str, str], prompts: list[str], reward_model: Optional[str],
-                 max_new_tokens: int = 64, batch_size: int = 288, rm_prompts: int = 0, tools_cfg=None) -> dict[str, dict]:
+                 max_new_tokens: int = 64, batch_size: int = 288, rm_prompts: int = 0, tools_cfg=None,
+                 engine: str = "hf") -> dict[str, dict]:
     """{name: {pass_rate, per_task, answers[, rm_score]}} for each actor on ``prompts``; the reward model
     scores every model's answers to the first ``rm_prompts`` prompts (0: all). With ``tools_cfg`` (stage 3's
     tools section) every model answers in conversations with those tools."""
@@ -59,7 +60,8 @@ def closing_eval(actors: dict[str, str], prompts: list[str], reward_model: Optio
     for name, path in actors.items():
         print(f"closing evaluation: {name} ({path}) answers {len(prompts)} evaluation prompts", flush=True)
         results[name] = evaluate_model(path, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                       prompts=prompts, progress=f"eval {name}", cache=True, tools_cfg=tools_cfg)
+                                       prompts=prompts, progress=f"eval {name}", cache=True, tools_cfg=tools_cfg,
+                                       engine=engine if tools_cfg is None else "hf")
         if results[name]["cached"]:
             print(f"closing evaluation: {name}: same weights, prompts and settings as an earlier run; "
                   f"answers reused from {answer_cache_dir()}", flush=True)
@@ -172,7 +174,7 @@ def build_report(plan, steps: list[int], cfgs: dict, times: dict, t_start: float
         t_eval = time.time()
         tools = cfgs[3].tools if 3 in steps and (cfgs[3].tools.tools or cfgs[3].tools.environment) else None
         res = closing_eval(actors, prompts, str(rm_dir) if rm_dir else None, args.eval_max_new_tokens,
-                           rm_prompts=args.eval_rm_prompts, tools_cfg=tools)
+                           rm_prompts=args.eval_rm_prompts, tools_cfg=tools, engine=args.eval_engine)
         if tools is not None:     # every model answered with the tools, in conversations of up to max_turns
             report["tools"] = {"tools": tools.tools, "environment": tools.environment, "max_turns": tools.max_turns}
         report["seconds"] = {"closing_eval": round(time.time() - t_eval, 1)}

@@ -2,8 +2,7 @@
 (full fine-tuning, LoRA, ZeRO-3), the log-prob gap, stage 3 end to end with its resume, clear errors.
 
 vLLM's CPU attention runs head sizes >= 32, so these use ``tiny-h32`` (``tiny`` has heads of 16, which
-is the unsupported-model case). Each engine lives as long as the test process: vLLM's teardown would
-destroy the process groups DeepSpeed keeps using.
+is the unsupported-model case).
 """
 import copy
 import sys
@@ -23,7 +22,6 @@ from training.utils.vllm_engine import VLLMUnavailable, hf_weights, import_vllm
 
 GREEDY = GenerationSettings(max_new_tokens=10, do_sample=False)
 KIND = "tiny-h32"
-ALIVE = []          # engines kept for the process's lifetime
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +57,6 @@ def _engine(tok, zero, lora, lr="3e-2"):
     engine = build_train_engine(model, cfg, total_steps=2)
     he = HybridEngine(engine, tok, zero)
     v = VLLMEngine(he, tok, max_model_len=256, kv_cache_gb=0.05)
-    ALIVE.append(v)
     return engine, he, v, fresh
 
 
@@ -141,3 +138,24 @@ def test_lora_weights_reach_vllm_under_the_plain_names(tok):
     names = [n for n, _ in hf_weights(model.get_base_model())]
     plain = [n for n, _ in load_causal_lm(KIND, tok, seed=3).named_parameters()]
     assert names == plain
+
+
+@pytest.mark.slow
+def test_closing_evaluation_on_vllm_gives_the_hf_answers(tok, tmp_path):
+    from inference.passrate import eval_prompts, evaluate_model
+    from training.utils.model import save_hf
+
+    model = load_causal_lm(KIND, tok, seed=11)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():                  # weights far from the initialisation's: varied answers, no ties
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3, generator=g)
+    save_hf(model, tok, tmp_path / "m")
+    prompts = eval_prompts("dev", 27)
+    hf = evaluate_model(str(tmp_path / "m"), max_new_tokens=16, prompts=prompts)
+    vl = evaluate_model(str(tmp_path / "m"), max_new_tokens=16, prompts=prompts, engine="vllm")
+    assert [a["answer"] for a in vl["answers"]] == [a["answer"] for a in hf["answers"]]
+    assert len({a["answer"] for a in hf["answers"]}) > 5
+    with pytest.raises(ValueError, match="built in memory"):
+        evaluate_model("tiny-h32", prompts=prompts[:2], engine="vllm")

