@@ -159,3 +159,23 @@ def test_closing_evaluation_on_vllm_gives_the_hf_answers(tok, tmp_path):
     assert len({a["answer"] for a in hf["answers"]}) > 5
     with pytest.raises(ValueError, match="built in memory"):
         evaluate_model("tiny-h32", prompts=prompts[:2], engine="vllm")
+
+
+@pytest.mark.slow
+def test_two_ranks_each_run_their_own_engine(tmp_path):
+    import json
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "train.py"), "--algo", "grpo", "--actor-model", KIND, "--sft-model",
+                        KIND, "--deployment-type", "single_node", "--rollout_engine", "vllm", "--max_steps", "2",
+                        "--output-dir", str(tmp_path / "out"), "--eval-prompts", "8"],
+                       cwd=root, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "2 rank(s)" in r.stdout + r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "out" / "step3-models" / f"{KIND}-grpo" / "metrics.jsonl").read_text()
+            .splitlines()]
+    train = [x for x in rows if x["split"] == "train"]
+    assert len(train) == 2 and train[1]["vllm_sync_s"] > 0
+    assert all(x["logprob_gap_mean"] < 1e-3 for x in train)

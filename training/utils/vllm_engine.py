@@ -54,19 +54,33 @@ def import_vllm():
         import vllm
     except ImportError as e:
         raise VLLMUnavailable(f"--rollout_engine vllm needs the vllm package ({e}); {INSTALL_HINT}") from e
-    if not torch.cuda.is_available():
-        import vllm.model_executor.layers.utils as layer_utils
-
-        layer_utils.dispatch_cpu_unquantized_gemm = _linear_reading_live_weights
     return vllm
 
 
 def _linear_reading_live_weights(layer, remove_weight: bool) -> None:
-    """vLLM on CPU packs each linear layer's weight into a oneDNN / SGL kernel at load time. A weight
-    reload builds the kernels from temporary tensors and then puts the layer's old tensors back, so from
-    the second sync on the layers computed with stale weights (tested: wrong tokens). Plain ``F.linear``
-    on the layer's weight, as vLLM does for layers without weights, reads the synced values at every call."""
     layer.cpu_linear = torch.nn.functional.linear
+
+
+@contextlib.contextmanager
+def live_weight_linears():
+    """While it is open, vLLM on CPU builds its linear layers as plain ``F.linear`` on the layer's weight.
+
+    vLLM on CPU packs each linear layer's weight into a oneDNN / SGL kernel at load time. A weight reload
+    builds the kernels from temporary tensors and then puts the layer's old tensors back, so from the
+    second sync on the layers computed with stale weights (tested: wrong tokens). ``F.linear``, as vLLM
+    does for layers without weights, reads the synced values at every call. Engines that never reload
+    (the closing evaluation's) keep the packed kernels."""
+    if torch.cuda.is_available():
+        yield
+        return
+    import vllm.model_executor.layers.utils as layer_utils
+
+    packed = layer_utils.dispatch_cpu_unquantized_gemm
+    layer_utils.dispatch_cpu_unquantized_gemm = _linear_reading_live_weights
+    try:
+        yield
+    finally:
+        layer_utils.dispatch_cpu_unquantized_gemm = packed
 
 
 def hf_weights(lm: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -165,7 +179,7 @@ class VLLMEngine:
         if torch.distributed.is_available() and torch.distributed.is_initialized() \
                 and torch.distributed.get_world_size() > 1:
             kw["distributed_executor_backend"] = "external_launcher"   # one engine per rank, in its process
-        with torch.random.fork_rng(devices=[]):      # vLLM seeds the global generator: keep the run's stream
+        with torch.random.fork_rng(devices=[]), live_weight_linears():   # vLLM reseeds: keep the run's stream
             try:
                 self.llm = vllm.LLM(**kw)
                 _LIVE.append(self.llm)
@@ -180,7 +194,8 @@ class VLLMEngine:
         t = time.perf_counter()
         with self.hybrid._rollout_weights():
             weights = list(hf_weights(self.hybrid._lm()))
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
+            with live_weight_linears():
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
         self.llm.reset_prefix_cache()                # cached prompt KV was computed with the old weights
         self._synced_step = self._step()
         return time.perf_counter() - t
@@ -198,12 +213,10 @@ class VLLMEngine:
             self._create()
             self._synced_step = self._step()
             self.metrics["vllm_sync_s"] = 0.0
-        elif self._synced_step != self._step():
+        else:
             if self.opts["sleep"]:
                 self.llm.wake_up()
-            self.metrics["vllm_sync_s"] = self.sync()
-        else:
-            self.metrics["vllm_sync_s"] = 0.0
+            self.metrics["vllm_sync_s"] = self.sync() if self._synced_step != self._step() else 0.0
         self._in_session = True
         try:
             yield self
