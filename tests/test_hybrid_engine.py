@@ -27,6 +27,16 @@ def _prompts(tok):
     return x, m
 
 
+def lora_that_changes_answers(model):
+    """``model`` with LoRA adapters whose B factors are non-zero (a merge changes the weights)."""
+    model = apply_lora(model, LoraConfig(lora_dim=4, lora_alpha=8))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    return model
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tiny", "tiny-opt"])
 @pytest.mark.parametrize("zero", [0, 2, 3])
@@ -35,11 +45,7 @@ def test_hybrid_engine_greedy_equals_hf_generate(kind, zero, lora, tiny_tok):
     init_distributed()
     model = load_causal_lm(kind, tiny_tok, seed=7)
     if lora:
-        model = apply_lora(model, LoraConfig(lora_dim=4, lora_alpha=8))
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if "lora_B" in n:
-                    p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+        model = lora_that_changes_answers(model)
     x, m = _prompts(tiny_tok)
     fresh = copy.deepcopy(model)
     want = PlainHFBackend(copy.deepcopy(model), tiny_tok).generate(x, m, GREEDY)

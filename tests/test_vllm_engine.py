@@ -20,6 +20,8 @@ from training.utils.model import apply_lora, load_causal_lm, load_tokenizer
 from training.utils.model.save import gathered_state_dict
 from training.utils.vllm_engine import VLLMUnavailable, hf_weights, import_vllm
 
+from tests.test_hybrid_engine import lora_that_changes_answers
+
 GREEDY = GenerationSettings(max_new_tokens=10, do_sample=False)
 KIND = "tiny-h32"
 
@@ -46,11 +48,7 @@ def _engine(tok, zero, lora, lr="3e-2"):
     init_distributed()
     model = load_causal_lm(KIND, tok, seed=7)
     if lora:
-        model = apply_lora(model, LoraConfig(lora_dim=4, lora_alpha=8))
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if "lora_B" in n:
-                    p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+        model = lora_that_changes_answers(model)
     fresh = copy.deepcopy(model)
     cfg = parse_config(["--zero_stage", str(zero), "--per_device_train_batch_size", "2", "--learning_rate", lr,
                         "--lr_scheduler_type", "constant"])

@@ -83,9 +83,11 @@ def main(argv=None) -> dict:
               "runs": runs, "median": summary, "vllm_over_hybrid": ratio}
     print(json.dumps(result))
     print(f"\n| median of {a.repeats} | Hybrid Engine | vLLM | vLLM / Hybrid |\n|---|---|---|---|")
+    def fmt(x):
+        return "-" if x is None else f"{x:.3g}"
+
     for k in keys:
         h, v = summary["hybrid"].get(k), summary["vllm"].get(k)
-        fmt = (lambda x: "-" if x is None else f"{x:.3g}")
         print(f"| {k} | {fmt(h)} | {fmt(v)} | {fmt(ratio.get(k))} |")
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1))

@@ -169,8 +169,9 @@ class VLLMEngine:
         with self.hybrid._rollout_weights():       # vLLM starts from the actor's weights as they are now
             save_file({n: w.detach().contiguous() for n, w in hf_weights(lm)}, f"{self._dir}/model.safetensors")
         dtype = next(lm.parameters()).dtype
-        kw = dict(model=self._dir, dtype=str(dtype).removeprefix("torch."), seed=o["seed"], enforce_eager=o["enforce_eager"],
-                  max_model_len=min(o["max_model_len"], getattr(config, "max_position_embeddings", o["max_model_len"])),
+        longest = min(o["max_model_len"], getattr(config, "max_position_embeddings", o["max_model_len"]))
+        kw = dict(model=self._dir, dtype=str(dtype).removeprefix("torch."), seed=o["seed"],
+                  enforce_eager=o["enforce_eager"], max_model_len=longest,
                   enable_prefix_caching=True, generation_config="vllm", logprobs_mode="processed_logprobs")
         if torch.cuda.is_available():
             kw.update(gpu_memory_utilization=o["gpu_memory_utilization"], enable_sleep_mode=o["sleep"])
