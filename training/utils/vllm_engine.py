@@ -128,6 +128,30 @@ def check_supported(config, on_cpu: bool) -> None:
                                   f"(supported: {sizes}); use --rollout_engine hybrid")
 
 
+def new_llm(model_dir: str, config, dtype: torch.dtype, seed: int, max_model_len: int, kv_cache_gb: float, *,
+            enforce_eager: bool = True, gpu_memory_utilization: float = 0.3, sleep: bool = False):
+    """A ``vllm.LLM`` serving ``model_dir`` (whose ``config`` is given) in this process, kept for the
+    process's lifetime (``_LIVE``): one engine per rank under several ranks; prompt prefixes cached;
+    log-probs of the sampler's processed distribution; the KV cache sized by ``kv_cache_gb`` on CPU, by
+    ``gpu_memory_utilization`` on GPU. vLLM reseeds the global generator: it runs on a forked one."""
+    vllm = import_vllm()
+    check_supported(config, on_cpu=not torch.cuda.is_available())
+    kw = dict(model=model_dir, dtype=str(dtype).removeprefix("torch."), seed=seed, enforce_eager=enforce_eager,
+              max_model_len=min(max_model_len, getattr(config, "max_position_embeddings", max_model_len)),
+              enable_prefix_caching=True, generation_config="vllm", logprobs_mode="processed_logprobs")
+    if torch.cuda.is_available():
+        kw.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=sleep)
+    else:
+        kw["kv_cache_memory_bytes"] = int(kv_cache_gb * (1 << 30))
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        kw["distributed_executor_backend"] = "external_launcher"
+    with torch.random.fork_rng(devices=[]):
+        llm = vllm.LLM(**kw)
+    _LIVE.append(llm)
+    return llm
+
+
 class VLLMEngine:
     """The rollout engine on vLLM, fed the weights of ``hybrid`` (the actor's Hybrid Engine)."""
 
@@ -152,43 +176,27 @@ class VLLMEngine:
                    kv_cache_gb=r.vllm_kv_cache_gb, gpu_memory_utilization=r.vllm_gpu_memory_utilization,
                    sleep=r.vllm_sleep)
 
-    # the Hybrid Engine's surface, for the callers that train through the rollout engine's handle
-    @property
-    def module(self):
-        return self.hybrid.module
-
     def _create(self) -> None:
-        vllm = import_vllm()
         lm, o = self.hybrid._lm(), self.opts
         self._dir = tempfile.mkdtemp(prefix="speedchat-vllm-")
+        weakref.finalize(self, shutil.rmtree, self._dir, True)
         config = copy.deepcopy(lm.config)
         config.architectures = list(getattr(config, "architectures", None) or [type(lm).__name__])
-        check_supported(config, on_cpu=not torch.cuda.is_available())
         config.save_pretrained(self._dir)
         self.tok.save_pretrained(self._dir)
         with self.hybrid._rollout_weights():       # vLLM starts from the actor's weights as they are now
             save_file({n: w.detach().contiguous() for n, w in hf_weights(lm)}, f"{self._dir}/model.safetensors")
-        dtype = next(lm.parameters()).dtype
-        longest = min(o["max_model_len"], getattr(config, "max_position_embeddings", o["max_model_len"]))
-        kw = dict(model=self._dir, dtype=str(dtype).removeprefix("torch."), seed=o["seed"],
-                  enforce_eager=o["enforce_eager"], max_model_len=longest,
-                  enable_prefix_caching=True, generation_config="vllm", logprobs_mode="processed_logprobs")
-        if torch.cuda.is_available():
-            kw.update(gpu_memory_utilization=o["gpu_memory_utilization"], enable_sleep_mode=o["sleep"])
-        else:
-            kw["kv_cache_memory_bytes"] = int(o["kv_cache_gb"] * (1 << 30))
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            kw["distributed_executor_backend"] = "external_launcher"   # one engine per rank, in its process
-        with torch.random.fork_rng(devices=[]), live_weight_linears():   # vLLM reseeds: keep the run's stream
-            try:
-                self.llm = vllm.LLM(**kw)
-                _LIVE.append(self.llm)
-            except Exception as e:                   # unsupported architecture, bad sizes: say which model
-                raise VLLMUnavailable(f"vLLM cannot serve the actor ({type(lm).__name__}, "
-                                      f"{lm.config.model_type}): {e}") from e
+        try:
+            with live_weight_linears():           # the engine reloads: its linears must read live weights
+                self.llm = new_llm(self._dir, config, next(lm.parameters()).dtype, o["seed"], o["max_model_len"],
+                                   o["kv_cache_gb"], enforce_eager=o["enforce_eager"],
+                                   gpu_memory_utilization=o["gpu_memory_utilization"], sleep=o["sleep"])
+        except VLLMUnavailable:
+            raise
+        except Exception as e:                    # bad sizes, memory: say which model
+            raise VLLMUnavailable(f"vLLM cannot serve the actor ({type(lm).__name__}, "
+                                  f"{lm.config.model_type}): {e}") from e
         os.remove(f"{self._dir}/model.safetensors")     # loaded; later weights arrive through sync()
-        weakref.finalize(self, shutil.rmtree, self._dir, True)
 
     def sync(self) -> float:
         """Send the actor's current weights to vLLM; the seconds it took."""
@@ -211,7 +219,7 @@ class VLLMEngine:
             yield self
             return
         if self.llm is None:
-            self._create()
+            self._create()                            # from the weights as they are: in sync
             self._synced_step = self._step()
             self.metrics["vllm_sync_s"] = 0.0
         else:
@@ -255,22 +263,14 @@ def greedy_token_ids(model_dir: str, prompts: list[list[int]], eos_token_id: int
                      kv_cache_gb: float = 1.0, max_model_len: int = 2048) -> list[list[int]]:
     """Each prompt's greedy answer tokens (up to and including EOS) from vLLM serving the model saved in
     ``model_dir``, as ``inference/greedy.py`` gives them from transformers."""
-    vllm = import_vllm()
     from transformers import AutoConfig
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
     llm = _EVAL_ENGINES.get(model_dir)
-    if llm is None:
-        config = AutoConfig.from_pretrained(model_dir)
-        check_supported(config, on_cpu=not torch.cuda.is_available())
-        kw = dict(model=model_dir, dtype="float32", seed=0, enforce_eager=True,
-                  max_model_len=min(max_model_len, getattr(config, "max_position_embeddings", max_model_len)),
-                  enable_prefix_caching=True, generation_config="vllm")
-        if not torch.cuda.is_available():
-            kw["kv_cache_memory_bytes"] = int(kv_cache_gb * (1 << 30))
-        with torch.random.fork_rng(devices=[]):
-            llm = _EVAL_ENGINES[model_dir] = vllm.LLM(**kw)
+    if llm is None:                              # never reloaded: vLLM's packed CPU kernels stay
+        llm = _EVAL_ENGINES[model_dir] = new_llm(model_dir, AutoConfig.from_pretrained(model_dir), torch.float32, 0,
+                                                 max_model_len, kv_cache_gb)
     sp = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[eos_token_id], detokenize=False)
     outs = llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sp, use_tqdm=False)
     return [list(o.outputs[0].token_ids) for o in outs]
