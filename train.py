@@ -52,10 +52,14 @@ def parse(argv):
                          "does; stage 1 is then not run")
     ap.add_argument("--actor-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
     ap.add_argument("--reward-zero-stage", type=int, default=None, choices=(0, 1, 2, 3))
-    ap.add_argument("--algo", default="ppo", choices=("dpo", *ESTIMATORS),
-                    help="ppo: stage 2 trains a reward model, stage 3 runs PPO; dpo: stage 2 runs DPO on the "
-                         "SFT actor; " + "/".join(CRITIC_FREE) + ": stage 3 without a critic, rewarded by the rule in the "
-                         "preset (the bundled checker), so stages 1 and 3 only")
+    ap.add_argument(
+        "--algo",
+        default="ppo",
+        choices=("dpo", *ESTIMATORS),
+        help="ppo: stage 2 trains a reward model, stage 3 runs PPO; dpo: stage 2 runs DPO on the "
+        "SFT actor; " + "/".join(CRITIC_FREE) + ": stage 3 without a critic, rewarded by the rule in the "
+        "preset (the bundled checker), so stages 1 and 3 only",
+    )
     ap.add_argument("--deployment-type", default="single_gpu", choices=("single_gpu", "single_node", "multi_node"))
     ap.add_argument("--num-processes", type=int, default=0,
                     help="ranks for single_node (default: every local GPU; on CPU 2)")
@@ -63,8 +67,11 @@ def parse(argv):
                     help="multi_node: DeepSpeed hostfile ('host slots=N' per line); the launcher reaches the other "
                          "hosts by ssh (pdsh), or, with --no-ssh, every node runs this same command itself")
     mn = ap.add_argument_group("multi_node without ssh (every node runs the same command, e.g. from a Slurm job step)")
-    mn.add_argument("--no-ssh", action="store_true",
-                    help="one launcher per node; each node passes its own --node-rank (or sets NODE_RANK / SLURM_NODEID)")
+    mn.add_argument(
+        "--no-ssh",
+        action="store_true",
+        help="one launcher per node; each node passes its own --node-rank (or sets NODE_RANK / SLURM_NODEID)",
+    )
     mn.add_argument("--node-rank", type=int, default=None, help="this node's index, 0 .. num-nodes - 1 "
                     "(default: $NODE_RANK, else $SLURM_NODEID)")
     mn.add_argument("--num-nodes", type=int, default=None,

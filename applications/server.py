@@ -177,7 +177,7 @@ class Batcher:
         try:
             self.q.put_nowait(job)
         except queue.Full:
-            raise HTTPError(503, f"server busy: {self.limits.max_queue} requests already queued; retry later")
+            raise HTTPError(503, f"server busy: {self.limits.max_queue} requests already queued; retry later") from None
 
     def _take(self) -> list[_Job]:
         """The oldest job plus every waiting job with the same sampling settings that fits."""
@@ -237,13 +237,13 @@ def parse_request(body: bytes, engine: ChatEngine, limits: Limits) -> ChatReques
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HTTPError(400, f"request body is not valid JSON: {e}")
+        raise HTTPError(400, f"request body is not valid JSON: {e}") from e
     try:
         req = ChatRequest.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
-        raise HTTPError(400, f"{loc}: {err['msg']}", loc)
+        raise HTTPError(400, f"{loc}: {err['msg']}", loc) from e
     if len(req.messages) > limits.max_messages:
         raise HTTPError(400, f"{len(req.messages)} messages; the limit is {limits.max_messages}", "messages")
     if req.n > limits.max_n:
@@ -354,7 +354,7 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
             try:
                 ids, _ = engine.prompt_ids(msgs, max_tokens, schemas)
             except ValueError as e:          # ContextOverflow, or the last message is not the user's
-                raise HTTPError(400, str(e), "messages")
+                raise HTTPError(400, str(e), "messages") from e
             ids = ids + (engine.tok(opening, add_special_tokens=False)["input_ids"] if opening else [])
         except HTTPError as e:
             return error_response(e.status, e.message, e.param)
@@ -421,7 +421,11 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
             try:
                 done = fut.result()
             except Exception as e:
-                yield "data: " + json.dumps({"error": {"message": f"generation failed: {e}", "type": "server_error"}}) + "\n\n"
+                yield (
+                    "data: "
+                    + json.dumps({"error": {"message": f"generation failed: {e}", "type": "server_error"}})
+                    + "\n\n"
+                )
                 return
             for i, c in enumerate(done):
                 if schemas:
@@ -430,7 +434,9 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
                     if msg.get("content"):
                         yield chunk(i, {"content": msg["content"]})
                     if msg.get("tool_calls"):
-                        yield chunk(i, {"tool_calls": [{"index": k, **call} for k, call in enumerate(msg["tool_calls"])]})
+                        yield chunk(
+                            i, {"tool_calls": [{"index": k, **call} for k, call in enumerate(msg["tool_calls"])]}
+                        )
                     yield chunk(i, {}, a["finish_reason"])
                 else:
                     yield chunk(i, {}, c.finish_reason)
@@ -461,8 +467,14 @@ def serve(engine: ChatEngine, host: str = "127.0.0.1", port: int = 8000, limits:
     refuse_open_binding(host, keys, no_auth)       # AuthError before anything is bound
     if not keys and host not in LOOPBACK:
         log.warning("serving on %s without API keys (--no-auth): anyone who reaches it can use it", host)
-    log.info("serving %s on http://%s:%d/v1 (max_batch %d; %s)", engine.name, host, port, (limits or Limits()).max_batch,
-             f"{len(keys.named)} API key(s): {', '.join(keys.named)}" if keys else "no API key")
+    log.info(
+        "serving %s on http://%s:%d/v1 (max_batch %d; %s)",
+        engine.name,
+        host,
+        port,
+        (limits or Limits()).max_batch,
+        f"{len(keys.named)} API key(s): {', '.join(keys.named)}" if keys else "no API key",
+    )
     if labels is not None:
         log.info("labelling page: http://%s:%d/label (%d of %d comparisons have a verdict in %s)", host, port,
                  len(labels.done), len(labels.items), labels.out)

@@ -136,7 +136,8 @@ def evaluate_model(model_name: str, n: int = 0, max_new_tokens: int = 64, batch_
                    template: str = "auto", prompts: list[str] | None = None, progress: str = "",
                    cache: bool = False, tools_cfg=None, engine: str = "hf") -> dict:
     """Greedy answers of ``model_name`` to ``prompts`` (default: the first ``n`` prompts of the test set),
-    scored by the checker: pass-rate and per-task rates with 95% intervals, and every prompt/answer/verdict. With ``cache``,
+    scored by the checker: pass-rate and per-task rates with 95% intervals, and every prompt/answer/verdict.
+    With ``cache``,
     answers of a local model are read from / written to ``answer_cache`` (keyed by the model's file
     contents, the prompts and the settings; never with tools); ``cached`` says whether they were reused.
     With ``tools_cfg`` (a config's ``tools`` section naming tools or an environment) the answers are

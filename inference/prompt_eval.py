@@ -27,7 +27,7 @@ def read_prompts(path: str) -> list[str]:
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{p}: not UTF-8 text ({e})")
+        raise ValueError(f"{p}: not UTF-8 text ({e})") from e
     if p.suffix == ".txt":
         out = [ln.strip() for ln in text.splitlines() if ln.strip()]
     else:
@@ -42,7 +42,7 @@ def read_prompts(path: str) -> list[str]:
                     try:
                         rows.append(json.loads(ln))
                     except json.JSONDecodeError as e:
-                        raise ValueError(f"{p}: row {i}: not valid JSON ({e.msg})")
+                        raise ValueError(f"{p}: row {i}: not valid JSON ({e.msg})") from e
         out = []
         for i, r in enumerate(rows, 1):
             if isinstance(r, str):

@@ -27,7 +27,9 @@ class StageSpec:
     what: str
 
 
-SFT = StageSpec(1, "sft", "step1_supervised_finetuning/main.py", "actor-models", "the SFT model (--step 1, or --sft-model)")
+SFT = StageSpec(
+    1, "sft", "step1_supervised_finetuning/main.py", "actor-models", "the SFT model (--step 1, or --sft-model)"
+)
 REWARD = StageSpec(2, "reward", "step2_reward_model_finetuning/main.py", "reward-models", "the reward model (--step 2)")
 DPO = StageSpec(2, "dpo", "step2_reward_model_finetuning/dpo_main.py", "actor-models", "the DPO model (--step 2)")
 RL = StageSpec(3, "rl", "step3_rlhf_finetuning/main.py", "step3-models", "the RL model (--step 3)")
@@ -99,7 +101,12 @@ class Plan:
             if self.critic or (rm / "config.json").is_file() or 2 in (a.step or []):
                 flags += ["--reward_model_name_or_path", str(rm)]
             if a.reward_zero_stage is not None:
-                flags += ["--critic_zero_stage", str(a.reward_zero_stage), "--reward_zero_stage", str(a.reward_zero_stage)]
+                flags += [
+                    "--critic_zero_stage",
+                    str(a.reward_zero_stage),
+                    "--reward_zero_stage",
+                    str(a.reward_zero_stage),
+                ]
         zero = a.reward_zero_stage if step == 2 and not self.offline else a.actor_zero_stage
         if zero is not None:
             flags += ["--zero_stage", str(zero)]
@@ -177,7 +184,11 @@ def no_ssh_settings(args) -> dict:
     env = os.environ
     hosts = []
     if Path(args.hostfile).is_file():
-        hosts = [ln.split()[0] for ln in Path(args.hostfile).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        hosts = [
+            ln.split()[0]
+            for ln in Path(args.hostfile).read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")
+        ]
     nodes = args.num_nodes or (len(hosts) if hosts else int(env.get("SLURM_NNODES", "0")))
     rank = args.node_rank if args.node_rank is not None else int(env.get("NODE_RANK", env.get("SLURM_NODEID", "-1")))
     master = args.master_addr or env.get("MASTER_ADDR") or (hosts[0] if hosts else "")

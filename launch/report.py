@@ -133,9 +133,15 @@ def build_report(plan, steps: list[int], cfgs: dict, times: dict, t_start: float
         comp = rm_summary.get("comparisons")
         if comp:        # comparison data from the policy: the labels it cost and the on-policy AUC
             report["reward_model"].update(
-                labeller=comp["labeller"], labels=comp.get("labels", 0), label_budget=comp.get("label_budget"),
-                policy_pairs=comp.get("pairs", 0), eval_labels=comp.get("eval_labels", 0),
-                **{k: rm[k] for k in ("on_policy_auc", "on_policy_within_prompt_auc", "within_prompt_pairs") if k in rm})
+                labeller=comp["labeller"],
+                labels=comp.get("labels", 0),
+                label_budget=comp.get("label_budget"),
+                policy_pairs=comp.get("pairs", 0),
+                eval_labels=comp.get("eval_labels", 0),
+                **{
+                    k: rm[k] for k in ("on_policy_auc", "on_policy_within_prompt_auc", "within_prompt_pairs") if k in rm
+                },
+            )
         report["models"]["reward"] = str(rm_dir)
     actors = {"base": args.actor_model}
     if 1 in steps or 3 in steps or plan.offline:
@@ -149,8 +155,10 @@ def build_report(plan, steps: list[int], cfgs: dict, times: dict, t_start: float
         for key in ("reward_trend", "gold_trend", "agreement_trend", "reward_refresh"):
             if key in rl:
                 report[key] = rl[key]
-        if "reward_refresh" in rl and "reward_model" in report:     # the labels of stage 2 and of stage 3 together
-            report["reward_model"]["labels_total"] = report["reward_model"].get("labels", 0) + rl["reward_refresh"]["labels"]
+        if "reward_refresh" in rl and "reward_model" in report:  # the labels of stage 2 and of stage 3 together
+            report["reward_model"]["labels_total"] = (
+                report["reward_model"].get("labels", 0) + rl["reward_refresh"]["labels"]
+            )
         report["kl_to_reference"] = {"sft": 0.0}
         if "final_kl" in rl:     # absent when the run loaded no reference model (critic-free, kl_coef 0)
             report["kl_to_reference"][args.algo] = rl["final_kl"]

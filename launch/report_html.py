@@ -54,9 +54,17 @@ def figures_section(report: dict) -> str:
     rows = []
     for name, rate in rates.items():
         g = gains.get(name)
-        rows.append([html.escape(name), _num(rate), interval_text(*ci[name]) if name in ci else "-",
-                     f"{100 * g['gain']:+.1f} over {html.escape(g['over'])}" if g else "-",
-                     interval_text(g["lo"], g["hi"], signed=True) if g else "-", _num(rm.get(name)), _num(kl.get(name))])
+        rows.append(
+            [
+                html.escape(name),
+                _num(rate),
+                interval_text(*ci[name]) if name in ci else "-",
+                f"{100 * g['gain']:+.1f} over {html.escape(g['over'])}" if g else "-",
+                interval_text(g["lo"], g["hi"], signed=True) if g else "-",
+                _num(rm.get(name)),
+                _num(kl.get(name)),
+            ]
+        )
     out = "<h2>Figures</h2>" + _table(head, rows, cls="figures")
     facts = []
     if "reward_model" in report:
@@ -65,9 +73,12 @@ def figures_section(report: dict) -> str:
         if "synthetic_pairs" in rm:
             facts.append(("synthetic pairs in its training rows (the dataset's chosen / rejected)",
                           _num(rm["synthetic_pairs"], 0)))
-        for key, what in (("on_policy_auc", "reward model: on-policy AUC (sampled answers, any prompts)"),
-                          ("on_policy_within_prompt_auc", "reward model: on-policy AUC within a prompt"),
-                          ("labels", "labels spent on policy comparisons"), ("policy_pairs", "policy pairs trained on")):
+        for key, what in (
+            ("on_policy_auc", "reward model: on-policy AUC (sampled answers, any prompts)"),
+            ("on_policy_within_prompt_auc", "reward model: on-policy AUC within a prompt"),
+            ("labels", "labels spent on policy comparisons"),
+            ("policy_pairs", "policy pairs trained on"),
+        ):
             if rm.get(key) is not None:
                 facts.append((what, _num(rm[key], 3 if "auc" in key else 0)))
     for key, what in (("reward_trend", "stage-3 training reward"),
@@ -75,7 +86,9 @@ def figures_section(report: dict) -> str:
                       ("agreement_trend", "stage-3 reward vs judge on the rollouts (AUC within a prompt)")):
         trend = report.get(key)
         if trend:
-            facts.append((f"{what}, first 3 -> last 3 iterations", f"{_num(trend['first3'])} -> {_num(trend['last3'])}"))
+            facts.append(
+                (f"{what}, first 3 -> last 3 iterations", f"{_num(trend['first3'])} -> {_num(trend['last3'])}")
+            )
     refresh = report.get("reward_refresh")
     if refresh:
         facts.append(("reward model refreshed in stage 3 (iterated RLHF): refreshes, labels, pairs",
@@ -137,7 +150,9 @@ def chart(cls: str, title: str, left: tuple, right: tuple | None = None, xlabel:
           note: str = "") -> str:
     """One large line chart: ``left`` = (label, xs, ys, unit) on the left axis, ``right`` likewise on a
     second axis; a series of fewer than two points draws nothing (the chart is left out)."""
-    series = [(left, LEFT, L - 6, "end")] + ([(right, RIGHT, L + W + 6, "start")] if right and len(right[1]) > 1 else [])
+    series = [(left, LEFT, L - 6, "end")] + (
+        [(right, RIGHT, L + W + 6, "start")] if right and len(right[1]) > 1 else []
+    )
     if len(left[1]) < 2:
         return ""
     xs_all = [x for (_, xs, _, _), *_ in series for x in xs]
@@ -151,9 +166,11 @@ def chart(cls: str, title: str, left: tuple, right: tuple | None = None, xlabel:
         legend.append(f"<span style='color:{colour}'>&#9632; {html.escape(label)}</span>")
     body += "".join(f'<text x="{L + f * W:.0f}" y="{T + H + 16}" font-size="11" text-anchor="middle">'
                     f"{x0 + f * (x1 - x0):.4g}</text>" for f in (0.0, 0.5, 1.0))
-    svg = (f'<svg width="{W + 2 * L + 20}" height="{H + 58}" class="chart {cls}">'
-           f'<rect x="{L}" y="{T}" width="{W}" height="{H}" fill="none" stroke="#999"/>{body}'
-           f'<text x="{L + W / 2}" y="{T + H + 34}" font-size="12" text-anchor="middle">{html.escape(xlabel)}</text></svg>')
+    svg = (
+        f'<svg width="{W + 2 * L + 20}" height="{H + 58}" class="chart {cls}">'
+        f'<rect x="{L}" y="{T}" width="{W}" height="{H}" fill="none" stroke="#999"/>{body}'
+        f'<text x="{L + W / 2}" y="{T + H + 34}" font-size="12" text-anchor="middle">{html.escape(xlabel)}</text></svg>'
+    )
     return (f"<h3>{html.escape(title)}</h3><p>{' &nbsp; '.join(legend)}{(' ' + note) if note else ''}</p>{svg}")
 
 

@@ -91,7 +91,13 @@ def test_the_algorithm_record_is_looked_up_once_with_what_follows_from_the_setti
         return algorithm(parse_config(list(flags), stage="rl").rl)
 
     ppo = algo()
-    assert (ppo.name, ppo.critic, ppo.kl_in_reward, ppo.needs_reference, ppo.loss.name) == ("ppo", True, True, True, "clip")
+    assert (ppo.name, ppo.critic, ppo.kl_in_reward, ppo.needs_reference, ppo.loss.name) == (
+        "ppo",
+        True,
+        True,
+        True,
+        "clip",
+    )
     dr = algo("--algo", "dr_grpo", "--num_samples_per_prompt", "4", "--loss_agg", "sequence")
     assert (dr.loss_agg, dr.std_normalize, dr.kl_in_reward) == ("constant", False, False)     # its normaliser wins
     grpo = algo("--algo", "grpo", "--num_samples_per_prompt", "4", "--kl_coef", "0", "--policy_loss", "gspo")

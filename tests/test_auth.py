@@ -20,10 +20,21 @@ def client(engine):
     return TestClient(create_app(engine, keys=Keys({"ana": "key-of-ana-123", "bo": "key-of-bo-4567"})))
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-key-000"}, {"Authorization": "key-of-ana-123"},
-                                     {"Authorization": "Basic key-of-ana-123"}, {"Authorization": "Bearer key-of-ana-12"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-key-000"},
+        {"Authorization": "key-of-ana-123"},
+        {"Authorization": "Basic key-of-ana-123"},
+        {"Authorization": "Bearer key-of-ana-12"},
+    ],
+)
 def test_v1_without_the_right_bearer_key_is_401_in_openai_form(client, headers):
-    for r in (client.get("/v1/models", headers=headers), client.post("/v1/chat/completions", json=BODY, headers=headers)):
+    for r in (
+        client.get("/v1/models", headers=headers),
+        client.post("/v1/chat/completions", json=BODY, headers=headers),
+    ):
         assert r.status_code == 401
         assert r.json()["error"]["message"].startswith("missing or wrong API key")
         assert r.json()["error"]["type"] == "invalid_request_error"

@@ -136,7 +136,9 @@ def test_labelling_page_by_keyboard_survives_a_restart_and_keeps_two_people_apar
 
     from applications.labelling import LabelStore
 
-    rows = [{"id": str(i), "prompt": f"Write {i}.", "answer_a": f"first {i}", "answer_b": f"second {i}"} for i in range(8)]
+    rows = [
+        {"id": str(i), "prompt": f"Write {i}.", "answer_a": f"first {i}", "answer_b": f"second {i}"} for i in range(8)
+    ]
     (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "v.jsonl"
     engine = ChatEngine("tiny", template="plain")

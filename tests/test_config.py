@@ -152,8 +152,11 @@ def test_rl_settings_are_nested_by_concern_and_flags_keep_their_names(tmp_path):
         (tmp_path / f"c{i}.yaml").write_text(text)
         c = parse_config(["--config", str(tmp_path / f"c{i}.yaml")], stage="rl")
         assert (c.rl.kl.kl_coef, c.rl.loss.cliprange) == (0.3, 0.1)
-    for text, where in [("rl:\n  kl:\n    cliprange: 0.1\n", "rl.kl.cliprange"), ("data:\n  kl_coef: 1\n", "data.kl_coef"),
-                        ("rl:\n  kl:\n    bogus: 1\n", "rl.kl.bogus")]:
+    for text, where in [
+        ("rl:\n  kl:\n    cliprange: 0.1\n", "rl.kl.cliprange"),
+        ("data:\n  kl_coef: 1\n", "data.kl_coef"),
+        ("rl:\n  kl:\n    bogus: 1\n", "rl.kl.bogus"),
+    ]:
         (tmp_path / "bad.yaml").write_text(text)
         with pytest.raises(ConfigError, match=f"unknown key '{where}'"):
             parse_config(["--config", str(tmp_path / "bad.yaml")], stage="rl")

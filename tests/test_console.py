@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 EXE = Path(sys.executable).parent / "speedchat"
-pytestmark = pytest.mark.skipif(not EXE.is_file(), reason=f"{EXE} missing: scripts/setup.sh installs it (pip install -e .)")
+pytestmark = pytest.mark.skipif(
+    not EXE.is_file(), reason=f"{EXE} missing: scripts/setup.sh installs it (pip install -e .)"
+)
 
 
 def run(*args):

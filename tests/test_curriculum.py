@@ -101,8 +101,23 @@ def test_loader_batches_carry_groups(tmp_path, tiny_tok):
     assert batch["input_ids"].shape[0] == 5 and len(batch["group"]) == 5
     from training.utils.data.checker import parse_task
     assert [parse_task(t).name for t in batch["prompt_text"]] == batch["group"]      # the rows' own tasks
-    plain = build_phase(parse_config(["--data_output_path", str(tmp_path / "cache"), "--bundled_size", "600",
-                                            "--max_seq_len", "96", "--max_prompt_seq_len", "64"]).data, tiny_tok, 3, 1)[0]
+    plain = build_phase(
+        parse_config(
+            [
+                "--data_output_path",
+                str(tmp_path / "cache"),
+                "--bundled_size",
+                "600",
+                "--max_seq_len",
+                "96",
+                "--max_prompt_seq_len",
+                "64",
+            ]
+        ).data,
+        tiny_tok,
+        3,
+        1,
+    )[0]
     assert "group" not in plain.column_names
 
 

@@ -11,8 +11,11 @@ from training.utils.data.sources import HUB_ADAPTERS, DataError, Keys, _hub_rows
 N = 300  # examples per property
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30)
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                      max_leaves=12)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "bot", 3]),
                                  "content": st.text(max_size=20) | st.integers() | st.none()})
 field = st.text(max_size=40) | values | st.lists(message, max_size=4)

@@ -153,8 +153,13 @@ def test_balance_makes_every_group_equally_frequent(tmp_path):
 
     data = tmp_path / "groups.jsonl"
     sizes = {"a": 60, "b": 20, "c": 8}
-    data.write_text("".join(json.dumps({"prompt": f"question {g} {i}", "chosen": "yes", "rejected": "no", "kind": g}) + "\n"
-                            for g, n in sizes.items() for i in range(n)))
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"question {g} {i}", "chosen": "yes", "rejected": "no", "kind": g}) + "\n"
+            for g, n in sizes.items()
+            for i in range(n)
+        )
+    )
     plain = collect_rows(_cfg(tmp_path, "--data_path", str(data), "--data_split", "1,0,0"), 1, seed=1)["train"]
     d = _cfg(tmp_path, "--data_path", str(data), "--data_split", "1,0,0", "--balance_key", "kind")
     rows = collect_rows(d, 1, seed=1)["train"]

@@ -81,6 +81,10 @@ def test_cpu_training_uses_torchs_fused_adamw_and_it_steps_like_the_plain_one():
             model(input_ids=ids, labels=ids).loss.backward()
             opt.step()
         weights[flag] = torch.cat([p.detach().flatten() for p in model.parameters()])
-    moved = (weights["true"] - torch.cat([p.detach().flatten() for p in load_causal_lm("tiny", tok, seed=0).parameters()])).abs().max()
+    moved = (
+        (weights["true"] - torch.cat([p.detach().flatten() for p in load_causal_lm("tiny", tok, seed=0).parameters()]))
+        .abs()
+        .max()
+    )
     assert moved > 1e-4                                   # the steps did move the weights
     assert torch.allclose(weights["false"], weights["true"], atol=1e-6, rtol=0)

@@ -23,8 +23,8 @@ add_eot_token eot_token print_loss"""
 STEP2 = """data_path data_split data_output_path model_name_or_path num_padding_at_beginning per_device_train_batch_size
 per_device_eval_batch_size max_seq_len learning_rate weight_decay num_train_epochs gradient_accumulation_steps
 lr_scheduler_type num_warmup_steps output_dir seed local_rank gradient_checkpointing dropout offload dtype zero_stage
-lora_dim lora_module_name only_optimize_lora lora_learning_rate no_bf16_to_fp32_loss compute_fp32_loss eval_interval eval_iters
-enable_tensorboard tensorboard_path add_eot_token print_loss no_fused_kernels
+lora_dim lora_module_name only_optimize_lora lora_learning_rate no_bf16_to_fp32_loss compute_fp32_loss eval_interval
+eval_iters enable_tensorboard tensorboard_path add_eot_token print_loss no_fused_kernels
 disable_dropout"""  # an older name
 STEP3 = """data_path data_split data_output_path unsupervised_dataset_name unsupervised_dataset_config_name unsup_coef
 actor_model_name_or_path critic_model_name_or_path num_padding_at_beginning per_device_generation_batch_size
@@ -32,9 +32,10 @@ per_device_training_batch_size generation_batches ppo_epochs max_prompt_seq_len 
 critic_learning_rate actor_weight_decay critic_weight_decay num_train_epochs lr_scheduler_type
 gradient_accumulation_steps num_warmup_steps output_dir seed preprocessing_num_workers local_rank enable_hybrid_engine
 unpin_actor_parameters release_inference_cache inference_tp_size tp_gather_partition_size offload dtype
-offload_reference_model offload_reward_model actor_zero_stage critic_zero_stage actor_gradient_checkpointing critic_gradient_checkpointing
-actor_dropout critic_dropout actor_lora_dim actor_lora_module_name critic_lora_dim critic_lora_module_name
-only_optimize_lora actor_lora_learning_rate critic_lora_learning_rate enable_ema enable_mixed_precision_lora
+offload_reference_model offload_reward_model actor_zero_stage critic_zero_stage actor_gradient_checkpointing
+critic_gradient_checkpointing actor_dropout critic_dropout actor_lora_dim actor_lora_module_name critic_lora_dim
+critic_lora_module_name only_optimize_lora actor_lora_learning_rate critic_lora_learning_rate enable_ema
+enable_mixed_precision_lora
 compute_fp32_loss enable_tensorboard tensorboard_path add_eot_token align_overflow print_answers print_answers_interval
 enable_test_mode test_stop_step
 disable_actor_dropout disable_critic_dropout generation_batch_numbers per_device_mini_train_batch_size"""  # older names
@@ -63,7 +64,11 @@ def test_dschat_flags_keep_their_meaning(tmp_path):
     assert (cfg.model.model_name_or_path, cfg.rl.critic.critic_model_name_or_path) == ("a", "c")
     assert (cfg.model.dropout, cfg.rl.critic.critic_dropout) == (0.0, 0.2)
     assert (cfg.lora.lora_learning_rate, cfg.rl.critic.critic_lora_learning_rate) == (3e-4, 2e-4)
-    assert (cfg.rl.critic.critic_lora_module_name, cfg.rl.critic.critic_weight_decay, cfg.optim.weight_decay) == ("h.", 0.1, 0.05)
+    assert (cfg.rl.critic.critic_lora_module_name, cfg.rl.critic.critic_weight_decay, cfg.optim.weight_decay) == (
+        "h.",
+        0.1,
+        0.05,
+    )
     assert (cfg.rl.rollout.generation_batches, cfg.rl.loss.per_device_training_batch_size) == (2, 3)
     assert cfg.optim.lr_scheduler_type == "polynomial" and cfg.ds.deepspeed_config == str(ds_json)
     assert (cfg.rl.rollout.print_answers, cfg.rl.rollout.print_answers_interval, cfg.rl.test_stop_step) == (True, 5, 7)
@@ -161,7 +166,11 @@ def test_dschat_scripts_run_unchanged_from_the_stage_directories(tmp_path):
         if step == 3:
             assert text.count("--enable_hybrid_engine has no effect here") == 1
             critic = saved["rl"]["critic"]
-            assert (critic["critic_zero_stage"], critic["critic_lora_dim"], critic["critic_weight_decay"]) == (3, 64, 0.1)
+            assert (critic["critic_zero_stage"], critic["critic_lora_dim"], critic["critic_weight_decay"]) == (
+                3,
+                64,
+                0.1,
+            )
             assert (saved["lora"]["lora_dim"], saved["lora"]["lora_module_name"]) == (64, "layers.")
             # DeepSpeed-Chat's critic path is the reward model too
             assert saved["rewards"]["reward_model_name_or_path"] == str(out[2])

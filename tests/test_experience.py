@@ -57,8 +57,16 @@ def _full_logprobs(model, seq, attn, temperature):
 def _maker(flags, model, ref, answers, scores, critic=None):
     cfg = parse_config(flags + ["--max_answer_seq_len", str(answers.shape[1])], stage="rl")
     reward_fn = lambda seq, attn, pos, end, batch, rollout=True: scores[:seq.shape[0]].clone()
-    return ExperienceMaker(cfg, algorithm=algorithm(cfg.rl), actor=FakeHybrid(model, answers), ref=ref, critic=critic, reward_fn=reward_fn,
-                           tokenizer=_tok(EOS), kl_coef=lambda: cfg.rl.kl.kl_coef), cfg
+    return ExperienceMaker(
+        cfg,
+        algorithm=algorithm(cfg.rl),
+        actor=FakeHybrid(model, answers),
+        ref=ref,
+        critic=critic,
+        reward_fn=reward_fn,
+        tokenizer=_tok(EOS),
+        kl_coef=lambda: cfg.rl.kl.kl_coef,
+    ), cfg
 
 
 @pytest.fixture(scope="module")

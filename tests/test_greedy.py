@@ -1,6 +1,5 @@
 """The evaluation's greedy fast path (shared prefix once, finished rows dropped, length-sorted
 batches) writes the tokens transformers' greedy ``generate`` writes for each prompt on its own."""
-from collections import Counter
 
 import pytest
 import torch
@@ -23,11 +22,13 @@ def test_same_tokens_as_generate_one_prompt_at_a_time(name):
 
     tok = load_tokenizer(name, padding_side="left")
     model = load_causal_lm(name, tok).eval()
-    with torch.no_grad():      # larger random weights: a random model whose greedy answers vary (not one token repeated)
+    with torch.no_grad():  # larger random weights: a random model whose greedy answers vary (not one token repeated)
         gen = torch.Generator().manual_seed(0)
         for w in model.parameters():
             w.copy_(torch.randn(w.shape, generator=gen) * 0.5)
-    prompts = [prompt_token_ids(tok, render_prompt(tok, to_messages(p), "auto"), "auto") for p in eval_prompts("dev", 23)]
+    prompts = [
+        prompt_token_ids(tok, render_prompt(tok, to_messages(p), "auto"), "auto") for p in eval_prompts("dev", 23)
+    ]
     assert common_prefix(prompts) >= 5 and len({len(p) for p in prompts}) > 3     # a shared system turn; ragged rest
 
     first = []

@@ -85,7 +85,10 @@ def test_shipped_verifiable_rewards_on_hand_values():
     refs = ["6 * 7 = 42\n#### 42", "#### 42", "#### 42", "#### 1234", "#### 5", "$-3.5"]
     assert math_answer(["q"] * 6, done, answer=refs) == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
     r = build_reward(["rule:training.rewards:math_answer"])
-    assert r(_rollout(["q", "q"], ["it is 7", "8"], [{"answer": "#### 7"}, {"answer": "#### 7"}])).tolist() == [1.0, 0.0]
+    assert r(_rollout(["q", "q"], ["it is 7", "8"], [{"answer": "#### 7"}, {"answer": "#### 7"}])).tolist() == [
+        1.0,
+        0.0,
+    ]
     with pytest.raises(RewardError, match=r"rule:training.rewards:math_answer failed on a batch.*'answer'"):
         r(_rollout(["q"], ["7"]))
     assert answer_format(["q"] * 4, ["work... #### 7", "Answer: 3", "The answer is 5.", "just 5 apples"]) == \
@@ -110,7 +113,7 @@ def test_rule_rewards_checker_custom_and_weighted(tmp_path, monkeypatch):
         build_reward(["myrules:text"])(r)
     with pytest.raises(RewardError, match="cannot import"):
         build_reward(["nosuchmodule:f"])
-    with pytest.raises(RewardError, match="unknown reward source"):
+    with pytest.raises(RewardError, match="unknown source .magic.: to reward stage 3 use checker, http"):
         build_reward(["magic"])
     with pytest.raises(RewardError, match="needs --reward_model_name_or_path"):
         build_reward(["model"])
@@ -295,15 +298,41 @@ def test_rl_on_a_gsm8k_shaped_prompt_set_with_the_shipped_math_reward(tmp_path):
             a, b = i % 7 + 1, i % 5 + 2
             f.write(json.dumps({"prompt": f"Tom has {a} apples and buys {b} more. How many apples does he have?",
                                 "answer": f"{a} + {b} = {a + b}\n#### {a + b}", "source": "synthetic"}) + "\n")
-    r = subprocess.run([sys.executable, str(root / "train.py"), "--algo", "grpo", "--actor-model", "tiny",
-                        "--sft-model", "tiny", "--data_path", "gsm.jsonl", "--reward", "rule:training.rewards:math_answer",
-                        "--output-dir", "out", "--data_output_path", str(tmp_path / "cache"), "--max_steps", "2",
-                        "--eval_fraction", "0.2"], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(root / "train.py"),
+            "--algo",
+            "grpo",
+            "--actor-model",
+            "tiny",
+            "--sft-model",
+            "tiny",
+            "--data_path",
+            "gsm.jsonl",
+            "--reward",
+            "rule:training.rewards:math_answer",
+            "--output-dir",
+            "out",
+            "--data_output_path",
+            str(tmp_path / "cache"),
+            "--max_steps",
+            "2",
+            "--eval_fraction",
+            "0.2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["evaluation"] == "stage 3's own metric on the evaluation prompts of gsm.jsonl"
     summary = json.loads((tmp_path / "out" / "step3-models" / "tiny-grpo" / "summary.json").read_text())
-    assert set(report["pass_rate"]) == {"sft", "grpo"} and report["held_out_prompts"] == summary["data"]["eval"]["kept"] >= 4
+    assert (
+        set(report["pass_rate"]) == {"sft", "grpo"}
+        and report["held_out_prompts"] == summary["data"]["eval"]["kept"] >= 4
+    )
     assert report["pass_rate"]["grpo"] == summary["final_eval"]["pass_rate"]
     assert all(0.0 <= v <= 1.0 for v in report["pass_rate"].values()) and set(report["eval_reward"]) == {"sft", "grpo"}
     rows = [json.loads(ln) for ln in (tmp_path / "out" / "step3-models" / "tiny-grpo" / "metrics.jsonl").open()]

@@ -52,8 +52,14 @@ def test_seed_interval_is_students_t():
 def test_scored_answers_and_gain_per_task():
     math_p = "Compute 2 + 2. Reply with the number only."
     words_p = "Describe cats in exactly 2 words."
-    before = [{"prompt": math_p, "answer": "5", "pass": False}, {"prompt": words_p, "answer": "Cats purr.", "pass": True}] * 4
-    after = [{"prompt": math_p, "answer": "4", "pass": True}, {"prompt": words_p, "answer": "Cats purr.", "pass": True}] * 4
+    before = [
+        {"prompt": math_p, "answer": "5", "pass": False},
+        {"prompt": words_p, "answer": "Cats purr.", "pass": True},
+    ] * 4
+    after = [
+        {"prompt": math_p, "answer": "4", "pass": True},
+        {"prompt": words_p, "answer": "Cats purr.", "pass": True},
+    ] * 4
     s = scored(before)
     assert (s["pass_rate"], s["n"], s["per_task"], s["per_task_n"]) == (0.5, 8, {"math": 0.0, "words": 1.0},
                                                                          {"math": 4, "words": 4})

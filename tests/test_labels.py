@@ -7,7 +7,7 @@ import torch
 
 from training.utils.data.sources import DataError
 from training.utils.labels.human import read_human_labels, write_jsonl
-from training.utils.labels.labellers import LabelError, ScoreLabeller, build_labeller
+from training.utils.labels.labellers import LabelError, build_labeller
 from training.utils.labels.policy import collect_pairs, comparison_rows, on_policy_auc, pair_rows
 from training.utils.labels.ranking import auc, copeland_scores, ranked_pairs, within_prompt_auc
 from training.utils.logging import read_metrics
@@ -125,7 +125,7 @@ def test_rule_labeller_errors_name_the_labeller_and_the_row():
         lab.scores("p", ["a", "b"], 7)
     with pytest.raises(LabelError, match="cannot import"):
         build_labeller("rule:no_such_module_here:f")
-    with pytest.raises(LabelError, match="unknown labeller 'judge'"):
+    with pytest.raises(LabelError, match="labeller 'judge': unknown source 'judge': to label comparisons use checker"):
         build_labeller("judge")
     assert build_labeller("rule:test_labels:nonempty").scores("p", ["a", ""], 1) == ([1.0, 0.0], 2)
     checker = build_labeller("checker")

@@ -1,7 +1,8 @@
 """Learning tests: every stage-3 algorithm (and DPO) must raise a trivially learnable reward.
 
 The rule: an answer scores 1.0 when its (single) token is blank, i.e. a whitespace or special
-token, 0.0 otherwise (ReMax, whose baseline is the greedy answer, gets the opposite rule). The seeded random ``tiny`` model puts about 15% of its first-token
+token, 0.0 otherwise (ReMax, whose baseline is the greedy answer, gets the opposite rule).
+The seeded random ``tiny`` model puts about 15% of its first-token
 probability on blank tokens at temperature 0.12 (its newline logit stands out), so the reward
 starts low but is reachable by sampling. The test measures that probability exactly, with the
 starting and the trained actor, instead of relying on a few noisy rollouts: below 0.2 before,
@@ -103,7 +104,9 @@ def test_rl_raises_a_learnable_reward(tmp_path, rules, name, algo, extra):
     assert sum(train[-3:]) / 3 > sum(train[:3]) / 3, train
     if algo == "dapo":      # dynamic sampling: groups that all scored alike dropped, more prompts drawn to refill
         rows = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
-        assert all(1 <= r["prompt_batches_drawn"] <= 3 for r in rows) and any(r["prompt_batches_drawn"] > 1 for r in rows)
+        assert all(1 <= r["prompt_batches_drawn"] <= 3 for r in rows) and any(
+            r["prompt_batches_drawn"] > 1 for r in rows
+        )
         assert all(r["kept_answers"] >= 16 or r["prompt_batches_drawn"] == 3 for r in rows)
 
 

@@ -79,9 +79,29 @@ def test_kill_one_node_then_resume_both_gives_the_uninterrupted_weights(tmp_path
     assert [rc for rc, _ in res] == [0, 0], res[0][1][-3000:]
     log = (tmp_path / "nodes" / "actor-models" / "tiny" / "training.log").read_text()
     assert "resumed from" in log and "step-00000002" in log
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--step", "1", "--actor-model", "tiny", "--deployment-type",
-                        "single_node", "--num-processes", "2", "--output-dir", str(tmp_path / "one"), *flags[:2],
-                        *flags[4:6], *flags[8:10]], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--step",
+            "1",
+            "--actor-model",
+            "tiny",
+            "--deployment-type",
+            "single_node",
+            "--num-processes",
+            "2",
+            "--output-dir",
+            str(tmp_path / "one"),
+            *flags[:2],
+            *flags[4:6],
+            *flags[8:10],
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout[-3000:]
     assert _digest(tmp_path / "nodes" / "actor-models" / "tiny" / "model.safetensors") == \
         _digest(tmp_path / "one" / "actor-models" / "tiny" / "model.safetensors")
@@ -97,7 +117,9 @@ def test_a_missing_node_or_mismatched_flags_end_every_node_with_one_message(tmp_
     res = _nodes([_train(tmp_path / "mixed", "--step", "1", "--learning_rate", lr, node=n, port=29640)
                   for n, lr in ((0, "1e-3"), (1, "2e-3"))])
     for rc, out in res:
-        assert rc != 0 and "started with different configuration (optim.learning_rate: rank 0 0.001 / rank 1 0.002)" in out
+        assert (
+            rc != 0 and "started with different configuration (optim.learning_rate: rank 0 0.001 / rank 1 0.002)" in out
+        )
     assert not (tmp_path / "mixed" / "actor-models" / "tiny" / "model.safetensors").exists()
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--deployment-type", "multi_node", "--no-ssh",
                         "--num-nodes", "2", "--node-rank", "2", "--master-addr", "127.0.0.1", "--hostfile",

@@ -122,8 +122,14 @@ def test_caps_and_failures(tiny_tok):
     _, mt = _rollout(tok, {"alpha": [BAD, "391"]})
     batch, g = mt(_batch(tok, ["alpha"]), GenerationSettings(max_new_tokens=64))
     conv = batch["columns"][0]["conversation"]
-    assert conv[2] == {"role": "tool", "name": "abacus", "content": "Error: unknown tool 'abacus'; the tools are calculator"}
-    assert g.metrics["call_success_rate"] == 0.0 and g.metrics["calls_unknown_tool"] == 1 and batch["answers"] == ["391"]
+    assert conv[2] == {
+        "role": "tool",
+        "name": "abacus",
+        "content": "Error: unknown tool 'abacus'; the tools are calculator",
+    }
+    assert (
+        g.metrics["call_success_rate"] == 0.0 and g.metrics["calls_unknown_tool"] == 1 and batch["answers"] == ["391"]
+    )
     # the token budget: the observation would cross it, so the rollout ends after the call
     n_call = len(tok(CALL, add_special_tokens=False)["input_ids"]) + 1
     _, mt = _rollout(tok, {"alpha": [CALL, "391"]}, max_rollout_tokens=n_call + 5)
@@ -144,7 +150,9 @@ def test_a_stop_text_ends_the_turn_and_the_template_eos_follows_outside_the_mask
     width = batch["input_ids"].shape[1]
     obs = enc("\n<|im_start|>tool\n391<|im_end|>\n<|im_start|>assistant\n")
     assert g.sequences[0, width:].tolist() == call + [tok.eos_token_id] + obs + enc("391") + [tok.eos_token_id]
-    assert g.action_mask[0, width - 1:].tolist() == [1.0] * len(call) + [0.0] * (1 + len(obs)) + [1.0] * (len(enc("391")) + 1)
+    assert g.action_mask[0, width - 1 :].tolist() == [1.0] * len(call) + [0.0] * (1 + len(obs)) + [1.0] * (
+        len(enc("391")) + 1
+    )
     assert batch["columns"][0]["conversation"][1]["content"] == CALL and g.metrics["call_success_rate"] == 1.0
 
 

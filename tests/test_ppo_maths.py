@@ -173,7 +173,10 @@ def test_length_sorted_trimmed_micro_batches_keep_every_log_prob(tiny_tok):
             lp = causal_logprobs(model, p.sequences, p.attention_mask, p.position_ids, 1.0, first_action(p.action_mask))
             for row in range(p.sequences.shape[0]):
                 key = tuple(p.sequences[row][p.attention_mask[row] == 1].tolist())
-                got[key] = ((lp[row] * p.action_mask[row]).sum().item(), (p.old_logp[row] * p.action_mask[row]).sum().item())
+                got[key] = (
+                    (lp[row] * p.action_mask[row]).sum().item(),
+                    (p.old_logp[row] * p.action_mask[row]).sum().item(),
+                )
     for row in range(4):
         key = tuple(seq[row][attn[row] == 1].tolist())
         want = (full[row] * action[row]).sum().item()

@@ -35,62 +35,62 @@ SETS = {"disable_dropout": ("dropout", 0.0)}
 # the training scripts' flags (model, data and output paths left out; shell variables at their defaults)
 SCRIPTS = {
     "step1/opt/single_gpu/run_1.3b.sh": "--gradient_accumulation_steps 8 --lora_dim 128 --zero_stage 0 "
-                                        "--enable_tensorboard --deepspeed",
+    "--enable_tensorboard --deepspeed",
     "step1/opt/single_gpu/run_6.7b_lora.sh": "--per_device_train_batch_size 8 --per_device_eval_batch_size 8 "
-        "--max_seq_len 512 --learning_rate 1e-3 --weight_decay 0. --num_train_epochs 16 --gradient_accumulation_steps 16 "
-        "--lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --gradient_checkpointing --zero_stage 0 "
-        "--lora_dim 128 --lora_module_name decoder.layers. --deepspeed",
+    "--max_seq_len 512 --learning_rate 1e-3 --weight_decay 0. --num_train_epochs 16 --gradient_accumulation_steps 16 "
+    "--lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --gradient_checkpointing --zero_stage 0 "
+    "--lora_dim 128 --lora_module_name decoder.layers. --deepspeed",
     "step1/single_node/run_1.3b.sh": "--per_device_train_batch_size 8 --per_device_eval_batch_size 8 --max_seq_len 512 "
-        "--learning_rate 9.65e-6 --weight_decay 0. --num_train_epochs 16 --gradient_accumulation_steps 1 "
-        "--lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --zero_stage 2 --deepspeed --enable_tensorboard",
+    "--learning_rate 9.65e-6 --weight_decay 0. --num_train_epochs 16 --gradient_accumulation_steps 1 "
+    "--lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --zero_stage 2 --deepspeed --enable_tensorboard",
     "step1/single_node/run_6.7b.sh": "--per_device_train_batch_size 6 --per_device_eval_batch_size 6 --max_seq_len 512 "
-        "--learning_rate 9.65e-6 --weight_decay 0. --num_train_epochs 16 --gradient_accumulation_steps 1 "
-        "--lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --gradient_checkpointing --zero_stage 3 --deepspeed",
+    "--learning_rate 9.65e-6 --weight_decay 0. --num_train_epochs 16 --gradient_accumulation_steps 1 "
+    "--lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --gradient_checkpointing --zero_stage 3 --deepspeed",
     "step1/single_node/llama2/run_llama2_7b.sh": "--per_device_train_batch_size 4 --per_device_eval_batch_size 4 "
-        "--max_seq_len 512 --learning_rate 9.65e-6 --weight_decay 0. --num_train_epochs 4 --gradient_accumulation_steps 1 "
-        "--lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --gradient_checkpointing --zero_stage 3 --deepspeed",
+    "--max_seq_len 512 --learning_rate 9.65e-6 --weight_decay 0. --num_train_epochs 4 --gradient_accumulation_steps 1 "
+    "--lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --gradient_checkpointing --zero_stage 3 --deepspeed",
     "step2/opt/single_gpu/run_350m.sh": "--num_padding_at_beginning 1 --weight_decay 0.1 --disable_dropout "
-                                        "--gradient_accumulation_steps 4 --zero_stage 0 --enable_tensorboard --deepspeed",
+    "--gradient_accumulation_steps 4 --zero_stage 0 --enable_tensorboard --deepspeed",
     "step2/single_node/run_350m.sh": "--num_padding_at_beginning 1 --per_device_train_batch_size 8 "
-        "--per_device_eval_batch_size 8 --max_seq_len 512 --learning_rate 5e-5 --weight_decay 0.1 --num_train_epochs 1 "
-        "--gradient_accumulation_steps 1 --lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --zero_stage 0 "
-        "--deepspeed",
+    "--per_device_eval_batch_size 8 --max_seq_len 512 --learning_rate 5e-5 --weight_decay 0.1 --num_train_epochs 1 "
+    "--gradient_accumulation_steps 1 --lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --zero_stage 0 "
+    "--deepspeed",
     "step2/opt/multi_node/run_350m.sh": "--num_padding_at_beginning 1 --per_device_train_batch_size 2 "
-        "--per_device_eval_batch_size 2 --max_seq_len 512 --learning_rate 5e-5 --weight_decay 0.1 --disable_dropout "
-        "--num_train_epochs 1 --gradient_accumulation_steps 1 --lr_scheduler_type cosine --num_warmup_steps 0 "
-        "--seed 1234 --zero_stage 0 --deepspeed",
+    "--per_device_eval_batch_size 2 --max_seq_len 512 --learning_rate 5e-5 --weight_decay 0.1 --disable_dropout "
+    "--num_train_epochs 1 --gradient_accumulation_steps 1 --lr_scheduler_type cosine --num_warmup_steps 0 "
+    "--seed 1234 --zero_stage 0 --deepspeed",
     "step2/llama2/run_llama2_7b.sh": "--per_device_train_batch_size 8 --per_device_eval_batch_size 8 --max_seq_len 512 "
-        "--learning_rate 9.65e-6 --weight_decay 0.1 --num_padding_at_beginning 0 --num_train_epochs 1 "
-        "--gradient_accumulation_steps 1 --lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 "
-        "--gradient_checkpointing --zero_stage 3 --deepspeed --offload",
+    "--learning_rate 9.65e-6 --weight_decay 0.1 --num_padding_at_beginning 0 --num_train_epochs 1 "
+    "--gradient_accumulation_steps 1 --lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 "
+    "--gradient_checkpointing --zero_stage 3 --deepspeed --offload",
     "step3/opt/single_gpu/run_1.3b.sh": "--actor_zero_stage 0 --critic_zero_stage 0 --num_padding_at_beginning 1 "
-        "--gradient_accumulation_steps 2 --deepspeed --actor_lora_dim 128 --enable_hybrid_engine "
-        "--actor_gradient_checkpointing --actor_dropout 0.0",
+    "--gradient_accumulation_steps 2 --deepspeed --actor_lora_dim 128 --enable_hybrid_engine "
+    "--actor_gradient_checkpointing --actor_dropout 0.0",
     "step3/opt/single_gpu/run_6.7b_lora.sh": "--num_padding_at_beginning 1 --per_device_generation_batch_size 8 "
-        "--per_device_training_batch_size 8 --generation_batches 1 --ppo_epochs 1 --max_answer_seq_len 256 "
-        "--max_prompt_seq_len 256 --actor_learning_rate 5e-4 --critic_learning_rate 5e-6 --num_train_epochs 1 "
-        "--lr_scheduler_type cosine --gradient_accumulation_steps 16 --num_warmup_steps 100 --deepspeed --seed 1234 "
-        "--actor_zero_stage 0 --critic_zero_stage 0 --actor_lora_dim 128 --actor_gradient_checkpointing "
-        "--critic_gradient_checkpointing --disable_actor_dropout --enable_hybrid_engine",
+    "--per_device_training_batch_size 8 --generation_batches 1 --ppo_epochs 1 --max_answer_seq_len 256 "
+    "--max_prompt_seq_len 256 --actor_learning_rate 5e-4 --critic_learning_rate 5e-6 --num_train_epochs 1 "
+    "--lr_scheduler_type cosine --gradient_accumulation_steps 16 --num_warmup_steps 100 --deepspeed --seed 1234 "
+    "--actor_zero_stage 0 --critic_zero_stage 0 --actor_lora_dim 128 --actor_gradient_checkpointing "
+    "--critic_gradient_checkpointing --disable_actor_dropout --enable_hybrid_engine",
     "step3/opt/single_node/run_1.3b.sh": "--num_padding_at_beginning 1 --per_device_generation_batch_size 4 "
-        "--per_device_training_batch_size 4 --generation_batches 1 --ppo_epochs 1 --max_answer_seq_len 256 "
-        "--max_prompt_seq_len 256 --actor_learning_rate 9.65e-6 --critic_learning_rate 5e-6 --num_train_epochs 1 "
-        "--lr_scheduler_type cosine --gradient_accumulation_steps 1 --actor_dropout 0.0 --num_warmup_steps 100 "
-        "--deepspeed --seed 1234 --enable_hybrid_engine --actor_zero_stage 2 --critic_zero_stage 2 --enable_ema "
-        "--enable_tensorboard",
+    "--per_device_training_batch_size 4 --generation_batches 1 --ppo_epochs 1 --max_answer_seq_len 256 "
+    "--max_prompt_seq_len 256 --actor_learning_rate 9.65e-6 --critic_learning_rate 5e-6 --num_train_epochs 1 "
+    "--lr_scheduler_type cosine --gradient_accumulation_steps 1 --actor_dropout 0.0 --num_warmup_steps 100 "
+    "--deepspeed --seed 1234 --enable_hybrid_engine --actor_zero_stage 2 --critic_zero_stage 2 --enable_ema "
+    "--enable_tensorboard",
     "step3/opt/single_node/run_6.7b.sh": "--num_padding_at_beginning 1 --per_device_generation_batch_size 4 "
-        "--per_device_training_batch_size 4 --generation_batches 1 --ppo_epochs 1 --max_answer_seq_len 256 "
-        "--max_prompt_seq_len 256 --actor_learning_rate 9.65e-6 --critic_learning_rate 5e-6 --actor_weight_decay 0.1 "
-        "--critic_weight_decay 0.1 --num_train_epochs 1 --lr_scheduler_type cosine --gradient_accumulation_steps 1 "
-        "--actor_gradient_checkpointing --actor_dropout 0.0 --num_warmup_steps 100 --deepspeed --seed 1234 "
-        "--enable_hybrid_engine --actor_zero_stage 3 --critic_zero_stage 3",
+    "--per_device_training_batch_size 4 --generation_batches 1 --ppo_epochs 1 --max_answer_seq_len 256 "
+    "--max_prompt_seq_len 256 --actor_learning_rate 9.65e-6 --critic_learning_rate 5e-6 --actor_weight_decay 0.1 "
+    "--critic_weight_decay 0.1 --num_train_epochs 1 --lr_scheduler_type cosine --gradient_accumulation_steps 1 "
+    "--actor_gradient_checkpointing --actor_dropout 0.0 --num_warmup_steps 100 --deepspeed --seed 1234 "
+    "--enable_hybrid_engine --actor_zero_stage 3 --critic_zero_stage 3",
     "step3/llama2/run_llama2_7b.sh": "--num_padding_at_beginning 1 --per_device_generation_batch_size 1 "
-        "--per_device_training_batch_size 1 --generation_batches 1 --ppo_epochs 1 --max_answer_seq_len 256 "
-        "--max_prompt_seq_len 256 --actor_learning_rate 9.65e-6 --critic_learning_rate 5e-6 --actor_weight_decay 0.1 "
-        "--critic_weight_decay 0.1 --num_train_epochs 1 --lr_scheduler_type cosine --gradient_accumulation_steps 1 "
-        "--actor_gradient_checkpointing --critic_gradient_checkpointing --offload_reference_model "
-        "--disable_actor_dropout --num_warmup_steps 100 --deepspeed --seed 1234 --actor_zero_stage 3 "
-        "--critic_zero_stage 3 --enable_hybrid_engine",
+    "--per_device_training_batch_size 1 --generation_batches 1 --ppo_epochs 1 --max_answer_seq_len 256 "
+    "--max_prompt_seq_len 256 --actor_learning_rate 9.65e-6 --critic_learning_rate 5e-6 --actor_weight_decay 0.1 "
+    "--critic_weight_decay 0.1 --num_train_epochs 1 --lr_scheduler_type cosine --gradient_accumulation_steps 1 "
+    "--actor_gradient_checkpointing --critic_gradient_checkpointing --offload_reference_model "
+    "--disable_actor_dropout --num_warmup_steps 100 --deepspeed --seed 1234 --actor_zero_stage 3 "
+    "--critic_zero_stage 3 --enable_hybrid_engine",
 }
 S1_GPU, S1_GPU67 = "step1/opt/single_gpu/run_1.3b.sh", "step1/opt/single_gpu/run_6.7b_lora.sh"
 S1_NODE, S1_NODE67, S1_LLAMA = ("step1/single_node/run_1.3b.sh", "step1/single_node/run_6.7b.sh",
@@ -191,9 +191,26 @@ def test_measured_presets_where_they_were_measured(shapes):
 def test_dry_run_prints_each_setting_with_its_source(shapes, tmp_path):
     user = tmp_path / "mine.yaml"
     user.write_text("optim:\n  learning_rate: 3.0e-4\n")
-    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--actor-model", str(shapes["opt-1.3b"]),
-                          "--step", "1", "--output-dir", str(tmp_path / "o"), "--config", str(user), "--zero_stage", "1"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--dry-run",
+            "--actor-model",
+            str(shapes["opt-1.3b"]),
+            "--step",
+            "1",
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--config",
+            str(user),
+            "--zero_stage",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "preset opt-1.3b single_gpu (DeepSpeed-Chat step1_supervised_finetuning/training_scripts/opt/single_gpu/" \
            "run_1.3b.sh)" in out and "1.32B parameters (opt, from its config)" in out
     assert "    lora_dim = 128  [preset]" in out and "    gradient_accumulation_steps = 8  [preset]" in out

@@ -103,7 +103,9 @@ def test_a_refresh_trains_the_reward_model_towards_the_labels(tiny_tok, tmp_path
     assert after > before + 0.5 and acc == 1.0, (before, after, acc)
     assert engine.module.training is False
     rows = [json.loads(x) for x in (tmp_path / "refresh_pairs.jsonl").read_text().splitlines()]
-    assert len(rows) == 8 and all(r["chosen"] == "good" and r["rejected"] == "bad" and r["iteration"] == 2 for r in rows)
+    assert len(rows) == 8 and all(
+        r["chosen"] == "good" and r["rejected"] == "bad" and r["iteration"] == 2 for r in rows
+    )
     assert refresh.summary() == {"labeller": "fake", "labels": 16, "pairs": 8, "refreshes": 1, "interval": 2,
                                  "steps_per_refresh": 6}
     # the state a checkpoint keeps gives a resumed refresher the same pairs and the same next batches
@@ -148,7 +150,7 @@ def test_a_refresh_with_nothing_labelled_is_skipped_and_changes_nothing(tiny_tok
 
 
 @pytest.mark.parametrize("flags, match", [
-    (["--labeller", "human:x.jsonl"], "not human:FILE"),
+    (["--labeller", "human:x.jsonl"], r"'human:x.jsonl' \(human:FILE\) cannot label rollouts as they come"),
     (["--reward", "model", "model:other-rm"], "exactly one reward model"),
     (["--reward", "checker"], "exactly one reward model"),
     (["--num_samples_per_prompt", "1"], "num_samples_per_prompt >= 2"),

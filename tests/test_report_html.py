@@ -92,7 +92,10 @@ def test_report_page_has_the_figures_the_curves_and_the_answers(tmp_path):
     assert ["reward model: on-policy AUC within a prompt", "0.887"] in facts
     assert ["synthetic pairs in its training rows (the dataset's chosen / rejected)", "1710"] in facts
     assert ["labels spent on policy comparisons", "384"] in facts and ["policy pairs trained on", "97"] in facts
-    assert ["stage-3 judge verdict of the rollouts (pass-rate), first 3 -> last 3 iterations", "0.250 -> 0.750"] in facts
+    assert [
+        "stage-3 judge verdict of the rollouts (pass-rate), first 3 -> last 3 iterations",
+        "0.250 -> 0.750",
+    ] in facts
     # four charts at most, each from a series of two points or more: the SFT loss (its one eval point drawn as
     # no line), no reward-model chart (one point), proxy and gold, the KL
     assert re.findall(r'<svg [^>]*class="chart ([a-z-]+)"', page) == ["sft-loss", "proxy-gold", "kl"]
@@ -135,7 +138,9 @@ def test_rl_figures_read_a_stage3_output_kl_k3_refreshes_and_trends(tmp_path):
         [(1.0, 0.2, 0.5), (2.0, 0.3, None), (3.0, 0.1, 0.7), (4.0, 0.5, 0.9), (5.0, 0.4, 0.6)], start=1)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     refresh = {"labeller": "checker", "labels": 128, "pairs": 40, "refreshes": 2, "interval": 2, "steps_per_refresh": 8}
-    (tmp_path / "summary.json").write_text(json.dumps({"first_eval": None, "final_eval": {}, "reward_refresh": refresh}))
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"first_eval": None, "final_eval": {}, "reward_refresh": refresh})
+    )
     f = rl_figures(tmp_path)
     assert f["final_kl"] == pytest.approx(0.10)
     assert f["reward_trend"] == {"first3": pytest.approx(2.0), "last3": pytest.approx(4.0), "rising": True}

@@ -17,9 +17,14 @@ from training.utils.logging import read_metrics
 from training.utils.loop import NumericFault
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {"sft": "training/step1_supervised_finetuning/main.py", "rm": "training/step2_reward_model_finetuning/main.py",
-           "ppo": "training/step3_rlhf_finetuning/main.py", "curriculum": "training/step3_rlhf_finetuning/main.py",
-           "multiturn": "training/step3_rlhf_finetuning/main.py", "vllm": "training/step3_rlhf_finetuning/main.py"}
+SCRIPTS = {
+    "sft": "training/step1_supervised_finetuning/main.py",
+    "rm": "training/step2_reward_model_finetuning/main.py",
+    "ppo": "training/step3_rlhf_finetuning/main.py",
+    "curriculum": "training/step3_rlhf_finetuning/main.py",
+    "multiturn": "training/step3_rlhf_finetuning/main.py",
+    "vllm": "training/step3_rlhf_finetuning/main.py",
+}
 MAINS = {"sft": sft_main, "rm": rm_main, "ppo": rl_main, "curriculum": rl_main, "multiturn": rl_main, "vllm": rl_main}
 RL = ("ppo", "curriculum", "multiturn", "vllm")
 COMMON = ["--bundled_size", "300", "--max_seq_len", "96", "--max_prompt_seq_len", "64", "--max_eval_samples", "4",
@@ -30,11 +35,43 @@ COMMON = ["--bundled_size", "300", "--max_seq_len", "96", "--max_prompt_seq_len"
 def stage_args(kind, tmp_path, out, rm_dir=None):
     cache = ["--data_output_path", str(tmp_path / "cache"), "--output_dir", str(out)]
     if kind == "sft":
-        return COMMON + cache + ["--model_name_or_path", "tiny", "--per_device_train_batch_size", "4", "--max_steps", "6",
-                                 "--learning_rate", "1e-3", "--dropout", "0.1", "--save_interval", "2"]
+        return (
+            COMMON
+            + cache
+            + [
+                "--model_name_or_path",
+                "tiny",
+                "--per_device_train_batch_size",
+                "4",
+                "--max_steps",
+                "6",
+                "--learning_rate",
+                "1e-3",
+                "--dropout",
+                "0.1",
+                "--save_interval",
+                "2",
+            ]
+        )
     if kind == "rm":
-        return COMMON + cache + ["--model_name_or_path", "tiny", "--per_device_train_batch_size", "2", "--max_steps", "6",
-                                 "--learning_rate", "1e-3", "--gradient_accumulation_steps", "2", "--save_interval", "2"]
+        return (
+            COMMON
+            + cache
+            + [
+                "--model_name_or_path",
+                "tiny",
+                "--per_device_train_batch_size",
+                "2",
+                "--max_steps",
+                "6",
+                "--learning_rate",
+                "1e-3",
+                "--gradient_accumulation_steps",
+                "2",
+                "--save_interval",
+                "2",
+            ]
+        )
     rl = COMMON + cache + ["--actor_model_name_or_path", "tiny", "--reward_model_name_or_path", rm_dir,
                            "--max_answer_seq_len", "8", "--per_device_generation_batch_size", "4",
                            "--per_device_training_batch_size", "2", "--max_steps", "5", "--learning_rate", "1e-3",
@@ -161,7 +198,9 @@ def test_non_finite_loss_is_skipped_then_too_many_stop_the_run(tmp_path):
 @pytest.mark.slow
 def test_non_finite_reward_skips_the_iteration(tmp_path, rm_dir):
     out = tmp_path / "ppo"
-    rl_main(stage_args("ppo", tmp_path, out, rm_dir) + ["--max_steps", "3", "--save_interval", "0", "--fault", "nan_at=2"])
+    rl_main(
+        stage_args("ppo", tmp_path, out, rm_dir) + ["--max_steps", "3", "--save_interval", "0", "--fault", "nan_at=2"]
+    )
     train = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
     assert [r.get("skipped_updates", 0.0) for r in train] == [0.0, 1.0, 0.0]
     assert train[-1]["nonfinite_skipped"] == 1
@@ -182,7 +221,10 @@ def test_two_rank_kill_and_resume_through_train_py(tmp_path):
     assert r.returncode != 0 and "stage 1 failed" in r.stderr
     stage = tmp_path / "cut" / "actor-models" / "tiny"
     assert [s for s, _ in checkpoint.list_checkpoints(stage)] == [2]
-    assert {p.name for p in (stage / "checkpoints" / "step-00000002").glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
+    assert {p.name for p in (stage / "checkpoints" / "step-00000002").glob("rng-rank*.pt")} == {
+        "rng-rank0.pt",
+        "rng-rank1.pt",
+    }
     r = run("cut", "--resume")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     a = load_file(str(tmp_path / "full" / "actor-models" / "tiny" / "model.safetensors"))

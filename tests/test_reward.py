@@ -54,7 +54,9 @@ def test_zero3_save_load_gives_same_scores(tmp_path, tiny_tok):
     engine = build_train_engine(ValueModel(model), cfg, total_steps=2)
     b = _batch(tiny_tok)
     values = engine(b["input_ids"], b["attention_mask"])  # one step so the weights move off the init
-    loss = -torch.nn.functional.logsigmoid(end_scores(values, b["end_index"])[:2] - end_scores(values, b["end_index"])[2:]).mean()
+    loss = -torch.nn.functional.logsigmoid(
+        end_scores(values, b["end_index"])[:2] - end_scores(values, b["end_index"])[2:]
+    ).mean()
     engine.backward(loss)
     engine.step()
     engine.eval()
@@ -144,7 +146,9 @@ def test_dpo_end_to_end_tiny_zero3_and_ipo(tmp_path):
     final = dpo_main(_args(tmp_path, "dpo", "--zero_stage", "3", "--beta", "0.5", *data))
     evals = [r for r in read_metrics(tmp_path / "dpo" / "metrics.jsonl") if r["split"] == "eval"]
     # at step 0 policy == reference: every implicit reward is 0 and the loss is log 2
-    assert evals[0]["loss"] == pytest.approx(0.6931, abs=1e-3) and evals[0]["reward_margin"] == pytest.approx(0, abs=1e-4)
+    assert evals[0]["loss"] == pytest.approx(0.6931, abs=1e-3) and evals[0]["reward_margin"] == pytest.approx(
+        0, abs=1e-4
+    )
     assert final["loss"] < evals[0]["loss"] and final["reward_margin"] > 0 and final["reward_acc"] > 0.5
     AutoModelForCausalLM.from_pretrained(tmp_path / "dpo")
     ipo = dpo_main(_args(tmp_path, "ipo", "--dpo_loss", "ipo", "--lora_dim", "4", *data))
@@ -169,8 +173,12 @@ def test_one_rank_zero0_skips_deepspeeds_gradient_reduce_and_trains_the_same_wei
             engine.backward(-torch.nn.functional.logsigmoid(s[:2] - s[2:]).mean())
             engine.step()
         weights.append(torch.cat([p.detach().flatten().clone() for p in engine.module.parameters()]))
-    start = torch.cat([p.detach().flatten() for p in ValueModel(load_reward_model("tiny", tiny_tok, seed=3)).parameters()])
+    start = torch.cat(
+        [p.detach().flatten() for p in ValueModel(load_reward_model("tiny", tiny_tok, seed=3)).parameters()]
+    )
     assert (weights[0] - start).abs().max() > 1e-3                # the steps moved the weights
-    assert torch.equal(weights[0], weights[1])                    # and moved them identically
-    zero1 = build_train_engine(ValueModel(load_reward_model("tiny", tiny_tok, seed=3)), parse_config(["--zero_stage", "1"]), 1)
+    assert torch.equal(weights[0], weights[1])  # and moved them identically
+    zero1 = build_train_engine(
+        ValueModel(load_reward_model("tiny", tiny_tok, seed=3)), parse_config(["--zero_stage", "1"]), 1
+    )
     assert zero1.enable_backward_allreduce is True                # a ZeRO optimizer keeps DeepSpeed's path

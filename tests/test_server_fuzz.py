@@ -18,8 +18,11 @@ numbers = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10**20,
            | st.floats(min_value=0, max_value=2) | st.floats(min_value=0, max_value=1e-30))
 junk = st.none() | st.booleans() | st.text(max_size=12) | st.lists(st.integers(), max_size=3) | st.dictionaries(
     st.text(max_size=4), st.integers(), max_size=2)
-content = st.text(max_size=40) | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=10)}),
-                                          max_size=2) | junk
+content = (
+    st.text(max_size=40)
+    | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=10)}), max_size=2)
+    | junk
+)
 message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool", ""]) | junk,
                                  "content": content})
 fields = {

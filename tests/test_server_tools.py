@@ -101,7 +101,9 @@ def test_tool_choice_none_and_named(served):
                                        tool_choice={"type": "function", "function": {"name": "get_weather"}})
     # the answer was started with the call's opening, and the model wrote its remainder
     assert engine.prompts[-1].endswith('<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": ')
-    assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.tool_calls[0].function.name == "get_weather"
+    assert (
+        r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.tool_calls[0].function.name == "get_weather"
+    )
 
 
 @pytest.mark.parametrize("change, status, words", [

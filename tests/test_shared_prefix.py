@@ -168,8 +168,22 @@ def test_one_on_policy_update_skips_old_logprobs_with_the_same_gradient(tiny_tok
     from training.utils.rl.advantages import algorithm
     from training.utils.rl.trainer import RLTrainer
 
-    flags = ["--algo", "grpo", "--num_samples_per_prompt", "4", "--per_device_generation_batch_size", "1",
-             "--per_device_training_batch_size", "4", "--ppo_epochs", "1", "--kl_coef", "0", "--max_answer_seq_len", "3"]
+    flags = [
+        "--algo",
+        "grpo",
+        "--num_samples_per_prompt",
+        "4",
+        "--per_device_generation_batch_size",
+        "1",
+        "--per_device_training_batch_size",
+        "4",
+        "--ppo_epochs",
+        "1",
+        "--kl_coef",
+        "0",
+        "--max_answer_seq_len",
+        "3",
+    ]
     cfg = parse_config(flags, stage="rl")
     model = load_causal_lm("tiny", tiny_tok, seed=1)
     engine = _Engine(model)
@@ -195,8 +209,16 @@ def test_one_on_policy_update_skips_old_logprobs_with_the_same_gradient(tiny_tok
     prompt = {"input_ids": torch.tensor([[11, 12, 13]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
     grads = {}
     for once in (True, False):
-        maker = ExperienceMaker(cfg, algorithm=algorithm(cfg.rl), actor=He(), ref=None, critic=None, reward_fn=reward, tokenizer=Tok(),
-                                kl_coef=lambda: 0.0)
+        maker = ExperienceMaker(
+            cfg,
+            algorithm=algorithm(cfg.rl),
+            actor=He(),
+            ref=None,
+            critic=None,
+            reward_fn=reward,
+            tokenizer=Tok(),
+            kl_coef=lambda: 0.0,
+        )
         assert maker.on_policy_once          # one prompt x 4 answers, one micro-batch of 4, one epoch, no KL
         maker.on_policy_once = once
         exp, _ = maker.make(prompt)
@@ -210,5 +232,13 @@ def test_one_on_policy_update_skips_old_logprobs_with_the_same_gradient(tiny_tok
     for more in (["--ppo_epochs", "2"], ["--per_device_training_batch_size", "2"], ["--kl_coef", "0.1"]):
         c = parse_config(flags + more, stage="rl")
         ref = model if "--kl_coef" in more else None
-        assert not ExperienceMaker(c, algorithm=algorithm(c.rl), actor=He(), ref=ref, critic=None, reward_fn=reward, tokenizer=Tok(),
-                                   kl_coef=lambda: 0.1).on_policy_once
+        assert not ExperienceMaker(
+            c,
+            algorithm=algorithm(c.rl),
+            actor=He(),
+            ref=ref,
+            critic=None,
+            reward_fn=reward,
+            tokenizer=Tok(),
+            kl_coef=lambda: 0.1,
+        ).on_policy_once

@@ -53,10 +53,10 @@ QWEN_TEMPLATE = (
     "{%- if tools %}{{- '<|im_start|>system\\n' }}{%- if messages[0]['role'] == 'system' %}"
     "{{- messages[0]['content'] }}{%- else %}{{- 'You are Qwen, created by Alibaba Cloud. You are a helpful "
     "assistant.' }}{%- endif %}{{- \"\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user "
-    "query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>\" }}"
-    "{%- for tool in tools %}{{- \"\\n\" }}{{- tool | tojson }}{%- endfor %}{{- \"\\n</tools>\\n\\nFor each function "
+    'query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}'
+    '{%- for tool in tools %}{{- "\\n" }}{{- tool | tojson }}{%- endfor %}{{- "\\n</tools>\\n\\nFor each function '
     "call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n"
-    "<tool_call>\\n{\\\"name\\\": <function-name>, \\\"arguments\\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\" }}"
+    '<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}'
     "{%- else %}{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
     "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a "
     "helpful assistant.<|im_end|>\\n' }}{%- endif %}{%- endif %}"
@@ -66,7 +66,8 @@ QWEN_TEMPLATE = (
     "'tool') %}{{- '<|im_start|>user' }}{%- endif %}{{- '\\n<tool_response>\\n' }}{{- message.content }}"
     "{{- '\\n</tool_response>' }}{%- if loop.last or (messages[loop.index0 + 1].role != 'tool') %}"
     "{{- '<|im_end|>\\n' }}{%- endif %}{%- endif %}{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
 
 
 @pytest.fixture()
@@ -109,10 +110,18 @@ def test_calculator_refuses_everything_else(expr, why):
 def test_schema_from_type_hints_and_docstring(user_tools):
     by = {t.name: t for t in user_tools}
     assert list(by) == ["calculator", "sleepy", "boom", "shout"]
-    assert by["sleepy"].schema == {"type": "function", "function": {
-        "name": "sleepy", "description": "Sleep, then say so.",
-        "parameters": {"type": "object", "properties": {"seconds": {"type": "number", "description": "How long to sleep."}},
-                       "required": ["seconds"]}}}
+    assert by["sleepy"].schema == {
+        "type": "function",
+        "function": {
+            "name": "sleepy",
+            "description": "Sleep, then say so.",
+            "parameters": {
+                "type": "object",
+                "properties": {"seconds": {"type": "number", "description": "How long to sleep."}},
+                "required": ["seconds"],
+            },
+        },
+    }
     assert by["calculator"].target == "training.utils.tools.calculator:calculator"
 
 
@@ -137,11 +146,14 @@ def test_hermes_parser_reads_calls_and_marks_malformed_ones():
                  '"arguments": "{\\"x\\": 1}"}</tool_call>')
     assert [(c.name, c.arguments) for c in two.calls] == [("a", {}), ("b", {"x": 1})]
     assert hermes("no call here").calls == []
-    cases = {'<tool_call>{"name": "a", "arguments": {"x": 1}': "not valid JSON",    # unclosed: to the end
-             "<tool_call>{bad}</tool_call>": "not valid JSON", "<tool_call>[1]</tool_call>": "a JSON list, not an object",
-             '<tool_call>{"arguments": {}}</tool_call>': 'no "name"',
-             '<tool_call>{"name": "a", "arguments": [1]}</tool_call>': "a JSON list, not an object",
-             '<tool_call>{"name": "a", "arguments": "nope"}</tool_call>': "a string that is not JSON"}
+    cases = {
+        '<tool_call>{"name": "a", "arguments": {"x": 1}': "not valid JSON",  # unclosed: to the end
+        "<tool_call>{bad}</tool_call>": "not valid JSON",
+        "<tool_call>[1]</tool_call>": "a JSON list, not an object",
+        '<tool_call>{"arguments": {}}</tool_call>': 'no "name"',
+        '<tool_call>{"name": "a", "arguments": [1]}</tool_call>': "a JSON list, not an object",
+        '<tool_call>{"name": "a", "arguments": "nope"}</tool_call>': "a string that is not JSON",
+    }
     for text, why in cases.items():
         calls = hermes(text).calls
         assert len(calls) == 1 and why in calls[0].error, (text, calls)
@@ -219,8 +231,9 @@ def test_prompts_with_tools_in_both_kinds_of_template(tiny_tok, qwen_tok, user_t
     assert own.startswith("<|im_start|>system\nBe brief.\n\n# Tools\n")
     # Qwen's template renders the tools itself
     q = render.render(qwen_tok, msgs, schemas, True)
-    assert q.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n"
-                        "# Tools\n") and q.endswith("<|im_start|>user\nWhat is 17*23?<|im_end|>\n<|im_start|>assistant\n")
+    assert q.startswith(
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n# Tools\n"
+    ) and q.endswith("<|im_start|>user\nWhat is 17*23?<|im_end|>\n<|im_start|>assistant\n")
     # between turns: exactly the template's tokens after the model's EOS
     conv = msgs + [{"role": "assistant", "content": "<tool_call>...</tool_call>"}]
     obs = [{"role": "tool", "name": "calculator", "content": "391"}]
@@ -244,7 +257,10 @@ def test_bundled_tools_rows_teach_the_call_then_the_answer(tiny_tok, tmp_path):
     prompt = "What is 17 * 3? Reply with the number only."
     row = {"prompt": prompt, "chosen": "51", "rejected": "50", "_src": "bundled", "_row": 4}
     call, answer = calculator_turns([row, {**row, "prompt": "Hi", "_row": 5}])[:2]
-    assert calculator_call(prompt) == '<tool_call>\n{"name": "calculator", "arguments": {"expression": "17 * 3"}}\n</tool_call>'
+    assert (
+        calculator_call(prompt)
+        == '<tool_call>\n{"name": "calculator", "arguments": {"expression": "17 * 3"}}\n</tool_call>'
+    )
     assert call == {**row, "prompt": [{"role": "user", "content": prompt}], "chosen": calculator_call(prompt)}
     assert answer["prompt"][1:] == [{"role": "assistant", "content": calculator_call(prompt)},
                                     {"role": "tool", "content": "51"}]

@@ -73,14 +73,19 @@ def test_train_py_tiny_end_to_end(tmp_path):
     assert set(report["pass_rate"]) == {"base", "sft", "grpo"} and "final_kl" in report["grpo"]   # SFT: its start
     grpo = tmp_path / "step3-models" / "tiny-grpo"
     assert (grpo / "actor" / "model.safetensors").is_file() and not (grpo / "critic").exists()
-    assert "reward: 1 x rule:training.utils.data.checker:reward" in (tmp_path / "logs" / "latest" / "step3.log").read_text()
+    assert (
+        "reward: 1 x rule:training.utils.data.checker:reward"
+        in (tmp_path / "logs" / "latest" / "step3.log").read_text()
+    )
 
 
 @pytest.mark.slow
 def test_stage3_alone_names_the_missing_directory(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--step", "3", "--actor-model", "tiny",
                         "--output-dir", str(tmp_path)], capture_output=True, text=True)
-    assert r.returncode != 0 and "needs the SFT model" in r.stderr and str(tmp_path / "actor-models" / "tiny") in r.stderr
+    assert (
+        r.returncode != 0 and "needs the SFT model" in r.stderr and str(tmp_path / "actor-models" / "tiny") in r.stderr
+    )
 
 
 @pytest.mark.slow
@@ -216,9 +221,28 @@ def test_flags_reach_only_the_stages_that_own_them(tmp_path):
     assert "--rm_loss per_token" in cmds[2] and "--kl_coef" not in cmds[2] and "--beta" not in cmds[2]
     assert "--kl_coef" not in cmds[1] and "--rm_loss" not in cmds[1] and "--beta" not in cmds[1]
     # a flag whose stage is not in the run stops it, naming the stage
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run", "--actor-model", "tiny", "--step", "1",
-                        "--output-dir", str(tmp_path), "--kl_coef", "0.02"], capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and "--kl_coef is a flag of the rl stage, which this run does not include (--step 1" in r.stderr
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--dry-run",
+            "--actor-model",
+            "tiny",
+            "--step",
+            "1",
+            "--output-dir",
+            str(tmp_path),
+            "--kl_coef",
+            "0.02",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        r.returncode != 0
+        and "--kl_coef is a flag of the rl stage, which this run does not include (--step 1" in r.stderr
+    )
     # a stage on its own refuses a flag it would ignore, as argparse does
     r = subprocess.run([sys.executable, str(ROOT / "training" / "step1_supervised_finetuning" / "main.py"),
                         "--model_name_or_path", "tiny", "--kl_coef", "0.1", "--output_dir", str(tmp_path / "x")],

@@ -37,7 +37,10 @@ def test_time_to_target_final_rates_and_the_rate_by_the_shortest_runs_time():
     assert abs(ours["at_common_s"] - (0.50 + 0.38) / 2) < 1e-12           # each run's last point by 30 s
     assert abs(trl["at_common_s"] - (0.32 + 0.30) / 2) < 1e-12
     md = q.table({"sft_pass_rate": 0.35, "gain": 0.10, "eval_prompts": 96, "summary": {"grpo-preset": s}})
-    assert "| GRPO, its preset | this project | 2 | 0.450 (0.400) | 33 | 1/2 | 20 |" in md and "target SFT + 10 points = 0.450" in md
+    assert (
+        "| GRPO, its preset | this project | 2 | 0.450 (0.400) | 33 | 1/2 | 20 |" in md
+        and "target SFT + 10 points = 0.450" in md
+    )
 
 
 def test_trl_sides_reward_model_reward_equals_the_stage_3_score(tmp_path):

@@ -62,8 +62,11 @@ def main(argv=None) -> dict:
            "correct": a.requests - len(wrong), "wall_s": round(wall, 3), "requests_per_s": round(a.requests / wall, 2),
            "p50_s": round(statistics.median(lat), 3), "p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3),
            "sequential_requests_per_s": round(a.requests / sequential, 2)}
-    print(f"{res['correct']}/{a.requests} concurrent answers equal the one-at-a-time answers; "
-          f"{res['requests_per_s']} requests/s (one at a time: {res['sequential_requests_per_s']}), p50 {res['p50_s']} s, p95 {res['p95_s']} s")
+    print(
+        f"{res['correct']}/{a.requests} concurrent answers equal the one-at-a-time answers; "
+        f"{res['requests_per_s']} requests/s (one at a time: {res['sequential_requests_per_s']}), "
+        f"p50 {res['p50_s']} s, p95 {res['p95_s']} s"
+    )
     print(json.dumps(res))
     if wrong:
         raise SystemExit(f"requests {wrong} got answers different from their single-request reference")

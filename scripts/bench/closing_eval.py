@@ -39,7 +39,9 @@ def answer(model_dir: str, prompts: list[str], fast: bool, batch_size: int) -> l
     if fast:
         return generate(model, tok, prompts, 48, batch_size)
     ids = [prompt_token_ids(tok, render_prompt(tok, to_messages(p), "auto"), "auto") for p in prompts]
-    return generate_answers(model, tok, ids, GenerationSettings(max_new_tokens=48, do_sample=False, batch_size=batch_size))
+    return generate_answers(
+        model, tok, ids, GenerationSettings(max_new_tokens=48, do_sample=False, batch_size=batch_size)
+    )
 
 
 def one_pass(models: dict[str, str], reward_model: str, prompts: list[str], fast: bool, batch_size: int,
@@ -77,12 +79,17 @@ def main(argv=None) -> dict:
             runs[name].append(fig)
             print(f"pass {rep + 1} {name}: {json.dumps({k: round(v, 1) for k, v in fig.items()})}", flush=True)
     agree = sum(x == y for m in models for x, y in zip(last["before"][m], last["after"][m][:96]))
-    med = {k: {f: statistics.median(r[f] for r in v) for f in ("generate_s", "rm_s", "total_s")} for k, v in runs.items()}
+    med = {
+        k: {f: statistics.median(r[f] for r in v) for f in ("generate_s", "rm_s", "total_s")} for k, v in runs.items()
+    }
     out = {"models": models, "reps": a.reps, "median": med, "runs": runs, "answers_agree_first_96": agree,
            "answers_compared": 96 * len(models)}
     print(json.dumps(out))
-    print("\n| form | prompts x models | answers scored by the RM | generate s | RM s | total s (median) |\n|---|---|---|---|---|---|")
-    for k, (prompts, *_rest) in forms.items():
+    print(
+        "\n| form | prompts x models | answers scored by the RM | generate s | RM s | total s (median) |"
+        "\n|---|---|---|---|---|---|"
+    )
+    for k in forms:
         r = runs[k][0]
         print(f"| {k} | {r['prompts']} x {len(models)} | {r['rm_answers']} | {med[k]['generate_s']:.1f} | "
               f"{med[k]['rm_s']:.1f} | {med[k]['total_s']:.1f} |")

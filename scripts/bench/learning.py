@@ -103,13 +103,19 @@ def markdown(name: str, summary: dict, per_seed: dict[int, dict], command: str, 
             cells = [f"{100 * f['gain.' + g]:+.1f} ({interval_text(f['gain_lo.' + g], f['gain_hi.' + g], signed=True)})"
                      if "gain." + g in f else "-" for f in per_seed.values()]
             s = summary["gain." + g]
-            lines.append(f"| {g} | " + " | ".join(cells)
-                         + f" | {100 * s['mean']:+.1f} | {100 * s['min']:+.1f} | {interval_text(s['lo'], s['hi'], signed=True)} |")
+            lines.append(
+                f"| {g} | "
+                + " | ".join(cells)
+                + f" | {100 * s['mean']:+.1f} | {100 * s['min']:+.1f}"
+                + f" | {interval_text(s['lo'], s['hi'], signed=True)} |"
+            )
         lines.append("")
     lines += ["| figure | mean | min | max | 95% over seeds |", "|---|---|---|---|---|"]
     for k, s in summary.items():
         if k.startswith(KEY_FIGURES):
-            lines.append(f"| {k} | {s['mean']:.3f} | {s['min']:.3f} | {s['max']:.3f} | {s['lo']:.3f} .. {s['hi']:.3f} |")
+            lines.append(
+                f"| {k} | {s['mean']:.3f} | {s['min']:.3f} | {s['max']:.3f} | {s['lo']:.3f} .. {s['hi']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -84,8 +84,10 @@ def main(argv=None) -> dict:
     print("|---|---|---|---|---|---|")
     for name in ("single", "multi"):
         r = out[name]
-        print(f"| {name}-turn | {r['s_per_rollout']:.2f} | {r['tokens_per_rollout']:.1f} | "
-              f"{1000 * r['s_per_generated_token']:.1f} | {r['turns_per_rollout']:.2f} | {r['calls_per_rollout']:.2f} |")
+        print(
+            f"| {name}-turn | {r['s_per_rollout']:.2f} | {r['tokens_per_rollout']:.1f} | "
+            f"{1000 * r['s_per_generated_token']:.1f} | {r['turns_per_rollout']:.2f} | {r['calls_per_rollout']:.2f} |"
+        )
     print(f"\nmulti / single, seconds per generated token (median of {a.repeats}): {out['ratio_s_per_token']:.2f}x")
     if a.json:
         with open(a.json, "w") as fh:

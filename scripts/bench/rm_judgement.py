@@ -8,7 +8,8 @@
 ``--eval`` is a stage-2 ``on_policy_eval.jsonl`` (held-out prompts, K sampled answers each, the labeller's
 labels). With ``--sample dev|test`` it is written first (unless it exists): ``--policy`` samples ``--k``
 answers (temperature 1, 48 tokens, seeded) to each of the set's first ``--prompts`` prompts (task-balanced)
-and the bundled checker labels them; the same file then serves every reward model compared. Every reward model scores the same answers; the table gives the global AUC, the within-prompt
+and the bundled checker labels them; the same file then serves every reward model compared. Every reward model
+scores the same answers; the table gives the global AUC, the within-prompt
 AUC (two answers to one prompt: what PPO's per-prompt advantages depend on) with its pair count, and
 the within-prompt AUC per group of prompts (the bundled data's task when the checker can read it).
 """
@@ -87,8 +88,10 @@ def main(argv=None) -> dict:
         out[rm] = res
         fmt = lambda x: "-" if x is None else f"{x:.3f}"
         tasks = "  ".join(f"{t} {fmt(v)} ({n})" for t, (v, n) in res["per_task"].items() if n)
-        print(f"{rm}: AUC {fmt(res['on_policy_auc'])}, within a prompt {fmt(res['on_policy_within_prompt_auc'])} "
-              f"over {res['within_prompt_pairs']} pairs ({res['prompts']} prompts, {res['answers']} answers)\n  {tasks}")
+        print(
+            f"{rm}: AUC {fmt(res['on_policy_auc'])}, within a prompt {fmt(res['on_policy_within_prompt_auc'])} "
+            f"over {res['within_prompt_pairs']} pairs ({res['prompts']} prompts, {res['answers']} answers)\n  {tasks}"
+        )
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
     return out

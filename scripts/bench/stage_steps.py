@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
     out["sft"] = timed({"plain": full, "scored columns": scored}, data, list(lm.parameters()), a.reps,
                        linear_params(lm))
     out["adamw"] = optimizer_steps(list(lm.parameters()), 2 * a.reps)
-    del lm
+    lm = full = scored = None  # the SFT model's memory is freed before the reward model loads
     tok, data = batches("reward", a.model, a.batches)
     rm = ValueModel(load_reward_model(a.model, tok)).train()
     plain = lambda b: pairwise_loss(*end_scores(rm(b["input_ids"], b["attention_mask"]), b["end_index"]).chunk(2))
@@ -151,8 +151,11 @@ def main(argv=None) -> dict:
             print(f"{stage:8} {form:16} {r['s_per_step']:9.3f} {base / r['s_per_step']:8.2f}x {r['model_gflops']:8.1f} "
                   f"{r['matmul_fraction']:9.0%}   losses {r['losses']}")
     o = out["adamw"]
-    print(f"AdamW step over the SFT model's weights: plain {o['plain_s']:.3f} s, fused {o['fused_s']:.3f} s "
-          f"({o['plain_s'] / o['fused_s']:.2f}x); weights after {2 * a.reps + 1} steps differ by <= {o['max_weight_diff']:.1e}")
+    print(
+        f"AdamW step over the SFT model's weights: plain {o['plain_s']:.3f} s, fused {o['fused_s']:.3f} s "
+        f"({o['plain_s'] / o['fused_s']:.2f}x); "
+        f"weights after {2 * a.reps + 1} steps differ by <= {o['max_weight_diff']:.1e}"
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
     return out

@@ -46,7 +46,7 @@ def opt_config(shape: str, tok, max_len: int):
         try:
             h, n, heads, ffn = (int(x) for x in shape.split(","))
         except ValueError:
-            raise SystemExit(f"shape {shape!r}: use one of {', '.join(SHAPES)} or hidden,layers,heads,ffn")
+            raise SystemExit(f"shape {shape!r}: use one of {', '.join(SHAPES)} or hidden,layers,heads,ffn") from None
     proj = 512 if shape == "opt-350m" else h
     return OPTConfig(vocab_size=50272 if shape.startswith("opt-") else len(tok), hidden_size=h, num_hidden_layers=n,
                      num_attention_heads=heads, ffn_dim=ffn, word_embed_proj_dim=proj,
@@ -101,12 +101,30 @@ def build(a, tok, dev):
     from training.utils.model import ValueModel
 
     L = a.prompt_len + a.answer_len
-    cfg = parse_config(["--zero_stage", str(a.actor_zero_stage), "--per_device_train_batch_size", str(a.train_batch),
-                        "--critic_zero_stage", str(a.critic_zero_stage), "--learning_rate", "1e-6",
-                        "--critic_learning_rate", "1e-6", "--per_device_generation_batch_size", str(a.batch),
-                        "--per_device_training_batch_size", str(a.train_batch), "--max_answer_seq_len", str(a.answer_len),
-                        "--dtype", a.dtype, *(["--offload"] if a.offload else []), *(["--gradient_checkpointing"]
-                                                                                        if a.gradient_checkpointing else [])])
+    cfg = parse_config(
+        [
+            "--zero_stage",
+            str(a.actor_zero_stage),
+            "--per_device_train_batch_size",
+            str(a.train_batch),
+            "--critic_zero_stage",
+            str(a.critic_zero_stage),
+            "--learning_rate",
+            "1e-6",
+            "--critic_learning_rate",
+            "1e-6",
+            "--per_device_generation_batch_size",
+            str(a.batch),
+            "--per_device_training_batch_size",
+            str(a.train_batch),
+            "--max_answer_seq_len",
+            str(a.answer_len),
+            "--dtype",
+            a.dtype,
+            *(["--offload"] if a.offload else []),
+            *(["--gradient_checkpointing"] if a.gradient_checkpointing else []),
+        ]
+    )
     torch.manual_seed(0)
     actor = OPTForCausalLM(opt_config(a.actor, tok, L))
     plain = copy.deepcopy(actor)
@@ -254,20 +272,34 @@ def main(argv=None) -> dict:
     exp_flops = 2 * (2 * p_actor + 2 * p_critic) * B * L
     train_flops = 6 * (p_actor + p_critic) * B * L
     res = {
-        "device": torch.cuda.get_device_name(dev) if gpu else "cpu", "ranks": world_size(),
+        "device": torch.cuda.get_device_name(dev) if gpu else "cpu",
+        "ranks": world_size(),
         "dtype": str(next(he.engine.module.parameters()).dtype).replace("torch.", ""),
-        "actor": a.actor, "critic": a.critic, "actor_params_m": round(p_actor / 1e6, 1),
-        "critic_params_m": round(p_critic / 1e6, 1), "batch": B, "prompt_len": P, "answer_len": A,
-        "actor_zero_stage": a.actor_zero_stage, "critic_zero_stage": a.critic_zero_stage, "steps": a.steps,
-        "generation_s": round(mean["gen"], 3), "generation_tokens_per_s": round(B * A / mean["gen"], 1),
-        "experience_s": round(mean["exp"], 3), "training_s": round(mean["train"], 3),
-        "training_tokens_per_s": round(B * L / mean["train"], 1), "step_s": round(mean["step"], 3),
+        "actor": a.actor,
+        "critic": a.critic,
+        "actor_params_m": round(p_actor / 1e6, 1),
+        "critic_params_m": round(p_critic / 1e6, 1),
+        "batch": B,
+        "prompt_len": P,
+        "answer_len": A,
+        "actor_zero_stage": a.actor_zero_stage,
+        "critic_zero_stage": a.critic_zero_stage,
+        "steps": a.steps,
+        "generation_s": round(mean["gen"], 3),
+        "generation_tokens_per_s": round(B * A / mean["gen"], 1),
+        "experience_s": round(mean["exp"], 3),
+        "training_s": round(mean["train"], 3),
+        "training_tokens_per_s": round(B * L / mean["train"], 1),
+        "step_s": round(mean["step"], 3),
         "samples_per_s": round(B * world_size() / mean["step"], 3),
-        "tflops": {"generation": round(gen_flops / mean["gen"] / 1e12, 4),
-                   "experience": round(exp_flops / mean["exp"] / 1e12, 4),
-                   "training": round(train_flops / mean["train"] / 1e12, 4),
-                   "end_to_end": round((gen_flops + exp_flops + train_flops) / mean["step"] / 1e12, 4)},
-        "peak_memory_gb": round(max(peak_memory_gb(dev), *peak.values()), 3), "offload_idle_models": a.offload_idle_models,
+        "tflops": {
+            "generation": round(gen_flops / mean["gen"] / 1e12, 4),
+            "experience": round(exp_flops / mean["exp"] / 1e12, 4),
+            "training": round(train_flops / mean["train"] / 1e12, 4),
+            "end_to_end": round((gen_flops + exp_flops + train_flops) / mean["step"] / 1e12, 4),
+        },
+        "peak_memory_gb": round(max(peak_memory_gb(dev), *peak.values()), 3),
+        "offload_idle_models": a.offload_idle_models,
         "phase_peak_memory_gb": {k: round(v, 3) for k, v in peak.items()},
         # one decode step reads every actor weight once: that read at --bandwidth_gbs is the floor
         "decode_ms_per_step": round(secs["hybrid_engine"] / A * 1e3, 3),
@@ -300,26 +332,45 @@ def main(argv=None) -> dict:
 def table(r: dict) -> str:
     t = r["tflops"]
     rows = [
-        ("models", f"actor {r['actor']} ({r['actor_params_m']}M, ZeRO-{r['actor_zero_stage']}), critic {r['critic']} "
-                   f"({r['critic_params_m']}M, ZeRO-{r['critic_zero_stage']}), {r['dtype']}, {r['ranks']} rank(s), {r['device']}"),
+        (
+            "models",
+            f"actor {r['actor']} ({r['actor_params_m']}M, ZeRO-{r['actor_zero_stage']}), critic {r['critic']} "
+            f"({r['critic_params_m']}M, ZeRO-{r['critic_zero_stage']}), {r['dtype']}, {r['ranks']} rank(s), "
+            f"{r['device']}",
+        ),
         ("batch", f"{r['batch']} prompts x ({r['prompt_len']} + {r['answer_len']}) tokens"),
         ("generation", f"{r['generation_s']} s, {r['generation_tokens_per_s']} tokens/s, {t['generation']} TFLOP/s"),
         ("experience (actor, ref, critic, reward forwards)", f"{r['experience_s']} s, {t['experience']} TFLOP/s"),
-        ("training (actor + critic)", f"{r['training_s']} s, {r['training_tokens_per_s']} tokens/s, {t['training']} TFLOP/s"),
+        (
+            "training (actor + critic)",
+            f"{r['training_s']} s, {r['training_tokens_per_s']} tokens/s, {t['training']} TFLOP/s",
+        ),
         ("end to end", f"{r['step_s']} s per step, {r['samples_per_s']} samples/s, {t['end_to_end']} TFLOP/s"),
         ("peak memory", f"{r['peak_memory_gb']} GiB"),
-        ("peak memory per phase" + (" (idle models offloaded)" if r["offload_idle_models"] else ""),
-         ", ".join(f"{k} {v} GiB" for k, v in r["phase_peak_memory_gb"].items())),
-        ("decode step (greedy rollout / answer tokens)", f"{r['decode_ms_per_step']} ms; weight-read floor "
-                                                         f"{r['decode_floor_ms']} ms; weights read at "
-                                                         f"{r['decode_weight_gbs']} GB/s = "
-                                                         f"{r['decode_bandwidth_fraction']:.1%} of the memory bandwidth"),
-        ("training against the machine's fp32 matmul", "-" if r["training_matmul_fraction"] is None else
-         f"{r['training_matmul_fraction']:.1%}"),
+        (
+            "peak memory per phase" + (" (idle models offloaded)" if r["offload_idle_models"] else ""),
+            ", ".join(f"{k} {v} GiB" for k, v in r["phase_peak_memory_gb"].items()),
+        ),
+        (
+            "decode step (greedy rollout / answer tokens)",
+            f"{r['decode_ms_per_step']} ms; weight-read floor "
+            f"{r['decode_floor_ms']} ms; weights read at "
+            f"{r['decode_weight_gbs']} GB/s = "
+            f"{r['decode_bandwidth_fraction']:.1%} of the memory bandwidth",
+        ),
+        (
+            "training against the machine's fp32 matmul",
+            "-" if r["training_matmul_fraction"] is None else f"{r['training_matmul_fraction']:.1%}",
+        ),
         ("rollout: Hybrid Engine", f"{r['rollout_s']['hybrid_engine']} s"),
-        ("rollout: plain HF generate", f"{r['rollout_s']['plain_hf_generate']} s ({r['ratio_plain_over_he']}x the HE time)"),
-        ("rollout: generate through the engine", f"{r['rollout_s']['engine_generate']} s "
-                                                 f"({r['ratio_engine_generate_over_he']}x the HE time)"),
+        (
+            "rollout: plain HF generate",
+            f"{r['rollout_s']['plain_hf_generate']} s ({r['ratio_plain_over_he']}x the HE time)",
+        ),
+        (
+            "rollout: generate through the engine",
+            f"{r['rollout_s']['engine_generate']} s ({r['ratio_engine_generate_over_he']}x the HE time)",
+        ),
         ("greedy tokens equal to plain HF", ", ".join(f"{k}: {v}" for k, v in r["greedy_equal_to_plain"].items())),
     ]
     return "\n| phase | measured |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

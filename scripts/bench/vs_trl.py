@@ -65,8 +65,12 @@ RL_SCRIPT = "training/step3_rlhf_finetuning/main.py"
 CONFIGS = {"sft": "smollm2-step1.yaml", "rm": "smollm2-step2.yaml", "dpo": "smollm2-dpo.yaml",
            "grpo": "smollm2-grpo.yaml", "rloo": "smollm2-grpo.yaml", "grpo-preset": "smollm2-grpo.yaml",
            "ppo": "smollm2-step3.yaml"}
-SCRIPTS = {"sft": "training/step1_supervised_finetuning/main.py", "rm": "training/step2_reward_model_finetuning/main.py",
-           "dpo": "training/step2_reward_model_finetuning/dpo_main.py", **{w: RL_SCRIPT for w in RL}}
+SCRIPTS = {
+    "sft": "training/step1_supervised_finetuning/main.py",
+    "rm": "training/step2_reward_model_finetuning/main.py",
+    "dpo": "training/step2_reward_model_finetuning/dpo_main.py",
+    **{w: RL_SCRIPT for w in RL},
+}
 STAGE = {"sft": "sft", "rm": "reward", "dpo": "dpo", **{w: "rl" for w in RL}}
 PHASE = {"sft": 1, "rm": 2, "dpo": 2, **{w: 3 for w in RL}}
 
@@ -220,8 +224,16 @@ def trl_supervised(work: str, a, sft: str, out: Path) -> dict:
     else:
         from trl import DPOConfig, DPOTrainer
 
-        ds = Dataset.from_list([{"prompt_ids": r["chosen_ids"][:r["prompt_len"]], "chosen_ids": r["chosen_ids"][r["prompt_len"]:],
-                                 "rejected_ids": r["rejected_ids"][r["prompt_len"]:]} for r in rows])
+        ds = Dataset.from_list(
+            [
+                {
+                    "prompt_ids": r["chosen_ids"][: r["prompt_len"]],
+                    "chosen_ids": r["chosen_ids"][r["prompt_len"] :],
+                    "rejected_ids": r["rejected_ids"][r["prompt_len"] :],
+                }
+                for r in rows
+            ]
+        )
 
         class PreTokenized(DPOTrainer):        # the rows are this project's token ids: keep them as they are
             def _prepare_dataset(self, dataset, *args, **kwargs):
@@ -257,7 +269,10 @@ def trl_rl(work: str, a, sft: str, out: Path, curve=None) -> dict:
 
     def checker_reward(prompts, completions, completion_ids, **_):
         seen.extend(fingerprint(work, {"prompt_text": p}) for p in prompts[::a.answers])
-        return [checker(p, c.strip()) - penalty * (eos not in ids) for p, c, ids in zip(prompts, completions, completion_ids)]
+        return [
+            checker(p, c.strip()) - penalty * (eos not in ids)
+            for p, c, ids in zip(prompts, completions, completion_ids)
+        ]
 
     reward = checker_reward
     per_step = a.prompts * a.answers // cfg.rl.loss.per_device_training_batch_size   # optimizer steps per epoch
@@ -276,7 +291,11 @@ def trl_rl(work: str, a, sft: str, out: Path, curve=None) -> dict:
     else:
         from trl import GRPOConfig as Config, GRPOTrainer as Trainer
 
-        args = Config(**common, loss_type="dapo", scale_rewards="group" if cfg.rl.algo == "grpo" and cfg.rl.loss.std_normalize else "none")
+        args = Config(
+            **common,
+            loss_type="dapo",
+            scale_rewards="group" if cfg.rl.algo == "grpo" and cfg.rl.loss.std_normalize else "none",
+        )
     if work == "ppo":
         from training.utils.model import load_tokenizer
         from vs_trl_quality import reward_model_fn
@@ -288,8 +307,13 @@ def trl_rl(work: str, a, sft: str, out: Path, curve=None) -> dict:
             return score(prompts, completions, **kw)
 
         reward = reward_model_reward
-    lora = LoraConfig(r=cfg.lora.lora_dim, lora_alpha=cfg.lora.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora.lora_dim,
+        lora_alpha=cfg.lora.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
     trainer = Trainer(model=sft, reward_funcs=reward, args=args, train_dataset=ds, peft_config=lora)
     eos = trainer.processing_class.eos_token_id
     if curve is not None:
@@ -381,7 +405,9 @@ def our_result(work: str, out: Path) -> dict:
 def timed(cmd: list[str], log: Path) -> float:
     t0 = time.time()
     with open(log, "w") as fh:
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
+        rc = subprocess.run(
+            cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        ).returncode
     if rc != 0:
         sys.exit(f"{' '.join(cmd[:4])} ... failed (exit {rc}); see {log}")
     return time.time() - t0
@@ -400,7 +426,10 @@ def sft_model(a, out: Path) -> str:
     model = run / "actor-models" / "smollm2-135m"
     if not (model / "summary.json").is_file():
         print(f"training the starting SFT model into {run} (once)", flush=True)
-        timed([sys.executable, "train.py", "--step", "1", "--output-dir", str(run), "--seed", str(a.seed)], out / "sft.log")
+        timed(
+            [sys.executable, "train.py", "--step", "1", "--output-dir", str(run), "--seed", str(a.seed)],
+            out / "sft.log",
+        )
     return str(model)
 
 
@@ -408,7 +437,9 @@ def same_rows(work: str, run: dict, n: int) -> None:
     """Stop unless both sides trained on the same ``n`` rows in the same order."""
     ours_rows, trl_rows = run["ours"]["rows"][:n], run["trl"]["rows"][:n]
     if len(ours_rows) < n or ours_rows != trl_rows:
-        first = next((i for i, (x, y) in enumerate(zip(ours_rows, trl_rows)) if x != y), min(len(ours_rows), len(trl_rows)))
+        first = next(
+            (i for i, (x, y) in enumerate(zip(ours_rows, trl_rows)) if x != y), min(len(ours_rows), len(trl_rows))
+        )
         sys.exit(f"{work}: the two sides did not train on the same rows (this project {len(ours_rows)}, TRL "
                  f"{len(trl_rows)} of {n}; first difference at row {first})")
     run["rows_checked"] = n

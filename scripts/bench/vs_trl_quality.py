@@ -142,15 +142,19 @@ def reward_model(bench, a, sft: str, out: Path) -> str:
 
 
 def quality_args(bench, a, work: str, seed: int, sft: str):
-    """The settings of one time-to-quality run: its preset's batch shape and iterations (or ``--quality-iterations``)."""
+    """The settings of one time-to-quality run: its preset's batch shape and iterations
+    (or ``--quality-iterations``)."""
     from training.utils.arguments import parse_config
 
     q = argparse.Namespace(**vars(a))
     q.seed = seed
     preset = bench.ROOT / "training/configs" / bench.CONFIGS[work]
     cfg = parse_config(["--config", str(preset), "--model_name_or_path", sft, *bench.shared_flags(q)[work][:4]],
-                       "bench", stage="rl")                     # --seed, --algo: the preset's own sizes
-    q.iterations, q.prompts = a.quality_iterations or cfg.optim.max_steps, cfg.rl.rollout.per_device_generation_batch_size
+                       "bench", stage="rl")  # --seed, --algo: the preset's own sizes
+    q.iterations, q.prompts = (
+        a.quality_iterations or cfg.optim.max_steps,
+        cfg.rl.rollout.per_device_generation_batch_size,
+    )
     q.answers, q.max_new_tokens = cfg.rl.rollout.num_samples_per_prompt, cfg.data.max_answer_seq_len
     q.curve_every = max(1, q.iterations // a.quality_points)
     return q
@@ -179,9 +183,26 @@ def quality(bench, a, sft: str, out: Path, sft_rate: float) -> dict:
                                        d / "process.log")
                     res = bench.our_result(work, d) | {"points": json.loads((d / "curve.json").read_text())}
                 else:
-                    wall = bench.timed([sys.executable, bench.__file__, "--sft", sft, *bench.work_args(qa), "--trl-side",
-                                        work, "--trl-out", str(d), "--curve-every", str(qa.curve_every),
-                                        "--eval-prompts", str(a.eval_prompts), "--rm", a.rm], d / "process.log")
+                    wall = bench.timed(
+                        [
+                            sys.executable,
+                            bench.__file__,
+                            "--sft",
+                            sft,
+                            *bench.work_args(qa),
+                            "--trl-side",
+                            work,
+                            "--trl-out",
+                            str(d),
+                            "--curve-every",
+                            str(qa.curve_every),
+                            "--eval-prompts",
+                            str(a.eval_prompts),
+                            "--rm",
+                            a.rm,
+                        ],
+                        d / "process.log",
+                    )
                     res = json.loads((d / "trl_result.json").read_text())
                 res["process_s"] = wall
                 run[side] = res
@@ -234,9 +255,11 @@ def table(q: dict) -> str:
     for work, sides in q["summary"].items():
         for side, s in sides.items():
             t = f"{s['time_to_target_s']:.0f}" if s["time_to_target_s"] is not None else "-"
-            lines.append(f"| {NAMES[work]} | {SIDES[side]} | {s['seeds']} | "
-                         f"{s['final_mean']:.3f} ({s['final_min']:.3f}) | {s['loop_s']:.0f} | {s['reached']}/{s['seeds']} "
-                         f"| {t} | {s['at_common_s']:.3f} (at {s['common_s']:.0f} s) |")
+            lines.append(
+                f"| {NAMES[work]} | {SIDES[side]} | {s['seeds']} | "
+                f"{s['final_mean']:.3f} ({s['final_min']:.3f}) | {s['loop_s']:.0f} | {s['reached']}/{s['seeds']} "
+                f"| {t} | {s['at_common_s']:.3f} (at {s['common_s']:.0f} s) |"
+            )
     return "\n".join(lines)
 
 

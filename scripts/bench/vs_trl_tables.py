@@ -20,7 +20,7 @@ def table(results: dict) -> str:
             rs = [r[side] for r in runs if side in r]
             if not rs:
                 continue
-            med = lambda k: statistics.median(r[k] for r in rs)
+            med = lambda k, rs=rs: statistics.median(r[k] for r in rs)
             pr = ", ".join(f"{r['pass_rate']:.3f}" for r in rs if "pass_rate" in r) or "-"
             rate = f"{med('gflops_loop'):.1f} ({med('matmul_fraction'):.0%})" if "gflops_loop" in rs[0] else "-"
             lines.append(f"| {NAMES[work]} | {SIDES[side]} | {med('loop_s'):.1f} | "
@@ -36,10 +36,12 @@ def table(results: dict) -> str:
         lines += ["", "| RL loop, median s | side | generation | scoring + log-probs around it | training | loop |",
                   "|---|---|---|---|---|---|"]
         for w, side, rs in phased:
-            med = lambda k: statistics.median(r[k] for r in rs)
+            med = lambda k, rs=rs: statistics.median(r[k] for r in rs)
             lines.append(f"| {NAMES[w]} | {SIDES[side]} | {med('generation_s'):.1f} | "
                          f"{med('experience_s'):.1f} | {med('train_s'):.1f} | {med('loop_s'):.1f} |")
     if "sft_pass_rate" in results:
-        lines.append(f"\nSFT start: pass-rate {results['sft_pass_rate']:.3f} on {results['eval_prompts']} held-out prompts")
+        lines.append(
+            f"\nSFT start: pass-rate {results['sft_pass_rate']:.3f} on {results['eval_prompts']} held-out prompts"
+        )
     return "\n".join(lines)
 

@@ -55,7 +55,9 @@ def make_step(kind: str, share: bool, points=None, weight: float = 0.0):
             s = answer_end_scores(engine, pb, share)
             point = pointwise_loss(s, pb["label"])
             loss = loss + weight * point
-            metrics.update(pointwise_loss=point.item(), pointwise_acc=((s > 0).float() == pb["label"]).float().mean().item())
+            metrics.update(
+                pointwise_loss=point.item(), pointwise_acc=((s > 0).float() == pb["label"]).float().mean().item()
+            )
         return loss, metrics
     return step
 
@@ -110,9 +112,15 @@ def main(argv=None) -> dict:
             toks, st = tokenize_rows(comp.pairs, tok, 2, cfg.data)
             mixed = comparisons.mix(train_ds, Dataset.from_list(toks), m.policy_pair_weight, cfg.optim.seed) if toks \
                 else train_ds
-            run_ctx.log.info("training rows: %d dataset pairs + %d policy pairs (%d kept of %d) at weight %g -> %d rows",
-                             len(train_ds), len(mixed) - (len(train_ds) if m.policy_pair_weight < 1 else 0), len(toks),
-                             len(comp.pairs), m.policy_pair_weight, len(mixed))
+            run_ctx.log.info(
+                "training rows: %d dataset pairs + %d policy pairs (%d kept of %d) at weight %g -> %d rows",
+                len(train_ds),
+                len(mixed) - (len(train_ds) if m.policy_pair_weight < 1 else 0),
+                len(toks),
+                len(comp.pairs),
+                m.policy_pair_weight,
+                len(mixed),
+            )
             return mixed
         s = run_ctx.setup(2, load_reward_model, lambda tok: PairCollator(tok.pad_token_id), value_model, augment)
         engine = s.engine

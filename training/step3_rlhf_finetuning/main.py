@@ -43,7 +43,9 @@ from training.utils.stage import StageRun, run_cli
 def main(argv=None) -> dict:
     cfg = parse_config(argv, "Stage 3: RLHF with PPO or a critic-free algorithm", stage="rl")
     c, r = cfg.rl, cfg.rewards
-    dschat_reward = r.reward == ["model"] and not r.reward_model_name_or_path and bool(c.critic.critic_model_name_or_path)
+    dschat_reward = (
+        r.reward == ["model"] and not r.reward_model_name_or_path and bool(c.critic.critic_model_name_or_path)
+    )
     if dschat_reward:       # DeepSpeed-Chat's step 3: the critic path is the reward model too
         r.reward_model_name_or_path = c.critic.critic_model_name_or_path
     algo = algorithm(c)         # the algorithm's record, looked up once for every part below

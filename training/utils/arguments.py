@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import reward_sources
+from .source_kinds import syntaxes
 from .config import STAGE_SECTIONS, Config, ConfigError, all_fields, owners, section, top_sections
 from .rl import advantages
 from .rl.policy_losses import POLICY_LOSSES
@@ -140,6 +141,8 @@ def _help(f: dataclasses.Field, default: Any) -> str:
     text = f.metadata.get("help", "")
     if f.metadata.get("registry") == "algorithms":
         text += ": " + ", ".join(advantages.critic_free())
+    if f.metadata.get("sources"):
+        text += f"; one of: {syntaxes(f.metadata['sources'])}"
     # argparse %-formats help strings: a literal '%' (e.g. "2-4% of the rows") must be doubled
     return f"{text} (default: {default!r})".replace("%", "%%")
 

@@ -90,7 +90,7 @@ def list_checkpoints(output_dir) -> list[tuple[int, Path]]:
 
 def latest(output_dir) -> Optional[Path]:
     """The newest intact checkpoint; damaged ones are reported and skipped."""
-    for step, d in reversed(list_checkpoints(output_dir)):
+    for _step, d in reversed(list_checkpoints(output_dir)):
         why = verify(d)
         if why is None:
             return d

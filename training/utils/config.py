@@ -29,10 +29,11 @@ class ConfigError(ValueError):
 
 
 def _f(default: Any, help: str, *, aliases: tuple[str, ...] = (), choices: Optional[tuple] = None,
-       registry: str = ""):
+       registry: str = "", sources: str = ""):
     """A field with its help, DeepSpeed-Chat aliases and choices; ``registry`` names the registry whose
-    entries are the choices (``arguments.REGISTRIES``: filled when the command line is built)."""
-    meta = {"help": help, "aliases": aliases, "choices": choices, "registry": registry}
+    entries are the choices (``arguments.REGISTRIES``: filled when the command line is built); ``sources``
+    names the role its reward-source or labeller specs play (``source_kinds.ROLES``: the help lists them)."""
+    meta = {"help": help, "aliases": aliases, "choices": choices, "registry": registry, "sources": sources}
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -82,9 +83,12 @@ class ModelConfig:
                                       "--dropout 0)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory",
                                       aliases=("--actor_gradient_checkpointing",))
-    share_prompt_forward: bool = _f(True, "RL, DPO and reward-model forwards: a prompt shared by several rows (a group's "
-                                    "answers, a chosen / rejected pair) runs once and its KV cache is reused (off: every "
-                                    "row runs its prompt)")
+    share_prompt_forward: bool = _f(
+        True,
+        "RL, DPO and reward-model forwards: a prompt shared by several rows (a group's "
+        "answers, a chosen / rejected pair) runs once and its KV cache is reused (off: every "
+        "row runs its prompt)",
+    )
 
 
 @dataclass
@@ -180,9 +184,9 @@ class RewardModelConfig:
                                         "chosen/rejected pairs (InstructGPT's comparison data)")
     policy_model_name_or_path: str = _f("", "the policy whose answers are compared (empty: the model the reward "
                                             "model starts from, the SFT model in train.py's main job)")
-    labeller: str = _f("checker", "who ranks the sampled answers: checker (the bundled checker), rule:module:function, "
-                                  "an http(s) URL (the HTTP reward contract), judge:MODEL (a local causal LM "
-                                  "comparing two answers) or human:FILE (a filled-in --export_for_labelling file)")
+    labeller: str = _f("checker", "who ranks the sampled answers: the bundled checker, a rule, an HTTP endpoint (the "
+                                  "HTTP reward contract), a local causal LM comparing two answers (judge) or people "
+                                  "(human: a filled-in --export_for_labelling file)", sources="label")
     judge_template: str = _f("", "judge:MODEL's prompt, with {prompt}, {answer_a} and {answer_b} (empty: the "
                                  "built-in one asking which answer follows the instruction, reply A or B)")
     label_budget: int = _f(256, "labels to spend on policy comparisons: one per answer scored (rule, HTTP), one "
@@ -209,9 +213,12 @@ class RewardModelConfig:
 class DPOConfig:
     beta: float = _f(0.1, "DPO temperature: strength of the implicit KL to the reference")
     label_smoothing: float = _f(0.0, "conservative DPO: assumed share of flipped preference labels")
-    dpo_loss: str = _f("sigmoid", "offline preference loss: sigmoid (DPO), ipo, kto (pairs as desirable / undesirable), "
-                                  "simpo or orpo (these two need no reference model; for orpo beta is its lambda)",
-                       choices=("sigmoid", "ipo", "kto", "simpo", "orpo"))
+    dpo_loss: str = _f(
+        "sigmoid",
+        "offline preference loss: sigmoid (DPO), ipo, kto (pairs as desirable / undesirable), "
+        "simpo or orpo (these two need no reference model; for orpo beta is its lambda)",
+        choices=("sigmoid", "ipo", "kto", "simpo", "orpo"),
+    )
     simpo_gamma: float = _f(0.5, "SimPO's target margin gamma")
     kto_desirable_weight: float = _f(1.0, "KTO: weight of the desirable (chosen) answers' loss")
     kto_undesirable_weight: float = _f(1.0, "KTO: weight of the undesirable (rejected) answers' loss")
@@ -261,8 +268,11 @@ class RolloutConfig:
     vllm_enforce_eager: bool = _f(True, "vllm: eager mode (no torch.compile / CUDA graphs); faster start-up")
     vllm_max_model_len: int = _f(0, "vllm: longest prompt + answer it serves (0: twice max_prompt_seq_len + "
                                     "max_answer_seq_len, room for multi-turn rollouts)")
-    overlong_buffer_len: int = _f(0, "DAPO's overlong reward shaping: answers longer than max_answer_seq_len minus this "
-                                     "many tokens lose up to --overlong_penalty_factor, linearly (0: off)")
+    overlong_buffer_len: int = _f(
+        0,
+        "DAPO's overlong reward shaping: answers longer than max_answer_seq_len minus this "
+        "many tokens lose up to --overlong_penalty_factor, linearly (0: off)",
+    )
     overlong_penalty_factor: float = _f(1.0, "the overlong shaping's largest penalty (at max_answer_seq_len)")
     dynamic_filtering: bool = _f(False, "critic-free: drop groups whose samples all got the same reward")
     dynamic_sampling_max_batches: int = _f(4, "dapo: at most this many prompt batches per rollout batch are drawn to "
@@ -288,8 +298,13 @@ class KLConfig:
 @dataclass
 class PolicyLossConfig:
     """The policy update: its loss, clipping, reduction, batches and advantages."""
-    policy_loss: str = _f("", "the policy loss instead of the algorithm's own: clip (PPO's clipped surrogate), dual_clip, "
-                              "gspo (one ratio per answer); empty: the algorithm's", registry="policy_losses")
+
+    policy_loss: str = _f(
+        "",
+        "the policy loss instead of the algorithm's own: clip (PPO's clipped surrogate), dual_clip, "
+        "gspo (one ratio per answer); empty: the algorithm's",
+        registry="policy_losses",
+    )
     cliprange: float = _f(0.2, "PPO policy clip range")
     eps_clip_high: float = _f(0.0, "upper policy clip (0: same as cliprange)")
     dual_clip_c: float = _f(3.0, "dual_clip: the bound c on the objective of negative advantages (c x A)")
@@ -314,8 +329,11 @@ class PolicyLossConfig:
 @dataclass
 class PtxConfig:
     """InstructGPT's PPO-ptx: a language-model loss mixed into the actor's updates."""
-    unsup_coef: float = _f(0.0, "weight of the unsupervised language-model loss mixed into the actor updates "
-                                "(InstructGPT's PPO-ptx gamma; its data: --unsupervised_dataset_name, else the SFT slice)")
+    unsup_coef: float = _f(
+        0.0,
+        "weight of the unsupervised language-model loss mixed into the actor updates "
+        "(InstructGPT's PPO-ptx gamma; its data: --unsupervised_dataset_name, else the SFT slice)",
+    )
     unsupervised_dataset_name: str = _f("", "the unsupervised loss's text data: a hub dataset id or local dataset "
                                             "directory/file read with datasets.load_dataset (its 'text' column, else "
                                             "its first), cut into blocks of max_prompt_seq_len + max_answer_seq_len "
@@ -349,7 +367,10 @@ class EMAConfig:
 @dataclass
 class RLConfig:
     """Stage 3: the algorithm, and its settings by concern (flags keep their flat, DeepSpeed-Chat names)."""
-    offload_reference_model: bool = _f(False, "keep the frozen reference model's parameters in CPU memory (ZeRO-3 offload)")
+
+    offload_reference_model: bool = _f(
+        False, "keep the frozen reference model's parameters in CPU memory (ZeRO-3 offload)"
+    )
     offload_reward_model: bool = _f(False, "keep the frozen reward model's parameters in CPU memory (ZeRO-3 offload), "
                                            "like --offload_reference_model")
     offload_idle_models: bool = _f(False, "keep only the models a phase uses in device memory: the reference, the "
@@ -374,9 +395,8 @@ class RLConfig:
 @dataclass
 class RewardSourcesConfig:
     """Stage 3: where rewards come from and how a score is shaped before the advantage estimator."""
-    reward: list[str] = _f(["model"], "reward sources, weighted by reward_weights and summed: model (the "
-                                      "reward model), model:DIR, checker (the bundled checker), "
-                                      "rule:module:function, http(s)://URL")
+    reward: list[str] = _f(["model"], "reward sources, weighted by reward_weights and summed (model: the reward "
+                                      "model; checker: the bundled checker)", sources="reward")
     reward_weights: list[float] = _f([], "one weight per reward source (default: 1 each)")
     reward_timeout: float = _f(30.0, "seconds to wait for an HTTP reward endpoint")
     reward_model_name_or_path: str = _f("", "trained reward model directory (Stage 2 output)")
@@ -384,13 +404,13 @@ class RewardSourcesConfig:
     missing_eos_penalty: float = _f(0.0, "subtracted from the score of answers that never emit EOS")
     reward_clip: float = _f(5.0, "clip the sequence score to +-this (0: off)", aliases=("--clip_reward_value",))
     normalize_reward: bool = _f(False, "normalise scores with running mean/std")
-    judge: str = _f("", "a labeller (checker, rule:module:function, http(s) URL, judge:MODEL) whose verdicts on "
-                        "each iteration's rollouts are logged beside the reward, with their agreement (never a "
-                        "reward); empty: the bundled checker on the prompts that are its tasks")
-    eval_reward: list[str] = _f([], "reward sources (checker, rule:module:function, http(s) URL) that score the greedy "
-                                    "answers of stage 3's evaluation: their sum's mean is eval_reward, the share at "
-                                    "--eval_pass_threshold or more the pass_rate; empty: the rule and HTTP sources of "
-                                    "--reward, else the bundled checker on the prompts that are its tasks")
+    judge: str = _f("", "a labeller whose verdicts on each iteration's rollouts are logged beside the reward, with "
+                        "their agreement (never a reward); empty: the bundled checker on the prompts that are its "
+                        "tasks", sources="judge")
+    eval_reward: list[str] = _f([], "reward sources that score the greedy answers of stage 3's evaluation: their "
+                                    "sum's mean is eval_reward, the share at --eval_pass_threshold or more the "
+                                    "pass_rate; empty: the sources of --reward that are not a reward model, else the "
+                                    "bundled checker on the prompts that are its tasks", sources="metric")
     eval_pass_threshold: float = _f(1.0, "an evaluation answer passes when --eval_reward scores it this much or more")
     reward_refresh_interval: int = _f(0, "iterated RLHF (Llama 2): every N iterations, label the rollouts since the "
                                          "last refresh with --labeller and train the reward model on them (0: the "
@@ -408,15 +428,22 @@ class RewardSourcesConfig:
 @dataclass
 class ToolsConfig:
     """Stage 3: multi-turn rollouts, in which the model calls tools (or talks to an environment) between turns."""
-    tools: list[str] = _f([], "tools the model may call: bundled names (calculator) or module:function, comma-separated "
-                              "or repeated; each function's JSON schema comes from its type hints and docstring")
+
+    tools: list[str] = _f(
+        [],
+        "tools the model may call: bundled names (calculator) or module:function, comma-separated "
+        "or repeated; each function's JSON schema comes from its type hints and docstring",
+    )
     tool_parser: str = _f("hermes", "how tool calls are read from the model's text: a registered parser (hermes: "
                                     "<tool_call>{json}</tool_call>) or module:function (text -> tools.parsers.Parsed)")
     environment: str = _f("", "module:Class: an environment with reset(row) and step(messages), built once per "
                               "rollout, instead of the tool loop")
     max_turns: int = _f(4, "model turns per multi-turn rollout at most")
-    turn_stop: list[str] = _f([], "texts that end a model turn besides EOS, e.g. </tool_call> (the text is kept, and the "
-                                  "template's end-of-turn token is added after it, outside the action mask)")
+    turn_stop: list[str] = _f(
+        [],
+        "texts that end a model turn besides EOS, e.g. </tool_call> (the text is kept, and the "
+        "template's end-of-turn token is added after it, outside the action mask)",
+    )
     max_rollout_tokens: int = _f(0, "tokens after the prompt (the model's and the observations') per multi-turn "
                                     "rollout at most (0: max_turns x max_answer_seq_len and the observations)")
     tool_timeout: float = _f(10.0, "seconds a tool call may take; a slower call is answered with a timeout error")
@@ -443,7 +470,9 @@ class DSChatConfig:
     release_inference_cache: bool = _f(False, "no effect here: every generation's KV cache is freed when it ends")
     inference_tp_size: int = _f(1, "tensor-parallel degree of the Hybrid Engine's generation: only 1 (every rank "
                                    "generates its own rollouts with the whole actor, gathered under ZeRO-3)")
-    tp_gather_partition_size: int = _f(8, "no effect here: there is no tensor-parallel generation (--inference_tp_size)")
+    tp_gather_partition_size: int = _f(
+        8, "no effect here: there is no tensor-parallel generation (--inference_tp_size)"
+    )
     enable_mixed_precision_lora: bool = _f(False, "no effect here: ZeRO++ mixed-precision LoRA is not used; LoRA "
                                                   "weights train in the training dtype")
     align_overflow: bool = _f(False, "no effect here: each engine skips its own fp16-overflow steps")
@@ -513,10 +542,14 @@ class Config:
             raise ConfigError("prompt_curriculum weighs the groups named by --balance_key by the spread of the "
                               "answers to one prompt: set --balance_key (e.g. task) and num_samples_per_prompt >= 2")
         if p.rollout.overlong_buffer_len < 0 or p.rollout.overlong_buffer_len >= self.data.max_answer_seq_len:
-            raise ConfigError(f"overlong_buffer_len must be in [0, max_answer_seq_len = {self.data.max_answer_seq_len}), "
-                              f"got {p.rollout.overlong_buffer_len}")
+            raise ConfigError(
+                f"overlong_buffer_len must be in [0, max_answer_seq_len = {self.data.max_answer_seq_len}), "
+                f"got {p.rollout.overlong_buffer_len}"
+            )
         if p.rollout.dynamic_sampling_max_batches < 1:
-            raise ConfigError(f"dynamic_sampling_max_batches must be >= 1, got {p.rollout.dynamic_sampling_max_batches}")
+            raise ConfigError(
+                f"dynamic_sampling_max_batches must be >= 1, got {p.rollout.dynamic_sampling_max_batches}"
+            )
         k = p.curriculum
         if not (0 < k.curriculum_decay <= 1) or k.curriculum_prior < 0 or k.curriculum_floor < 0:
             raise ConfigError(f"curriculum_decay must be in (0, 1], curriculum_prior and curriculum_floor >= 0, got "
@@ -529,9 +562,6 @@ class Config:
         if r.reward_refresh_interval < 0:
             raise ConfigError(f"reward_refresh_interval must be >= 0, got {r.reward_refresh_interval}")
         if r.reward_refresh_interval:
-            if self.rm.labeller.startswith("human:"):
-                raise ConfigError("reward_refresh_interval labels new rollouts as they come: use a labeller that "
-                                  "answers at once (checker, rule:..., an http(s) URL, judge:MODEL), not human:FILE")
             if r.reward_refresh_center < 0:
                 raise ConfigError(f"reward_refresh_center must be >= 0, got {r.reward_refresh_center}")
             if r.reward_refresh_labels <= 0 or r.reward_refresh_steps <= 0 or r.reward_refresh_batch < 2:
@@ -565,14 +595,18 @@ class Config:
         if p.enable_test_mode and p.test_stop_step < 1:
             raise ConfigError("enable_test_mode stops stage 3 after --test_stop_step iterations: set it >= 1")
         if p.ptx.unsupervised_dataset_name and p.ptx.unsup_coef <= 0:
-            raise ConfigError(f"--unsupervised_dataset_name {p.ptx.unsupervised_dataset_name} feeds the unsupervised loss, "
-                              f"whose weight --unsup_coef is 0: set it (InstructGPT and DeepSpeed-Chat use 27.8)")
+            raise ConfigError(
+                f"--unsupervised_dataset_name {p.ptx.unsupervised_dataset_name} feeds the unsupervised loss, "
+                f"whose weight --unsup_coef is 0: set it (InstructGPT and DeepSpeed-Chat use 27.8)"
+            )
         t = self.tools
         if t.max_turns < 1 or t.max_rollout_tokens < 0 or t.tool_timeout <= 0 or t.max_tool_output_tokens < 1 \
                 or t.tool_workers < 0:
-            raise ConfigError(f"max_turns and max_tool_output_tokens must be >= 1, tool_timeout > 0, max_rollout_tokens "
-                              f"and tool_workers >= 0, got {t.max_turns}, {t.max_tool_output_tokens}, {t.tool_timeout}, "
-                              f"{t.max_rollout_tokens} and {t.tool_workers}")
+            raise ConfigError(
+                f"max_turns and max_tool_output_tokens must be >= 1, tool_timeout > 0, max_rollout_tokens "
+                f"and tool_workers >= 0, got {t.max_turns}, {t.max_tool_output_tokens}, {t.tool_timeout}, "
+                f"{t.max_rollout_tokens} and {t.tool_workers}"
+            )
         if t.tools and t.environment:
             raise ConfigError(f"--environment {t.environment} replaces the tool loop of --tools "
                               f"{' '.join(t.tools)}: give one (an environment runs its own tools)")
@@ -592,15 +626,34 @@ STAGE_SECTIONS = {
 }
 # fields whose owners differ from their section's: online DPO (stage 3) uses the DPO temperature;
 # only stage 3 generates answers; stage 3's reward-model refreshes label and pair as stage 2 does
-FIELD_STAGES = {"beta": ("dpo", "rl"), "tools": ("sft", "rl"), "max_answer_seq_len": ("rl",), "judge_template": ("reward", "rl"),
-                "labeller": ("reward", "rl"), "pair_rule": ("reward", "rl"),
-                # DeepSpeed-Chat flags: the stages whose DeepSpeed-Chat parser has them (DPO takes stage 1's and 2's)
-                "disable_dropout": ("reward", "dpo"), "eval_iters": ("reward",), "print_loss": ("sft", "reward", "dpo"),
-                "compute_fp32_loss": ("sft", "reward", "dpo", "rl"), "no_bf16_to_fp32_loss": ("reward", "dpo"),
-                "eot_token": ("sft", "dpo"), "num_padding_at_beginning": ("reward", "dpo", "rl"),
-                **{name: ("rl",) for name in ("enable_hybrid_engine", "unpin_actor_parameters", "release_inference_cache",
-                                              "inference_tp_size", "tp_gather_partition_size",
-                                              "enable_mixed_precision_lora", "align_overflow")}}
+FIELD_STAGES = {
+    "beta": ("dpo", "rl"),
+    "tools": ("sft", "rl"),
+    "max_answer_seq_len": ("rl",),
+    "judge_template": ("reward", "rl"),
+    "labeller": ("reward", "rl"),
+    "pair_rule": ("reward", "rl"),
+    # DeepSpeed-Chat flags: the stages whose DeepSpeed-Chat parser has them (DPO takes stage 1's and 2's)
+    "disable_dropout": ("reward", "dpo"),
+    "eval_iters": ("reward",),
+    "print_loss": ("sft", "reward", "dpo"),
+    "compute_fp32_loss": ("sft", "reward", "dpo", "rl"),
+    "no_bf16_to_fp32_loss": ("reward", "dpo"),
+    "eot_token": ("sft", "dpo"),
+    "num_padding_at_beginning": ("reward", "dpo", "rl"),
+    **{
+        name: ("rl",)
+        for name in (
+            "enable_hybrid_engine",
+            "unpin_actor_parameters",
+            "release_inference_cache",
+            "inference_tp_size",
+            "tp_gather_partition_size",
+            "enable_mixed_precision_lora",
+            "align_overflow",
+        )
+    },
+}
 
 
 def inert_flags(cfg: "Config") -> list[str]:

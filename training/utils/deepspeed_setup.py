@@ -1,4 +1,6 @@
-"""Building DeepSpeed engines for training and frozen inference: optimizer, lr schedule, ZeRO config, gradient checkpointing."""
+"""Building DeepSpeed engines for training and frozen inference: optimizer, lr schedule, ZeRO config,
+gradient checkpointing."""
+
 from __future__ import annotations
 
 import logging

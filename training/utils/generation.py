@@ -78,7 +78,9 @@ def answer_ends(tok, seq: torch.Tensor, prompt_width: int) -> torch.Tensor:
     """[B]: the index of each row's answer's last token: its first EOS after the prompt, else the last column."""
     new = seq[:, prompt_width:]
     eos = new == tok.eos_token_id
-    first = torch.where(eos.any(1), eos.float().argmax(1), torch.full_like(eos[:, 0], new.shape[1] - 1, dtype=torch.long))
+    first = torch.where(
+        eos.any(1), eos.float().argmax(1), torch.full_like(eos[:, 0], new.shape[1] - 1, dtype=torch.long)
+    )
     return first + prompt_width
 
 

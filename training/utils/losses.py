@@ -129,7 +129,9 @@ def register_preference_loss(name: str, needs_reference: bool = True) -> Callabl
 
 @register_preference_loss("sigmoid")
 def _dpo(pair: PairLogps, d):
-    return dpo_loss(pair.chosen, pair.rejected, pair.ref_chosen, pair.ref_rejected, d.beta, d.label_smoothing, "sigmoid")
+    return dpo_loss(
+        pair.chosen, pair.rejected, pair.ref_chosen, pair.ref_rejected, d.beta, d.label_smoothing, "sigmoid"
+    )
 
 
 @register_preference_loss("ipo")

@@ -26,6 +26,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from .source_kinds import SourceError, parse, register
+
 CHECKER = "training.utils.data.checker:reward"
 
 
@@ -175,19 +177,51 @@ class CombinedReward:
         return total
 
 
+@register("checker", "reward")
+def _checker(target: str, **_) -> RuleReward:
+    return RuleReward(CHECKER)
+
+
+@register("rule", "reward")
+def _rule(target: str, **_) -> RuleReward:
+    return RuleReward(target)
+
+
+@register("http", "reward")
+def _http(target: str, timeout: float = 30.0, **_) -> HTTPReward:
+    return HTTPReward(target, timeout)
+
+
+@register("model", "reward")
+def _model(target: str, load_model: Optional[Callable] = None, default_model: str = "", **_) -> ModelReward:
+    path = target or default_model
+    if not path:
+        raise RewardError("reward 'model' needs --reward_model_name_or_path (or model:DIR)")
+    if load_model is None:
+        raise RewardError(f"reward model {path!r}: no reward-model loader given")
+    return ModelReward(load_model(path), path)
+
+
 def needs_model(specs: Sequence[str]) -> list[str]:
-    """The reward-model paths among ``specs`` ('' for the default ``model``)."""
-    return [s.partition(":")[2] for s in specs if s == "model" or s.startswith("model:")]
+    """The reward-model paths among ``specs`` ('' for the default ``model``): the specs whose kind needs a loader."""
+    kinds = [parse(s, "reward") for s in specs]
+    return [target for k, target in kinds if k.reward is _model]
 
 
 def check(cfg) -> None:
-    """The rules of a config's reward sources (``ConfigError`` naming the flag)."""
+    """Every source spec of a config can play its flag's role (``ConfigError`` naming the flag)."""
     from .config import ConfigError
 
-    r = cfg.rewards
-    if needs_model(r.eval_reward):
-        raise ConfigError(f"eval_reward scores the evaluation with your own metric: use checker, rule:module:function "
-                          f"or an http(s) URL, not a reward model (got {' '.join(r.eval_reward)})")
+    r, m = cfg.rewards, cfg.rm
+    flags = [("reward", s, "reward") for s in r.reward] + [("eval_reward", s, "metric") for s in r.eval_reward]
+    flags += [("labeller", m.labeller, "judge" if r.reward_refresh_interval else "label")]
+    flags += [("judge", r.judge, "judge")] if r.judge else []
+    for flag, spec, role in flags:
+        try:
+            parse(spec, role)
+        except SourceError as e:
+            why = " (as --reward_refresh_interval needs)" if role == "judge" and flag == "labeller" else ""
+            raise ConfigError(f"--{flag}: {e}{why}") from e
     if r.reward_refresh_interval and len(needs_model(r.reward)) != 1:
         raise ConfigError(f"reward_refresh_interval trains the reward model during stage 3: --reward must name "
                           f"exactly one reward model, got {' '.join(r.reward)}")
@@ -195,25 +229,14 @@ def check(cfg) -> None:
 
 def build_reward(specs: Sequence[str], weights: Sequence[float] = (), load_model: Optional[Callable] = None,
                  default_model: str = "", timeout: float = 30.0) -> CombinedReward:
-    """Parse reward specs; ``load_model(path)`` builds a frozen reward model for ``model`` specs."""
+    """The weighted sum of ``specs``' sources; ``load_model(path)`` builds a frozen reward model for ``model``."""
     sources = []
     for spec in specs:
-        if spec == "model" or spec.startswith("model:"):
-            path = spec.partition(":")[2] or default_model
-            if not path:
-                raise RewardError("reward 'model' needs --reward_model_name_or_path (or model:DIR)")
-            if load_model is None:
-                raise RewardError(f"reward {spec!r}: no reward-model loader given")
-            sources.append(ModelReward(load_model(path), path))
-        elif spec == "checker":
-            sources.append(RuleReward(CHECKER))
-        elif spec.startswith(("http://", "https://")):
-            sources.append(HTTPReward(spec, timeout))
-        elif ":" in spec:
-            sources.append(RuleReward(spec[5:] if spec.startswith("rule:") else spec))
-        else:
-            raise RewardError(f"unknown reward source {spec!r}: use model, model:DIR, checker, "
-                              "rule:module:function or an http(s) URL")
+        try:
+            kind, target = parse(spec, "reward")
+        except SourceError as e:
+            raise RewardError(str(e)) from e
+        sources.append(kind.reward(target, load_model=load_model, default_model=default_model, timeout=timeout))
     w = list(weights) or [1.0] * len(sources)
     if len(w) != len(sources):
         raise RewardError(f"{len(w)} weights for {len(sources)} reward sources")
@@ -224,7 +247,7 @@ def eval_metric(cfg, log) -> Optional[CombinedReward]:
     """Stage 3's evaluation metric: ``--eval_reward``, else the rule and HTTP sources of ``--reward`` (each at
     weight 1), else None (the bundled checker on its tasks)."""
     r = cfg.rewards
-    specs = r.eval_reward or [s for s in r.reward if s not in ("model",) and not s.startswith("model:")]
+    specs = r.eval_reward or [s for s in r.reward if "metric" in parse(s, "reward")[0].roles]
     if not specs:
         log.info("evaluation: the bundled checker's pass-rate on the prompts that are its tasks")
         return None

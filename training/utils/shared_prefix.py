@@ -118,7 +118,9 @@ def prefix_cache(model, seq: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor
     first, inverse = groups
     ids, mask, p = seq[first, :start], attn[first, :start], pos[first, :start]
     if lm:
-        cache = model(input_ids=ids, attention_mask=mask, position_ids=p, use_cache=True, logits_to_keep=1).past_key_values
+        cache = model(
+            input_ids=ids, attention_mask=mask, position_ids=p, use_cache=True, logits_to_keep=1
+        ).past_key_values
     else:
         cache = model(input_ids=ids, attention_mask=mask, position_ids=p, use_cache=True)[1]
     if per_row:

@@ -9,7 +9,9 @@ import torch
 IGNORE = -100
 
 
-def pad_sequences(seqs: list[list[int]], pad_id: int, left: bool, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_sequences(
+    seqs: list[list[int]], pad_id: int, left: bool, multiple: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, attention mask) of ``seqs`` padded to one width, on the left or on the right."""
     n = max(len(s) for s in seqs)
     n = -(-n // multiple) * multiple
@@ -34,7 +36,9 @@ class SFTCollator:
     pad_to_multiple_of: int = 1
 
     def __call__(self, rows: list[dict]) -> dict:
-        ids, mask = pad_sequences([list(r["input_ids"]) for r in rows], self.pad_token_id, False, self.pad_to_multiple_of)
+        ids, mask = pad_sequences(
+            [list(r["input_ids"]) for r in rows], self.pad_token_id, False, self.pad_to_multiple_of
+        )
         labels = ids.clone()
         labels[mask == 0] = IGNORE
         if self.loss_on == "answer":
@@ -65,7 +69,9 @@ class PromptCollator:
     pad_to_multiple_of: int = 1
 
     def __call__(self, rows: list[dict]) -> dict:
-        ids, mask = pad_sequences([list(r["prompt_ids"]) for r in rows], self.pad_token_id, True, self.pad_to_multiple_of)
+        ids, mask = pad_sequences(
+            [list(r["prompt_ids"]) for r in rows], self.pad_token_id, True, self.pad_to_multiple_of
+        )
         out = {"input_ids": ids, "attention_mask": mask}
         for key in ("prompt_text", "group"):          # the checker's task, the curriculum's group
             if key in rows[0]:

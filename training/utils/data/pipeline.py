@@ -218,14 +218,26 @@ def collect_rows(d: DataConfig, phase: int, seed: int, sources=None) -> dict[str
 
 def cache_key(d: DataConfig, tokenizer, phase: int, seed: int, sources=None, tools: tuple = ()) -> str:
     main, sft_only = sources or phase_sources(d, phase)
-    blob = json.dumps({"tools": list(tools),
-        "v": CACHE_VERSION, "phase": phase, "seed": seed, "sources": [s.fingerprint for s in main],
-        "sft_only": [s.fingerprint for s in sft_only],
-        "split": parse_split(d.data_split), "eval_fraction": d.eval_fraction,
-        "lens": [d.max_seq_len, d.max_prompt_seq_len], "truncation": d.truncation,
-        "template": d.template, "caps": [d.max_train_samples, d.max_eval_samples], "dedup": d.dedup, "balance": d.balance_key,
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-    }, sort_keys=True)
+    blob = json.dumps(
+        {
+            "tools": list(tools),
+            "v": CACHE_VERSION,
+            "phase": phase,
+            "seed": seed,
+            "sources": [s.fingerprint for s in main],
+            "sft_only": [s.fingerprint for s in sft_only],
+            "split": parse_split(d.data_split),
+            "eval_fraction": d.eval_fraction,
+            "lens": [d.max_seq_len, d.max_prompt_seq_len],
+            "truncation": d.truncation,
+            "template": d.template,
+            "caps": [d.max_train_samples, d.max_eval_samples],
+            "dedup": d.dedup,
+            "balance": d.balance_key,
+            "tokenizer": tokenizer_fingerprint(tokenizer),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

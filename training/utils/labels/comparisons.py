@@ -21,6 +21,7 @@ from ..data.format import answer_token_ids, prompt_token_ids, render_answer, ren
 from ..distributed import barrier, is_main
 from ..shared_prefix import score_rows
 from .human import read_human_labels, write_jsonl
+from ..source_kinds import parse
 from .labellers import DEFAULT_JUDGE_TEMPLATE, build_labeller
 from .policy import Sampler, collect_pairs, comparison_rows, label_rows, on_policy_auc, pair_rows, unique_prompts
 
@@ -55,7 +56,8 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
     from ..data.pipeline import collect_rows
 
     m = cfg.rm
-    human = read_human_labels(m.labeller[6:]) if m.labeller.startswith("human:") else None    # (pairs, counts)
+    kind, target = parse(m.labeller, "label")
+    human = read_human_labels(target) if kind.offline else None    # (pairs, counts)
     if is_main():
         rows = collect_rows(cfg.data, 2, cfg.optim.seed)
         torch.manual_seed(cfg.optim.seed)
@@ -64,7 +66,7 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
         if human is not None:      # people's verdicts: nothing to sample or ask
             pairs, counts = human
             stats.update(human_rows=counts, labels=counts["rows"], pairs=len(pairs))
-            log.info("human labels %s: %d rows (%s): %d pairs", m.labeller[6:], counts["rows"],
+            log.info("human labels %s: %d rows (%s): %d pairs", target, counts["rows"],
                      ", ".join(f"{k} {v}" for k, v in counts.items() if k != "rows"), len(pairs))
         else:
             labeller = _labeller(cfg)
@@ -107,7 +109,9 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
         pairs = human[0]
     else:
         pairs = read_pairs(out / PAIRS_FILE)
-    labels = [{"prompt": to_messages(r["prompt"]), "answer": r["answer"], "label": r["label"]} for r in read(LABELS_FILE)]
+    labels = [
+        {"prompt": to_messages(r["prompt"]), "answer": r["answer"], "label": r["label"]} for r in read(LABELS_FILE)
+    ]
     return Comparisons(pairs, read(EVAL_FILE), stats, labels)
 
 

@@ -22,6 +22,8 @@ import math
 from typing import Sequence
 
 from ..data.sources import DataError
+from ..reward_sources import RewardError
+from ..source_kinds import SourceError, parse, register
 from .ranking import copeland_scores
 
 DEFAULT_JUDGE_TEMPLATE = (
@@ -48,8 +50,6 @@ class ScoreLabeller:
         self.source, self.name = source, name
 
     def scores(self, prompt: str, answers: Sequence[str], row: int) -> tuple[list[float], int]:
-        from ..reward_sources import RewardError
-
         try:
             vals = self.source.score_texts([prompt] * len(answers), list(answers)).tolist()
         except RewardError as e:
@@ -113,7 +113,9 @@ class JudgeLabeller:
     def scores(self, prompt: str, answers: Sequence[str], row: int) -> tuple[list[float], int]:
         k = len(answers)
         pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
-        both = [(prompt, answers[i], answers[j]) for i, j in pairs] + [(prompt, answers[j], answers[i]) for i, j in pairs]
+        both = [(prompt, answers[i], answers[j]) for i, j in pairs] + [
+            (prompt, answers[j], answers[i]) for i, j in pairs
+        ]
         p = self.prefer_first(both)
         if any(not math.isfinite(x) for x in p):
             raise LabelError(f"labeller {self.name}: row {row}: non-finite judge probabilities")
@@ -125,23 +127,20 @@ class JudgeLabeller:
         return copeland_scores(k, verdicts), n
 
 
-def build_labeller(spec: str, judge_template: str = DEFAULT_JUDGE_TEMPLATE, timeout: float = 30.0):
-    """The labeller of ``--labeller`` (not ``human:FILE``, whose pairs are read, not asked for)."""
-    from ..reward_sources import CHECKER, HTTPReward, RewardError, RuleReward
+@register("judge", "label")
+def _judge(target: str, judge_template: str = DEFAULT_JUDGE_TEMPLATE, **_) -> JudgeLabeller:
+    return JudgeLabeller(target, judge_template)
 
+
+def build_labeller(spec: str, judge_template: str = DEFAULT_JUDGE_TEMPLATE, timeout: float = 30.0):
+    """The labeller of ``--labeller``: the kind's own (a judge), else one scoring with the kind's reward source
+    (checker, rule, HTTP). Not ``human:FILE``, whose pairs are read, not asked for."""
     try:
-        if spec == "checker":
-            return ScoreLabeller(RuleReward(CHECKER), "checker")
-        if spec.startswith(("http://", "https://")):
-            return ScoreLabeller(HTTPReward(spec, timeout), spec)
-        if spec.startswith("judge:") and spec[6:]:
-            return JudgeLabeller(spec[6:], judge_template)
-        if spec.startswith("human:"):
-            raise LabelError(f"labeller {spec!r}: human labels are read from their file, not asked for")
-        if ":" in spec:
-            target = spec[5:] if spec.startswith("rule:") else spec
-            return ScoreLabeller(RuleReward(target), f"rule:{target}")
-    except RewardError as e:
+        kind, target = parse(spec, "label")
+        if kind.offline:
+            raise LabelError(f"labeller {spec!r}: its labels are read from their file, not asked for")
+        if kind.label is not None:
+            return kind.label(target, judge_template=judge_template)
+        return ScoreLabeller(kind.reward(target, timeout=timeout), spec)
+    except (SourceError, RewardError) as e:
         raise LabelError(f"labeller {spec!r}: {e}") from e
-    raise LabelError(f"unknown labeller {spec!r}: use checker, rule:module:function, an http(s) URL, "
-                     "judge:MODEL or human:FILE")

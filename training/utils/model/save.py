@@ -47,7 +47,7 @@ def merge_lora_state_dict(model, sd: dict) -> dict:
     """peft state dict -> plain base-model state dict with W += scaling * B @ A."""
     adapter = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapters[0]
     scaling = {n: m.scaling[adapter] for n, m in model.named_modules() if hasattr(m, "scaling")
-               and isinstance(getattr(m, "scaling"), dict) and adapter in m.scaling}
+               and isinstance(m.scaling, dict) and adapter in m.scaling}
     fan_in_fan_out = model.peft_config[adapter].fan_in_fan_out
     out = {}
     for name, t in sd.items():

@@ -150,16 +150,24 @@ class ExperienceMaker:
         if c.loss.group_baseline:
             score = group_advantages(score, n, "mean", std_normalize=False)
         zeros = torch.zeros_like(action)
-        rewards, kl = shape_rewards(score, zeros if old_logp is None else old_logp, zeros if ref_logp is None else ref_logp,
-                                    action, self.kl_coef() if self.kl_in_reward else 0.0,
-                                    self.r.reward_clip, c.kl.kl_estimator)
+        rewards, kl = shape_rewards(
+            score,
+            zeros if old_logp is None else old_logp,
+            zeros if ref_logp is None else ref_logp,
+            action,
+            self.kl_coef() if self.kl_in_reward else 0.0,
+            self.r.reward_clip,
+            c.kl.kl_estimator,
+        )
         adv, ret = self.est.fn(rewards, action, values=values, group=n, baseline=baseline, gamma=c.loss.gamma,
                                lam=c.loss.lam,
                                std_normalize=self.std_normalize)
         if self.est.critic and c.loss.whiten_advantages:
             adv = masked_whiten(adv, action)
         keep = torch.ones_like(raw, dtype=torch.bool)
-        if c.rollout.dynamic_filtering or self.est.dynamic_sampling or self.loss.pairs:    # a tied pair states no preference
+        if (
+            c.rollout.dynamic_filtering or self.est.dynamic_sampling or self.loss.pairs
+        ):  # a tied pair states no preference
             silent = silent_groups(sequence_scores(rewards, action), adv.abs().amax(1), n, self.est.greedy_baseline)
             keep = ~silent.repeat_interleave(n)
         metrics = {

@@ -15,7 +15,9 @@ from ..reward_sources import build_reward
 
 def build_actor(cfg, tok, updates: int) -> HybridEngine:
     c = cfg.rl
-    actor_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=c.loss.per_device_training_batch_size))
+    actor_cfg = replace(
+        cfg, optim=replace(cfg.optim, per_device_train_batch_size=c.loss.per_device_training_batch_size)
+    )
     actor = load_causal_lm(cfg.model.model_name_or_path, tok, trust_remote_code=cfg.model.trust_remote_code,
                            dropout=0.0 if c.disable_actor_dropout else cfg.model.dropout, seed=cfg.optim.seed)
     return HybridEngine(build_train_engine(apply_lora(actor, cfg.lora), actor_cfg, updates), tok, cfg.ds.zero_stage)
@@ -64,12 +66,23 @@ def build_critic(cfg, tok, updates: int, algorithm: Algorithm):
         return None
     name = c.critic.critic_model_name_or_path or cfg.rewards.reward_model_name_or_path or cfg.model.model_name_or_path
     k = c.critic
-    critic_cfg = replace(cfg, optim=replace(cfg.optim, per_device_train_batch_size=c.loss.per_device_training_batch_size,
-                                            learning_rate=k.critic_learning_rate, weight_decay=k.critic_weight_decay),
-                         lora=replace(cfg.lora, lora_dim=k.critic_lora_dim, only_optimize_lora=k.critic_lora_dim > 0,
-                                      lora_module_name=c.critic.critic_lora_module_name,
-                                      lora_learning_rate=c.critic.critic_lora_learning_rate),
-                         model=replace(cfg.model, gradient_checkpointing=c.critic.critic_gradient_checkpointing))
+    critic_cfg = replace(
+        cfg,
+        optim=replace(
+            cfg.optim,
+            per_device_train_batch_size=c.loss.per_device_training_batch_size,
+            learning_rate=k.critic_learning_rate,
+            weight_decay=k.critic_weight_decay,
+        ),
+        lora=replace(
+            cfg.lora,
+            lora_dim=k.critic_lora_dim,
+            only_optimize_lora=k.critic_lora_dim > 0,
+            lora_module_name=c.critic.critic_lora_module_name,
+            lora_learning_rate=c.critic.critic_lora_learning_rate,
+        ),
+        model=replace(cfg.model, gradient_checkpointing=c.critic.critic_gradient_checkpointing),
+    )
     model = apply_lora(load_reward_model(name, tok, seed=cfg.optim.seed,
                                          dropout=0.0 if c.critic.disable_critic_dropout else c.critic.critic_dropout),
                        critic_cfg.lora)

@@ -142,9 +142,13 @@ class MultiTurn:
                 logp[i, width_p - 1:width_p - 1 + t] = torch.tensor(logps[i])
         end = torch.tensor([width_p + len(t) - 1 for t in tail])
         out = dict(batch)
-        out.update(input_ids=seq[:, :width_p].to(dev), attention_mask=attn[:, :width_p].to(dev), answers=answers,
-                   columns=[{**c, "conversation": conv, "tool_calls": cl} for c, conv, cl in zip(columns, convs, calls)],
-                   env_reward=torch.tensor(env_reward, device=dev))
+        out.update(
+            input_ids=seq[:, :width_p].to(dev),
+            attention_mask=attn[:, :width_p].to(dev),
+            answers=answers,
+            columns=[{**c, "conversation": conv, "tool_calls": cl} for c, conv, cl in zip(columns, convs, calls)],
+            env_reward=torch.tensor(env_reward, device=dev),
+        )
         metrics = {**self._metrics(calls, turns, sampled, env_reward), **getattr(self.engine, "metrics", {})}
         g = Generated(seq.to(dev), attn.to(dev), action.to(dev), end.to(dev), torch.tensor(has_eos, device=dev),
                       None if logp is None else logp.to(dev), metrics)

@@ -147,7 +147,9 @@ class RLLoop:
         """The run in a few lines: its parts, each describing itself."""
         parts = [f"{self.c.algo.upper()}: {self.iterations} iterations", self.maker.describe(), self.trainer.describe()]
         if self.curriculum is not None:
-            parts.append(f"prompt curriculum over {len(self.curriculum.names)} groups ({', '.join(self.curriculum.names)})")
+            parts.append(
+                f"prompt curriculum over {len(self.curriculum.names)} groups ({', '.join(self.curriculum.names)})"
+            )
         return "\n  ".join(parts)
 
     def evaluate(self) -> dict:

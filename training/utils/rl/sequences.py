@@ -53,7 +53,9 @@ def action_logprobs(model, seq, attn, pos, action_mask, temperature: float = 1.0
     return widen(lp, start), ent, start
 
 
-def causal_logprobs(model, seq, attn, pos, temperature: float = 1.0, start: int = 0, share: bool = False) -> torch.Tensor:
+def causal_logprobs(
+    model, seq, attn, pos, temperature: float = 1.0, start: int = 0, share: bool = False
+) -> torch.Tensor:
     """Log-probs of seq[:, 1:] under ``model`` at the sampling temperature (logits / T), [B, L-1];
     computed for states >= ``start`` only (0 before it)."""
     return widen(state_logprobs(model, seq, attn, pos, start, temperature, share)[0], start)

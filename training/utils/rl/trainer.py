@@ -77,11 +77,13 @@ class RLTrainer:
     def describe(self) -> str:
         c = self.c
         critic = f", critic ZeRO-{c.critic.critic_zero_stage}" if self.critic is not None else ""
-        return (f"updates: policy loss {self.loss.name} ({self.loss_agg} reduction), {c.loss.ppo_epochs} epoch(s) of "
-                f"micro-batches of {c.loss.per_device_training_batch_size}, actor ZeRO-{self.actor_zero_stage}{critic}; "
-                f"KL coef {c.kl.kl_coef:g}{' (adaptive)' if self.kl is not None else ''}"
-                f"{'; EMA actor' if self.ema is not None else ''}"
-                f"{f'; unsupervised loss x {c.ptx.unsup_coef:g}' if self.unsup_iter is not None else ''}")
+        return (
+            f"updates: policy loss {self.loss.name} ({self.loss_agg} reduction), {c.loss.ppo_epochs} epoch(s) of "
+            f"micro-batches of {c.loss.per_device_training_batch_size}, actor ZeRO-{self.actor_zero_stage}{critic}; "
+            f"KL coef {c.kl.kl_coef:g}{' (adaptive)' if self.kl is not None else ''}"
+            f"{'; EMA actor' if self.ema is not None else ''}"
+            f"{f'; unsupervised loss x {c.ptx.unsup_coef:g}' if self.unsup_iter is not None else ''}"
+        )
 
     def state_dict(self) -> dict:
         """What a resumed run needs besides the engines (the EMA weights go to their own file)."""
@@ -119,7 +121,7 @@ class RLTrainer:
                                  clip_high=c.loss.eps_clip_high, agg=self.loss_agg, length=self.max_new_tokens,
                                  dual_clip_c=c.loss.dual_clip_c, ref_logp=e.ref_logp, beta=self.dpo_beta)
         out = {"pg_loss": loss.item(), **out}
-        if e.old_logp is None and e.rollout_logp is not None:    # the on-policy update: its forward is the training side
+        if e.old_logp is None and e.rollout_logp is not None:  # the on-policy update: its forward is the training side
             out.update(logprob_gap(e.rollout_logp, logp.detach(), e.action_mask))
         if self.kl_coef() > 0 and not self.kl_in_reward and self.has_ref and not self.loss.pairs:
             kl_term = aggregate(kl_estimate(logp, e.ref_logp, "k3"), e.action_mask, self.loss_agg, self.max_new_tokens)
