@@ -29,10 +29,9 @@ from launch.plan import SFT_INIT, STAGES, Plan, no_ssh_settings
 from launch.report import build_report, table
 from launch.report_html import write_report_html
 from inference.passrate import EVAL_ENGINES
-from training.utils.rl.advantages import ESTIMATORS, critic_free
+from training.utils.algorithms import ALGORITHMS, described
 
 ROOT = Path(__file__).resolve().parent
-CRITIC_FREE = critic_free()     # grpo, dr_grpo, rloo, remax, ...: from the algorithm registry
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -40,7 +39,8 @@ def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  allow_abbrev=False)
     ap.add_argument("--step", type=int, nargs="+", default=None, choices=sorted(STAGES),
-                    help="stages to run, in order (default: 1 2 3; --algo dpo: 1 2; the critic-free algorithms: 1 3)")
+                    help="stages to run, in order (default: the algorithm's: 1 2 3 for ppo, 1 2 for the offline "
+                         "losses, 1 3 for the critic-free algorithms)")
     ap.add_argument("--actor-model", default="smollm2-135m", help="actor model (name, alias or directory)")
     ap.add_argument("--reward-model", default=SFT_INIT,
                     help="model the reward model starts from (name, alias or directory); default: the Stage 1 "
@@ -55,10 +55,8 @@ def parse(argv):
     ap.add_argument(
         "--algo",
         default="ppo",
-        choices=("dpo", *ESTIMATORS),
-        help="ppo: stage 2 trains a reward model, stage 3 runs PPO; dpo: stage 2 runs DPO on the "
-        "SFT actor; " + "/".join(CRITIC_FREE) + ": stage 3 without a critic, rewarded by the rule in the "
-        "preset (the bundled checker), so stages 1 and 3 only",
+        choices=tuple(ALGORITHMS),
+        help=described(),
     )
     ap.add_argument("--deployment-type", default="single_gpu", choices=("single_gpu", "single_node", "multi_node"))
     ap.add_argument("--num-processes", type=int, default=0,
@@ -183,7 +181,7 @@ def main(argv=None) -> dict:
         default = [s for s in default if s != 1]
     steps = sorted(set(args.step or default))
     if plan.offline and 3 in steps:
-        sys.exit("--algo dpo replaces stages 2 and 3 with DPO: use --step 1 2")
+        sys.exit(f"--algo {plan.algo} replaces stages 2 and 3 with an offline loss in stage 2: use --step 1 2")
     out = Path(args.output_dir)
     if not args.dry_run:
         check_models(args, steps)

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.utils.rl.advantages import estimator_for
+from training.utils.algorithms import algorithm
 
 ROOT = Path(__file__).resolve().parents[1]
 SFT_INIT = "sft"     # --reward-model default: start the reward model from the Stage 1 output
@@ -33,7 +33,7 @@ SFT = StageSpec(
 REWARD = StageSpec(2, "reward", "step2_reward_model_finetuning/main.py", "reward-models", "the reward model (--step 2)")
 DPO = StageSpec(2, "dpo", "step2_reward_model_finetuning/dpo_main.py", "actor-models", "the DPO model (--step 2)")
 RL = StageSpec(3, "rl", "step3_rlhf_finetuning/main.py", "step3-models", "the RL model (--step 3)")
-STAGES = {1: SFT, 2: REWARD, 3: RL}         # stage 2 is DPO for --algo dpo
+STAGES = {1: SFT, 2: REWARD, 3: RL}  # stage 2 is DPO for the offline algorithms
 
 
 def model_tag(name: str) -> str:
@@ -41,18 +41,19 @@ def model_tag(name: str) -> str:
 
 
 class Plan:
-    """What ``--algo`` and the run's models ask of the pipeline, looked up once: ``offline`` (DPO-family
-    losses replace stages 2 and 3), ``critic`` (PPO: stage 3 reads the reward model and trains a critic)."""
+    """What ``--algo`` and the run's models ask of the pipeline, looked up once: ``alg`` (its record in
+    ``training.utils.algorithms``), ``offline`` (DPO-family losses replace stages 2 and 3), ``critic`` (PPO:
+    stage 3 reads the reward model and trains a critic)."""
 
     def __init__(self, args):
         self.args, self.algo = args, args.algo
-        self.offline = args.algo == "dpo"
-        self.critic = not self.offline and estimator_for(args.algo).critic
+        self.alg = algorithm(args.algo)
+        self.offline, self.critic = self.alg.offline, self.alg.critic
         self.rm_from_sft = args.reward_model == SFT_INIT
 
     @property
     def default_steps(self) -> list[int]:
-        return [1, 2] if self.offline else [1, 2, 3] if self.critic else [1, 3]
+        return list(self.alg.stages)
 
     def spec(self, step: int) -> StageSpec:
         return DPO if step == 2 and self.offline else STAGES[step]
@@ -60,7 +61,7 @@ class Plan:
     def output(self, step: int) -> Path:
         a, out = self.args, Path(self.args.output_dir)
         if step == 2 and self.offline:
-            return out / DPO.folder / (model_tag(a.actor_model) + "-dpo")
+            return out / DPO.folder / (model_tag(a.actor_model) + f"-{a.algo}")
         model = a.reward_model if step == 2 and not self.rm_from_sft else a.actor_model
         suffix = f"-{a.algo}" if step == 3 and not self.critic else ""
         return out / STAGES[step].folder / (model_tag(model) + suffix)
@@ -95,8 +96,8 @@ class Plan:
             flags += ["--model_name_or_path", sft, *(["--tokenizer_name_or_path", sft] if not a.sft_model else [])]
         else:
             flags += ["--model_name_or_path", self.preset_model(step)]
+        flags += self.alg.stage_flags(step)
         if step == 3:
-            flags += ["--algo", a.algo]
             rm = self.output(2)
             if self.critic or (rm / "config.json").is_file() or 2 in (a.step or []):
                 flags += ["--reward_model_name_or_path", str(rm)]
@@ -150,7 +151,7 @@ class Plan:
         name = self.preset_model(step)
         if name not in shapes:
             shapes[name] = model_shape(name) if name not in ("tiny", "tiny-opt") else None
-        p, shape = choose(step, name, self.algo, self.args.deployment_type, gpu, shapes[name])
+        p, shape = choose(step, name, self.alg, self.args.deployment_type, gpu, shapes[name])
         return p, preset_file(p, self.args.output_dir, step), shape
 
     def describe(self, step: int, presets: dict, extra: list[str]) -> str:

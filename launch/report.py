@@ -147,7 +147,7 @@ def build_report(plan, steps: list[int], cfgs: dict, times: dict, t_start: float
     if 1 in steps or 3 in steps or plan.offline:
         actors["sft"] = plan.sft_model()
     if 2 in steps and plan.offline:
-        actors["dpo"] = str(plan.output(2))
+        actors[plan.algo] = str(plan.output(2))
     if 3 in steps:
         actors[args.algo] = str(plan.output(3) / "actor")
         rl = rl_figures(plan.output(3))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from training.utils.algorithms import ALGORITHMS, algorithm
 from training.utils.arguments import parse_config
 from training.utils.config import flat_settings
 from training.utils.presets import CPU_MAX_PARAMS, ModelShape, choose, model_shape, shape_from_name
@@ -164,7 +165,7 @@ def test_presets_match_dschat_scripts_field_by_field(shapes, model, deployment, 
 
     shape = model_shape(str(shapes[model]))
     for step, stage, script in zip((1, 2, 3), ("sft", "reward", "rl"), EXPECTED[model, deployment]):
-        preset, _ = choose(step, str(shapes[model]), "ppo", deployment, True, shape)
+        preset, _ = choose(step, str(shapes[model]), algorithm("ppo"), deployment, True, shape)
         assert preset.source.endswith(script.split("/", 1)[1]), (step, preset.source)
         f = tmp_path / f"step{step}.yaml"
         f.write_text(yaml.safe_dump(preset.settings))
@@ -177,14 +178,31 @@ def test_presets_match_dschat_scripts_field_by_field(shapes, model, deployment, 
 
 def test_measured_presets_where_they_were_measured(shapes):
     small = ModelShape(CPU_MAX_PARAMS, "opt", "config")
-    assert choose(1, "some/opt-350m", "ppo", "single_gpu", False, small)[0].name == "smollm2-step1"   # CPU
-    assert choose(1, "some/opt-350m", "ppo", "single_gpu", True, small)[0].name == "opt-1.3b single_gpu"
-    assert choose(3, "smollm2-135m", "ppo", "single_node", True)[0].name == "smollm2-step3"          # any device
-    assert choose(3, "tiny", "online_dpo", "single_gpu", True)[0].name == "tiny-online_dpo"
-    assert choose(3, "tiny", "rloo", "single_gpu", True)[0].name == "tiny-grpo"       # the shared critic-free one
-    assert choose(3, str(shapes["opt-1.3b"]), "grpo", "single_gpu", True)[0].name == "smollm2-grpo"
-    big = model_shape(str(shapes["opt-1.3b"]))     # a GPU-sized model on CPU takes its size's preset
-    assert choose(1, str(shapes["opt-1.3b"]), "ppo", "single_gpu", False, big)[0].name == "opt-1.3b single_gpu"
+    opt13 = str(shapes["opt-1.3b"])
+    big = model_shape(opt13)     # a GPU-sized model on CPU takes its size's preset
+    ppo, gpu = algorithm("ppo"), "single_gpu"
+    assert choose(1, "some/opt-350m", ppo, gpu, False, small)[0].name == "smollm2-step1"   # CPU
+    assert choose(1, "some/opt-350m", ppo, gpu, True, small)[0].name == "opt-1.3b single_gpu"
+    assert choose(3, "smollm2-135m", ppo, "single_node", True)[0].name == "smollm2-step3"          # any device
+    assert choose(3, "tiny", algorithm("online_dpo"), gpu, True)[0].name == "tiny-online_dpo"
+    assert choose(3, "tiny", algorithm("rloo"), gpu, True)[0].name == "tiny-grpo"       # the shared critic-free one
+    assert choose(3, opt13, algorithm("grpo"), gpu, True)[0].name == "smollm2-grpo"
+    assert choose(1, opt13, ppo, gpu, False, big)[0].name == "opt-1.3b single_gpu"
+    assert choose(2, "tiny", algorithm("dpo"), gpu, False)[0].name == "tiny-dpo"
+    assert choose(2, "tiny", algorithm("kto"), gpu, False)[0].name == "tiny-dpo"    # the offline losses share it
+    assert choose(2, "tiny", ppo, gpu, False)[0].name == "tiny-step2"
+
+
+def test_the_algorithm_registry_says_which_stages_run():
+    got = {a.name: (a.stages, a.offline, a.critic, a.stage_flags(2), a.stage_flags(3)) for a in ALGORITHMS.values()}
+    assert got["ppo"] == ((1, 2, 3), False, True, [], ["--algo", "ppo"])
+    assert got["grpo"] == ((1, 3), False, False, [], ["--algo", "grpo"])
+    assert got["dpo"] == ((1, 2), True, False, ["--dpo_loss", "sigmoid"], [])
+    assert got["simpo"] == ((1, 2), True, False, ["--dpo_loss", "simpo"], [])
+    assert sorted(n for n, g in got.items() if g[1]) == ["dpo", "ipo", "kto", "orpo", "simpo"]
+    assert [n for n, g in got.items() if g[2]] == ["ppo"]
+    with pytest.raises(Exception, match="unknown algo 'sigmoid'"):
+        algorithm("sigmoid")
 
 
 @pytest.mark.slow

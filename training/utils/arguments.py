@@ -20,6 +20,7 @@ from typing import Any, Optional
 from . import reward_sources
 from .source_kinds import syntaxes
 from .config import STAGE_SECTIONS, Config, ConfigError, all_fields, owners, section, top_sections
+from .losses import PREFERENCE_LOSSES
 from .rl import advantages
 from .rl.policy_losses import POLICY_LOSSES
 from .rl.rollout import ROLLOUT_ENGINES
@@ -29,6 +30,7 @@ REGISTRIES = {           # registry name (a field's ``registry``) -> its choices
     "algorithms": tuple(advantages.ESTIMATORS),
     "policy_losses": ("",) + tuple(n for n, loss in POLICY_LOSSES.items() if not loss.pairs),
     "rollout_engines": tuple(ROLLOUT_ENGINES),
+    "preference_losses": tuple(PREFERENCE_LOSSES),
 }
 
 

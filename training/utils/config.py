@@ -217,7 +217,7 @@ class DPOConfig:
         "sigmoid",
         "offline preference loss: sigmoid (DPO), ipo, kto (pairs as desirable / undesirable), "
         "simpo or orpo (these two need no reference model; for orpo beta is its lambda)",
-        choices=("sigmoid", "ipo", "kto", "simpo", "orpo"),
+        registry="preference_losses",
     )
     simpo_gamma: float = _f(0.5, "SimPO's target margin gamma")
     kto_desirable_weight: float = _f(1.0, "KTO: weight of the desirable (chosen) answers' loss")

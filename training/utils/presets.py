@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .algorithms import Algorithm
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SIZES = CONFIGS / "sizes.yaml"
 CPU_MAX_PARAMS = 5e8        # up to this size a machine without a GPU keeps the measured presets
@@ -105,38 +107,32 @@ def nearest(step: int, shape: ModelShape, deployment: str) -> tuple[dict, str]:
     return min(table[deployment], key=distance), deployment
 
 
-def own_preset(step: int, algo: str) -> bool:
-    """Whether stage ``step`` of ``algo`` has a preset of its own rather than the pipeline's stage
-    preset: the offline losses' stage 2 (``dpo``) and every critic-free stage 3."""
-    from .rl.advantages import estimator_for
-
-    return (step == 2 and algo == "dpo") or (step == 3 and algo != "dpo" and not estimator_for(algo).critic)
-
-
-def measured(kind: str, step: int, algo: str) -> Preset:
-    """The measured preset file of ``kind`` (smollm2 or tiny) for stage ``step`` and ``algo``: the
-    algorithm's own (``<kind>-<algo>.yaml``; critic-free ones without one share ``<kind>-grpo.yaml``),
-    else the stage's (``<kind>-stepN.yaml``)."""
-    if own_preset(step, algo):
-        name = f"{kind}-{algo}" if (CONFIGS / f"{kind}-{algo}.yaml").is_file() else f"{kind}-grpo"
+def measured(kind: str, step: int, alg: Algorithm) -> Preset:
+    """The measured preset file of ``kind`` (smollm2 or tiny) for stage ``step`` of the algorithm ``alg``: the
+    algorithm's own (``<kind>-<algo>.yaml``; one without a file shares its record's ``preset``: the offline
+    losses ``<kind>-dpo.yaml``, the critic-free ones ``<kind>-grpo.yaml``), else the stage's
+    (``<kind>-stepN.yaml``)."""
+    if alg.own_preset(step):
+        own = CONFIGS / f"{kind}-{alg.name}.yaml"
+        name = f"{kind}-{alg.name}" if own.is_file() else f"{kind}-{alg.preset}"
     else:
         name = f"{kind}-step{step}"
     return Preset(name, "measured on 2 CPU cores (BENCHMARKS.md)", path=CONFIGS / f"{name}.yaml")
 
 
-def choose(step: int, model: str, algo: str, deployment: str, gpu: bool,
+def choose(step: int, model: str, alg: Algorithm, deployment: str, gpu: bool,
            shape: Optional[ModelShape] = None) -> tuple[Preset, Optional[ModelShape]]:
     """The preset of stage ``step`` for ``model`` (the reward model's start for stage 2, the actor for
     1 and 3) and the shape it was chosen by (None when the choice did not need one)."""
     from .model.loader import SMOLLM2, TINY
 
     if model in TINY:
-        return measured("tiny", step, algo), None
-    if own_preset(step, algo) or model.lower() in (SMOLLM2, "smollm2"):
-        return measured("smollm2", step, algo), None
+        return measured("tiny", step, alg), None
+    if alg.own_preset(step) or model.lower() in (SMOLLM2, "smollm2"):
+        return measured("smollm2", step, alg), None
     shape = shape or model_shape(model)
     if shape is None or (not gpu and shape.params <= CPU_MAX_PARAMS):
-        return measured("smollm2", step, algo), shape
+        return measured("smollm2", step, alg), shape
     row, dep = nearest(step, shape, deployment)
     return Preset(f"{row['model']} {dep}", f"DeepSpeed-Chat {row['source']}", dict(row["settings"])), shape
 

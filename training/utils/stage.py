@@ -43,7 +43,7 @@ class StageRun:
         """{flag: model name} this stage loads, checked before anything starts."""
         m, p, r = self.cfg.model, self.cfg.rl, self.cfg.rewards
         out = {"--model_name_or_path": m.model_name_or_path, "--tokenizer_name_or_path": m.tokenizer_name_or_path}
-        if self.name not in ("sft", "reward", "dpo"):       # stage 3
+        if self.name == "rl":       # stage 3 loads reward models and a critic
             from .reward_sources import needs_model
 
             for path in needs_model(r.reward):
