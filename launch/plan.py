@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.utils.algorithms import algorithm
+from training.utils.algorithms import algorithm_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SFT_INIT = "sft"     # --reward-model default: start the reward model from the Stage 1 output
@@ -47,7 +47,7 @@ class Plan:
 
     def __init__(self, args):
         self.args, self.algo = args, args.algo
-        self.alg = algorithm(args.algo)
+        self.alg = algorithm_spec(args.algo)
         self.offline, self.critic = self.alg.offline, self.alg.critic
         self.rm_from_sft = args.reward_model == SFT_INIT
 

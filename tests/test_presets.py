@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.utils.algorithms import ALGORITHMS, algorithm
+from training.utils.algorithms import ALGORITHMS, algorithm_spec
 from training.utils.arguments import parse_config
 from training.utils.config import flat_settings
 from training.utils.presets import CPU_MAX_PARAMS, ModelShape, choose, model_shape, shape_from_name
@@ -165,7 +165,7 @@ def test_presets_match_dschat_scripts_field_by_field(shapes, model, deployment, 
 
     shape = model_shape(str(shapes[model]))
     for step, stage, script in zip((1, 2, 3), ("sft", "reward", "rl"), EXPECTED[model, deployment]):
-        preset, _ = choose(step, str(shapes[model]), algorithm("ppo"), deployment, True, shape)
+        preset, _ = choose(step, str(shapes[model]), algorithm_spec("ppo"), deployment, True, shape)
         assert preset.source.endswith(script.split("/", 1)[1]), (step, preset.source)
         f = tmp_path / f"step{step}.yaml"
         f.write_text(yaml.safe_dump(preset.settings))
@@ -180,16 +180,16 @@ def test_measured_presets_where_they_were_measured(shapes):
     small = ModelShape(CPU_MAX_PARAMS, "opt", "config")
     opt13 = str(shapes["opt-1.3b"])
     big = model_shape(opt13)     # a GPU-sized model on CPU takes its size's preset
-    ppo, gpu = algorithm("ppo"), "single_gpu"
+    ppo, gpu = algorithm_spec("ppo"), "single_gpu"
     assert choose(1, "some/opt-350m", ppo, gpu, False, small)[0].name == "smollm2-step1"   # CPU
     assert choose(1, "some/opt-350m", ppo, gpu, True, small)[0].name == "opt-1.3b single_gpu"
     assert choose(3, "smollm2-135m", ppo, "single_node", True)[0].name == "smollm2-step3"          # any device
-    assert choose(3, "tiny", algorithm("online_dpo"), gpu, True)[0].name == "tiny-online_dpo"
-    assert choose(3, "tiny", algorithm("rloo"), gpu, True)[0].name == "tiny-grpo"       # the shared critic-free one
-    assert choose(3, opt13, algorithm("grpo"), gpu, True)[0].name == "smollm2-grpo"
+    assert choose(3, "tiny", algorithm_spec("online_dpo"), gpu, True)[0].name == "tiny-online_dpo"
+    assert choose(3, "tiny", algorithm_spec("rloo"), gpu, True)[0].name == "tiny-grpo"   # the shared critic-free one
+    assert choose(3, opt13, algorithm_spec("grpo"), gpu, True)[0].name == "smollm2-grpo"
     assert choose(1, opt13, ppo, gpu, False, big)[0].name == "opt-1.3b single_gpu"
-    assert choose(2, "tiny", algorithm("dpo"), gpu, False)[0].name == "tiny-dpo"
-    assert choose(2, "tiny", algorithm("kto"), gpu, False)[0].name == "tiny-dpo"    # the offline losses share it
+    assert choose(2, "tiny", algorithm_spec("dpo"), gpu, False)[0].name == "tiny-dpo"
+    assert choose(2, "tiny", algorithm_spec("kto"), gpu, False)[0].name == "tiny-dpo"    # the offline losses share it
     assert choose(2, "tiny", ppo, gpu, False)[0].name == "tiny-step2"
 
 
@@ -202,7 +202,7 @@ def test_the_algorithm_registry_says_which_stages_run():
     assert sorted(n for n, g in got.items() if g[1]) == ["dpo", "ipo", "kto", "orpo", "simpo"]
     assert [n for n, g in got.items() if g[2]] == ["ppo"]
     with pytest.raises(Exception, match="unknown algo 'sigmoid'"):
-        algorithm("sigmoid")
+        algorithm_spec("sigmoid")
 
 
 @pytest.mark.slow

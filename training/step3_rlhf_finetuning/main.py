@@ -20,7 +20,7 @@ import sys
 
 from training.utils import faults
 from training.utils.arguments import parse_config
-from training.utils.config import ConfigError
+from training.utils.config import ConfigError, RewardSourcesConfig
 from training.utils.data import PromptCollator
 from training.utils.distributed import is_main
 from training.utils.labels.refresh import from_config as refresh_from_config
@@ -43,13 +43,12 @@ from training.utils.stage import StageRun, run_cli
 def main(argv=None) -> dict:
     cfg = parse_config(argv, "Stage 3: RLHF with PPO or a critic-free algorithm", stage="rl")
     c, r = cfg.rl, cfg.rewards
-    dschat_reward = (
-        r.reward == ["model"] and not r.reward_model_name_or_path and bool(c.critic.critic_model_name_or_path)
-    )
+    default_reward = r.reward == RewardSourcesConfig().reward       # --reward left at its default: the reward model
+    dschat_reward = default_reward and not r.reward_model_name_or_path and bool(c.critic.critic_model_name_or_path)
     if dschat_reward:       # DeepSpeed-Chat's step 3: the critic path is the reward model too
         r.reward_model_name_or_path = c.critic.critic_model_name_or_path
     algo = algorithm(c)         # the algorithm's record, looked up once for every part below
-    if algo.critic and r.reward == ["model"] and not r.reward_model_name_or_path:
+    if algo.critic and default_reward and not r.reward_model_name_or_path:
         raise ConfigError("stage 3 needs --reward_model_name_or_path (the Stage 2 output directory), "
                           "or a rule reward such as --reward checker")
     with StageRun(cfg, c.algo) as run_ctx:

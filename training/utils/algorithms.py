@@ -20,7 +20,7 @@ from .rl.advantages import ESTIMATORS
 
 
 @dataclass(frozen=True)
-class Algorithm:
+class AlgorithmSpec:
     name: str
     stages: tuple[int, ...]     # the stages train.py runs by default
     offline: bool = False       # stage 2 trains the actor on preference pairs with ``loss``; no stage 3
@@ -40,19 +40,21 @@ class Algorithm:
         return ["--algo", self.name] if step == 3 and not self.offline else []
 
 
-def _offline(loss: str) -> Algorithm:
-    return Algorithm("dpo" if loss == "sigmoid" else loss, (1, 2), offline=True, loss=loss, preset="dpo")
+def _offline(loss: str) -> AlgorithmSpec:
+    return AlgorithmSpec("dpo" if loss == "sigmoid" else loss, (1, 2), offline=True, loss=loss, preset="dpo")
 
 
-def _online(name: str) -> Algorithm:
+def _online(name: str) -> AlgorithmSpec:
     critic = ESTIMATORS[name].critic
-    return Algorithm(name, (1, 2, 3) if critic else (1, 3), critic=critic, preset="" if critic else "grpo")
+    return AlgorithmSpec(name, (1, 2, 3) if critic else (1, 3), critic=critic, preset="" if critic else "grpo")
 
 
-ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [*map(_online, ESTIMATORS), *map(_offline, PREFERENCE_LOSSES)]}
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    a.name: a for a in [*map(_online, ESTIMATORS), *map(_offline, PREFERENCE_LOSSES)]
+}
 
 
-def algorithm(name: str) -> Algorithm:
+def algorithm_spec(name: str) -> AlgorithmSpec:
     """The record behind ``--algo``."""
     if name not in ALGORITHMS:
         raise ConfigError(f"unknown algo {name!r}: choose one of {', '.join(ALGORITHMS)}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .algorithms import Algorithm
+from .algorithms import AlgorithmSpec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SIZES = CONFIGS / "sizes.yaml"
@@ -107,7 +107,7 @@ def nearest(step: int, shape: ModelShape, deployment: str) -> tuple[dict, str]:
     return min(table[deployment], key=distance), deployment
 
 
-def measured(kind: str, step: int, alg: Algorithm) -> Preset:
+def measured(kind: str, step: int, alg: AlgorithmSpec) -> Preset:
     """The measured preset file of ``kind`` (smollm2 or tiny) for stage ``step`` of the algorithm ``alg``: the
     algorithm's own (``<kind>-<algo>.yaml``; one without a file shares its record's ``preset``: the offline
     losses ``<kind>-dpo.yaml``, the critic-free ones ``<kind>-grpo.yaml``), else the stage's
@@ -120,7 +120,7 @@ def measured(kind: str, step: int, alg: Algorithm) -> Preset:
     return Preset(name, "measured on 2 CPU cores (BENCHMARKS.md)", path=CONFIGS / f"{name}.yaml")
 
 
-def choose(step: int, model: str, alg: Algorithm, deployment: str, gpu: bool,
+def choose(step: int, model: str, alg: AlgorithmSpec, deployment: str, gpu: bool,
            shape: Optional[ModelShape] = None) -> tuple[Preset, Optional[ModelShape]]:
     """The preset of stage ``step`` for ``model`` (the reward model's start for stage 2, the actor for
     1 and 3) and the shape it was chosen by (None when the choice did not need one)."""

@@ -99,7 +99,7 @@ def check(rl_cfg) -> None:
     est = algo.estimator
     if est.group and p.rollout.num_samples_per_prompt < 2:
         raise ConfigError(f"{p.algo} compares answers to the same prompt: set num_samples_per_prompt >= 2")
-    if p.loss.policy_loss and est.policy_loss == "dpo":
+    if p.loss.policy_loss and POLICY_LOSSES[est.policy_loss].pairs:
         raise ConfigError(f"{p.algo} trains with the DPO loss on ranked pairs: --policy_loss does not apply to it")
     if algo.loss.pairs and p.rollout.num_samples_per_prompt != 2:
         raise ConfigError(f"{p.algo} ranks pairs of answers: set num_samples_per_prompt 2")
