@@ -10,6 +10,8 @@ from training.utils.arguments import parse_config
 from training.utils.losses import token_logprobs
 from training.utils.rl.advantages import algorithm
 from training.utils.rl.experience import ExperienceMaker
+from training.utils.rl.hooks import KLCoef
+from training.utils.rl.models import Models
 from training.utils.rl.sequences import answer_layout
 from training.utils.shared_prefix import position_ids_from
 
@@ -60,12 +62,10 @@ def _maker(flags, model, ref, answers, scores, critic=None):
     return ExperienceMaker(
         cfg,
         algorithm=algorithm(cfg.rl),
-        actor=FakeHybrid(model, answers),
-        ref=ref,
-        critic=critic,
+        models=Models(FakeHybrid(model, answers), reference=ref, critic=critic),
         reward_fn=reward_fn,
         tokenizer=_tok(EOS),
-        kl_coef=lambda: cfg.rl.kl.kl_coef,
+        kl=KLCoef(cfg.rl.kl, 1),
     ), cfg
 
 

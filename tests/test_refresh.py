@@ -8,7 +8,7 @@ import torch
 
 from training.utils.config import ConfigError
 from training.utils.arguments import parse_config
-from training.utils.labels.refresh import RewardRefresh, label_groups, rollout_groups, token_pairs
+from training.utils.labels.refresh import RefreshPlan, RewardRefresh, label_groups, rollout_groups, token_pairs
 from training.utils.logging import read_metrics
 
 PAD = 0
@@ -65,8 +65,9 @@ def _refresher(tiny_tok, tmp_path, steps=6, replay=None, center=0.0):
     torch.manual_seed(0)
     _, models = build_reward_sources(cfg, tiny_tok, refreshes=2)
     engine = models[0]
-    return RewardRefresh(engine, FakeLabeller(), PAD, "all", 2, 64, steps, 4, 1, replay, True, 6, tmp_path,
-                         center), engine
+    plan = RefreshPlan(interval=2, budget=64, steps=steps, batch=4, rule="all", center=center, last_iteration=6,
+                       seed=1, pad_id=PAD)
+    return RewardRefresh(engine, FakeLabeller(), plan, replay, tmp_path), engine
 
 
 def _margin(engine, pairs):

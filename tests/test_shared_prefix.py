@@ -166,6 +166,8 @@ def test_one_on_policy_update_skips_old_logprobs_with_the_same_gradient(tiny_tok
     from training.utils.model import load_causal_lm
     from training.utils.rl.experience import ExperienceMaker
     from training.utils.rl.advantages import algorithm
+    from training.utils.rl.hooks import KLCoef
+    from training.utils.rl.models import Models
     from training.utils.rl.trainer import RLTrainer
 
     flags = [
@@ -212,19 +214,17 @@ def test_one_on_policy_update_skips_old_logprobs_with_the_same_gradient(tiny_tok
         maker = ExperienceMaker(
             cfg,
             algorithm=algorithm(cfg.rl),
-            actor=He(),
-            ref=None,
-            critic=None,
+            models=Models(He()),
             reward_fn=reward,
             tokenizer=Tok(),
-            kl_coef=lambda: 0.0,
+            kl=KLCoef(cfg.rl.kl, 1),
         )
         assert maker.on_policy_once          # one prompt x 4 answers, one micro-batch of 4, one epoch, no KL
         maker.on_policy_once = once
         exp, _ = maker.make(prompt)
         assert (exp.old_logp is None) == once
         model.zero_grad()
-        m = RLTrainer(cfg, algorithm=algorithm(cfg.rl), actor=He(), critic=None, has_ref=False).policy_step(exp)
+        m = RLTrainer(cfg, algorithm=algorithm(cfg.rl), models=Models(He()), kl=KLCoef(cfg.rl.kl, 1)).policy_step(exp)
         assert m["approx_kl"] == pytest.approx(0.0, abs=1e-6) and m["clip_frac"] == 0.0
         grads[once] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     torch.testing.assert_close(grads[True], grads[False], rtol=0, atol=1e-6)
@@ -235,10 +235,8 @@ def test_one_on_policy_update_skips_old_logprobs_with_the_same_gradient(tiny_tok
         assert not ExperienceMaker(
             c,
             algorithm=algorithm(c.rl),
-            actor=He(),
-            ref=ref,
-            critic=None,
+            models=Models(He(), reference=ref),
             reward_fn=reward,
             tokenizer=Tok(),
-            kl_coef=lambda: 0.1,
+            kl=KLCoef(c.rl.kl, 1),
         ).on_policy_once

@@ -201,6 +201,8 @@ def main(argv=None) -> dict:
     from training.utils.rl.advantages import algorithm
     from training.utils.rl.experience import ExperienceMaker
     from training.utils.rl.residency import Residency
+    from training.utils.rl.hooks import KLCoef
+    from training.utils.rl.models import Models
     from training.utils.rl.trainer import RLTrainer
 
     init_distributed()
@@ -223,9 +225,11 @@ def main(argv=None) -> dict:
 
     resident = Residency(a.offload_idle_models, dev, {"ref": ref, "critic": critic, "reward:0": rm})
     algo = algorithm(cfg.rl)
-    trainer = RLTrainer(cfg, algorithm=algo, actor=he, critic=critic, has_ref=True, residency=resident)
-    maker = ExperienceMaker(cfg, algorithm=algo, actor=he, ref=ref, critic=critic, reward_fn=reward_fn, tokenizer=tok,
-                            kl_coef=trainer.kl_coef, residency=resident)
+    models = Models(he, reference=ref, critic=critic)
+    kl = KLCoef(cfg.rl.kl, a.batch)
+    trainer = RLTrainer(cfg, algorithm=algo, models=models, kl=kl, residency=resident)
+    maker = ExperienceMaker(cfg, algorithm=algo, models=models, reward_fn=reward_fn, tokenizer=tok, kl=kl,
+                            residency=resident)
     maker.settings.min_new_tokens = a.answer_len          # fixed answer length
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(10, min(len(tok), 49000) - 10, (a.batch, a.prompt_len), generator=g).to(dev)

@@ -49,7 +49,7 @@ def main() -> None:
     from training.utils.algorithms import ALGORITHMS
 
     names = set(ALGORITHMS) | NAMES_OF_SOURCES
-    ctors, cfg_fns, compares = [], [], []
+    ctors, cfg_fns, compares, wide = [], [], [], []
     for f in files():
         rel = f.relative_to(ROOT).as_posix()
         tree = ast.parse(f.read_text())
@@ -60,6 +60,8 @@ def main() -> None:
         for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
             if "cfg" in params(fn):
                 cfg_fns.append(f"{rel}:{fn.name}")
+            if len(params(fn)) > 8:
+                wide.append(f"{rel}:{fn.lineno} {fn.name} ({len(params(fn))})")
         for node in ast.walk(tree):
             hit = [s for s in compared_strings(node) if s in names]
             if hit:
@@ -67,6 +69,9 @@ def main() -> None:
     ctors.sort(reverse=True)
     print(f"largest constructors: {', '.join(f'{n} {c}' for n, c in ctors[:3])}")
     print(f"functions that take cfg: {len(cfg_fns)}")
+    print(f"functions with more than 8 parameters: {len(wide)}")
+    for w in wide:
+        print("  " + w)
     print(f"places that compare an algorithm or source name: {len(compares)}")
     for c in compares:
         print("  " + c)

@@ -31,12 +31,13 @@ from training.utils.reward_sources import eval_metric
 from training.utils.rl.advantages import algorithm
 from training.utils.rl.curriculum import from_config as curriculum_from_config
 from training.utils.rl.experience import ExperienceMaker
+from training.utils.rl.hooks import CurriculumPrompts, Fault, KLCoef, PtxBatches, Refresh, ShuffledPrompts, optional
 from training.utils.rl.models import build_models
 from training.utils.rl.multiturn import rollout_from_config
 from training.utils.rl.rollout import rollout_engine
 from training.utils.rl.residency import Residency
-from training.utils.rl.runner import RLLoop, batch_reward, rollout_judge
-from training.utils.rl.trainer import RLTrainer, ptx_batches
+from training.utils.rl.runner import Evaluation, RLLoop, batch_reward, rollout_judge
+from training.utils.rl.trainer import RLTrainer, cycle, ptx_batches
 from training.utils.stage import StageRun, run_cli
 
 
@@ -82,21 +83,25 @@ def main(argv=None) -> dict:
         refresh = refresh_from_config(cfg, tok, models.reward_models[0] if models.reward_models else None, iterations,
                                       refreshes, run_ctx.out)
         reward_fn = batch_reward(reward, tok, rollout_judge(cfg), refresh.keep if refresh is not None else None)
-        guard = NonFinite(cfg.ckpt.max_nonfinite, cfg.log.output_dir)
         resident = Residency(c.offload_idle_models, dev, {
             "ref": models.reference, "critic": models.critic,
             **{f"reward:{i}": m for i, m in enumerate(models.reward_models)}})
-        trainer = RLTrainer(cfg, algorithm=algo, actor=models.actor, critic=models.critic,
-                            has_ref=models.reference is not None, guard=guard, unsup_iter=unsup, residency=resident)
-        maker = ExperienceMaker(cfg, algorithm=algo, actor=models.actor, ref=models.reference, critic=models.critic,
-                                reward_fn=reward_fn, tokenizer=tok, kl_coef=trainer.kl_coef, residency=resident,
+        kl = KLCoef(c.kl, c.rollout.generation_batches * rows)
+        trainer = RLTrainer(cfg, algorithm=algo, models=models, kl=kl, residency=resident, unsup_iter=unsup,
+                            guard=NonFinite(cfg.ckpt.max_nonfinite, cfg.log.output_dir))
+        maker = ExperienceMaker(cfg, algorithm=algo, models=models, reward_fn=reward_fn, tokenizer=tok, kl=kl,
+                                residency=resident,
                                 rollout=rollout_from_config(cfg.tools, rollout_engine(cfg, models.actor, tok), tok))
         curriculum, curriculum_prompts = curriculum_from_config(cfg, train_ds, PromptCollator(tok.pad_token_id), log)
-        loop = RLLoop(cfg, run_ctx.writer, maker=maker, trainer=trainer, reward=reward, reward_fn=reward_fn,
-                      prompts=curriculum_prompts if curriculum is not None else prompts, eval_loader=eval_loader,
-                      engines=models.engines(refreshed_reward=refresh is not None), iterations=iterations, guard=guard,
-                      device=dev, unsup=unsup, curriculum=curriculum, refresh=refresh, metric=eval_metric(cfg, log),
-                      fault=fault)
+        source = ShuffledPrompts(cycle(prompts), c.rollout.generation_batches) if curriculum is None else \
+            CurriculumPrompts(curriculum, cycle(curriculum_prompts), c.rollout.generation_batches)
+        hooks = [source, kl, *optional(
+            PtxBatches(unsup) if unsup is not None else None,
+            Refresh(refresh, models.reward_models[0], resident) if refresh is not None else None,
+            Fault(reward) if fault else None)]
+        evaluation = Evaluation(eval_loader, eval_metric(cfg, log), r.eval_pass_threshold, cfg.data.max_answer_seq_len)
+        loop = RLLoop(cfg, run_ctx.writer, maker=maker, trainer=trainer, hooks=hooks, evaluation=evaluation,
+                      iterations=iterations)
         log.info("%s", loop.describe())
         first, final = loop.run()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -81,20 +82,43 @@ def label_groups(groups: list[dict], labeller, budget: int, rule: str, first_row
     return records, used
 
 
+@dataclass(frozen=True)
+class RefreshPlan:
+    """When a refresh runs and what it does: every ``interval`` iterations before ``last_iteration``, ``budget``
+    labels (all ranks) ranked into pairs by ``rule``, ``steps`` updates of ``batch`` pairs (half replayed when
+    there are stage-2 pairs), ``center`` x the squared mean score added to the loss."""
+    interval: int
+    budget: int
+    steps: int
+    batch: int
+    rule: str = "all"
+    center: float = 0.0
+    last_iteration: int = 0
+    seed: int = 1234
+    pad_id: int = 0
+    share: bool = True          # a pair's prompt runs once in the reward model's forward
+
+    @classmethod
+    def from_config(cls, cfg, pad_id: int, last_iteration: int) -> "RefreshPlan":
+        r = cfg.rewards
+        return cls(r.reward_refresh_interval, r.reward_refresh_labels, r.reward_refresh_steps, r.reward_refresh_batch,
+                   cfg.rm.pair_rule, r.reward_refresh_center, last_iteration, cfg.optim.seed, pad_id,
+                   cfg.model.share_prompt_forward)
+
+
 class RewardRefresh:
     """Keeps the latest rollouts (``keep``), and when ``due(it)`` labels them and trains the reward
     model engine on them (``__call__(it)`` -> metrics)."""
 
-    def __init__(self, engine, labeller, pad_id: int, rule: str, interval: int, budget: int, steps: int,
-                 batch: int, seed: int, replay: Optional[list[dict]] = None, share: bool = True,
-                 last_iteration: int = 0, out: Optional[Path] = None, center: float = 0.0):
-        self.engine, self.labeller, self.rule, self.center = engine, labeller, rule, center
-        self.interval, self.steps, self.batch, self.share = interval, steps, batch, share
-        self.budget = budget // world_size()              # per rank
-        self.collate = PairCollator(pad_id)
-        self.rng = np.random.RandomState(seed + 86028121)
+    def __init__(self, engine, labeller, plan: RefreshPlan, replay: Optional[list[dict]] = None,
+                 out: Optional[Path] = None):
+        self.engine, self.labeller, self.rule, self.center = engine, labeller, plan.rule, plan.center
+        self.interval, self.steps, self.batch, self.share = plan.interval, plan.steps, plan.batch, plan.share
+        self.budget = plan.budget // world_size()              # per rank
+        self.collate = PairCollator(plan.pad_id)
+        self.rng = np.random.RandomState(plan.seed + 86028121)
         self.replay = replay or []
-        self.last_iteration, self.out = last_iteration, out
+        self.last_iteration, self.out = plan.last_iteration, out
         self.pending: list[dict] = []                     # groups since the last refresh
         self.pairs: list[dict] = []                       # every pair labelled in stage 3 so far
         self.labels = self.refreshes = 0
@@ -116,9 +140,7 @@ class RewardRefresh:
         if is_main() and not cfg.ckpt.resume:     # a resumed run appends to its own
             (out / PAIRS_FILE).unlink(missing_ok=True)
         labeller = build_labeller(m.labeller, m.judge_template or DEFAULT_JUDGE_TEMPLATE, r.reward_timeout)
-        return cls(engine, labeller, tok.pad_token_id, m.pair_rule, r.reward_refresh_interval, r.reward_refresh_labels,
-                   r.reward_refresh_steps, r.reward_refresh_batch, cfg.optim.seed, replay,
-                   cfg.model.share_prompt_forward, iterations, out, r.reward_refresh_center)
+        return cls(engine, labeller, RefreshPlan.from_config(cfg, tok.pad_token_id, iterations), replay, out)
 
     def keep(self, prompts, answers, seq, attn, prompt_width, end) -> None:
         self.pending += rollout_groups(prompts, answers, seq, attn, prompt_width, end)

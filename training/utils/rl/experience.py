@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from ..generation import GenerationSettings
+from .hooks import KLCoef
 from .advantages import Algorithm, sequence_scores
 from .curriculum import prompt_spread
 from .residency import Residency
@@ -48,18 +49,20 @@ class Experience:
 class ExperienceMaker:
     """Turns a prompt batch into an Experience (``None`` when no answer carries a learning signal)."""
 
-    def __init__(self, cfg, *, algorithm: Algorithm, actor, ref, critic, reward_fn: Callable, tokenizer,
-                 kl_coef: Callable[[], float], residency: Optional[Residency] = None, rollout=None):
+    def __init__(self, cfg, *, algorithm: Algorithm, models, reward_fn: Callable, tokenizer, kl: KLCoef,
+                 residency: Optional[Residency] = None, rollout=None):
         """``cfg``: the run's config (its rl and rewards sections, the answer length, the shared-prompt
-        forward); ``actor``: the Hybrid Engine; ``ref`` / ``critic``: None when the run has none;
-        ``reward_fn``: ``runner.batch_reward``'s scorer; ``kl_coef()``: the trainer's current coefficient;
-        ``rollout``: the rollout (``rollout.py``; default one answer per prompt through ``actor``)."""
+        forward); ``models``: ``models.Models`` (the actor's Hybrid Engine; the reference and the critic, None
+        when the run has none); ``reward_fn``: ``runner.batch_reward``'s scorer; ``kl``: the KL coefficient,
+        shared with the trainer; ``rollout``: the rollout (``rollout.py``; default one answer per prompt through
+        the actor)."""
+        actor, ref, critic = models.actor, models.reference, models.critic
         self.rollout = rollout or SingleTurn(actor, tokenizer.eos_token_id)
         self.rollout_metrics: dict = {}
         rl_cfg, reward_cfg, max_new_tokens = cfg.rl, cfg.rewards, cfg.data.max_answer_seq_len
         self.share = share_prompt = cfg.model.share_prompt_forward   # a group's prompt runs once in the forwards
         self.he, self.ref, self.critic, self.reward_fn = actor, ref, critic, reward_fn
-        self.tok, self.c, self.r, self.kl_coef = tokenizer, rl_cfg, reward_cfg, kl_coef
+        self.tok, self.c, self.r, self.kl = tokenizer, rl_cfg, reward_cfg, kl
         self.resident = residency or Residency(False, torch.device("cpu"), {})
         self.est, self.loss = algorithm.estimator, algorithm.loss
         self.kl_in_reward = algorithm.kl_in_reward and ref is not None
@@ -155,7 +158,7 @@ class ExperienceMaker:
             zeros if old_logp is None else old_logp,
             zeros if ref_logp is None else ref_logp,
             action,
-            self.kl_coef() if self.kl_in_reward else 0.0,
+            self.kl.value if self.kl_in_reward else 0.0,
             self.r.reward_clip,
             c.kl.kl_estimator,
         )

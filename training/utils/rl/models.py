@@ -2,7 +2,7 @@
 (a frozen reward model among them) and, for PPO, the critic initialised from the reward model."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from ..deepspeed_setup import build_train_engine, frozen
@@ -96,15 +96,10 @@ class Models:
     """Stage 3's models: the actor's Hybrid Engine, the frozen reference (None when no KL term, PPO or DPO
     loss reads it), the weighted reward sources with the reward models they loaded, and PPO's critic."""
     actor: HybridEngine
-    reference: Optional[object]
-    reward: object
-    reward_models: list
-    critic: Optional[object]
-
-    def engines(self, refreshed_reward: bool) -> dict:
-        """The engines a checkpoint holds: the actor, the critic, and a reward model that stage 3 trains."""
-        return {"actor": self.actor.engine, **({"critic": self.critic} if self.critic is not None else {}),
-                **({"reward": self.reward_models[0]} if refreshed_reward else {})}
+    reference: Optional[object] = None
+    reward: object = None
+    reward_models: list = field(default_factory=list)
+    critic: Optional[object] = None
 
 
 def build_models(cfg, tok, algorithm: Algorithm, updates: int, refreshes: int = 0) -> Models:

@@ -8,6 +8,7 @@ prompts, ``--save_interval`` writes a checkpoint that ``--resume`` continues fro
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -20,7 +21,6 @@ from ..labels.ranking import auc, within_prompt_auc
 from ..loop import drive, to_device
 from ..reward_sources import Rollout
 from ..shared_prefix import position_ids_from
-from .trainer import Counted, cycle
 
 log = logging.getLogger("speedchat")
 
@@ -82,7 +82,7 @@ def batch_reward(reward, tok, judge=None, keep=None):
         if agreement is not None:
             out.update(reward_judge_auc=agreement, reward_judge_pairs=float(pairs))
         return out
-    score.seen, score.take_checked, score.last = [], take_checked, None
+    score.seen, score.take_checked, score.last, score.reward = [], take_checked, None, reward
     return score
 
 
@@ -126,39 +126,51 @@ def evaluate(rollout, reward_fn, loader, tok, max_new_tokens: int, metric=None, 
     return out
 
 
-class RLLoop:
-    """``run()`` trains ``iterations`` iterations and returns (first eval, final eval)."""
+@dataclass
+class Evaluation:
+    """Stage 3's evaluation: greedy answers to ``loader``'s held-out prompts, judged by ``metric`` (a reward
+    source, ``--eval_reward``; None: the bundled checker) at ``threshold``."""
+    loader: object
+    metric: Optional[object]
+    threshold: float
+    max_new_tokens: int
 
-    def __init__(self, cfg, writer, *, maker, trainer, reward, reward_fn, prompts, eval_loader, engines: dict,
-                 iterations: int, guard, device, unsup: Optional[Counted] = None, curriculum=None, refresh=None,
-                 metric=None, fault: Optional[faults.Faults] = None):
+
+class RLLoop:
+    """``run()`` trains ``iterations`` iterations and returns (first eval, final eval). The optional features
+    are ``hooks`` (``hooks.py``), the first of them the prompt source (``next_batch()``)."""
+
+    def __init__(self, cfg, writer, *, maker, trainer, hooks: list, evaluation: Optional[Evaluation],
+                 iterations: int):
         self.cfg, self.c, self.w = cfg, cfg.rl, writer
-        self.maker, self.trainer, self.reward, self.reward_fn = maker, trainer, reward, reward_fn
-        self.prompts, self.eval_loader, self.engines = cycle(prompts), eval_loader, engines
-        self.iterations, self.guard, self.device, self.unsup = iterations, guard, device, unsup
-        self.curriculum = curriculum                 # PromptCurriculum drawing ``prompts`` (None: shuffled epochs)
-        self.refresh = refresh                       # RewardRefresh (iterated RLHF), or None: a frozen reward
-        self.metric = metric                         # the evaluation's reward source (None: the bundled checker)
-        self.fault = fault                           # --fault: the reward is then a Faulty wrapper
+        self.maker, self.trainer, self.reward_fn, self.guard = maker, trainer, maker.reward_fn, trainer.guard
+        self.prompts, self.hooks = hooks[0], hooks
+        self.evaluation, self.iterations = evaluation, iterations
+        self.device = trainer.resident.home
         self.rows = self.c.rollout.per_device_generation_batch_size * self.c.rollout.num_samples_per_prompt
-        self.drawn = 0                               # prompt batches drawn so far (a resumed run skips as many)
 
     def describe(self) -> str:
         """The run in a few lines: its parts, each describing itself."""
         parts = [f"{self.c.algo.upper()}: {self.iterations} iterations", self.maker.describe(), self.trainer.describe()]
-        if self.curriculum is not None:
-            parts.append(
-                f"prompt curriculum over {len(self.curriculum.names)} groups ({', '.join(self.curriculum.names)})"
-            )
+        curriculum = getattr(self.prompts, "curriculum", None)
+        if curriculum is not None:
+            parts.append(f"prompt curriculum over {len(curriculum.names)} groups ({', '.join(curriculum.names)})")
         return "\n  ".join(parts)
 
+    def engines(self) -> dict:
+        """The engines a checkpoint holds: the trainer's (actor, critic) and the hooks' (a refreshed reward model)."""
+        out = self.trainer.engines()
+        for h in self.hooks:
+            out.update(h.engines())
+        return out
+
     def evaluate(self) -> dict:
-        if not self.eval_loader:
+        ev = self.evaluation
+        if ev is None or not ev.loader:
             return {}
         self.trainer.resident.use("reward")          # greedy answers, scored
-        return evaluate(self.maker.rollout, self.reward_fn, self.eval_loader, self.maker.tok,
-                        self.cfg.data.max_answer_seq_len, self.metric, self.cfg.rewards.eval_pass_threshold,
-                        self.trainer.he.engine.device)
+        return evaluate(self.maker.rollout, self.reward_fn, ev.loader, self.maker.tok, ev.max_new_tokens, ev.metric,
+                        ev.threshold, self.trainer.he.engine.device)
 
     def iteration(self, it: int) -> dict:
         c = self.c
@@ -168,14 +180,14 @@ class RLLoop:
         refill = self.maker.est.dynamic_sampling
         target, draws = c.rollout.generation_batches * self.rows, c.rollout.generation_batches * (
             c.rollout.dynamic_sampling_max_batches if refill else 1)
+        parts = self.reward_fn.reward.parts
         for _ in range(draws):
-            batch = next(self.prompts)
-            self.drawn += 1
+            batch = self.prompts.next_batch()
             exp, m = self.maker.make(to_device(batch, self.device))
-            if self.curriculum is not None:
-                self.curriculum.observe(batch["group"], self.maker.spread)
-            if len(self.reward.parts) > 1:       # per-source means of this rollout's rewards
-                m.update({f"reward/{k}": v for k, v in self.reward.parts.items()})
+            for h in self.hooks:
+                h.after_rollout(batch, self.maker)
+            if len(parts) > 1:       # per-source means of this rollout's rewards
+                m.update({f"reward/{k}": v for k, v in parts.items()})
             roll.append(m)
             if exp is not None:
                 exps.append(exp)
@@ -186,19 +198,16 @@ class RLLoop:
         metrics = {k: sum(m.get(k, 0.0) for m in roll) / len(roll) for k in roll[0]}
         if refill:
             metrics.update(prompt_batches_drawn=float(len(roll)), kept_answers=float(sum(len(e.score) for e in exps)))
-        if self.curriculum is not None:
-            metrics.update(self.curriculum.metrics())
+        for h in self.hooks:
+            metrics.update(h.after_scoring())
         if exps:
             metrics.update(self.trainer.train(exps, it - 1, c.loss.per_device_training_batch_size, self.device))
         else:
             metrics["train_s"] = 0.0
             log.info("iteration %d: no answer carried a learning signal (every group scored alike); no update", it)
-        if "kl" in metrics:
-            self.trainer.after_rollouts(metrics["kl"], c.rollout.generation_batches * self.rows)
         metrics["skipped_updates"] = float(not exps)
-        if self.refresh is not None and self.refresh.due(it):
-            self.trainer.resident.use("reward")
-            metrics.update(self.refresh(it))
+        for h in self.hooks:
+            metrics.update(h.after_update(it, metrics))
         step_s = (metrics["generation_s"] + metrics["experience_s"]) * len(roll) + metrics["train_s"]
         e2e = sum(int(e.attention_mask.sum()) for e in exps)
         metrics["e2e_tokens_per_s"] = e2e / step_s if step_s > 0 else 0.0
@@ -210,43 +219,37 @@ class RLLoop:
         d = checkpoint.find_resume(self.cfg)
         if d is None:
             return 0, None
-        st = checkpoint.load(d, self.engines)
+        st = checkpoint.load(d, self.engines())
         self.w.rewind(st["step"])
         self.trainer.load_state_dict(st, d)
         self.maker.load_state_dict(st)
-        if self.refresh is not None:
-            self.refresh.load_state_dict(st)
-        if self.curriculum is not None:
-            if "curriculum" not in st:
-                raise RuntimeError(f"checkpoint {d}: written without --prompt_curriculum; resume with the "
-                                   "settings of the run that wrote it")
-            self.curriculum.load_state_dict(st["curriculum"])
-        else:
-            self.drawn = st.get("prompt_batches", st["step"] * self.c.rollout.generation_batches)
-            for _ in range(self.drawn):                                   # prompt batches the run had used
-                next(self.prompts)
-        for _ in range(st.get("unsup_batches", 0)):
-            next(self.unsup)
+        for h in self.hooks:
+            try:
+                h.load_state_dict(st)
+            except RuntimeError as e:
+                raise RuntimeError(f"checkpoint {d}: {e}") from e
         self.guard.total = st["nonfinite"]
         return st["step"], st["first_eval"]
 
     def save(self, it: int, first: Optional[dict]) -> None:
-        state = {"first_eval": first, "unsup_batches": self.unsup.used if self.unsup is not None else 0,
-                 "prompt_batches": self.drawn,
-                 "nonfinite": self.guard.total, **self.trainer.state_dict(), **self.maker.state_dict(),
-                 **({"curriculum": self.curriculum.state_dict()} if self.curriculum is not None else {})}
+        state = {"first_eval": first, "nonfinite": self.guard.total, **self.trainer.state_dict(),
+                 **self.maker.state_dict()}
+        rank_state: dict = {}
+        for h in self.hooks:
+            state.update(h.state_dict())
+            rank_state.update(h.rank_state_dict())
         ema = self.trainer.ema
-        checkpoint.save(self.cfg.log.output_dir, it, self.engines, state, self.cfg.ckpt.keep_checkpoints,
+        checkpoint.save(self.cfg.log.output_dir, it, self.engines(), state, self.cfg.ckpt.keep_checkpoints,
                         {"ema.safetensors": ema.shadow} if ema is not None and is_main() else None,
-                        self.refresh.state_dict() if self.refresh is not None else None)
+                        rank_state or None)
 
     def step(self, it: int) -> dict:
         """Iteration ``it``, with the judge's verdicts and the first rollout's sample."""
-        if self.fault:
-            self.reward.iteration = it
+        for h in self.hooks:
+            h.before_iteration(it)
         metrics = self.iteration(it)
-        if self.fault:
-            self.reward.iteration = 0
+        for h in self.hooks:
+            h.after_iteration(it)
         if self.reward_fn.last is not None:      # the iteration's first rollout, with its row's columns
             prompt, answer, score, columns = self.reward_fn.last
             self.w.sample(it, {"prompt": prompt, "answer": answer, "reward": score, "columns": columns})
@@ -262,7 +265,7 @@ class RLLoop:
         start, first = self.resume()
         return drive(self.cfg, self.w, total=self.iterations, start=start, step=self.step, evaluate=self.evaluate,
                      save=self.save, desc=self.c.algo, postfix=("reward", "kl", "rollout_pass_rate"), first=first,
-                     fault=self.fault)
+                     fault=faults.parse(self.cfg.ckpt.fault))
 
 
 def rollout_judge(cfg):

@@ -13,7 +13,8 @@ import torch
 from ..losses import causal_lm_loss
 from .advantages import Algorithm
 from .experience import Experience
-from .maths import AdaptiveKLController, aggregate, kl_estimate, logprob_gap, masked_mean, value_loss
+from .hooks import KLCoef
+from .maths import aggregate, kl_estimate, logprob_gap, masked_mean, value_loss
 from .residency import Residency
 from .sequences import action_logprobs, micro_batches, pairs_in_order
 
@@ -57,10 +58,13 @@ class RLTrainer:
     """The actor (a Hybrid Engine) and, for PPO, the critic engine; ``guard`` (a ``loop.NonFinite``)
     skips non-finite losses; ``unsup_iter`` yields SFT batches when ``unsup_coef`` > 0."""
 
-    def __init__(self, cfg, *, algorithm: Algorithm, actor, critic, has_ref: bool, guard=None,
+    def __init__(self, cfg, *, algorithm: Algorithm, models, kl: KLCoef, guard=None,
                  unsup_iter: Optional[Iterator[dict]] = None, residency: Optional[Residency] = None):
         """``cfg``: the run's config (its rl section, the actor's ZeRO stage, the answer length, DPO's beta, the
-        shared-prompt forward); ``actor``: the Hybrid Engine; ``critic``: its engine, None without one."""
+        shared-prompt forward); ``models``: ``models.Models`` (the actor's Hybrid Engine, the critic's engine or
+        None, whether a reference exists); ``kl``: the KL coefficient, shared with the experience maker."""
+        actor, critic, has_ref = models.actor, models.critic, models.reference is not None
+        self.kl = kl
         rl_cfg, actor_zero_stage, max_new_tokens, dpo_beta = cfg.rl, cfg.ds.zero_stage, cfg.data.max_answer_seq_len, \
             cfg.dpo.beta
         self.share = cfg.model.share_prompt_forward  # a group's prompt runs once per forward
@@ -70,8 +74,7 @@ class RLTrainer:
         self.est, self.loss = algorithm.estimator, algorithm.loss
         self.max_new_tokens, self.dpo_beta, self.has_ref = max_new_tokens, dpo_beta, has_ref
         self.kl_in_reward, self.loss_agg = algorithm.kl_in_reward, algorithm.loss_agg
-        kl, ema = rl_cfg.kl, rl_cfg.ema
-        self.kl = AdaptiveKLController(kl.kl_coef, kl.kl_target, kl.kl_horizon) if kl.adaptive_kl else None
+        ema = rl_cfg.ema
         self.ema: Optional[EMA] = EMA(actor.module, ema.ema_decay, actor_zero_stage) if ema.enable_ema else None
 
     def describe(self) -> str:
@@ -80,25 +83,27 @@ class RLTrainer:
         return (
             f"updates: policy loss {self.loss.name} ({self.loss_agg} reduction), {c.loss.ppo_epochs} epoch(s) of "
             f"micro-batches of {c.loss.per_device_training_batch_size}, actor ZeRO-{self.actor_zero_stage}{critic}; "
-            f"KL coef {c.kl.kl_coef:g}{' (adaptive)' if self.kl is not None else ''}"
+            f"KL coef {c.kl.kl_coef:g}{' (adaptive)' if self.kl.adaptive else ''}"
             f"{'; EMA actor' if self.ema is not None else ''}"
             f"{f'; unsupervised loss x {c.ptx.unsup_coef:g}' if self.unsup_iter is not None else ''}"
         )
 
     def state_dict(self) -> dict:
         """What a resumed run needs besides the engines (the EMA weights go to their own file)."""
-        return {"kl_coef": self.kl.value} if self.kl is not None else {}
+        return {}
+
+    def engines(self) -> dict:
+        """The engines a checkpoint holds: the actor's, and the critic."""
+        return {"actor": self.he.engine, **({"critic": self.critic} if self.critic is not None else {})}
 
     def load_state_dict(self, st: dict, ckpt_dir=None) -> None:
-        if "kl_coef" in st and self.kl is not None:
-            self.kl.value = st["kl_coef"]
         if self.ema is not None and ckpt_dir is not None and (ckpt_dir / "ema.safetensors").is_file():
             from .. import checkpoint
 
             self.ema.shadow = checkpoint.load_tensors(ckpt_dir, "ema.safetensors")
 
     def kl_coef(self) -> float:
-        return self.kl.value if self.kl is not None else self.c.kl.kl_coef
+        return self.kl.value
 
     def _apply(self, loss: torch.Tensor, what: str) -> bool:
         if not finite_or_skip(loss, self.guard, what):
@@ -182,10 +187,6 @@ class RLTrainer:
         out["train_s"] = time.time() - t0
         out["kl_coef"] = self.kl_coef()
         return out
-
-    def after_rollouts(self, mean_kl: float, n: int) -> None:
-        if self.kl is not None:
-            self.kl.update(mean_kl, n)
 
 
 def cycle(loader):
