@@ -7,7 +7,7 @@ ordered by prompt, a prompt once per batch (``inference.rw_eval.Scorer``).
 
 ``answers.json`` is a ``train.py`` run's (base, SFT and RL answers to the same held-out prompts).
 The two forms alternate in one process, so the machine's drift lands on both; the largest score
-difference between them is printed beside the times (``tests/test_reward.py`` asserts they agree).
+difference between them is printed beside the times (``tests/unit/test_reward.py`` asserts they agree).
 """
 from __future__ import annotations
 

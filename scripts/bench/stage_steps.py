@@ -8,7 +8,7 @@ first scored label on (``scored_logits``). Reward model: chosen and rejected row
 (plain) against a pair's prompt once with its KV cache (``pair_scores`` with sharing). The two
 forms of a stage alternate on the same batches in one process, so the machine's drift between
 runs lands on both; the losses of the two forms are printed beside the times (they agree up
-to float rounding; ``tests/test_sft_e2e.py`` and ``tests/test_shared_prefix.py`` assert it).
+to float rounding; ``tests/{e2e,unit}/test_sft_e2e.py`` and ``tests/unit/test_shared_prefix.py`` assert it).
 Then one AdamW step over the SFT model's weights, torch's plain kernel against its fused one.
 
 Each form's model FLOP/s (6 x the parameters of the linear layers x the batch's tokens, padding

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.docs import PAGES, ROOT, RUNNABLE  # noqa: F401
+from support.docs import PAGES, ROOT, RUNNABLE
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from support.reward import _batch  # noqa: F401
+from support.reward import _batch
 
 from training.step2_reward_model_finetuning.main import main as rm_main
 from training.utils.arguments import parse_config

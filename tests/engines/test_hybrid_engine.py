@@ -2,7 +2,7 @@ import copy
 
 import pytest
 import torch
-from support.hybrid_engine import GREEDY, _prompts, lora_that_changes_answers  # noqa: F401
+from support.hybrid_engine import GREEDY, _prompts, lora_that_changes_answers
 
 from training.utils.arguments import parse_config
 from training.utils.deepspeed_setup import build_train_engine

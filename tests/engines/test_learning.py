@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.learning import TEMPERATURE, _prompt_batch, blank_probability  # noqa: F401
+from support.learning import TEMPERATURE, blank_probability
 
 from training.step3_rlhf_finetuning.main import main as stage3
 from training.utils.logging import read_metrics

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from support.multiturn import RULES, _batch  # noqa: F401
+from support.multiturn import RULES, _batch
 
 from training.utils.data.collate import pad_sequences
 from training.utils.generation import GenerationSettings

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from support.refresh import FakeLabeller  # noqa: F401
+from support.refresh import FakeLabeller
 
 from training.utils.arguments import parse_config
 from training.utils.labels.refresh import RefreshPlan, RewardRefresh, token_pairs

@@ -4,7 +4,7 @@ block marked ```bash runnable runs as written (each file's blocks in order, in a
 
 import re
 
-from support.docs import PAGES, ROOT, RUNNABLE  # noqa: F401
+from support.docs import PAGES, ROOT, RUNNABLE
 
 
 def test_readme_is_a_guide_not_a_notebook():

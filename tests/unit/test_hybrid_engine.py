@@ -1,7 +1,7 @@
 
 
 import torch
-from support.hybrid_engine import GREEDY, _prompts  # noqa: F401
+from support.hybrid_engine import GREEDY, _prompts
 
 from training.utils.generation import GenerationSettings, PlainHFBackend
 from training.utils.model import load_causal_lm

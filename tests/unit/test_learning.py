@@ -12,7 +12,7 @@ wrong log-probs, or an update that never reaches the weights fails these tests.
 
 from __future__ import annotations
 
-from support.learning import TEMPERATURE, _prompt_batch, blank_probability  # noqa: F401
+from support.learning import blank_probability
 
 
 def test_starting_point_is_below_the_bound():

@@ -5,7 +5,7 @@ experience maker and the advantage estimators on sequences with observation toke
 
 import pytest
 import torch
-from support.multiturn import RULES, _batch  # noqa: F401
+from support.multiturn import RULES, _batch
 from support.tools import QWEN_TEMPLATE
 
 from training.utils.data.collate import pad_sequences

@@ -5,7 +5,7 @@ pairs rises); the refresh state survives a checkpoint; bad settings stop at pars
 
 import pytest
 import torch
-from support.refresh import FakeLabeller  # noqa: F401
+from support.refresh import FakeLabeller
 
 from training.utils.arguments import parse_config
 from training.utils.config import ConfigError

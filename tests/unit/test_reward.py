@@ -1,7 +1,7 @@
 
 import pytest
 import torch
-from support.reward import _batch  # noqa: F401
+from support.reward import _batch
 
 from training.utils.model import ValueModel, end_scores, load_reward_model
 

@@ -9,7 +9,7 @@ buckets of rows of similar length, each cut to its longest answer, instead of on
 to the longest answer of all (one 48-token answer among 13-token ones would otherwise make every
 row pay 48). With ~50-token prompts and ~15-token answers a group of 4 then runs about a third
 of the tokens the plain forward runs. Log-probs equal the plain forward's up to float rounding
-(``tests/test_shared_prefix.py``).
+(``tests/unit/test_shared_prefix.py``).
 
 It falls back to the plain forward when no two rows share a prompt, when ``start`` is 0, with
 gradient checkpointing (transformers drops the cache inside checkpointed layers), and for a ZeRO-3
