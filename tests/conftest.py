@@ -61,3 +61,14 @@ def h32_tok():
     from training.utils.model import load_tokenizer
 
     return load_tokenizer("tiny-h32", padding_side="left")
+
+
+@pytest.fixture(scope="session")
+def readme_quickstart(tmp_path_factory):
+    """The README's first runnable block (the tiny pipeline through all three stages) run as written in a fresh
+    directory, once per session: (the directory, the block, its result)."""
+    from support.docs import ROOT, RUNNABLE, fresh_directory, run_block
+
+    work = fresh_directory(tmp_path_factory.mktemp("readme"))
+    block = RUNNABLE.findall((ROOT / "README.md").read_text())[0]
+    return work, block, run_block(block, work)

@@ -43,7 +43,7 @@ SCRIPTS = {
 def test_dschat_scripts_run_unchanged_from_the_stage_directories(tmp_path):
     data = tmp_path / "pairs.jsonl"
     with data.open("w") as f:
-        for i in range(20):
+        for i in range(10):     # split 2,4,4: 2 SFT rows, 4 pairs, 4 RL prompts (4 iterations of stage 3)
             f.write(json.dumps({"prompt": f"\n\nHuman: What is {i} plus {i + 3}?\n\nAssistant:",
                                 "chosen": f" {2 * i + 3}.", "rejected": f" {2 * i + 4}."}) + "\n")
     out = {s: tmp_path / f"out{s}" for s in SCRIPTS}

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,11 +29,13 @@ def test_multi_node_needs_hostfile(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_py_tiny_end_to_end(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--actor-model", "tiny", "--reward-model", "tiny",
-                        "--output-dir", str(tmp_path), "--data_output_path", str(tmp_path / "cache"),
-                        "--eval-prompts", "8"], capture_output=True, text=True)
+def test_train_py_tiny_end_to_end(readme_quickstart, tmp_path):
+    """The README's quick start (``readme_quickstart``: train.py on tiny through the three stages, 8 evaluation
+    prompts), then GRPO's stage 3 alone on its SFT model."""
+    work, block, r = readme_quickstart
+    assert "train.py --actor-model tiny --reward-model tiny --output-dir output/tiny --eval-prompts 8" in block
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    shutil.copytree(work / "output" / "tiny", tmp_path, symlinks=True, dirs_exist_ok=True)
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["pass_rate"]) == {"base", "sft", "ppo"} and report["held_out_prompts"] == 8
     rm_summary = json.loads((tmp_path / "reward-models" / "tiny" / "summary.json").read_text())
