@@ -15,6 +15,7 @@ change the generation settings, ``/settings`` shows them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -80,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--label-output", "--label_output", default=None, dest="label_output", metavar="FILE",
                      help="the human-label JSONL the verdicts are appended to (default: FILE.labels.jsonl beside "
                           "--label); stage 2 reads it with --labeller human:FILE")
+    srv.add_argument("--collect", default=None, metavar="DIR",
+                     help="record every served answer with its conversation, and the thumbs people give it, in DIR "
+                          "(conversations.jsonl, feedback.jsonl); off by default: nothing is stored")
+    srv.add_argument("--admin-key-file", "--admin_key_file", default=None, dest="admin_key_file", metavar="FILE",
+                     help="a file holding the admin key, separate from the API keys, that POST /admin/reload "
+                          "{\"model\": DIR} needs to swap the served weights (without it reloading is off)")
     return ap
 
 
@@ -197,7 +204,15 @@ def echoing(read: Callable[[str], str], output_fn: Callable[[str], None]) -> Cal
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    keys = None
+    keys = admin = None
+    if a.serve and a.admin_key_file:
+        try:
+            admin = Path(a.admin_key_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            sys.exit(f"chat.py: --admin-key-file {a.admin_key_file}: {e}")
+        if len(admin) < 12 or any(c.isspace() for c in admin):
+            sys.exit(f"chat.py: --admin-key-file {a.admin_key_file}: the key must be one word of at least 12 "
+                     "characters")
     if a.serve:              # a key problem stops the server before the model loads
         from applications.auth import AuthError, Keys, refuse_open_binding
         try:
@@ -205,6 +220,9 @@ def main(argv=None) -> int:
             refuse_open_binding(a.host, keys, a.no_auth)
         except AuthError as e:
             sys.exit(f"chat.py: {e}")
+        if admin and keys.who(f"Bearer {admin}") is not None:
+            sys.exit(f"chat.py: --admin-key-file {a.admin_key_file}: the admin key is also an API key; give it its "
+                     "own")
     labels = None
     if a.serve and a.label:
         from applications.labelling import LabelStore
@@ -214,6 +232,14 @@ def main(argv=None) -> int:
             labels = LabelStore(a.label, out)
         except DataError as e:
             sys.exit(f"chat.py: --label: {e}")
+    collect = None
+    if a.serve and a.collect:
+        from applications.collect import Collector
+        from training.utils.data.sources import DataError
+        try:
+            collect = Collector(a.collect)
+        except DataError as e:
+            sys.exit(f"chat.py: --collect: {e}")
     tools = None
     if a.tools:
         from training.utils.tools.environment import ToolEnvironment
@@ -233,13 +259,16 @@ def main(argv=None) -> int:
         dtype = torch_dtype(resolve_dtype(a.dtype, torch.device(device).type))
     except ConfigError as e:
         sys.exit(f"chat.py: --dtype {a.dtype}: {e}")
-    engine = ChatEngine(model, template=a.template, max_context=a.max_context, device=device, dtype=dtype,
-                        trust_remote_code=a.trust_remote_code)
+    make = functools.partial(ChatEngine, template=a.template, max_context=a.max_context, device=device, dtype=dtype,
+                             trust_remote_code=a.trust_remote_code)
+    engine = make(model)
     if a.serve:
+        from applications.reload import Served
         from applications.server import Limits, serve
+        engine = Served(engine, make, admin)
         serve(engine, a.host, a.port, Limits(max_batch=a.max_batch, max_tokens=a.max_tokens_limit,
                                              max_request_bytes=a.max_request_bytes, max_queue=a.max_queue),
-              keys, a.no_auth, labels, tools, a.max_turns)
+              keys, a.no_auth, labels=labels, tools=tools, max_turns=a.max_turns, collect=collect)
         return 0
     chat = Chat(engine, a.max_new_tokens, Sampling(a.greedy, a.temperature, a.top_p), a.system, tools, a.max_turns)
     if a.prompt is not None:

@@ -2,8 +2,9 @@
 ``prompt``, ``answer_a``, ``answer_b``) and the verdicts people give, appended one line each to the
 human-label JSONL stage 2 reads (``--labeller human:FILE``).
 
-- Every verdict line is written and flushed to disk before the answer goes back, so a killed server
-  loses none; a restarted one reads the file and offers only what has no verdict yet.
+- Every verdict line is written and fsynced before the answer goes back (``journal.py``), so a killed server
+  loses at most the verdict in flight; a restarted one cuts a torn last line off, drops a repeated id with a
+  warning, and offers only what has no verdict yet. A second server on the same verdicts file is refused.
 - ``next(who)`` lends a comparison to one person at a time (for ``LEASE_S`` seconds), so several
   people labelling at once never get the same one; a verdict for a comparison that already has one
   is refused (409).
@@ -13,7 +14,6 @@ human-label JSONL stage 2 reads (``--labeller human:FILE``).
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -23,6 +23,7 @@ from typing import Optional
 from fastapi import Depends
 from starlette.requests import Request
 
+from applications.journal import Journal, unique
 from training.utils.data.sources import DataError, jsonl_objects
 
 LEASE_S = 600.0
@@ -54,16 +55,22 @@ class LabelStore:
         if not self.items:
             raise DataError(f"labelling: {self.path}: no comparisons")
         self.done: set[str] = set()
-        if self.out.is_file():                   # a restart: what already has a verdict is not offered again
-            for row, obj in jsonl_objects(self.out):
-                key = str(obj.get("id")) if isinstance(obj, dict) else None
-                if key not in self.items:
-                    raise DataError(f"{self.out}: row {row}: field 'id': {key!r} is not a comparison of {self.path}")
-                self.done.add(key)
+        self.journal = Journal(self.out, "labelling: the verdicts file")
+        # a restart: what already has a verdict is not offered again
+        for row, obj in unique(self.journal.records(), "id", self.out):
+            key = str(obj.get("id"))
+            if key not in self.items:
+                self.journal.close()
+                raise DataError(f"{self.out}: row {row}: field 'id': {key!r} is not a comparison of {self.path}")
+            self.done.add(key)
         self.order = list(self.items)
         self.leases: dict[str, tuple[str, float, str]] = {}     # id -> (who, until, shown)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
+
+    def close(self) -> None:
+        """Lets another store open the verdicts file (a restart in the same process)."""
+        self.journal.close()
 
     def progress(self) -> dict:
         return {"done": len(self.done), "total": len(self.items)}
@@ -103,11 +110,7 @@ class LabelStore:
             item = self.items[key]
             row = {"id": key, "prompt": item["prompt"], "answer_a": item["answer_a"], "answer_b": item["answer_b"],
                    "preference": pref, "shown": shown, "labeller": labeller, "time": round(time.time(), 3)}
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.out, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            self.journal.append(row)
             self.done.add(key)
             self.leases.pop(key, None)
         return {**self.progress(), "preference": pref}

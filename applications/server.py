@@ -32,11 +32,15 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from starlette.background import BackgroundTask
 from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse
 
 from applications.auth import LOOPBACK, Keys, refuse_open_binding
 from applications.chat_engine import ChatEngine, Completion, Request, Sampling
+from applications.collect import FeedbackError
 from applications.errors import error_response
+from applications.reload import ReloadError, Served
 from applications.tool_calls import answer_message, forced_opening, to_model_messages
 from training.utils.tools.parsers import Call as ParsedCall
 
@@ -267,11 +271,14 @@ def parse_request(body: bytes, engine: ChatEngine, limits: Limits) -> ChatReques
     return req
 
 
-def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Optional[Keys] = None, labels=None,
-               tools=None, max_turns: int = 4):
-    """The app; ``labels`` (a ``labelling.LabelStore``) adds the labelling page at ``/label``; ``tools`` (a
+def create_app(engine, limits: Optional[Limits] = None, keys: Optional[Keys] = None, labels=None,
+               tools=None, max_turns: int = 4, collect=None):
+    """The app; ``engine`` is a ``ChatEngine``, or a ``reload.Served`` (a model the admin can swap: ``POST
+    /admin/reload``); ``labels`` (a ``labelling.LabelStore``) adds the labelling page at ``/label``; ``tools`` (a
     ``ToolEnvironment``: ``chat.py --serve --tools``) are offered to the chat page, which has the server run
-    the model's calls (``GET /v1/tools``, ``POST /v1/tools/run``), up to ``max_turns`` turns a question."""
+    the model's calls (``GET /v1/tools``, ``POST /v1/tools/run``), up to ``max_turns`` turns a question;
+    ``collect`` (a ``collect.Collector``: ``--collect DIR``) records every answer and takes thumbs on them
+    (``POST /v1/feedback``)."""
     from fastapi import Depends, FastAPI
     from fastapi.responses import HTMLResponse, StreamingResponse
     from fastapi.security import HTTPBearer
@@ -294,8 +301,10 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
     @app.exception_handler(HTTPError)
     async def http_error(_, e: HTTPError):
         return error_response(e.status, e.message, e.param)
-    batcher = Batcher(engine, limits)
-    app.state.batcher = batcher
+    served = engine if isinstance(engine, Served) else Served(engine)
+    batcher = Batcher(served.engine, limits)
+    served.on_swap.append(lambda new: setattr(batcher, "engine", new))      # read once per batch
+    app.state.batcher, app.state.served = batcher, served
     created = int(time.time())
 
     page = (Path(__file__).parent / "static" / "chat.html").read_text(encoding="utf-8")
@@ -306,12 +315,46 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": engine.name, "queued": batcher.q.qsize()}
+        return {"status": "ok", "model": served.name, "version": served.version, "queued": batcher.q.qsize(),
+                "collecting": collect is not None}
+
+    @app.post("/v1/feedback")
+    async def feedback(http: HTTPRequest, who: Optional[str] = Depends(authorised)):
+        """Thumbs up / down on a collected answer: {"id": "<completion id>:<choice index>", "rating": "up"}."""
+        if collect is None:
+            raise HTTPError(404, "collection is off: start the server with --collect DIR to take feedback")
+        try:
+            body = json.loads(await http.body())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise HTTPError(400, f"request body is not valid JSON: {e}") from e
+        if not isinstance(body, dict):
+            raise HTTPError(400, 'body must be {"id", "rating"}')
+        try:
+            return await asyncio.to_thread(collect.thumb, body.get("id"), body.get("rating"), who)
+        except FeedbackError as e:
+            raise HTTPError(e.status, str(e)) from e
 
     @app.get("/v1/models", dependencies=[Depends(authorised)])
     def models():
-        return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": created,
-                                            "owned_by": "speedchat"}]}
+        return {"object": "list", "data": [{"id": served.name, "object": "model", "created": created,
+                                            "owned_by": "speedchat", "version": served.version}]}
+
+    @app.post("/admin/reload")
+    async def reload(http: HTTPRequest):
+        """Swap the served weights for the model directory ``{"model": DIR}`` (the admin key only)."""
+        if not served.admin_key:
+            raise HTTPError(403, "reloading is off: start the server with --admin-key-file FILE")
+        if not served.is_admin(http.headers.get("authorization")):
+            raise HTTPError(401, "reloading needs the admin key: send 'Authorization: Bearer ADMIN_KEY'")
+        try:
+            body = json.loads(await http.body())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise HTTPError(400, f"request body is not valid JSON: {e}") from e
+        model = body.get("model") if isinstance(body, dict) else None
+        try:
+            return await asyncio.to_thread(served.reload, model)       # loads off the event loop
+        except ReloadError as e:
+            raise HTTPError(400, str(e), "model") from e
 
     @app.get("/v1/tools", dependencies=[Depends(authorised)])
     def server_tools():
@@ -346,6 +389,7 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
             length = int(http.headers.get("content-length") or 0)
             if length > limits.max_request_bytes:
                 raise HTTPError(413, f"request body is {length} bytes; the limit is {limits.max_request_bytes}")
+            engine, version_at_start, _ = served.current    # this request's model, also when a reload swaps it
             req = parse_request(await http.body(), engine, limits)
             max_tokens = req.asked_tokens() or min(limits.default_max_tokens, limits.max_tokens)
             msgs = to_model_messages([m.model_dump() for m in req.messages])
@@ -363,6 +407,16 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
         loop = asyncio.get_running_loop()
         rid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         head = {"id": rid, "created": now, "model": engine.name}
+
+        def collected(done: list[Completion]):
+            """With --collect: the answers' ids noted now, their records written by the task returned."""
+            if collect is None:
+                return None
+            answer_ids = collect.note(rid, len(done))
+            sampling_used = {"temperature": req.temperature, "top_p": req.top_p, "max_tokens": max_tokens}
+            version = {"id": served.name, "version": version_at_start}
+            texts = [opening + c.text for c in done]
+            return BackgroundTask(collect.record, answer_ids, msgs, texts, sampling_used, version)
 
         def answer(c: Completion) -> dict:
             """{message, finish_reason} of a completion: its calls parsed when the request has tools."""
@@ -382,9 +436,10 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
             except Exception as e:
                 return error_response(500, f"generation failed: {type(e).__name__}: {e}")
             out = sum(c.completion_tokens for c in done)
-            return {**head, "object": "chat.completion",
+            body = {**head, "object": "chat.completion",
                     "choices": [{"index": i, **answer(c), "logprobs": None} for i, c in enumerate(done)],
                     "usage": {"prompt_tokens": len(ids), "completion_tokens": out, "total_tokens": len(ids) + out}}
+            return JSONResponse(body, background=collected(done))       # the record is written after the answer
 
         deltas: asyncio.Queue = asyncio.Queue()
 
@@ -441,6 +496,9 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
                 else:
                     yield chunk(i, {}, c.finish_reason)
             yield "data: [DONE]\n\n"
+            task = collected(done)
+            if task is not None:
+                await task()
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -459,10 +517,13 @@ def create_app(engine: ChatEngine, limits: Optional[Limits] = None, keys: Option
     return app
 
 
-def serve(engine: ChatEngine, host: str = "127.0.0.1", port: int = 8000, limits: Optional[Limits] = None,
-          keys: Optional[Keys] = None, no_auth: bool = False, labels=None, tools=None, max_turns: int = 4) -> None:
+def serve(engine, host: str = "127.0.0.1", port: int = 8000, limits: Optional[Limits] = None,
+          keys: Optional[Keys] = None, no_auth: bool = False, **features) -> None:
+    """Serve ``engine`` (a ``ChatEngine`` or ``reload.Served``); ``features`` are ``create_app``'s: ``labels``,
+    ``tools``, ``max_turns``, ``collect``."""
     import uvicorn
 
+    labels, tools, collect = features.get("labels"), features.get("tools"), features.get("collect")
     keys = keys or Keys({})
     refuse_open_binding(host, keys, no_auth)       # AuthError before anything is bound
     if not keys and host not in LOOPBACK:
@@ -480,7 +541,9 @@ def serve(engine: ChatEngine, host: str = "127.0.0.1", port: int = 8000, limits:
                  len(labels.done), len(labels.items), labels.out)
     if tools is not None:
         log.info("the chat page's tools, run here: %s", ", ".join(t["function"]["name"] for t in tools.tools))
-    uvicorn.run(create_app(engine, limits, keys, labels, tools, max_turns), host=host, port=port, log_level="info")
+    if collect is not None:
+        log.info("collecting every answer and its thumbs in %s (%d answers so far)", collect.dir, len(collect.answers))
+    uvicorn.run(create_app(engine, limits, keys, **features), host=host, port=port, log_level="info")
 
 
 class Background:

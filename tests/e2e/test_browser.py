@@ -53,7 +53,42 @@ def test_chat_page_streams_the_greedy_answer_and_keeps_the_history(browser):
             history.append({"role": "assistant", "content": expected})
         assert page.locator(".msg.user .text").all_text_contents() == ["What is 2 + 3?", "And 4 + 4?"]
         assert outside == []
+        assert page.locator("#collecting").is_hidden() and page.locator(".thumbs").count() == 0   # not collecting
         page.close()
+
+
+@pytest.mark.slow
+def test_thumbs_on_a_collecting_server_become_labels_of_that_answer(browser, tmp_path):
+    """chat.py --serve --collect: the page says the server records, each answer gets thumbs, and a click is the
+    answer's label in feedback.jsonl, keyed by the recorded answer's id."""
+    import json
+
+    from applications.collect import Collector
+
+    collect = Collector(str(tmp_path / "c"))
+    with Background(create_app(ChatEngine("tiny", template="plain"), collect=collect)) as url:
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.wait_for_function("!document.getElementById('collecting').hidden")
+        page.fill("#temperature", "0")
+        page.fill("#max_tokens", "8")
+        for k, question in enumerate(["What is 2 + 3?", "Name a colour."]):
+            page.fill("#question", question)
+            page.press("#question", "Enter")
+            page.wait_for_function(f"(document.querySelectorAll('.msg.assistant')[{k}] || {{}}).dataset?.state "
+                                   "=== 'done'", timeout=120_000)
+        page.locator(".msg.assistant").nth(1).locator(".thumbs button.down").click()
+        page.wait_for_function("document.querySelectorAll('.thumbs')[1].dataset.rated === 'down'")
+        page.locator(".msg.assistant").nth(1).locator(".thumbs button.up").click()        # rated once only
+        shown = page.locator(".msg.assistant .text").nth(1).text_content()
+        page.close()
+    collect.close()
+    labels = [json.loads(x) for x in (tmp_path / "c" / "feedback.jsonl").read_text().splitlines()]
+    answers = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "c" / "conversations.jsonl").read_text()
+               .splitlines()}
+    assert len(answers) == 2 and [(x["rating"], x["label"]) for x in labels] == [("down", 0.0)]
+    rated = answers[labels[0]["id"]]
+    assert rated["answer"] == shown and rated["messages"][-1]["content"] == "Name a colour."
 
 
 @pytest.mark.slow
@@ -147,7 +182,8 @@ def test_labelling_page_by_keyboard_survives_a_restart_and_keeps_two_people_apar
     (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "v.jsonl"
     engine = ChatEngine("tiny", template="plain")
-    with Background(create_app(engine, labels=LabelStore(str(tmp_path / "c.jsonl"), str(out)))) as url:
+    first = LabelStore(str(tmp_path / "c.jsonl"), str(out))
+    with Background(create_app(engine, labels=first)) as url:
         page = browser.new_page()
         page.goto(url + "/label")
         for k, key in enumerate("12341"):
@@ -156,6 +192,7 @@ def test_labelling_page_by_keyboard_survives_a_restart_and_keeps_two_people_apar
             page.keyboard.press(key)
         page.wait_for_function("document.getElementById('progress').textContent === '5 / 8'")
         page.close()
+    first.close()
     assert len(out.read_text().splitlines()) == 5                 # the server is gone; the verdicts are on disk
     prefs = [json.loads(x)["preference"] for x in out.read_text().splitlines()]
     assert prefs[2:4] == ["tie", "skip"] and set(prefs[:2] + prefs[4:]) <= {"a", "b"}

@@ -55,6 +55,7 @@ def test_a_restart_offers_only_what_has_no_verdict_and_two_people_get_different_
     for _ in range(2):
         item = store.next("ana/1")
         store.verdict("ana/1", item["id"], "left", "ana")
+    store.close()
     again = LabelStore(str(c), str(v))                   # the server killed and started again
     assert again.progress() == {"done": 2, "total": 6}
     a, b = again.next("ana/1"), again.next("bo/2")
@@ -102,3 +103,35 @@ def test_bad_comparison_files_name_the_row_and_field(tmp_path, text, words):
     (tmp_path / "c.jsonl").write_text(text)
     with pytest.raises(DataError, match=words):
         LabelStore(str(tmp_path / "c.jsonl"), str(tmp_path / "v.jsonl"))
+
+
+def test_a_torn_last_line_is_cut_off_and_repeated_ids_dropped_with_warnings(tmp_path, caplog):
+    c, v = comparisons(tmp_path / "c.jsonl"), tmp_path / "v.jsonl"
+    store = LabelStore(str(c), str(v))
+    for _ in range(3):
+        item = store.next("ana/1")
+        store.verdict("ana/1", item["id"], "left", "ana")
+    store.close()
+    lines = v.read_text().splitlines(keepends=True)
+    v.write_text(lines[0] + lines[1] + lines[0] + lines[2][:25])     # row 1 again, then a write cut short
+    with caplog.at_level("WARNING", logger="speedchat"):
+        again = LabelStore(str(c), str(v))
+    assert again.progress() == {"done": 2, "total": 6}
+    assert v.read_text() == lines[0] + lines[1] + lines[0]            # the torn line is gone from the file
+    said = caplog.text
+    assert "its last line was cut short (25 bytes without a newline" in said
+    assert f"row 3: id '{json.loads(lines[0])['id']}' already appears at row 1; dropped" in said
+    pairs, counts = read_human_labels(v)                              # stage 2 counts the verdict once
+    assert counts["rows"] == 2 and "already has a verdict at row 1; dropped" in caplog.text
+    again.close()
+
+
+def test_a_second_server_on_the_same_verdicts_file_is_refused(tmp_path):
+    import os
+
+    c, v = comparisons(tmp_path / "c.jsonl"), tmp_path / "v.jsonl"
+    first = LabelStore(str(c), str(v))
+    with pytest.raises(DataError, match=rf"v.jsonl: another process \(pid {os.getpid()}\) is writing it"):
+        LabelStore(str(c), str(v))
+    first.close()
+    LabelStore(str(c), str(v)).close()                                # free again once the first has stopped

@@ -1,0 +1,74 @@
+"""Collecting what the server serves, opt-in (``chat.py --serve --collect DIR``): every answer with the
+conversation it answers, and the thumbs people give it.
+
+- ``DIR/conversations.jsonl``: one record per served answer: ``id`` (the completion's id and the choice's
+  index, ``chatcmpl-...:0``), ``messages`` (the request's conversation), ``answer``, ``sampling``
+  (temperature, top_p, max_tokens), ``model`` and ``version`` (the hash of the weights that answered) and
+  ``time``. The answer is sent first; its record is written right after, off the request's path.
+- ``DIR/feedback.jsonl``: thumbs up / down on an answer (``POST /v1/feedback {"id", "rating": "up" | "down"}``):
+  a pointwise label (``label`` 1.0 or 0.0) keyed by the answer's id, with the key holder's name.
+
+Both files are journals (``journal.py``): fsynced per record, a torn last line cut off at the next start, one
+server per directory. Without ``--collect`` nothing is written and ``/v1/feedback`` answers 404.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from applications.journal import Journal, unique
+
+RATINGS = {"up": 1.0, "down": 0.0}
+
+
+class FeedbackError(ValueError):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Collector:
+    def __init__(self, directory: str):
+        self.dir = Path(directory)
+        self.conversations = Journal(self.dir / "conversations.jsonl", "collection: the conversations file")
+        try:
+            self.feedback = Journal(self.dir / "feedback.jsonl", "collection: the feedback file")
+        except Exception:
+            self.conversations.close()
+            raise
+        self.answers = {rec["id"] for _, rec in unique(self.conversations.records(), "id", self.conversations.path)}
+        self.rated = {rec["id"] for _, rec in unique(self.feedback.records(), "id", self.feedback.path)}
+        self.lock = threading.Lock()
+
+    def note(self, rid: str, n: int) -> list[str]:
+        """The ids of a completion's ``n`` answers, known at once (a thumb may come before the record is written)."""
+        ids = [f"{rid}:{i}" for i in range(n)]
+        with self.lock:
+            self.answers.update(ids)
+        return ids
+
+    def record(self, ids: list[str], messages: list[dict], answers: list[str], sampling: dict, served: dict) -> None:
+        now = round(time.time(), 3)
+        with self.lock:
+            for i, text in zip(ids, answers):
+                self.conversations.append({"id": i, "messages": messages, "answer": text, "sampling": sampling,
+                                           "model": served["id"], "version": served["version"], "time": now})
+
+    def thumb(self, answer_id, rating, labeller: Optional[str]) -> dict:
+        if rating not in RATINGS:
+            raise FeedbackError(400, f"rating {rating!r} is not one of {', '.join(RATINGS)}")
+        with self.lock:
+            if not isinstance(answer_id, str) or answer_id not in self.answers:
+                raise FeedbackError(404, f"no collected answer with id {answer_id!r}")
+            if answer_id in self.rated:
+                raise FeedbackError(409, f"answer {answer_id} already has a rating")
+            self.feedback.append({"id": answer_id, "rating": rating, "label": RATINGS[rating],
+                                  "labeller": labeller or "anonymous", "time": round(time.time(), 3)})
+            self.rated.add(answer_id)
+        return {"id": answer_id, "rating": rating}
+
+    def close(self) -> None:
+        self.conversations.close()
+        self.feedback.close()
