@@ -39,6 +39,8 @@ RUNS = {
     "sft_accumulate_eval_save": ("sft", STAGE1 + ["--gradient_accumulation_steps", "2", "--eval_interval", "1",
                                                   "--save_interval", "2"]),
     "rm": ("rm", STAGE1 + ["--samples_per_prompt", "2"]),
+    "rm_policy_pairs": ("rm", STAGE1 + ["--pairs_from_policy", "--labeller", "checker", "--label_budget", "16",
+                                        "--policy_max_new_tokens", "3", "--pointwise_weight", "0.5"]),
     "dpo": ("dpo", STAGE1 + ["--beta", "0.5"]),
     "ppo": ("rl", STAGE3),
     "ppo_all": ("rl", STAGE3 + ["--group_baseline", "--normalize_reward", "--unsup_coef", "0.5", "--enable_ema",
@@ -54,6 +56,8 @@ RUNS = {
     "dapo": ("rl", STAGE3 + ["--algo", "dapo", "--overlong_buffer_len", "4"] + RULE + GROUP),
     "grpo_dual_clip": ("rl", STAGE3 + ["--algo", "grpo", "--policy_loss", "dual_clip", "--dual_clip_c", "1.05"]
                        + RULE + GROUP),
+    "ppo_refresh": ("rl", STAGE3 + ["--reward_refresh_interval", "1", "--reward_refresh_labels", "8",
+                                    "--reward_refresh_steps", "2", "--reward_refresh_batch", "2"] + GROUP),
     "ppo_curriculum_lora": ("rl", STAGE3 + ["--prompt_curriculum", "--balance_key", "task", "--group_baseline",
                                             "--lora_dim", "8", "--only_optimize_lora", "--eval_interval", "2",
                                             "--save_interval", "2"] + GROUP),
