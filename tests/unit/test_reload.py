@@ -15,11 +15,15 @@ ADMIN = "admin-key-0123456789"
 ASK = {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8, "temperature": 0}
 
 
-def _saved(path, kind="tiny", seed=5):
+def _saved(path, seed=5, extra_token="", template=None):
     from training.utils.model import load_causal_lm, load_tokenizer
 
-    tok = load_tokenizer(kind)
-    load_causal_lm(kind, tok, seed=seed).save_pretrained(path)
+    tok = load_tokenizer("tiny")
+    load_causal_lm("tiny", tok, seed=seed).save_pretrained(path)
+    if extra_token:
+        tok.add_tokens([extra_token])
+    if template is not None:
+        tok.chat_template = template
     tok.save_pretrained(path)
     return str(path)
 
@@ -62,7 +66,8 @@ def test_a_broken_or_mismatched_directory_is_refused_and_the_old_model_keeps_ser
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     cases = [({"model": str(tmp_path / "nowhere")}, "nowhere: not a model directory (no config.json)"),
              ({"model": str(broken)}, "broken: does not load ("),
-             ({"model": _saved(tmp_path / "opt", "tiny-opt")}, "its tokenizer's vocabulary differs"),
+             ({"model": _saved(tmp_path / "vocab", extra_token="<zz>")}, "its tokenizer's vocabulary differs"),
+             ({"model": _saved(tmp_path / "tmpl", template="{{ messages }}")}, "its chat template differs"),
              ({"nothing": 1}, 'body must be {"model": DIR}'),
              ([1], 'body must be {"model": DIR}')]
     for body, words in cases:
