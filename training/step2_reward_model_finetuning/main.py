@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
             if comp is None or not comp.labels:
                 raise ConfigError("--pointwise_weight trains on the labelled answers of --pairs_from_policy (a rule, "
                                   "HTTP or checker labeller); this run has none")
-            points = comparisons.label_batches(comp.labels, s.tok, cfg, m.pointwise_batch, cfg.optim.seed, rank(),
+            points = comparisons.label_batches(comp.labels, s.tok, cfg.data, m.pointwise_batch, cfg.optim.seed, rank(),
                                                world_size())
             run_ctx.log.info("pointwise term: %d labelled answers (mean label %.2f) at weight %g, %d per step",
                              len(comp.labels), sum(x["label"] for x in comp.labels) / len(comp.labels),

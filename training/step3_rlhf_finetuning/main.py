@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
             PtxBatches(unsup) if unsup is not None else None,
             Refresh(refresh, models.reward_models[0], resident) if refresh is not None else None,
             Fault(reward) if fault else None)]
-        evaluation = Evaluation(eval_loader, eval_metric(cfg, log), r.eval_pass_threshold, cfg.data.max_answer_seq_len)
+        evaluation = Evaluation(eval_loader, eval_metric(r, log), r.eval_pass_threshold, cfg.data.max_answer_seq_len)
         loop = RLLoop(cfg, run_ctx.writer, maker=maker, trainer=trainer, hooks=hooks, evaluation=evaluation,
                       iterations=iterations)
         log.info("%s", loop.describe())

@@ -28,10 +28,11 @@ def make_optimizer(model, cfg: Config, offload: bool):
     return torch.optim.AdamW(groups, **kw, fused=device().type == "cpu" and not cfg.ds.no_fused_kernels)
 
 
-def num_update_steps(num_micro_batches_per_epoch: int, cfg: Config) -> int:
-    per_epoch = max(1, math.ceil(num_micro_batches_per_epoch / cfg.optim.gradient_accumulation_steps))
-    total = per_epoch * cfg.optim.num_train_epochs
-    return min(total, cfg.optim.max_steps) if cfg.optim.max_steps > 0 else total
+def num_update_steps(num_micro_batches_per_epoch: int, optim) -> int:
+    """Optimizer steps of a run: epochs of ``num_micro_batches_per_epoch``, capped by ``optim.max_steps``."""
+    per_epoch = max(1, math.ceil(num_micro_batches_per_epoch / optim.gradient_accumulation_steps))
+    total = per_epoch * optim.num_train_epochs
+    return min(total, optim.max_steps) if optim.max_steps > 0 else total
 
 
 def enable_gradient_checkpointing(model) -> None:

@@ -243,10 +243,9 @@ def build_reward(specs: Sequence[str], weights: Sequence[float] = (), load_model
     return CombinedReward(sources, w)
 
 
-def eval_metric(cfg, log) -> Optional[CombinedReward]:
-    """Stage 3's evaluation metric: ``--eval_reward``, else the rule and HTTP sources of ``--reward`` (each at
-    weight 1), else None (the bundled checker on its tasks)."""
-    r = cfg.rewards
+def eval_metric(r, log) -> Optional[CombinedReward]:
+    """Stage 3's evaluation metric from the rewards section ``r``: ``--eval_reward``, else the rule and HTTP
+    sources of ``--reward`` (each at weight 1), else None (the bundled checker on its tasks)."""
     specs = r.eval_reward or [s for s in r.reward if "metric" in parse(s, "reward")[0].roles]
     if not specs:
         log.info("evaluation: the bundled checker's pass-rate on the prompts that are its tasks")

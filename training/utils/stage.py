@@ -138,7 +138,7 @@ class StageRun:
         module = prepare(model)
         train_loader, eval_loader = self.loaders(train_ds, eval_ds, collate(tok), o.per_device_train_batch_size,
                                                  o.per_device_eval_batch_size)
-        total = num_update_steps(len(train_loader), cfg)
+        total = num_update_steps(len(train_loader), cfg.optim)
         return SimpleNamespace(tok=tok, model=model, train_ds=train_ds, eval_ds=eval_ds, stats=stats,
                                train_loader=train_loader, eval_loader=eval_loader, total=total,
                                engine=build_train_engine(module, cfg, total))

@@ -36,8 +36,7 @@ class Comparisons:
     labels: list[dict] = field(default_factory=list)    # every labelled answer {prompt (messages), answer, label}
 
 
-def _labeller(cfg):
-    m = cfg.rm
+def _labeller(m):
     return build_labeller(m.labeller, m.judge_template or DEFAULT_JUDGE_TEMPLATE)
 
 
@@ -69,7 +68,7 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
             log.info("human labels %s: %d rows (%s): %d pairs", target, counts["rows"],
                      ", ".join(f"{k} {v}" for k, v in counts.items() if k != "rows"), len(pairs))
         else:
-            labeller = _labeller(cfg)
+            labeller = _labeller(cfg.rm)
             sampler, stats["policy"] = _sampler(cfg, tok)
 
             def progress(used, budget):
@@ -115,14 +114,14 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
     return Comparisons(pairs, read(EVAL_FILE), stats, labels)
 
 
-def label_batches(labels: list[dict], tok, cfg, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+def label_batches(labels: list[dict], tok, d, batch_size: int, seed: int, rank: int = 0, world: int = 1):
     """Right-padded batches of labelled answers (input_ids, attention_mask, prompt_len, end_index, label), without
-    end: each pass over this rank's share in a new seeded order. Tokenised as stage 2's pairs."""
+    end: each pass over this rank's share in a new seeded order. Tokenised as stage 2's pairs (``d``: the data
+    section)."""
     import numpy as np
 
     from ..data.collate import pad_sequences
 
-    d = cfg.data
     rows = []
     for r in labels[rank::world]:
         p = prompt_token_ids(tok, render_prompt(tok, r["prompt"], d.template), d.template)[-d.max_prompt_seq_len:]
@@ -171,11 +170,10 @@ def mix(train_ds, pair_ds, weight: float, seed: int):
                                           pair_ds.select(idx).select_columns(list(cols))])
 
 
-def score(model, tok, records: list[dict], cfg, batch_size: int = 16, share: bool = True) -> list[float]:
+def score(model, tok, records: list[dict], d, batch_size: int = 16, share: bool = True) -> list[float]:
     """The reward model's score of every sampled answer, in record order (a prompt's answers together, so
     its prompt runs once), tokenised as stage 2's pairs (prompt rendered, answer + EOS, cut to the
-    length limits)."""
-    d = cfg.data
+    length limits; ``d``: the data section)."""
     rows = []
     for r in records:
         p = prompt_token_ids(tok, render_prompt(tok, to_messages(r["prompt"]), d.template), d.template)
@@ -191,7 +189,7 @@ def measure(engine, tok, comp: Comparisons, cfg, log) -> dict:
     if not comp.eval_records:
         return {}
     engine.eval()
-    scores = score(engine, tok, comp.eval_records, cfg, cfg.optim.per_device_eval_batch_size,
+    scores = score(engine, tok, comp.eval_records, cfg.data, cfg.optim.per_device_eval_batch_size,
                    cfg.model.share_prompt_forward)
     res = on_policy_auc(comp.eval_records, scores)
     fmt = lambda x: "-" if x is None else f"{x:.3f}"
