@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--collect", default=None, metavar="DIR",
                      help="record every served answer with its conversation, and the thumbs people give it, in DIR "
                           "(conversations.jsonl, feedback.jsonl); off by default: nothing is stored")
+    srv.add_argument("--compare", action="store_true",
+                     help="with --collect: also sample a second answer to each collected prompt when the server is "
+                          "idle and queue the pair on the labelling page at /label (verdicts in "
+                          "DIR/comparisons.labels.jsonl)")
     srv.add_argument("--admin-key-file", "--admin_key_file", default=None, dest="admin_key_file", metavar="FILE",
                      help="a file holding the admin key, separate from the API keys, that POST /admin/reload "
                           "{\"model\": DIR} needs to swap the served weights (without it reloading is off)")
@@ -233,13 +237,18 @@ def main(argv=None) -> int:
         except DataError as e:
             sys.exit(f"chat.py: --label: {e}")
     collect = None
+    if a.compare and not (a.serve and a.collect):
+        sys.exit("chat.py: --compare samples second answers to collected prompts: add --serve --collect DIR")
+    if a.compare and a.label:
+        sys.exit("chat.py: --compare serves its pairs on the labelling page: drop --label (or --compare)")
     if a.serve and a.collect:
         from applications.collect import Collector
         from training.utils.data.sources import DataError
         try:
-            collect = Collector(a.collect)
+            collect = Collector(a.collect, compare=a.compare)
         except DataError as e:
             sys.exit(f"chat.py: --collect: {e}")
+        labels = collect.labels or labels
     tools = None
     if a.tools:
         from training.utils.tools.environment import ToolEnvironment

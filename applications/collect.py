@@ -8,7 +8,13 @@ conversation it answers, and the thumbs people give it.
 - ``DIR/feedback.jsonl``: thumbs up / down on an answer (``POST /v1/feedback {"id", "rating": "up" | "down"}``):
   a pointwise label (``label`` 1.0 or 0.0) keyed by the answer's id, with the key holder's name.
 
-Both files are journals (``journal.py``): fsynced per record, a torn last line cut off at the next start, one
+With ``--compare`` the server also samples a second answer to each collected prompt (temperature at least
+``COMPARE_TEMPERATURE``), off the request's path: the served answer is never delayed, and the second one is
+generated when no request waits. A pair whose answers differ goes to ``DIR/comparisons.jsonl`` (``id``,
+``prompt`` as messages, ``answer_a`` the served one, ``answer_b``) and to the labelling page at ``/label``; the
+verdicts go to ``DIR/comparisons.labels.jsonl``, stage 2's human-label file.
+
+The files are journals (``journal.py``): fsynced per record, a torn last line cut off at the next start, one
 server per directory. Without ``--collect`` nothing is written and ``/v1/feedback`` answers 404.
 """
 from __future__ import annotations
@@ -19,8 +25,11 @@ from pathlib import Path
 from typing import Optional
 
 from applications.journal import Journal, unique
+from training.utils.labels.human import prompt_field
 
 RATINGS = {"up": 1.0, "down": 0.0}
+COMPARE_TEMPERATURE = 0.7
+PAIRS_FILE, VERDICTS_FILE = "comparisons.jsonl", "comparisons.labels.jsonl"
 
 
 class FeedbackError(ValueError):
@@ -30,13 +39,23 @@ class FeedbackError(ValueError):
 
 
 class Collector:
-    def __init__(self, directory: str):
-        self.dir = Path(directory)
+    def __init__(self, directory: str, compare: bool = False):
+        self.dir, self.compare = Path(directory), compare
         self.conversations = Journal(self.dir / "conversations.jsonl", "collection: the conversations file")
+        self.journals = [self.conversations]
         try:
             self.feedback = Journal(self.dir / "feedback.jsonl", "collection: the feedback file")
+            self.journals.append(self.feedback)
+            self.pairs = Journal(self.dir / PAIRS_FILE, "collection: the comparisons file") if compare else None
+            if self.pairs is not None:
+                self.journals.append(self.pairs)
+            self.labels = None          # the labelling page's store of the pairs, when on
+            if compare:
+                from applications.labelling import LabelStore
+
+                self.labels = LabelStore(str(self.dir / PAIRS_FILE), str(self.dir / VERDICTS_FILE), live=True)
         except Exception:
-            self.conversations.close()
+            self.close()
             raise
         self.answers = {rec["id"] for _, rec in unique(self.conversations.records(), "id", self.conversations.path)}
         self.rated = {rec["id"] for _, rec in unique(self.feedback.records(), "id", self.feedback.path)}
@@ -69,6 +88,21 @@ class Collector:
             self.rated.add(answer_id)
         return {"id": answer_id, "rating": rating}
 
+    def pair(self, answer_id: str, messages: list[dict], first: str, second: str) -> Optional[dict]:
+        """Queue the served answer and a second one to the same conversation for labelling (None when they are
+        the same text: nothing to compare)."""
+        if second.strip() == first.strip():
+            return None
+        item = {"id": f"{answer_id}/b", "prompt": prompt_field(messages), "answer_a": first, "answer_b": second,
+                "time": round(time.time(), 3)}
+        with self.lock:
+            self.pairs.append(item)
+        if self.labels is not None:
+            self.labels.add(item)
+        return item
+
     def close(self) -> None:
-        self.conversations.close()
-        self.feedback.close()
+        for j in self.journals:
+            j.close()
+        if getattr(self, "labels", None) is not None:
+            self.labels.close()

@@ -37,14 +37,17 @@ class LabelRequestError(ValueError):
 
 
 class LabelStore:
-    def __init__(self, comparisons: str, verdicts: str, seed: int = 0):
+    """``live``: the comparisons file may be empty or missing; ``add`` queues comparisons as they come (the pairs
+    of ``chat.py --serve --collect DIR --compare``)."""
+
+    def __init__(self, comparisons: str, verdicts: str, seed: int = 0, live: bool = False):
         self.path, self.out = Path(comparisons), Path(verdicts)
         if self.out.resolve() == self.path.resolve():
             raise DataError(f"labelling: the verdicts file must differ from the comparisons file {self.path}")
         self.items: dict[str, dict] = {}
-        if not self.path.is_file():
+        if not self.path.is_file() and not live:
             raise DataError(f"labelling: {self.path}: no such file (stage 2 writes one with --export_for_labelling)")
-        for row, obj in jsonl_objects(self.path):
+        for row, obj in (jsonl_objects(self.path) if self.path.is_file() else []):
             for field in ("id", "prompt", "answer_a", "answer_b"):
                 if not isinstance(obj, dict) or obj.get(field) in (None, ""):
                     raise DataError(f"{self.path}: row {row}: field '{field}': missing")
@@ -52,7 +55,7 @@ class LabelStore:
             if key in self.items:
                 raise DataError(f"{self.path}: row {row}: field 'id': {key!r} appears twice")
             self.items[key] = obj
-        if not self.items:
+        if not self.items and not live:
             raise DataError(f"labelling: {self.path}: no comparisons")
         self.done: set[str] = set()
         self.journal = Journal(self.out, "labelling: the verdicts file")
@@ -67,6 +70,14 @@ class LabelStore:
         self.leases: dict[str, tuple[str, float, str]] = {}     # id -> (who, until, shown)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
+
+    def add(self, item: dict) -> None:
+        """A new comparison to label ({id, prompt, answer_a, answer_b}), offered after those already queued."""
+        with self.lock:
+            key = str(item["id"])
+            if key not in self.items:
+                self.items[key] = item
+                self.order.append(key)
 
     def close(self) -> None:
         """Lets another store open the verdicts file (a restart in the same process)."""
@@ -89,7 +100,9 @@ class LabelStore:
             self.leases[key] = (who, now + LEASE_S, shown)
         item = self.items[key]
         left, right = (item["answer_a"], item["answer_b"]) if shown == "ab" else (item["answer_b"], item["answer_a"])
-        return {**self.progress(), "finished": False, "id": key, "prompt": item["prompt"], "left": left, "right": right}
+        prompt = item["prompt"] if isinstance(item["prompt"], str) else "\n\n".join(
+            f"{m.get('role')}: {m.get('content')}" for m in item["prompt"])       # a conversation, turn by turn
+        return {**self.progress(), "finished": False, "id": key, "prompt": prompt, "left": left, "right": right}
 
     def verdict(self, who: str, key, choice, labeller: str = "anonymous") -> dict:
         """Record ``choice`` (left / right / tie / skip) for comparison ``key`` as lent to ``who``, given

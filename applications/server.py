@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse
 
 from applications.auth import LOOPBACK, Keys, refuse_open_binding
 from applications.chat_engine import ChatEngine, Completion, Request, Sampling
-from applications.collect import FeedbackError
+from applications.collect import COMPARE_TEMPERATURE, FeedbackError
 from applications.errors import error_response
 from applications.reload import ReloadError, Served
 from applications.tool_calls import answer_message, forced_opening, to_model_messages
@@ -167,11 +167,13 @@ class _Job:
 
 
 class Batcher:
-    """A worker thread that batches queued jobs with equal sampling settings."""
+    """A worker thread that batches queued jobs with equal sampling settings; jobs submitted as ``idle`` (the
+    second answers of ``--compare``) start a batch only when no request waits."""
 
     def __init__(self, engine: ChatEngine, limits: Limits):
         self.engine, self.limits = engine, limits
         self.q: "queue.Queue[_Job]" = queue.Queue(maxsize=limits.max_queue)
+        self.idle: "queue.Queue[_Job]" = queue.Queue(maxsize=limits.max_queue)
         self.pending: list[_Job] = []      # taken from the queue but not batchable yet (worker only)
         self.batches = 0
         self.thread = threading.Thread(target=self._work, name="speedchat-batcher", daemon=True)
@@ -183,9 +185,29 @@ class Batcher:
         except queue.Full:
             raise HTTPError(503, f"server busy: {self.limits.max_queue} requests already queued; retry later") from None
 
+    def submit_idle(self, job: _Job) -> bool:
+        """Queue a job that runs when no request waits; False when that queue is full."""
+        try:
+            self.idle.put_nowait(job)
+            return True
+        except queue.Full:
+            return False
+
+    def _first(self) -> _Job:
+        if self.pending:
+            return self.pending.pop(0)
+        while True:
+            try:
+                return self.q.get(timeout=0.05)
+            except queue.Empty:
+                try:
+                    return self.idle.get_nowait()
+                except queue.Empty:
+                    continue
+
     def _take(self) -> list[_Job]:
         """The oldest job plus every waiting job with the same sampling settings that fits."""
-        first = self.pending.pop(0) if self.pending else self.q.get()
+        first = self._first()
         jobs, rows, key = [first], len(first.requests), first.sampling.key()
 
         def fits(job):
@@ -302,6 +324,17 @@ def create_app(engine, limits: Optional[Limits] = None, keys: Optional[Keys] = N
     async def http_error(_, e: HTTPError):
         return error_response(e.status, e.message, e.param)
     served = engine if isinstance(engine, Served) else Served(engine)
+    background: set = set()         # tasks that outlive their request (--compare's second answers)
+
+    def spawn(coro) -> None:
+        task = asyncio.ensure_future(coro)
+        background.add(task)
+
+        def done(t):
+            background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("a background task failed: %r", t.exception())
+        task.add_done_callback(done)
     batcher = Batcher(served.engine, limits)
     served.on_swap.append(lambda new: setattr(batcher, "engine", new))      # read once per batch
     app.state.batcher, app.state.served = batcher, served
@@ -416,7 +449,23 @@ def create_app(engine, limits: Optional[Limits] = None, keys: Optional[Keys] = N
             sampling_used = {"temperature": req.temperature, "top_p": req.top_p, "max_tokens": max_tokens}
             version = {"id": served.name, "version": version_at_start}
             texts = [opening + c.text for c in done]
-            return BackgroundTask(collect.record, answer_ids, msgs, texts, sampling_used, version)
+
+            async def after():
+                await asyncio.to_thread(collect.record, answer_ids, msgs, texts, sampling_used, version)
+                if collect.compare and len(done) == 1 and not schemas:
+                    spawn(second_answer(answer_ids[0], texts[0]))
+            return BackgroundTask(after)
+
+        async def second_answer(answer_id: str, first: str) -> None:
+            """--compare: another answer to the same conversation, generated when no request waits, queued with
+            the served one for labelling."""
+            fut = loop.create_future()
+            s = Sampling(temperature=max(req.temperature, COMPARE_TEMPERATURE), top_p=req.top_p)
+            if not batcher.submit_idle(_Job([Request(ids, max_tokens, stops)], s, loop, fut)):
+                log.warning("--compare: %d second answers already wait; none for %s", limits.max_queue, answer_id)
+                return
+            second = (await fut)[0]
+            await asyncio.to_thread(collect.pair, answer_id, msgs, first, second.text)
 
         def answer(c: Completion) -> dict:
             """{message, finish_reason} of a completion: its calls parsed when the request has tools."""

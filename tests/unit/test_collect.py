@@ -76,3 +76,71 @@ def test_without_collect_nothing_is_written(tmp_path, engine, monkeypatch):
         r = httpx.post(url + "/v1/feedback", json={"id": r.json()["id"] + ":0", "rating": "up"})
         assert r.status_code == 404 and "collection is off" in r.json()["error"]["message"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_queues_a_second_answer_for_labelling_without_delaying_requests(tmp_path, engine):
+    """--compare: after a served answer, a second one (temperature 0.7) generated when no request waits is queued
+    as a pair on the labelling page; its verdict is a human label stage 2 reads."""
+    import time
+
+    import httpx
+
+    from training.utils.labels.human import read_human_labels
+
+    collect = Collector(str(tmp_path / "c"), compare=True)
+    with Background(create_app(engine, collect=collect, labels=collect.labels)) as url:
+        served = []
+        for q in ("Name a colour.", "Name an animal.", "Name a city."):
+            r = httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": q}],
+                                                                "max_tokens": 8, "temperature": 0})
+            served.append((r.json()["id"] + ":0", r.json()["choices"][0]["message"]["content"]))
+        t0 = time.time()
+        while len(_records(tmp_path / "c" / "comparisons.jsonl") if (tmp_path / "c" / "comparisons.jsonl").exists()
+                  else []) < 2 and time.time() - t0 < 60:
+            time.sleep(0.1)
+        pairs = _records(tmp_path / "c" / "comparisons.jsonl")
+        assert len(pairs) >= 2 and collect.labels.progress()["total"] == len(pairs)
+        for p in pairs:
+            answer_id = p["id"][:-2]
+            assert (answer_id, p["answer_a"]) in served and p["answer_b"].strip() != p["answer_a"].strip()
+            assert p["prompt"] in ("Name a colour.", "Name an animal.", "Name a city.")
+        h = {"X-Label-Session": "s"}
+        item = httpx.get(url + "/label/api/next", headers=h).json()
+        assert item["id"] == pairs[0]["id"] and item["prompt"] == pairs[0]["prompt"]
+        r = httpx.post(url + "/label/api/verdict", headers=h, json={"id": item["id"], "choice": "left"})
+        assert r.status_code == 200
+    collect.close()
+    got, counts = read_human_labels(tmp_path / "c" / "comparisons.labels.jsonl")
+    assert counts["rows"] == 1 and got[0]["chosen"] in (pairs[0]["answer_a"], pairs[0]["answer_b"])
+
+
+def test_idle_jobs_wait_for_the_requests_queued_meanwhile():
+    import asyncio
+    import threading
+
+    from applications.chat_engine import Completion, Request, Sampling
+    from applications.server import Batcher, Limits, _Job
+
+    calls, gate = [], threading.Event()
+
+    class Engine:
+        def generate(self, requests, sampling):
+            calls.append([r.prompt_ids[0] for r in requests])
+            if len(calls) == 1:
+                gate.wait(10)                   # the first batch runs while the others queue
+            return [Completion("x", "stop", 1, 1) for _ in requests]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        b = Batcher(Engine(), Limits(batch_wait_s=0.0))
+        futs = [loop.create_future() for _ in range(3)]
+        b.submit(_Job([Request([1], 4)], Sampling(greedy=True), loop, futs[0]))
+        while not calls:
+            await asyncio.sleep(0.01)
+        assert b.submit_idle(_Job([Request([9], 4)], Sampling(temperature=0.7), loop, futs[1]))
+        b.submit(_Job([Request([2], 4)], Sampling(temperature=0.5), loop, futs[2]))
+        gate.set()
+        await asyncio.gather(*futs)
+
+    asyncio.run(main())
+    assert calls == [[1], [2], [9]]
