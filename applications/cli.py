@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--collect", default=None, metavar="DIR",
                      help="record every served answer with its conversation, and the thumbs people give it, in DIR "
                           "(conversations.jsonl, feedback.jsonl); off by default: nothing is stored")
+    srv.add_argument("--label-order", "--label_order", default="file", dest="label_order",
+                     choices=("file", "random", "uncertain"),
+                     help="the order the labelling page offers comparisons in: as the file has them, random, or "
+                          "uncertain: those --label-reward-model scores closest first")
+    srv.add_argument("--label-reward-model", "--label_reward_model", default=None, dest="label_reward_model",
+                     metavar="DIR", help="the reward model whose margins --label-order uncertain sorts by")
     srv.add_argument("--compare", action="store_true",
                      help="with --collect: also sample a second answer to each collected prompt when the server is "
                           "idle and queue the pair on the labelling page at /label (verdicts in "
@@ -227,13 +233,19 @@ def main(argv=None) -> int:
         if admin and keys.who(f"Bearer {admin}") is not None:
             sys.exit(f"chat.py: --admin-key-file {a.admin_key_file}: the admin key is also an API key; give it its "
                      "own")
+    order = {"order": a.label_order}
+    if (a.label_order == "uncertain") != bool(a.label_reward_model):
+        sys.exit("chat.py: --label-order uncertain and --label-reward-model DIR go together")
+    if a.label_reward_model:
+        from applications.labelling import reward_margin
+        order["margin"] = reward_margin(a.label_reward_model, a.template)
     labels = None
     if a.serve and a.label:
         from applications.labelling import LabelStore
         from training.utils.data.sources import DataError
         out = a.label_output or str(Path(a.label).with_suffix("")) + ".labels.jsonl"
         try:
-            labels = LabelStore(a.label, out)
+            labels = LabelStore(a.label, out, **order)
         except DataError as e:
             sys.exit(f"chat.py: --label: {e}")
     collect = None
@@ -245,7 +257,7 @@ def main(argv=None) -> int:
         from applications.collect import Collector
         from training.utils.data.sources import DataError
         try:
-            collect = Collector(a.collect, compare=a.compare)
+            collect = Collector(a.collect, compare=a.compare, **order)
         except DataError as e:
             sys.exit(f"chat.py: --collect: {e}")
         labels = collect.labels or labels

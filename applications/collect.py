@@ -39,7 +39,7 @@ class FeedbackError(ValueError):
 
 
 class Collector:
-    def __init__(self, directory: str, compare: bool = False):
+    def __init__(self, directory: str, compare: bool = False, **label_order):
         self.dir, self.compare = Path(directory), compare
         self.conversations = Journal(self.dir / "conversations.jsonl", "collection: the conversations file")
         self.journals = [self.conversations]
@@ -53,7 +53,8 @@ class Collector:
             if compare:
                 from applications.labelling import LabelStore
 
-                self.labels = LabelStore(str(self.dir / PAIRS_FILE), str(self.dir / VERDICTS_FILE), live=True)
+                self.labels = LabelStore(str(self.dir / PAIRS_FILE), str(self.dir / VERDICTS_FILE), live=True,
+                                         **label_order)      # order, margin: labelling.LabelStore's
         except Exception:
             self.close()
             raise

@@ -27,6 +27,7 @@ from applications.journal import Journal, unique
 from training.utils.data.sources import DataError, jsonl_objects
 
 LEASE_S = 600.0
+ORDERS = ("file", "random", "uncertain")
 CHOICES = ("left", "right", "tie", "skip")
 
 
@@ -38,9 +39,16 @@ class LabelRequestError(ValueError):
 
 class LabelStore:
     """``live``: the comparisons file may be empty or missing; ``add`` queues comparisons as they come (the pairs
-    of ``chat.py --serve --collect DIR --compare``)."""
+    of ``chat.py --serve --collect DIR --compare``). ``order``: ``file`` (as written), ``random`` (seeded), or
+    ``uncertain``: by ``margin(item)`` (a reward model's |score(a) - score(b)|), the closest first."""
 
-    def __init__(self, comparisons: str, verdicts: str, seed: int = 0, live: bool = False):
+    def __init__(self, comparisons: str, verdicts: str, seed: int = 0, live: bool = False, order: str = "file",
+                 margin=None):
+        if order not in ORDERS:
+            raise DataError(f"labelling: order {order!r} is not one of {', '.join(ORDERS)}")
+        if (order == "uncertain") != (margin is not None):
+            raise DataError("labelling: the uncertain order needs a reward model's margin, and only it does")
+        self.how, self.margin, self.margins = order, margin, {}
         self.path, self.out = Path(comparisons), Path(verdicts)
         if self.out.resolve() == self.path.resolve():
             raise DataError(f"labelling: the verdicts file must differ from the comparisons file {self.path}")
@@ -66,18 +74,34 @@ class LabelStore:
                 self.journal.close()
                 raise DataError(f"{self.out}: row {row}: field 'id': {key!r} is not a comparison of {self.path}")
             self.done.add(key)
-        self.order = list(self.items)
-        self.leases: dict[str, tuple[str, float, str]] = {}     # id -> (who, until, shown)
         self.rng = random.Random(seed)
+        self.order = self._ordered(list(self.items))
+        self.leases: dict[str, tuple[str, float, str]] = {}     # id -> (who, until, shown)
         self.lock = threading.Lock()
 
+    def _ordered(self, keys: list[str]) -> list[str]:
+        if self.how == "random":
+            self.rng.shuffle(keys)
+        elif self.how == "uncertain":
+            self.margins.update({k: float(self.margin(self.items[k])) for k in keys if k not in self.margins})
+            keys.sort(key=lambda k: self.margins[k])
+        return keys
+
     def add(self, item: dict) -> None:
-        """A new comparison to label ({id, prompt, answer_a, answer_b}), offered after those already queued."""
+        """A new comparison to label ({id, prompt, answer_a, answer_b}): last in the file and random orders, by its
+        margin in the uncertain one."""
+        key = str(item["id"])
+        if self.how == "uncertain" and key not in self.margins:
+            self.margins[key] = float(self.margin(item))            # scored outside the lock
         with self.lock:
-            key = str(item["id"])
-            if key not in self.items:
-                self.items[key] = item
-                self.order.append(key)
+            if key in self.items:
+                return
+            self.items[key] = item
+            if self.how == "uncertain":
+                at = next((i for i, k in enumerate(self.order) if self.margins[k] > self.margins[key]), len(self.order))
+            else:
+                at = len(self.order) if self.how == "file" else self.rng.randint(0, len(self.order))
+            self.order.insert(at, key)
 
     def close(self) -> None:
         """Lets another store open the verdicts file (a restart in the same process)."""
@@ -127,6 +151,20 @@ class LabelStore:
             self.done.add(key)
             self.leases.pop(key, None)
         return {**self.progress(), "preference": pref}
+
+
+def reward_margin(model_dir: str, template: str = "auto"):
+    """``margin(item)``: |score(answer_a) - score(answer_b)| by the reward model in ``model_dir``, scored as stage 2
+    saw its pairs (``--label-order uncertain``: the pairs it can tell apart least are labelled first)."""
+    from inference.rw_eval import Scorer
+
+    scorer, lock = Scorer(model_dir, template), threading.Lock()
+
+    def margin(item: dict) -> float:
+        with lock:
+            a, b = scorer.score([(item["prompt"], item["answer_a"]), (item["prompt"], item["answer_b"])])
+        return abs(a - b)
+    return margin
 
 
 def add_routes(app, store: LabelStore, authorised) -> None:

@@ -135,3 +135,31 @@ def test_a_second_server_on_the_same_verdicts_file_is_refused(tmp_path):
         LabelStore(str(c), str(v))
     first.close()
     LabelStore(str(c), str(v)).close()                                # free again once the first has stopped
+
+
+def test_uncertain_order_offers_the_closest_pairs_first_and_places_new_ones_by_margin(tmp_path):
+    from applications.labelling import reward_margin
+
+    c = comparisons(tmp_path / "c.jsonl")               # answers "a<i>" / "b<i>"; margins below by hand
+    margins = {"0-0-1": 0.9, "1-0-1": 0.1, "2-0-1": 0.5, "3-0-1": 0.3, "4-0-1": 0.7, "5-0-1": 0.2}
+    store = LabelStore(str(c), str(tmp_path / "v.jsonl"), order="uncertain", margin=lambda it: margins[it["id"]])
+    assert store.order == ["1-0-1", "5-0-1", "3-0-1", "2-0-1", "4-0-1", "0-0-1"]
+    margins["new"] = 0.25
+    store.add({"id": "new", "prompt": "p", "answer_a": "x", "answer_b": "y"})
+    assert store.order.index("new") == 2
+    got = []
+    for _ in range(3):
+        item = store.next("ana/1")
+        got.append(item["id"])
+        store.verdict("ana/1", item["id"], "tie", "ana")
+    assert got == ["1-0-1", "5-0-1", "new"]
+    store.close()
+    shuffled = LabelStore(str(c), str(tmp_path / "w.jsonl"), seed=1, order="random")
+    assert sorted(shuffled.order) == sorted(margins)[:-1] and shuffled.order != sorted(shuffled.order)
+    shuffled.close()
+    with pytest.raises(DataError, match="the uncertain order needs a reward model's margin"):
+        LabelStore(str(c), str(tmp_path / "x.jsonl"), order="uncertain")
+    margin = reward_margin("tiny", "plain")
+    same = margin({"prompt": "Say hi.", "answer_a": "hi", "answer_b": "hi"})
+    other = margin({"prompt": "Say hi.", "answer_a": "hi", "answer_b": "a much longer answer"})
+    assert same < 1e-6 and other > 1e-3          # the same answer twice: no margin (to float rounding)
