@@ -544,10 +544,10 @@ def create_app(engine, limits: Optional[Limits] = None, keys: Optional[Keys] = N
                     yield chunk(i, {}, a["finish_reason"])
                 else:
                     yield chunk(i, {}, c.finish_reason)
-            yield "data: [DONE]\n\n"
             task = collected(done)
-            if task is not None:
+            if task is not None:        # recorded before [DONE]: a client that stops reading there cancels us
                 await task()
+            yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
