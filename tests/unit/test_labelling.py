@@ -49,13 +49,18 @@ def test_verdicts_undo_the_shown_order_and_stage2_reads_them(tmp_path):
     assert counts["rows"] == 6 and counts["tie"] == 1 and counts["skip"] == 1 and len(pairs) == 4
 
 
-def test_a_restart_offers_only_what_has_no_verdict_and_two_people_get_different_items(tmp_path):
-    c, v = comparisons(tmp_path / "c.jsonl"), tmp_path / "v.jsonl"
+def labelled(c, v, n):
+    """A store over comparisons ``c`` that has given ``n`` verdicts into ``v``, then stopped."""
     store = LabelStore(str(c), str(v))
-    for _ in range(2):
+    for _ in range(n):
         item = store.next("ana/1")
         store.verdict("ana/1", item["id"], "left", "ana")
     store.close()
+
+
+def test_a_restart_offers_only_what_has_no_verdict_and_two_people_get_different_items(tmp_path):
+    c, v = comparisons(tmp_path / "c.jsonl"), tmp_path / "v.jsonl"
+    labelled(c, v, 2)
     again = LabelStore(str(c), str(v))                   # the server killed and started again
     assert again.progress() == {"done": 2, "total": 6}
     a, b = again.next("ana/1"), again.next("bo/2")
@@ -107,11 +112,7 @@ def test_bad_comparison_files_name_the_row_and_field(tmp_path, text, words):
 
 def test_a_torn_last_line_is_cut_off_and_repeated_ids_dropped_with_warnings(tmp_path, caplog):
     c, v = comparisons(tmp_path / "c.jsonl"), tmp_path / "v.jsonl"
-    store = LabelStore(str(c), str(v))
-    for _ in range(3):
-        item = store.next("ana/1")
-        store.verdict("ana/1", item["id"], "left", "ana")
-    store.close()
+    labelled(c, v, 3)
     lines = v.read_text().splitlines(keepends=True)
     v.write_text(lines[0] + lines[1] + lines[0] + lines[2][:25])     # row 1 again, then a write cut short
     with caplog.at_level("WARNING", logger="speedchat"):
