@@ -5,6 +5,11 @@ answers, greedy), then fires ``--requests`` concurrent chat requests and checks 
 its reference. Prints requests/s and p50/p95 latency and one JSON line.
 
     python scripts/bench/chat_load.py --model tiny --requests 50 --max_tokens 32
+
+``--collect off on compare --rounds 3 --clients 4``: the cost of collection (``--collect DIR``, and with
+``--compare``'s second answers): the modes in turn, round after round (paired, alternating), each a sustained
+load of ``--clients`` clients asking one question after another (``--requests`` in all); p50 / p95 latency per
+mode (medians over rounds) and its ratio to ``off``.
 """
 from __future__ import annotations
 
@@ -45,7 +50,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--requests", type=int, default=50)
     ap.add_argument("--max_tokens", type=int, default=32)
     ap.add_argument("--max_batch", type=int, default=16)
+    ap.add_argument("--collect", nargs="+", default=[], choices=("off", "on", "compare"),
+                    help="compare these collection modes (paired, alternating) instead of the burst check")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=4)
     a = ap.parse_args(argv)
+    if a.collect:
+        return collection_cost(a)
     engine = ChatEngine(a.model)
     ps = prompts(a.requests)
     with Background(create_app(engine, Limits(max_batch=a.max_batch))) as url:
@@ -70,6 +81,53 @@ def main(argv=None) -> dict:
     print(json.dumps(res))
     if wrong:
         raise SystemExit(f"requests {wrong} got answers different from their single-request reference")
+    return res
+
+
+def collection_cost(a) -> dict:
+    """p50 / p95 latency of a sustained load with collection off, on, and on with --compare."""
+    import tempfile
+
+    from applications.collect import Collector
+
+    engine, ps = ChatEngine(a.model), prompts(a.requests)
+    reference = {}
+    runs: dict = {m: [] for m in a.collect}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(a.rounds):
+            for mode in a.collect:
+                collect = Collector(f"{tmp}/{mode}-{r}", compare=mode == "compare") if mode != "off" else None
+                app = create_app(engine, Limits(max_batch=a.max_batch), collect=collect,
+                                 labels=collect.labels if collect is not None else None)
+                with Background(app) as url:
+                    if not reference:
+                        reference.update({p: ask(url, p, a.max_tokens)[0] for p in ps})
+                    share = [ps[k::a.clients] for k in range(a.clients)]
+                    with ThreadPoolExecutor(a.clients) as pool:
+                        done = [x for part in pool.map(lambda qs: [(q, *ask(url, q, a.max_tokens)) for q in qs], share)
+                                for x in part]
+                    pairs = 0
+                    if collect is not None:
+                        time.sleep(0.5)           # second answers still generating are not waited for
+                        pairs = collect.labels.progress()["total"] if collect.labels is not None else 0
+                        collect.close()
+                wrong = [q for q, ans, _ in done if ans != reference[q]]
+                if wrong:
+                    raise SystemExit(f"{mode}: answers to {wrong[:3]} differ from the reference")
+                lat = sorted(t for _, _, t in done)
+                runs[mode].append({"p50_s": statistics.median(lat), "p95_s": lat[int(0.95 * (len(lat) - 1))],
+                                   "pairs": pairs})
+                last = runs[mode][-1]
+                print(f"round {r + 1} {mode:8s} p50 {last['p50_s']:.3f} s, p95 {last['p95_s']:.3f} s"
+                      f"{f', {pairs} pairs queued' if mode == 'compare' else ''}", flush=True)
+    res = {"model": a.model, "requests": a.requests, "clients": a.clients, "max_tokens": a.max_tokens,
+           "rounds": a.rounds, "modes": {}}
+    base = statistics.median(x["p95_s"] for x in runs[a.collect[0]])
+    for mode, rs in runs.items():
+        p50, p95 = statistics.median(x["p50_s"] for x in rs), statistics.median(x["p95_s"] for x in rs)
+        res["modes"][mode] = {"p50_s": round(p50, 3), "p95_s": round(p95, 3), "p95_vs_first": round(p95 / base, 3)}
+        print(f"{mode:8s} p50 {p50:.3f} s, p95 {p95:.3f} s ({p95 / base:.2f}x {a.collect[0]}'s p95)")
+    print(json.dumps(res))
     return res
 
 
