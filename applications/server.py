@@ -240,12 +240,21 @@ class Batcher:
             except Exception as e:       # reported to every waiting client, and logged
                 log.exception("generation failed for a batch of %d request(s)", len(jobs))
                 for j in jobs:
-                    j.loop.call_soon_threadsafe(_set, j.future, None, e)
+                    _reply(j, None, e)
                 continue
             i = 0
             for j in jobs:
                 part, i = results[i:i + len(j.requests)], i + len(j.requests)
-                j.loop.call_soon_threadsafe(_set, j.future, part, None)
+                _reply(j, part, None)
+
+
+def _reply(job: _Job, result, exc) -> None:
+    """Hand a batch's result to the job's waiter; a waiter whose event loop has closed (a server shut down while
+    a --compare answer was generating) has gone, and the worker goes on."""
+    try:
+        job.loop.call_soon_threadsafe(_set, job.future, result, exc)
+    except RuntimeError as e:
+        log.info("a finished job's server has stopped (%s); its result is dropped", e)
 
 
 def _set(fut: asyncio.Future, result, exc) -> None:
