@@ -19,11 +19,16 @@ server per directory. Without ``--collect`` nothing is written and ``/v1/feedbac
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
 from typing import Optional
 
+from fastapi import Depends
+from starlette.requests import Request
+
+from applications.errors import HTTPError, json_body
 from applications.journal import Journal, unique
 from training.utils.labels.human import prompt_field
 
@@ -107,3 +112,19 @@ class Collector:
             j.close()
         if getattr(self, "labels", None) is not None:
             self.labels.close()
+
+
+def add_route(app, collect: Optional[Collector], authorised) -> None:
+    """``POST /v1/feedback``: thumbs up / down on a collected answer, ``{"id": "<completion id>:<choice index>",
+    "rating": "up"}``; 404 without ``--collect``."""
+    @app.post("/v1/feedback")
+    async def feedback(http: Request, who: Optional[str] = Depends(authorised)):
+        if collect is None:
+            raise HTTPError(404, "collection is off: start the server with --collect DIR to take feedback")
+        body = await json_body(http)
+        if not isinstance(body, dict):
+            raise HTTPError(400, 'body must be {"id", "rating"}')
+        try:
+            return await asyncio.to_thread(collect.thumb, body.get("id"), body.get("rating"), who)
+        except FeedbackError as e:
+            raise HTTPError(e.status, str(e)) from e

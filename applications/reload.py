@@ -11,14 +11,18 @@ Every served model has a version: the first 12 hex digits of the sha256 of its w
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import hmac
 import logging
 import threading
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from starlette.requests import Request
+
+from applications.auth import Keys
+from applications.errors import HTTPError, json_body
 
 log = logging.getLogger("speedchat")
 
@@ -41,7 +45,8 @@ class Served:
     ``reload(dir)`` builds a new engine with ``make_engine(dir)`` and swaps it in, telling ``on_swap``."""
 
     def __init__(self, engine, make_engine: Optional[Callable] = None, admin_key: Optional[str] = None):
-        self.name, self.make, self.admin_key = engine.name, make_engine, admin_key
+        self.name, self.make = engine.name, make_engine
+        self.admin = Keys({"admin": admin_key}) if admin_key else None
         self.current = (engine, weights_version(engine.model), engine.name)     # swapped whole: one assignment
         self.on_swap: list[Callable] = []
         self.lock = threading.Lock()              # one reload at a time
@@ -57,11 +62,6 @@ class Served:
     @property
     def path(self) -> str:
         return self.current[2]
-
-    def is_admin(self, authorization: Optional[str]) -> bool:
-        if not self.admin_key or not authorization or not authorization.startswith("Bearer "):
-            return False
-        return hmac.compare_digest(authorization[len("Bearer "):].strip().encode(), self.admin_key.encode())
 
     def describe(self) -> dict:
         return {"id": self.name, "version": self.version, "path": self.path}
@@ -95,3 +95,19 @@ class Served:
                 f(new)
         log.info("reloaded %s: version %s -> %s", d, previous, version)
         return {**self.describe(), "previous": previous}
+
+
+def add_route(app, served: Served) -> None:
+    """``POST /admin/reload {"model": DIR}``: swap the served weights (the admin key only; 403 without one)."""
+    @app.post("/admin/reload")
+    async def reload(http: Request):
+        if served.admin is None:
+            raise HTTPError(403, "reloading is off: start the server with --admin-key-file FILE")
+        if served.admin.who(http.headers.get("authorization")) is None:
+            raise HTTPError(401, "reloading needs the admin key: send 'Authorization: Bearer ADMIN_KEY'")
+        body = await json_body(http)
+        model = body.get("model") if isinstance(body, dict) else None
+        try:
+            return await asyncio.to_thread(served.reload, model)       # loads off the event loop
+        except ReloadError as e:
+            raise HTTPError(400, str(e), "model") from e

@@ -38,9 +38,11 @@ from starlette.responses import JSONResponse
 
 from applications.auth import LOOPBACK, Keys, refuse_open_binding
 from applications.chat_engine import ChatEngine, Completion, Request, Sampling
-from applications.collect import COMPARE_TEMPERATURE, FeedbackError
-from applications.errors import error_response
-from applications.reload import ReloadError, Served
+from applications.collect import COMPARE_TEMPERATURE
+from applications.collect import add_route as add_feedback_route
+from applications.errors import HTTPError, error_response
+from applications.reload import Served
+from applications.reload import add_route as add_reload_route
 from applications.tool_calls import answer_message, forced_opening, to_model_messages
 from training.utils.tools.parsers import Call as ParsedCall
 
@@ -149,12 +151,6 @@ class ChatRequest(BaseModel):
     def asked_tokens(self) -> Optional[int]:
         """``max_completion_tokens`` (the newer name) or ``max_tokens``; None when neither is given."""
         return self.max_completion_tokens or self.max_tokens
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, param: Optional[str] = None):
-        super().__init__(message)
-        self.status, self.message, self.param = status, message, param
 
 
 @dataclass
@@ -360,43 +356,13 @@ def create_app(engine, limits: Optional[Limits] = None, keys: Optional[Keys] = N
         return {"status": "ok", "model": served.name, "version": served.version, "queued": batcher.q.qsize(),
                 "collecting": collect is not None}
 
-    @app.post("/v1/feedback")
-    async def feedback(http: HTTPRequest, who: Optional[str] = Depends(authorised)):
-        """Thumbs up / down on a collected answer: {"id": "<completion id>:<choice index>", "rating": "up"}."""
-        if collect is None:
-            raise HTTPError(404, "collection is off: start the server with --collect DIR to take feedback")
-        try:
-            body = json.loads(await http.body())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise HTTPError(400, f"request body is not valid JSON: {e}") from e
-        if not isinstance(body, dict):
-            raise HTTPError(400, 'body must be {"id", "rating"}')
-        try:
-            return await asyncio.to_thread(collect.thumb, body.get("id"), body.get("rating"), who)
-        except FeedbackError as e:
-            raise HTTPError(e.status, str(e)) from e
+    add_feedback_route(app, collect, authorised)
+    add_reload_route(app, served)
 
     @app.get("/v1/models", dependencies=[Depends(authorised)])
     def models():
         return {"object": "list", "data": [{"id": served.name, "object": "model", "created": created,
                                             "owned_by": "speedchat", "version": served.version}]}
-
-    @app.post("/admin/reload")
-    async def reload(http: HTTPRequest):
-        """Swap the served weights for the model directory ``{"model": DIR}`` (the admin key only)."""
-        if not served.admin_key:
-            raise HTTPError(403, "reloading is off: start the server with --admin-key-file FILE")
-        if not served.is_admin(http.headers.get("authorization")):
-            raise HTTPError(401, "reloading needs the admin key: send 'Authorization: Bearer ADMIN_KEY'")
-        try:
-            body = json.loads(await http.body())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise HTTPError(400, f"request body is not valid JSON: {e}") from e
-        model = body.get("model") if isinstance(body, dict) else None
-        try:
-            return await asyncio.to_thread(served.reload, model)       # loads off the event loop
-        except ReloadError as e:
-            raise HTTPError(400, str(e), "model") from e
 
     @app.get("/v1/tools", dependencies=[Depends(authorised)])
     def server_tools():
