@@ -29,7 +29,7 @@ from fastapi import Depends
 from starlette.requests import Request
 
 from applications.errors import HTTPError, json_body
-from applications.journal import Journal, unique
+from applications.journal import Journal
 from training.utils.labels.human import prompt_field
 
 RATINGS = {"up": 1.0, "down": 0.0}
@@ -63,8 +63,8 @@ class Collector:
         except Exception:
             self.close()
             raise
-        self.answers = {rec["id"] for _, rec in unique(self.conversations.records(), "id", self.conversations.path)}
-        self.rated = {rec["id"] for _, rec in unique(self.feedback.records(), "id", self.feedback.path)}
+        self.answers = {rec["id"] for _, rec in self.conversations.records()}
+        self.rated = {rec["id"] for _, rec in self.feedback.records()}
         self.lock = threading.Lock()
 
     def note(self, rid: str, n: int) -> list[str]:

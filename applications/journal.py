@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from training.utils.data.sources import DataError
+from training.utils.data.sources import DataError, jsonl_objects
 
 log = logging.getLogger("speedchat")
 
@@ -67,21 +67,14 @@ class Journal:
             os.fsync(f.fileno())
 
     def records(self) -> Iterator[tuple[int, dict]]:
-        """(row number, record) of every line; ``JournalError`` naming the row of a line that is not a JSON
-        object."""
+        """(row number, record) of every line (``jsonl_objects``); ``JournalError`` naming the row of a record that
+        is not a JSON object."""
         if not self.path.is_file():
             return
-        with open(self.path, encoding="utf-8", errors="strict") as f:
-            for row, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise JournalError(f"{self.path}: row {row}: bad JSON at column {e.colno}: {e.msg}") from None
-                if not isinstance(obj, dict):
-                    raise JournalError(f"{self.path}: row {row}: expected a JSON object, got {type(obj).__name__}")
-                yield row, obj
+        for row, obj in jsonl_objects(self.path):
+            if not isinstance(obj, dict):
+                raise JournalError(f"{self.path}: row {row}: expected a JSON object, got {type(obj).__name__}")
+            yield row, obj
 
     def append(self, record: dict) -> None:
         new = not self.path.exists()
@@ -104,17 +97,3 @@ class Journal:
         except OSError:
             pass
 
-
-def unique(records, key: str, where: Path) -> list[tuple[int, dict]]:
-    """``records`` without a second record of the same ``key`` (the first is kept), each dropped one warned."""
-    seen: dict = {}
-    out = []
-    for row, obj in records:
-        k = obj.get(key)
-        if k is not None and k in seen:
-            log.warning("%s: row %d: %s %r already appears at row %d; dropped", where, row, key, k, seen[k])
-            continue
-        if k is not None:
-            seen[k] = row
-        out.append((row, obj))
-    return out

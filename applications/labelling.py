@@ -23,8 +23,8 @@ from typing import Optional
 from fastapi import Depends
 from starlette.requests import Request
 
-from applications.journal import Journal, unique
-from training.utils.data.sources import DataError, jsonl_objects
+from applications.journal import Journal
+from training.utils.data.sources import DataError, first_of_each, jsonl_objects
 
 LEASE_S = 600.0
 ORDERS = ("file", "random", "uncertain")
@@ -68,7 +68,7 @@ class LabelStore:
         self.done: set[str] = set()
         self.journal = Journal(self.out, "labelling: the verdicts file")
         # a restart: what already has a verdict is not offered again
-        for row, obj in unique(self.journal.records(), "id", self.out):
+        for row, obj in first_of_each(self.journal.records(), "id", self.out):
             key = str(obj.get("id"))
             if key not in self.items:
                 self.journal.close()

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from .format import ROLES, to_messages
+
+log = logging.getLogger("speedchat")
 
 
 class DataError(ValueError):
@@ -183,6 +186,20 @@ def jsonl_objects(path: Path):
             yield i, json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: row {i}: bad JSON at column {e.colno}: {e.msg}") from None
+
+
+def first_of_each(rows, key: str, where) -> Iterator[tuple[int, object]]:
+    """``rows`` ((row number, object), as ``jsonl_objects`` gives them) without an object whose ``key`` an earlier
+    object already had: the first is kept, each dropped one warned with both rows."""
+    seen: dict = {}
+    for row, obj in rows:
+        k = obj.get(key) if isinstance(obj, dict) else None
+        if k is not None and k in seen:
+            log.warning("%s: row %d: %s %r already appears at row %d; dropped", where, row, key, k, seen[k])
+            continue
+        if k is not None:
+            seen[k] = row
+        yield row, obj
 
 
 def read_rows(path: Path, keys: Keys) -> list[dict]:

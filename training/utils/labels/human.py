@@ -9,15 +9,13 @@ file, row and field named.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Sequence
 
-from ..data.sources import DataError, Keys, jsonl_objects, normalise_row
+from ..data.sources import DataError, Keys, first_of_each, jsonl_objects, normalise_row
 
 PREFERENCES = ("a", "b", "tie", "skip")
-log = logging.getLogger("speedchat")
 
 
 def _err(path, row: int, field: str, msg: str) -> DataError:
@@ -31,16 +29,9 @@ def read_human_labels(path: str | os.PathLike) -> tuple[list[dict], dict]:
     if not p.is_file():
         raise DataError(f"human labels {p}: no such file (export one with --export_for_labelling)")
     pairs, counts = [], {"rows": 0, **{k: 0 for k in PREFERENCES}}
-    ids: dict = {}
-    for row, obj in jsonl_objects(p):
+    for row, obj in first_of_each(jsonl_objects(p), "id", p):     # a verdict given twice for one comparison: once
         if not isinstance(obj, dict):
             raise DataError(f"{p}: row {row}: expected a JSON object, got {type(obj).__name__}")
-        if obj.get("id") is not None:       # a verdict given twice for one comparison counts once
-            if obj["id"] in ids:
-                log.warning("%s: row %d: id %r already has a verdict at row %d; dropped", p, row, obj["id"],
-                            ids[obj["id"]])
-                continue
-            ids[obj["id"]] = row
         for field in ("prompt", "answer_a", "answer_b", "preference"):
             if field not in obj or obj[field] is None:
                 raise _err(p, row, field, "missing")
