@@ -168,9 +168,7 @@ class ExperienceMaker:
         if self.est.critic and c.loss.whiten_advantages:
             adv = masked_whiten(adv, action)
         keep = torch.ones_like(raw, dtype=torch.bool)
-        if (
-            c.rollout.dynamic_filtering or self.est.dynamic_sampling or self.loss.pairs
-        ):  # a tied pair states no preference
+        if c.rollout.dynamic_filtering or self.est.dynamic_sampling or self.loss.pairs:   # a tied pair: no preference
             silent = silent_groups(sequence_scores(rewards, action), adv.abs().amax(1), n, self.est.greedy_baseline)
             keep = ~silent.repeat_interleave(n)
         metrics = {

@@ -221,7 +221,7 @@ class RLLoop:
             return 0, None
         st = checkpoint.load(d, self.engines())
         self.w.rewind(st["step"])
-        self.trainer.load_state_dict(st, d)
+        self.trainer.load_state_dict(d)
         self.maker.load_state_dict(st)
         for h in self.hooks:
             try:
@@ -232,8 +232,7 @@ class RLLoop:
         return st["step"], st["first_eval"]
 
     def save(self, it: int, first: Optional[dict]) -> None:
-        state = {"first_eval": first, "nonfinite": self.guard.total, **self.trainer.state_dict(),
-                 **self.maker.state_dict()}
+        state = {"first_eval": first, "nonfinite": self.guard.total, **self.maker.state_dict()}
         rank_state: dict = {}
         for h in self.hooks:
             state.update(h.state_dict())

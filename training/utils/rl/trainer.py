@@ -88,22 +88,16 @@ class RLTrainer:
             f"{f'; unsupervised loss x {c.ptx.unsup_coef:g}' if self.unsup_iter is not None else ''}"
         )
 
-    def state_dict(self) -> dict:
-        """What a resumed run needs besides the engines (the EMA weights go to their own file)."""
-        return {}
-
     def engines(self) -> dict:
         """The engines a checkpoint holds: the actor's, and the critic."""
         return {"actor": self.he.engine, **({"critic": self.critic} if self.critic is not None else {})}
 
-    def load_state_dict(self, st: dict, ckpt_dir=None) -> None:
+    def load_state_dict(self, ckpt_dir) -> None:
+        """The EMA weights of a resumed run (their own file in the checkpoint; the KL coefficient is a hook's)."""
         if self.ema is not None and ckpt_dir is not None and (ckpt_dir / "ema.safetensors").is_file():
             from .. import checkpoint
 
             self.ema.shadow = checkpoint.load_tensors(ckpt_dir, "ema.safetensors")
-
-    def kl_coef(self) -> float:
-        return self.kl.value
 
     def _apply(self, loss: torch.Tensor, what: str) -> bool:
         if not finite_or_skip(loss, self.guard, what):
@@ -128,9 +122,9 @@ class RLTrainer:
         out = {"pg_loss": loss.item(), **out}
         if e.old_logp is None and e.rollout_logp is not None:  # the on-policy update: its forward is the training side
             out.update(logprob_gap(e.rollout_logp, logp.detach(), e.action_mask))
-        if self.kl_coef() > 0 and not self.kl_in_reward and self.has_ref and not self.loss.pairs:
+        if self.kl.value > 0 and not self.kl_in_reward and self.has_ref and not self.loss.pairs:
             kl_term = aggregate(kl_estimate(logp, e.ref_logp, "k3"), e.action_mask, self.loss_agg, self.max_new_tokens)
-            loss = loss + self.kl_coef() * kl_term
+            loss = loss + self.kl.value * kl_term
             out["kl_loss"] = kl_term.item()
         if not self._apply(loss, "policy loss"):
             return {}
@@ -185,7 +179,7 @@ class RLTrainer:
             self.ema.update(self.he.module)
         out = {k: sum(v) / len(v) for k, v in acc.items()}
         out["train_s"] = time.time() - t0
-        out["kl_coef"] = self.kl_coef()
+        out["kl_coef"] = self.kl.value
         return out
 
 
