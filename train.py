@@ -80,6 +80,15 @@ def parse(argv):
                          "first host)")
     mn.add_argument("--master-port", type=int, default=None,
                     help="rendezvous port on node 0 (default: $MASTER_PORT, else 29500); stage N uses port + N - 1")
+    co = ap.add_argument_group("training on what a server collected (chat.py --serve --collect DIR)")
+    co.add_argument("--from-collected", metavar="DIR",
+                    help="stage 2 trains the reward model on everything people labelled in DIR (the pair verdicts, "
+                         "and the thumbs as pointwise labels) and stage 3 trains on DIR's prompts; both write a new "
+                         "version folder <output-dir>/collected/vN, never over a model being served (default "
+                         "--step 2 3; stage 3 starts from the SFT model, or from --sft-model, e.g. the served one)")
+    co.add_argument("--collected-mix", type=float, default=0.5,
+                    help="share of stage 3's training prompts drawn from DIR, the rest from --data_path (1: DIR's "
+                         "alone)")
     ap.add_argument("--output-dir", default="output")
     ap.add_argument("--config", help="YAML/JSON config file passed to every stage")
     ap.add_argument("--eval-set", default="test", choices=("test", "dev"),
@@ -166,23 +175,50 @@ def check_models(args, steps) -> None:
             sys.exit(problem)
 
 
+def check_collected(args) -> None:
+    """Stop in a second when --from-collected cannot be trained on: no such directory, nothing labelled, a
+    bad record (the file, row and field named) or a mix out of range."""
+    from training.utils.data.sources import DataError
+    from training.utils.labels.human import read_human_labels
+
+    if not 0.0 < args.collected_mix <= 1.0:
+        sys.exit(f"--collected-mix must be in (0, 1], got {args.collected_mix}")
+    if not Path(args.from_collected).is_dir():
+        sys.exit(f"--from-collected {args.from_collected}: no such directory (chat.py --serve --collect DIR writes "
+                 f"one)")
+    try:
+        pairs, counts, points = read_human_labels(args.from_collected)
+    except DataError as e:
+        sys.exit(f"--from-collected: {e}")
+    args.collected_counts = {"verdicts": counts["rows"], "thumbs": len(points), "pairs": len(pairs)}
+    print(f"--from-collected {args.from_collected}: {counts['rows']} verdicts and {len(points)} thumbs -> {len(pairs)} "
+          f"pairs", flush=True)
+
+
 def main(argv=None) -> dict:
     t_start = time.time()
     args, extra = parse(sys.argv[1:] if argv is None else argv)
+    args.resume = "--resume" in extra
+    if args.from_collected:
+        check_collected(args)
     if os.getcwd() not in sys.path:      # the stages import the user's modules (tools, rules) from here too
         sys.path.append(os.getcwd())
     # multi_node --no-ssh: this node's rank, the node count, master and hostfile, settled once for every stage
     args.nodes = no_ssh_settings(args) if args.deployment_type == "multi_node" and args.no_ssh else None
     plan = args.plan = Plan(args)
-    default = plan.default_steps
+    default = [2, 3] if args.from_collected else plan.default_steps
     if args.sft_model:
         if args.step and 1 in args.step:
             sys.exit("--sft-model replaces stage 1: drop 1 from --step")
         default = [s for s in default if s != 1]
     steps = sorted(set(args.step or default))
+    if args.from_collected and (1 in steps or plan.offline):
+        sys.exit("--from-collected trains the reward model (stage 2) and the policy (stage 3) on what a server "
+                 "collected: use --step 2 3 (or 3) with an online --algo")
     if plan.offline and 3 in steps:
         sys.exit(f"--algo {plan.algo} replaces stages 2 and 3 with an offline loss in stage 2: use --step 1 2")
     out = Path(args.output_dir)
+    home = plan.version or out       # where the report goes: a --from-collected version keeps its own
     if not args.dry_run:
         check_models(args, steps)
     for step in steps:
@@ -209,7 +245,7 @@ def main(argv=None) -> dict:
     for step in steps:       # every stage's flags, config file and data paths, before any stage starts
         try:
             cfg = cfgs[step] = parse_config(plan.stage_args(step, presets, routed[step]), stage=plan.spec(step).owner)
-            for spec in [*cfg.data.data_path, *cfg.data.sft_only_data_path]:
+            for spec in [*cfg.data.data_path, *cfg.data.sft_only_data_path, *cfg.data.rl_only_data_path]:
                 if spec not in checked:
                     get_source(spec, Keys(), cfg.data.bundled_size)
                     checked.add(spec)
@@ -225,6 +261,13 @@ def main(argv=None) -> dict:
             print(f"stage {step}: {shlex.join(commands[step])}")
             print(plan.describe(step, presets, routed[step]))
         return {}
+    if plan.version is not None:
+        plan.version.mkdir(parents=True, exist_ok=True)
+        (plan.version / "collected.json").write_text(json.dumps(
+            {"from_collected": str(Path(args.from_collected).resolve()), "collected_mix": args.collected_mix,
+             "labels": args.collected_counts, "starts_from": plan.sft_model(), "steps": steps,
+             "command": shlex.join(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
+        print(f"--from-collected: this run writes version {plan.version}", flush=True)
     times = {}
     for step in steps:
         if "--resume" in extra and (plan.output(step) / "summary.json").is_file():
@@ -239,8 +282,8 @@ def main(argv=None) -> dict:
         print(f"\n=== node {args.nodes['rank']}: every stage finished; node 0 writes the report", flush=True)
         return {"stage_seconds": {str(k): round(v, 1) for k, v in times.items()}}
     report, answers = build_report(plan, steps, cfgs, times, t_start)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    page = write_report_html(report, answers, out / "report.html")
+    (home / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    page = write_report_html(report, answers, home / "report.html")
     print("\n=== report")
     if "pass_rate" in report:
         print(table(report))
@@ -248,7 +291,7 @@ def main(argv=None) -> dict:
         if k not in ("pass_rate", "pass_rate_ci", "gain", "rm_score", "kl_to_reference", "per_task", "per_task_ci",
                      "per_task_n", "plots", "rm_scored_prompts"):
             print(f"{k}: {v}")
-    print(f"(also in {out / 'report.json'}; figures, curves and answers side by side in {page})")
+    print(f"(also in {home / 'report.json'}; figures, curves and answers side by side in {page})")
     return report
 
 

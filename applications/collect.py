@@ -30,11 +30,12 @@ from starlette.requests import Request
 
 from applications.errors import HTTPError, json_body
 from applications.journal import Journal
+from training.utils.data.sources import COLLECTED_FILES
 from training.utils.labels.human import prompt_field
 
 RATINGS = {"up": 1.0, "down": 0.0}
 COMPARE_TEMPERATURE = 0.7
-PAIRS_FILE, VERDICTS_FILE = "comparisons.jsonl", "comparisons.labels.jsonl"
+PAIRS_FILE, VERDICTS_FILE = COLLECTED_FILES["comparisons"], COLLECTED_FILES["verdicts"]
 
 
 class FeedbackError(ValueError):
@@ -46,10 +47,10 @@ class FeedbackError(ValueError):
 class Collector:
     def __init__(self, directory: str, compare: bool = False, **label_order):
         self.dir, self.compare = Path(directory), compare
-        self.conversations = Journal(self.dir / "conversations.jsonl", "collection: the conversations file")
+        self.conversations = Journal(self.dir / COLLECTED_FILES["conversations"], "collection: the conversations file")
         self.journals = [self.conversations]
         try:
-            self.feedback = Journal(self.dir / "feedback.jsonl", "collection: the feedback file")
+            self.feedback = Journal(self.dir / COLLECTED_FILES["feedback"], "collection: the feedback file")
             self.journals.append(self.feedback)
             self.pairs = Journal(self.dir / PAIRS_FILE, "collection: the comparisons file") if compare else None
             if self.pairs is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.utils.algorithms import algorithm_spec
+from training.utils.data.sources import COLLECTED_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 SFT_INIT = "sft"     # --reward-model default: start the reward model from the Stage 1 output
@@ -50,6 +51,10 @@ class Plan:
         self.alg = algorithm_spec(args.algo)
         self.offline, self.critic = self.alg.offline, self.alg.critic
         self.rm_from_sft = args.reward_model == SFT_INIT
+        self.collected = getattr(args, "from_collected", None)
+        # --from-collected: stages 2 and 3 write a new version folder, never over a model that may be served
+        self.version = collected_version(Path(args.output_dir), getattr(args, "resume", False)) if self.collected \
+            else None
 
     @property
     def default_steps(self) -> list[int]:
@@ -60,6 +65,8 @@ class Plan:
 
     def output(self, step: int) -> Path:
         a, out = self.args, Path(self.args.output_dir)
+        if self.version is not None and step > 1:
+            out = self.version
         if step == 2 and self.offline:
             return out / DPO.folder / (model_tag(a.actor_model) + f"-{a.algo}")
         model = a.reward_model if step == 2 and not self.rm_from_sft else a.actor_model
@@ -96,10 +103,10 @@ class Plan:
             flags += ["--model_name_or_path", sft, *(["--tokenizer_name_or_path", sft] if not a.sft_model else [])]
         else:
             flags += ["--model_name_or_path", self.preset_model(step)]
-        flags += self.alg.stage_flags(step)
+        flags += self.alg.stage_flags(step) + self.collected_flags(step)
         if step == 3:
             rm = self.output(2)
-            if self.critic or (rm / "config.json").is_file() or 2 in (a.step or []):
+            if self.critic or (rm / "config.json").is_file() or 2 in (a.step or []) or self.collected:
                 flags += ["--reward_model_name_or_path", str(rm)]
             if a.reward_zero_stage is not None:
                 flags += [
@@ -114,6 +121,21 @@ class Plan:
         if a.overwrite:
             flags += ["--overwrite"]
         return flags + extra
+
+    def collected_flags(self, step: int) -> list[str]:
+        """--from-collected DIR: stage 2 learns from everything people labelled there (verdicts, and thumbs through
+        the pointwise term), stage 3 trains through that reward model on its prompts mixed in at --collected-mix."""
+        if not self.collected:
+            return []
+        d = self.collected
+        if step == 2:
+            thumbs = Path(d, COLLECTED_FILES["feedback"])
+            point = ["--pointwise_weight", "1.0"] if thumbs.is_file() and thumbs.stat().st_size else []
+            return ["--pairs_from_policy", "--labeller", f"human:{d}", *point]
+        if step == 3:
+            return ["--reward", "model", "--rl_only_data_path", f"collected:{d}", "--rl_only_mix",
+                    str(self.args.collected_mix)]
+        return []
 
     def command(self, step: int, presets: dict, extra: list[str]) -> list[str]:
         return launcher(self.args, step) + [str(ROOT / "training" / self.spec(step).script)] + \
@@ -166,6 +188,14 @@ class Plan:
         rows.sort(key=lambda r: r[2] == "default")
         return "\n".join([f"  preset {p.name} ({p.source}){why}"] +
                          [f"    {name} = {value!r}  [{where}]" for name, value, where in rows])
+
+
+def collected_version(out: Path, resume: bool) -> Path:
+    """``<out>/collected/vN``: the next N, or with ``resume`` the last one (to finish it)."""
+    root = out / "collected"
+    done = sorted(int(p.name[1:]) for p in root.glob("v*") if p.name[1:].isdigit()) if root.is_dir() else []
+    n = (done[-1] if resume and done else (done[-1] + 1 if done else 1))
+    return root / f"v{n}"
 
 
 def flag_groups(extra: list[str]) -> list[list[str]]:

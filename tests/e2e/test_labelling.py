@@ -91,5 +91,5 @@ def test_kill_9_in_a_burst_of_verdicts_loses_at_most_the_ones_in_flight(tmp_path
     assert set(acked) <= set(written) and len(written) <= len(acked) + 4
     assert store.progress()["done"] == len(written)
     store.close()
-    pairs, counts = read_human_labels(v)
+    pairs, counts, _ = read_human_labels(v)
     assert counts["rows"] == len(written) and len(pairs) == len(written)

@@ -110,7 +110,7 @@ def test_compare_queues_a_second_answer_for_labelling_without_delaying_requests(
         r = httpx.post(url + "/label/api/verdict", headers=h, json={"id": item["id"], "choice": "left"})
         assert r.status_code == 200
     collect.close()
-    got, counts = read_human_labels(tmp_path / "c" / "comparisons.labels.jsonl")
+    got, counts, _ = read_human_labels(tmp_path / "c" / "comparisons.labels.jsonl")
     assert counts["rows"] == 1 and got[0]["chosen"] in (pairs[0]["answer_a"], pairs[0]["answer_b"])
 
 

@@ -45,7 +45,7 @@ def test_verdicts_undo_the_shown_order_and_stage2_reads_them(tmp_path):
         else:
             assert r["preference"] == choice
     assert {r["shown"] for r in rows} == {"ab", "ba"}          # both orders were shown
-    pairs, counts = read_human_labels(tmp_path / "v.jsonl")
+    pairs, counts, _ = read_human_labels(tmp_path / "v.jsonl")
     assert counts["rows"] == 6 and counts["tie"] == 1 and counts["skip"] == 1 and len(pairs) == 4
 
 
@@ -122,7 +122,7 @@ def test_a_torn_last_line_is_cut_off_and_repeated_ids_dropped_with_warnings(tmp_
     said, repeated = caplog.text, f"row 3: id '{json.loads(lines[0])['id']}' already appears at row 1; dropped"
     assert "its last line was cut short (25 bytes without a newline" in said and said.count(repeated) == 1
     with caplog.at_level("WARNING", logger="speedchat"):
-        pairs, counts = read_human_labels(v)                          # stage 2 counts the verdict once
+        pairs, counts, _ = read_human_labels(v)                          # stage 2 counts the verdict once
     assert counts["rows"] == 2 and caplog.text.count(repeated) == 2   # and says so too
     again.close()
 

@@ -181,7 +181,7 @@ def test_human_labels_round_trip_and_bad_rows(tmp_path):
     f = write_jsonl(tmp_path / "labels.jsonl", rows)
     with pytest.raises(DataError, match="exists"):
         write_jsonl(f, rows)                                     # a labelled file is never replaced
-    pairs, counts = read_human_labels(f)
+    pairs, counts, _ = read_human_labels(f)
     assert counts == {"rows": 2, "a": 1, "b": 0, "tie": 1, "skip": 0}
     assert len(pairs) == 1 and pairs[0]["chosen"] == rows[0]["answer_a"] and pairs[0]["rejected"] == rows[0]["answer_b"]
     assert pairs[0]["prompt"] == [{"role": "user", "content": "Say hi."}]

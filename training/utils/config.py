@@ -45,6 +45,10 @@ class DataConfig:
                               "local/jsonfile, a .json/.jsonl file or a directory, or 'bundled'")
     data_split: str = _f("2,4,4", "relative sizes of the stage 1/2/3 slices of every dataset")
     sft_only_data_path: list[str] = _f([], "datasets used whole, and only, by stage 1")
+    rl_only_data_path: list[str] = _f([], "prompts used whole, and only, by stage 3's training (a file, directory "
+                                          "or collected:DIR, the conversations a server collected)")
+    rl_only_mix: float = _f(0.0, "share of stage 3's training prompts drawn from --rl_only_data_path (its prompts "
+                                 "repeated or sampled to it; 1: those only; 0: added once, as they are)")
     data_output_path: str = _f("~/.cache/speedchat/data", "cache directory for tokenised data")
     max_seq_len: int = _f(256, "maximum prompt+answer length in tokens (stages 1 and 2)")
     max_prompt_seq_len: int = _f(128, "maximum prompt length in tokens")
@@ -512,6 +516,10 @@ class Config:
                               f"max_seq_len ({d.max_seq_len}) so that answers fit")
         if not 0.0 <= d.eval_fraction < 1.0:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {d.eval_fraction}")
+        if not 0.0 <= d.rl_only_mix <= 1.0:
+            raise ConfigError(f"rl_only_mix must be in [0, 1], got {d.rl_only_mix}")
+        if d.rl_only_mix > 0 and not d.rl_only_data_path:
+            raise ConfigError(f"--rl_only_mix {d.rl_only_mix} mixes in the prompts of --rl_only_data_path: give it")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
                      "gradient_accumulation_steps", "num_train_epochs"):
             if getattr(o, name) <= 0:

@@ -139,12 +139,31 @@ def _cap(rows: list, cap: int, seed: int) -> list:
     return rows
 
 
+ONLY = {1: "sft_only_data_path", 3: "rl_only_data_path"}      # the sources a phase uses whole, and it alone
+
+
 def phase_sources(d: DataConfig, phase: int) -> tuple[list[Source], list[Source]]:
-    """(split sources, SFT-only sources) of ``phase``; built once, as building one hashes its files."""
+    """(split sources, the sources only this phase uses: ``ONLY``) of ``phase``; built once, as building one hashes
+    its files."""
     keys = Keys(d.prompt_key, d.chosen_key, d.rejected_key, d.messages_key, d.balance_key)
     main = [get_source(s, keys, d.bundled_size) for s in d.data_path]
-    sft_only = [get_source(s, keys, d.bundled_size) for s in d.sft_only_data_path] if phase == 1 else []
-    return main, sft_only
+    only = [get_source(s, keys, d.bundled_size) for s in getattr(d, ONLY[phase])] if phase in ONLY else []
+    return main, only
+
+
+def mix_in(rows: list[dict], extra: list[dict], share: float, seed: int) -> list[dict]:
+    """``rows`` with ``extra`` repeated or sampled (seeded) to ``share`` of the result (0: ``extra`` once as it is;
+    1: ``extra`` alone)."""
+    if share <= 0 or not extra:
+        return rows + extra
+    if share >= 1 or not rows:
+        return list(extra)
+    want = int(round(share * len(rows) / (1.0 - share)))
+    reps, rest = divmod(want, len(extra))
+    pick = np.sort(np.random.RandomState(seed + 15485863).permutation(len(extra))[:rest])
+    log.info("%d training rows + %d rows used by this stage alone, repeated to %d (%.0f%% of the rows)", len(rows),
+             len(extra), want, 100 * share)
+    return rows + extra * reps + [extra[int(i)] for i in pick]
 
 
 def _row_key(r: dict) -> str:
@@ -192,7 +211,7 @@ def balance(rows: list[dict], seed: int) -> list[dict]:
 
 def collect_rows(d: DataConfig, phase: int, seed: int, sources=None) -> dict[str, list[dict]]:
     """Raw canonical rows of ``phase`` for train and eval (each keeps its ``_src`` and ``_row``)."""
-    main, sft_only = sources or phase_sources(d, phase)
+    main, only = sources or phase_sources(d, phase)
     fractions = parse_split(d.data_split)
     out: dict[str, list[dict]] = {"train": [], "eval": []}
     for src in main:
@@ -203,29 +222,36 @@ def collect_rows(d: DataConfig, phase: int, seed: int, sources=None) -> dict[str
         for split, rows in (("train", train), ("eval", ev)):
             part = [rows[int(i)] for i in phase_indices(len(rows), fractions, phase, seed)]
             out[split] += src.sft_turns(part) if phase == 1 and src.sft_turns else part
-    for src in sft_only:
+    rl_only = []
+    for src in only:
         loaded = src.load()
+        if phase == 3:          # mixed in after the split data are balanced, at --rl_only_mix
+            rl_only += loaded["train"]
+            continue
         out["train"] += loaded["train"]
         out["eval"] += loaded["eval"] or []
     if d.dedup:
         out = dedupe(out)
     if d.balance_key:
         out["train"] = balance(out["train"], seed)
+    if rl_only:
+        out["train"] = mix_in(out["train"], rl_only, d.rl_only_mix, seed)
     out["train"] = _cap(out["train"], d.max_train_samples, seed)
     out["eval"] = _cap(out["eval"], d.max_eval_samples, seed)
     return out
 
 
 def cache_key(d: DataConfig, tokenizer, phase: int, seed: int, sources=None, tools: tuple = ()) -> str:
-    main, sft_only = sources or phase_sources(d, phase)
+    main, only = sources or phase_sources(d, phase)
     blob = json.dumps(
         {
+            **({"rl_only": [s.fingerprint for s in only], "rl_only_mix": d.rl_only_mix} if phase == 3 and only else
+               {"sft_only": [s.fingerprint for s in only]}),
             "tools": list(tools),
             "v": CACHE_VERSION,
             "phase": phase,
             "seed": seed,
             "sources": [s.fingerprint for s in main],
-            "sft_only": [s.fingerprint for s in sft_only],
             "split": parse_split(d.data_split),
             "eval_fraction": d.eval_fraction,
             "lens": [d.max_seq_len, d.max_prompt_seq_len],

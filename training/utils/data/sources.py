@@ -14,6 +14,8 @@ Sources:
   with a prompt and no answer (or chat messages ending with a user turn) is a prompt for stage 3;
   every other column of a row travels with it (``_columns``) to stage 3's reward functions.
 - ``bundled``: the generated verifiable dataset.
+- ``collected:DIR``: the prompts a server collected (``chat.py --serve --collect DIR``): each distinct
+  conversation of ``DIR/conversations.jsonl`` that ends with a user turn, as a prompt for stage 3.
 Every row is validated; a bad one raises DataError naming file, row and field.
 """
 from __future__ import annotations
@@ -301,7 +303,7 @@ def local_source(spec: str, keys: Keys) -> Source:
 
         return _datasets_source(spec, spec, lambda: datasets.load_dataset(spec), keys)
     raise DataError(f"data path {spec!r}: no such file or directory, and not a dataset name (a hub id such as "
-                    f"org/name, {', '.join(sorted(HUB_ADAPTERS))}, local/jsonfile, bundled)")
+                    f"org/name, {', '.join(sorted(HUB_ADAPTERS))}, local/jsonfile, bundled, collected:DIR)")
 
 
 # --------------------------------------------------------------------------- hub datasets
@@ -426,6 +428,60 @@ def bundled_source(size: int, seed: int = 0, group: str = "", tools: bool = Fals
     return Source("bundled", f"bundled-v{bundled.VERSION}:{size}:{seed}", load)
 
 
+# a collection directory's files (``chat.py --serve --collect DIR``; ``applications/collect.py`` writes them)
+COLLECTED_FILES = {"conversations": "conversations.jsonl", "feedback": "feedback.jsonl",
+                   "comparisons": "comparisons.jsonl", "verdicts": "comparisons.labels.jsonl"}
+COLLECTED = "collected:"
+
+
+def collected_conversations(directory: Path) -> list[tuple[int, dict]]:
+    """(row, record) of every answer ``directory`` collected, a repeated id once (the first, warned)."""
+    path = directory / COLLECTED_FILES["conversations"]
+    if not path.is_file():
+        raise DataError(f"{directory}: no {COLLECTED_FILES['conversations']} (a collection directory is written by "
+                        f"chat.py --serve --collect {directory})")
+    out = []
+    for row, obj in first_of_each(jsonl_objects(path), "id", path):
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not isinstance(obj.get("messages"), list):
+            raise DataError(f"{path}: row {row}: expected a collected answer with 'id' and 'messages'")
+        out.append((row, obj))
+    return out
+
+
+def collected_source(spec: str, keys: Keys) -> Source:
+    """``collected:DIR``: each distinct conversation the server answered that ends with a user turn (a
+    prompt for stage 3, the served answer and its version among its columns). Conversations that end
+    otherwise (a tool result) or hold tool calls are skipped and counted in the log."""
+    directory = Path(spec[len(COLLECTED):]).expanduser()
+    path = directory / COLLECTED_FILES["conversations"]
+    if not path.is_file():
+        collected_conversations(directory)      # raises, naming the file
+
+    def load():
+        rows, seen, skipped = [], set(), 0
+        for row, obj in collected_conversations(directory):
+            msgs = obj["messages"]
+            plain = all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs)
+            if not plain or msgs[-1].get("role") != "user":
+                skipped += 1
+                continue
+            key = json.dumps(msgs, sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.append(normalise_row({"messages": msgs, "answer": obj.get("answer"), "version": obj.get("version")},
+                                      str(path), row, Keys(group=keys.group)))
+        if skipped:
+            log.warning("%s: %d collected conversation(s) skipped: they end with a tool result or hold tool calls "
+                        "(stage 3 takes conversations that end with a user turn)", path, skipped)
+        if not rows:
+            raise DataError(f"{path}: no conversation that ends with a user turn: nothing to train on")
+        log.info("%s: %d distinct prompts", path, len(rows))
+        return {"train": rows, "eval": None}
+
+    return Source(spec, json.dumps([str(path.resolve()), _file_digest(path)]), load)
+
+
 BUNDLED = ("bundled", "bundled-tools")     # the generated set, plain or with its calculator turns for stage 1
 
 
@@ -437,6 +493,8 @@ def only_bundled(data_path: list[str]) -> bool:
 def get_source(spec: str, keys: Keys, bundled_size: int = 4000) -> Source:
     if spec in BUNDLED:
         return bundled_source(bundled_size, group=keys.group, tools=spec == "bundled-tools")
+    if spec.startswith(COLLECTED):
+        return collected_source(spec, keys)
     for name in HUB_ADAPTERS:
         if spec == name or spec.rstrip("/").endswith(name):
             return hub_source(spec, name)

@@ -7,7 +7,8 @@ Files under the stage's output directory:
 - ``policy_labels.jsonl``: every labelled answer with its label (the ``--pointwise_weight`` term);
 - ``on_policy_eval.jsonl``: the held-out prompts' sampled answers and their labels, scored by the
   reward model after training (``on_policy_auc`` in the summary).
-With ``--labeller human:FILE`` the pairs are the file's verdicts and nothing is sampled for training.
+With ``--labeller human:FILE`` the pairs are the file's verdicts and nothing is sampled for training; with
+``human:DIR`` (a collection directory) also its thumbs, as pointwise labels.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch
 from ..data.format import answer_token_ids, prompt_token_ids, render_answer, render_prompt, to_messages
 from ..distributed import barrier, is_main
 from ..shared_prefix import score_rows
-from .human import read_human_labels, write_jsonl
+from .human import prompt_field, read_human_labels, write_jsonl
 from ..source_kinds import parse
 from .labellers import DEFAULT_JUDGE_TEMPLATE, build_labeller
 from .policy import Sampler, collect_pairs, comparison_rows, label_rows, on_policy_auc, pair_rows, unique_prompts
@@ -56,16 +57,18 @@ def build(cfg, tok, log, out: Path) -> Comparisons:
 
     m = cfg.rm
     kind, target = parse(m.labeller, "label")
-    human = read_human_labels(target) if kind.offline else None    # (pairs, counts)
+    human = read_human_labels(target) if kind.offline else None    # (pairs, counts, pointwise labels)
     if is_main():
         rows = collect_rows(cfg.data, 2, cfg.optim.seed)
         torch.manual_seed(cfg.optim.seed)
         stats: dict = {"labeller": m.labeller}
         rows_out, eval_records, labels_out = [], [], []
         if human is not None:      # people's verdicts: nothing to sample or ask
-            pairs, counts = human
-            stats.update(human_rows=counts, labels=counts["rows"], pairs=len(pairs))
-            log.info("human labels %s: %d rows (%s): %d pairs", target, counts["rows"],
+            pairs, counts, points = human
+            labels_out = [{"prompt": prompt_field(x["prompt"]), "answer": x["answer"], "label": x["label"],
+                           "labeller": "human"} for x in points]
+            stats.update(human_rows=counts, labels=counts["rows"] + len(points), pairs=len(pairs))
+            log.info("human labels %s: %d verdicts, %d thumbs (%s): %d pairs", target, counts["rows"], len(points),
                      ", ".join(f"{k} {v}" for k, v in counts.items() if k != "rows"), len(pairs))
         else:
             labeller = _labeller(cfg.rm)

@@ -5,6 +5,12 @@ A row: ``{"prompt": str or [messages], "answer_a": str, "answer_b": str, "prefer
 "tie" | "skip"}`` (``A`` / ``B`` accepted too; other keys are kept for the people and ignored here).
 A tie or a skip gives no pair. Any other preference, or a missing field, stops the run with the
 file, row and field named.
+
+``human:DIR`` reads a collection directory (``chat.py --serve --collect DIR``): the verdicts on its
+comparisons (``comparisons.labels.jsonl``, the file above) and the thumbs on its answers
+(``feedback.jsonl``, joined with ``conversations.jsonl`` by the answer's id). A thumb is a pointwise label
+(1 up, 0 down: the ``--pointwise_weight`` term); a conversation with an answer up and another down also
+gives that pair.
 """
 from __future__ import annotations
 
@@ -13,7 +19,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..data.sources import DataError, Keys, first_of_each, jsonl_objects, normalise_row
+from ..data.sources import (COLLECTED_FILES, DataError, Keys, collected_conversations, first_of_each,
+                            jsonl_objects, normalise_row)
 
 PREFERENCES = ("a", "b", "tie", "skip")
 
@@ -22,10 +29,20 @@ def _err(path, row: int, field: str, msg: str) -> DataError:
     return DataError(f"{path}: row {row}: field '{field}': {msg}")
 
 
-def read_human_labels(path: str | os.PathLike) -> tuple[list[dict], dict]:
-    """(pairs as canonical rows {prompt, chosen, rejected}, counts {rows, a, b, tie, skip}) of a
-    human-label JSONL."""
+def read_human_labels(path: str | os.PathLike) -> tuple[list[dict], dict, list[dict]]:
+    """(pairs as canonical rows {prompt, chosen, rejected}, counts {rows, a, b, tie, skip, ...}, pointwise labels
+    {prompt (messages), answer, label}) of a human-label JSONL or a collection directory."""
     p = Path(path)
+    if p.is_dir():
+        return read_collected_labels(p)
+    pairs, counts = read_verdicts(p)
+    if counts["rows"] == 0:
+        raise DataError(f"human labels {p}: no rows")
+    return pairs, counts, []
+
+
+def read_verdicts(p: Path) -> tuple[list[dict], dict]:
+    """(pairs, counts) of a human-label JSONL (no rows: empty pairs, counts["rows"] 0)."""
     if not p.is_file():
         raise DataError(f"human labels {p}: no such file (export one with --export_for_labelling)")
     pairs, counts = [], {"rows": 0, **{k: 0 for k in PREFERENCES}}
@@ -52,9 +69,43 @@ def read_human_labels(path: str | os.PathLike) -> tuple[list[dict], dict]:
         # the same validation as every data row: the prompt may be text or messages, answers non-empty
         pairs.append(normalise_row({"prompt": obj["prompt"], "chosen": obj[chosen], "rejected": obj[rejected]},
                                    str(p), row, Keys(chosen="chosen", rejected="rejected")))
-    if counts["rows"] == 0:
-        raise DataError(f"human labels {p}: no rows")
     return pairs, counts
+
+
+def read_collected_labels(directory: Path) -> tuple[list[dict], dict, list[dict]]:
+    """Everything people labelled in a collection directory: the verdicts on its comparisons, and its thumbs as
+    pointwise labels (and as pairs where one conversation has an answer up and another down)."""
+    verdicts = directory / COLLECTED_FILES["verdicts"]
+    pairs, counts = read_verdicts(verdicts) if verdicts.is_file() else ([], {"rows": 0, **{k: 0 for k in PREFERENCES}})
+    feedback = directory / COLLECTED_FILES["feedback"]
+    thumbs = list(first_of_each(jsonl_objects(feedback), "id", feedback)) if feedback.is_file() else []
+    answers = {obj["id"]: obj for _, obj in collected_conversations(directory)} if thumbs else {}
+    labels, by_prompt = [], {}
+    for row, obj in thumbs:
+        if not isinstance(obj, dict) or obj.get("label") not in (0, 1, 0.0, 1.0):
+            raise _err(feedback, row, "label", "expected 1 (up) or 0 (down)")
+        if obj.get("id") not in answers:
+            raise _err(feedback, row, "id", f"{obj.get('id')!r} is not an answer of "
+                                            f"{directory / COLLECTED_FILES['conversations']}")
+        rec = answers[obj["id"]]
+        labels.append({"prompt": rec["messages"], "answer": rec["answer"], "label": float(obj["label"])})
+        by_prompt.setdefault(json.dumps(rec["messages"], sort_keys=True), []).append((row, labels[-1]))
+    thumb_pairs = 0
+    for group in by_prompt.values():
+        ups = [(row, x) for row, x in group if x["label"] == 1.0]
+        downs = [x for _, x in group if x["label"] == 0.0]
+        for row, up in ups:
+            for down in downs:
+                if up["answer"].strip() != down["answer"].strip():
+                    pairs.append(normalise_row({"prompt": up["prompt"], "chosen": up["answer"],
+                                                "rejected": down["answer"]}, str(feedback), row, Keys()))
+                    thumb_pairs += 1
+    up = sum(x["label"] == 1.0 for x in labels)
+    counts.update(thumbs=len(labels), up=up, down=len(labels) - up, thumb_pairs=thumb_pairs)
+    if counts["rows"] == 0 and not labels:
+        raise DataError(f"human labels {directory}: nothing labelled yet: no verdicts in {verdicts.name} and no "
+                        f"thumbs in {feedback.name} (label at the server's /label page, or thumbs on its chat page)")
+    return pairs, counts, labels
 
 
 def prompt_field(messages: list[dict]):
