@@ -91,7 +91,8 @@ def test_rl_only_mix_is_checked():
 
 
 def test_thumbs_are_pointwise_labels_and_an_up_and_a_down_on_one_conversation_a_pair(col):
-    _write(col / "feedback.jsonl", [{"id": "a:0", "rating": "up", "label": 1.0},
+    _write(col / "feedback.jsonl", [{"id": "d:0", "rating": "up", "label": 1.0},        # a tool turn: skipped
+                                    {"id": "a:0", "rating": "up", "label": 1.0},
                                     {"id": "b:0", "rating": "down", "label": 0.0},
                                     {"id": "c:0", "rating": "down", "label": 0.0},
                                     {"id": "c:0", "rating": "up", "label": 1.0}])       # a repeated id: the first

@@ -190,7 +190,8 @@ class RewardModelConfig:
                                             "model starts from, the SFT model in train.py's main job)")
     labeller: str = _f("checker", "who ranks the sampled answers: the bundled checker, a rule, an HTTP endpoint (the "
                                   "HTTP reward contract), a local causal LM comparing two answers (judge) or people "
-                                  "(human: a filled-in --export_for_labelling file)", sources="label")
+                                  "(human: a filled-in --export_for_labelling file, or a chat.py --collect directory)",
+                      sources="label")
     judge_template: str = _f("", "judge:MODEL's prompt, with {prompt}, {answer_a} and {answer_b} (empty: the "
                                  "built-in one asking which answer follows the instruction, reply A or B)")
     label_budget: int = _f(256, "labels to spend on policy comparisons: one per answer scored (rule, HTTP), one "

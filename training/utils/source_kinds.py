@@ -6,7 +6,8 @@ recognised, and what it can do (reward stage 3, score its evaluation, label comp
     http(s)://URL             the HTTP reward contract
     model / model:DIR         a trained scalar reward model
     judge:MODEL               a local causal LM comparing two answers
-    human:FILE                people's verdicts, read from a filled-in labelling file
+    human:FILE / human:DIR   people's verdicts, read from a filled-in labelling file or a server's collection
+                             (chat.py --collect DIR: its verdicts, and its thumbs as pointwise labels)
 
 ``parse(spec, role)`` finds a spec's kind once and checks that it can play ``role``; its error lists the
 kinds that can, as does ``syntaxes(role)`` for the command line's help. The builders are registered by the

@@ -448,6 +448,12 @@ def collected_conversations(directory: Path) -> list[tuple[int, dict]]:
     return out
 
 
+def plain_conversation(messages: list) -> bool:
+    """Whether every turn of a collected conversation is plain text (no tool calls, whose content may be null)."""
+    return all(isinstance(m, dict) and isinstance(m.get("content"), str) and not m.get("tool_calls")
+               for m in messages)
+
+
 def collected_source(spec: str, keys: Keys) -> Source:
     """``collected:DIR``: each distinct conversation the server answered that ends with a user turn (a
     prompt for stage 3, the served answer and its version among its columns). Conversations that end
@@ -461,8 +467,7 @@ def collected_source(spec: str, keys: Keys) -> Source:
         rows, seen, skipped = [], set(), 0
         for row, obj in collected_conversations(directory):
             msgs = obj["messages"]
-            plain = all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs)
-            if not plain or msgs[-1].get("role") != "user":
+            if not plain_conversation(msgs) or msgs[-1].get("role") != "user":
                 skipped += 1
                 continue
             key = json.dumps(msgs, sort_keys=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..data.sources import (COLLECTED_FILES, DataError, Keys, collected_conversations, first_of_each,
-                            jsonl_objects, normalise_row)
+                            jsonl_objects, log, normalise_row, plain_conversation)
 
 PREFERENCES = ("a", "b", "tie", "skip")
 
@@ -80,7 +80,7 @@ def read_collected_labels(directory: Path) -> tuple[list[dict], dict, list[dict]
     feedback = directory / COLLECTED_FILES["feedback"]
     thumbs = list(first_of_each(jsonl_objects(feedback), "id", feedback)) if feedback.is_file() else []
     answers = {obj["id"]: obj for _, obj in collected_conversations(directory)} if thumbs else {}
-    labels, by_prompt = [], {}
+    labels, by_prompt, skipped = [], {}, 0
     for row, obj in thumbs:
         if not isinstance(obj, dict) or obj.get("label") not in (0, 1, 0.0, 1.0):
             raise _err(feedback, row, "label", "expected 1 (up) or 0 (down)")
@@ -88,8 +88,13 @@ def read_collected_labels(directory: Path) -> tuple[list[dict], dict, list[dict]
             raise _err(feedback, row, "id", f"{obj.get('id')!r} is not an answer of "
                                             f"{directory / COLLECTED_FILES['conversations']}")
         rec = answers[obj["id"]]
+        if not plain_conversation(rec["messages"]) or not isinstance(rec.get("answer"), str):
+            skipped += 1          # a tool-calling turn: its answer is a call, not text to score
+            continue
         labels.append({"prompt": rec["messages"], "answer": rec["answer"], "label": float(obj["label"])})
         by_prompt.setdefault(json.dumps(rec["messages"], sort_keys=True), []).append((row, labels[-1]))
+    if skipped:
+        log.warning("%s: %d thumb(s) on tool-calling turns skipped (only text answers are scored)", feedback, skipped)
     thumb_pairs = 0
     for group in by_prompt.values():
         ups = [(row, x) for row, x in group if x["label"] == 1.0]
