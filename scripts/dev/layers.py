@@ -3,7 +3,7 @@
     python scripts/dev/layers.py            # prints the rooms, their imports, and any cycle; exit 1 on a cycle
 
 A room is a package folder (``training/utils/rl/``, ``inference/``, ...) or a single module
-(``training/utils/config.py``). Imports are read from the source (absolute and relative, at module
+(``training/utils/losses.py``). Imports are read from the source (absolute and relative, at module
 level or inside functions), so a lazy import counts like any other.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("train.py", "chat.py", "training", "inference", "applications", "launch", "scripts")
-ROOMS = ("training/utils/rl", "training/utils/data", "training/utils/model", "training/utils/labels", "inference",
+ROOMS = ("training/utils/config", "training/utils/rl", "training/utils/data", "training/utils/model",
+         "training/utils/labels", "inference",
          "applications", "launch", "scripts", "training/step1_supervised_finetuning",
          "training/step2_reward_model_finetuning", "training/step3_rlhf_finetuning", "training/configs")
 
@@ -97,9 +98,16 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def face(rel: str) -> bool:
+    """A package ``__init__`` that only re-exports (no class or function of its own): left out of the graph."""
+    body = ast.parse((ROOT / rel).read_text()).body
+    return rel.endswith("__init__.py") and not any(isinstance(n, (ast.ClassDef, ast.FunctionDef)) for n in body)
+
+
 def graphs() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """(file -> files it imports, room -> rooms it imports), package ``__init__`` faces left out."""
-    by_file = {f: {g for g in imports(f) if not g.endswith("__init__.py")} for f in files()}
+    faces = {f for f in files() if face(f)}
+    by_file = {f: {g for g in imports(f) if g not in faces} for f in files() if f not in faces}
     by_room: dict[str, set[str]] = defaultdict(set)
     for f, gs in by_file.items():
         by_room[room(f)] |= {room(g) for g in gs if room(g) != room(f)}
