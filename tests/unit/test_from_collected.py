@@ -104,6 +104,18 @@ def test_thumbs_are_pointwise_labels_and_an_up_and_a_down_on_one_conversation_a_
                       "thumb_pairs": 1}
 
 
+def test_a_line_the_server_is_still_writing_is_left_out_of_a_collection(col, caplog):
+    with open(col / "conversations.jsonl", "a") as f:
+        f.write('{"id": "f:0", "messages": [{"role": "user", "con')          # no newline yet
+    _write(col / "feedback.jsonl", [{"id": "c:0", "label": 1.0}])
+    with open(col / "feedback.jsonl", "a") as f:
+        f.write('{"id": "a:0", "lab')
+    rows = get_source(f"collected:{col}", Keys()).load()["train"]
+    assert len(rows) == 3 and "conversations.jsonl: its last line has no newline yet (48 characters" in caplog.text
+    pairs, counts, labels = read_human_labels(col)
+    assert [(x["answer"], x["label"]) for x in labels] == [("apple", 1.0)] and counts["thumbs"] == 1
+
+
 def test_a_collection_with_nothing_labelled_or_a_thumb_on_an_unknown_answer_stops_with_the_row(col):
     with pytest.raises(DataError, match="nothing labelled yet: no verdicts in comparisons.labels.jsonl and no thumbs"):
         read_human_labels(col)

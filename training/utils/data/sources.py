@@ -179,9 +179,17 @@ def _utf8(path: Path) -> str:
         raise DataError(f"{path}: line {line}: not valid UTF-8 ({e.reason})") from None
 
 
-def jsonl_objects(path: Path):
-    """(row number, parsed JSON) of each non-blank line of a JSONL file; DataError naming the row."""
-    for i, line in enumerate(_utf8(path).splitlines(), start=1):
+def jsonl_objects(path: Path, journal: bool = False):
+    """(row number, parsed JSON) of each non-blank line of a JSONL file; DataError naming the row. ``journal``: the
+    file is one a server appends to (``applications/journal.py``), so a last line without its newline is one being
+    written, or torn by a kill: left out, with a warning."""
+    text = _utf8(path)
+    if journal and text and not text.endswith("\n"):
+        cut = text.rfind("\n") + 1
+        log.warning("%s: its last line has no newline yet (%d characters: being written, or cut short by a kill); "
+                    "left out", path, len(text) - cut)
+        text = text[:cut]
+    for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -441,7 +449,7 @@ def collected_conversations(directory: Path) -> list[tuple[int, dict]]:
         raise DataError(f"{directory}: no {COLLECTED_FILES['conversations']} (a collection directory is written by "
                         f"chat.py --serve --collect {directory})")
     out = []
-    for row, obj in first_of_each(jsonl_objects(path), "id", path):
+    for row, obj in first_of_each(jsonl_objects(path, journal=True), "id", path):
         if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not isinstance(obj.get("messages"), list):
             raise DataError(f"{path}: row {row}: expected a collected answer with 'id' and 'messages'")
         out.append((row, obj))

@@ -41,12 +41,14 @@ def read_human_labels(path: str | os.PathLike) -> tuple[list[dict], dict, list[d
     return pairs, counts, []
 
 
-def read_verdicts(p: Path) -> tuple[list[dict], dict]:
-    """(pairs, counts) of a human-label JSONL (no rows: empty pairs, counts["rows"] 0)."""
+def read_verdicts(p: Path, journal: bool = False) -> tuple[list[dict], dict]:
+    """(pairs, counts) of a human-label JSONL (no rows: empty pairs, counts["rows"] 0); ``journal``: a server's
+    verdicts file (``jsonl_objects``)."""
     if not p.is_file():
         raise DataError(f"human labels {p}: no such file (export one with --export_for_labelling)")
     pairs, counts = [], {"rows": 0, **{k: 0 for k in PREFERENCES}}
-    for row, obj in first_of_each(jsonl_objects(p), "id", p):     # a verdict given twice for one comparison: once
+    # a verdict given twice for one comparison counts once
+    for row, obj in first_of_each(jsonl_objects(p, journal), "id", p):
         if not isinstance(obj, dict):
             raise DataError(f"{p}: row {row}: expected a JSON object, got {type(obj).__name__}")
         for field in ("prompt", "answer_a", "answer_b", "preference"):
@@ -76,9 +78,11 @@ def read_collected_labels(directory: Path) -> tuple[list[dict], dict, list[dict]
     """Everything people labelled in a collection directory: the verdicts on its comparisons, and its thumbs as
     pointwise labels (and as pairs where one conversation has an answer up and another down)."""
     verdicts = directory / COLLECTED_FILES["verdicts"]
-    pairs, counts = read_verdicts(verdicts) if verdicts.is_file() else ([], {"rows": 0, **{k: 0 for k in PREFERENCES}})
+    none = ([], {"rows": 0, **{k: 0 for k in PREFERENCES}})
+    pairs, counts = read_verdicts(verdicts, journal=True) if verdicts.is_file() else none
     feedback = directory / COLLECTED_FILES["feedback"]
-    thumbs = list(first_of_each(jsonl_objects(feedback), "id", feedback)) if feedback.is_file() else []
+    thumbs = list(first_of_each(jsonl_objects(feedback, journal=True), "id", feedback)) if feedback.is_file() else \
+        []
     answers = {obj["id"]: obj for _, obj in collected_conversations(directory)} if thumbs else {}
     labels, by_prompt, skipped = [], {}, 0
     for row, obj in thumbs:
