@@ -12,290 +12,40 @@ With API keys (``applications/auth.py``: ``--api-key``, ``--api-key-file``, ``SP
 stay open (the page asks for the key and sends it). Binding a non-loopback address without a key is
 refused unless ``--no-auth``.
 
-Requests go to one queue; a worker thread takes the oldest request and every other queued one
-with the same sampling settings (up to ``max_batch`` sequences) and generates them as one
-left-padded batch, so concurrent requests share the model without mixing their answers. Request
-size, ``max_tokens``, ``n`` and the queue length are bounded; violations get a 4xx (or 503) with
-an OpenAI-style ``{"error": {"message": ...}}`` body.
+Requests go to one queue (``batcher.py``): a worker thread batches the ones with equal sampling settings, so
+concurrent requests share the model without mixing their answers. Request size, ``max_tokens``, ``n`` and the
+queue length are bounded (``schema.py``); violations get a 4xx (or 503) with an OpenAI-style
+``{"error": {"message": ...}}`` body.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Optional
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse
 
 from applications.auth import LOOPBACK, Keys, refuse_open_binding
-from applications.chat_engine import ChatEngine, Completion, Request, Sampling
+from applications.batcher import Batcher, _Job
+from applications.chat_engine import Completion, Request, Sampling
 from applications.collect import COMPARE_TEMPERATURE
 from applications.collect import add_route as add_feedback_route
 from applications.errors import HTTPError, error_response
 from applications.reload import Served
 from applications.reload import add_route as add_reload_route
+from applications.schema import CalledFunction, ChatRequest, Limits, parse_request
 from applications.tool_calls import answer_message, forced_opening, to_model_messages
 from training.utils.tools.parsers import Call as ParsedCall
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Limits:
-    max_batch: int = 16
-    max_tokens: int = 1024
-    default_max_tokens: int = 256
-    max_request_bytes: int = 1 << 20
-    max_messages: int = 256
-    max_n: int = 8
-    max_queue: int = 256
-    batch_wait_s: float = 0.01      # after the first request, how long to wait for more to batch
-
-
-class Function(BaseModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    description: Optional[str] = None
-    parameters: Optional[dict] = None
-
-
-class Tool(BaseModel):
-    type: Literal["function"]
-    function: Function
-
-
-class CalledFunction(BaseModel):
-    name: str = Field(min_length=1)
-    arguments: str
-
-    @field_validator("arguments")
-    @classmethod
-    def _json_object(cls, v):
-        try:
-            ok = isinstance(json.loads(v), dict)
-        except json.JSONDecodeError:
-            ok = False
-        if not ok:
-            raise ValueError("must be a JSON object, as a string")
-        return v
-
-
-class ToolCall(BaseModel):
-    id: str = Field(min_length=1)
-    type: Literal["function"] = "function"
-    function: CalledFunction
-
-
-class Message(BaseModel):
-    role: Literal["system", "user", "assistant", "tool"]
-    content: Optional[Union[str, list[dict]]] = None
-    tool_calls: Optional[list[ToolCall]] = None      # an assistant's earlier calls
-    tool_call_id: Optional[str] = None               # the call a tool message answers
-    name: Optional[str] = None
-
-    @field_validator("content")
-    @classmethod
-    def _text(cls, v):
-        if isinstance(v, list):        # [{"type": "text", "text": ...}, ...]
-            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in v):
-                raise ValueError("only text content parts ({'type': 'text', 'text': ...}) are supported")
-            v = "".join(p["text"] for p in v)
-        return v
-
-    @model_validator(mode="after")
-    def _content_or_calls(self):
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
-            raise ValueError("content is required (null only for an assistant message with tool_calls)")
-        return self
-
-
-class ChatRequest(BaseModel):
-    model: Optional[str] = None
-    messages: list[Message] = Field(min_length=1)
-    max_tokens: Optional[int] = Field(default=None, ge=1)
-    max_completion_tokens: Optional[int] = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    stop: Optional[Union[str, list[str]]] = None
-    n: int = Field(default=1, ge=1)
-    stream: bool = False
-    user: Optional[str] = None
-    tools: Optional[list[Tool]] = None
-    tool_choice: Optional[Union[Literal["none", "auto", "required"], dict]] = None
-
-    @field_validator("tool_choice")
-    @classmethod
-    def _choice(cls, v):
-        if isinstance(v, dict) and not (v.get("type") == "function" and isinstance(v.get("function"), dict)
-                                        and isinstance(v["function"].get("name"), str)):
-            raise ValueError('expected "none", "auto", "required" or {"type": "function", "function": {"name": ...}}')
-        return v
-
-    def tool_schemas(self) -> list[dict]:
-        """The tools the model is shown (none with tool_choice "none")."""
-        if not self.tools or self.tool_choice == "none":
-            return []
-        return [t.model_dump(exclude_none=True) for t in self.tools]
-
-    def stop_list(self) -> list[str]:
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-
-    def asked_tokens(self) -> Optional[int]:
-        """``max_completion_tokens`` (the newer name) or ``max_tokens``; None when neither is given."""
-        return self.max_completion_tokens or self.max_tokens
-
-
-@dataclass
-class _Job:
-    requests: list[Request]
-    sampling: Sampling
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future
-    enqueued: float = field(default_factory=time.time)
-
-
-class Batcher:
-    """A worker thread that batches queued jobs with equal sampling settings; jobs submitted as ``idle`` (the
-    second answers of ``--compare``) start a batch only when no request waits."""
-
-    def __init__(self, engine: ChatEngine, limits: Limits):
-        self.engine, self.limits = engine, limits
-        self.q: "queue.Queue[_Job]" = queue.Queue(maxsize=limits.max_queue)
-        self.idle: "queue.Queue[_Job]" = queue.Queue(maxsize=limits.max_queue)
-        self.pending: list[_Job] = []      # taken from the queue but not batchable yet (worker only)
-        self.batches = 0
-        self.thread = threading.Thread(target=self._work, name="speedchat-batcher", daemon=True)
-        self.thread.start()
-
-    def submit(self, job: _Job) -> None:
-        try:
-            self.q.put_nowait(job)
-        except queue.Full:
-            raise HTTPError(503, f"server busy: {self.limits.max_queue} requests already queued; retry later") from None
-
-    def submit_idle(self, job: _Job) -> bool:
-        """Queue a job that runs when no request waits; False when that queue is full."""
-        try:
-            self.idle.put_nowait(job)
-            return True
-        except queue.Full:
-            return False
-
-    def _first(self) -> _Job:
-        if self.pending:
-            return self.pending.pop(0)
-        while True:
-            try:
-                return self.q.get(timeout=0.05)
-            except queue.Empty:
-                try:
-                    return self.idle.get_nowait()
-                except queue.Empty:
-                    continue
-
-    def _take(self) -> list[_Job]:
-        """The oldest job plus every waiting job with the same sampling settings that fits."""
-        first = self._first()
-        jobs, rows, key = [first], len(first.requests), first.sampling.key()
-
-        def fits(job):
-            return job.sampling.key() == key and rows + len(job.requests) <= self.limits.max_batch
-
-        for job in list(self.pending):
-            if fits(job):
-                self.pending.remove(job)
-                jobs.append(job)
-                rows += len(job.requests)
-        deadline = time.time() + self.limits.batch_wait_s
-        while rows < self.limits.max_batch:
-            try:
-                job = self.q.get(timeout=max(0.0, deadline - time.time()))
-            except queue.Empty:
-                break
-            if fits(job):
-                jobs.append(job)
-                rows += len(job.requests)
-            else:                      # waits, in arrival order, for a later batch
-                self.pending.append(job)
-        return jobs
-
-    def _work(self) -> None:
-        while True:
-            jobs = self._take()
-            try:
-                results = self.engine.generate([r for j in jobs for r in j.requests], jobs[0].sampling)
-                self.batches += 1
-            except Exception as e:       # reported to every waiting client, and logged
-                log.exception("generation failed for a batch of %d request(s)", len(jobs))
-                for j in jobs:
-                    _reply(j, None, e)
-                continue
-            i = 0
-            for j in jobs:
-                part, i = results[i:i + len(j.requests)], i + len(j.requests)
-                _reply(j, part, None)
-
-
-def _reply(job: _Job, result, exc) -> None:
-    """Hand a batch's result to the job's waiter; a waiter whose event loop has closed (a server shut down while
-    a --compare answer was generating) has gone, and the worker goes on."""
-    try:
-        job.loop.call_soon_threadsafe(_set, job.future, result, exc)
-    except RuntimeError as e:
-        log.info("a finished job's server has stopped (%s); its result is dropped", e)
-
-
-def _set(fut: asyncio.Future, result, exc) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
-
-
-def parse_request(body: bytes, engine: ChatEngine, limits: Limits) -> ChatRequest:
-    if len(body) > limits.max_request_bytes:
-        raise HTTPError(413, f"request body is {len(body)} bytes; the limit is {limits.max_request_bytes}")
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HTTPError(400, f"request body is not valid JSON: {e}") from e
-    try:
-        req = ChatRequest.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise HTTPError(400, f"{loc}: {err['msg']}", loc) from e
-    if len(req.messages) > limits.max_messages:
-        raise HTTPError(400, f"{len(req.messages)} messages; the limit is {limits.max_messages}", "messages")
-    if req.n > limits.max_n:
-        raise HTTPError(400, f"n = {req.n}; the limit is {limits.max_n}", "n")
-    mt = req.asked_tokens()
-    if mt is not None and mt > limits.max_tokens:
-        raise HTTPError(400, f"max_tokens = {mt} exceeds this server's limit of {limits.max_tokens}", "max_tokens")
-    stops = req.stop_list()
-    if len(stops) > 4 or any(not s for s in stops):
-        raise HTTPError(400, "stop: at most 4 non-empty strings", "stop")
-    if req.model not in (None, "", engine.name):
-        raise HTTPError(404, f"model {req.model!r} is not served here; this server has {engine.name!r}", "model")
-    if req.tool_choice not in (None, "none", "auto") and not req.tools:
-        raise HTTPError(400, "tool_choice asks for a call, but the request has no tools", "tool_choice")
-    if isinstance(req.tool_choice, dict) and req.tool_choice["function"]["name"] not in \
-            {t.function.name for t in req.tools}:
-        raise HTTPError(400, f"tool_choice names {req.tool_choice['function']['name']!r}, which is not among the "
-                             "request's tools", "tool_choice")
-    if req.tools and req.n > 1:
-        raise HTTPError(400, "n > 1 with tools is not offered; ask n = 1", "n")
-    return req
 
 
 def create_app(engine, limits: Optional[Limits] = None, keys: Optional[Keys] = None, labels=None,

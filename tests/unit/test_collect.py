@@ -119,7 +119,8 @@ def test_idle_jobs_wait_for_the_requests_queued_meanwhile():
     import threading
 
     from applications.chat_engine import Completion, Request, Sampling
-    from applications.server import Batcher, Limits, _Job
+    from applications.batcher import Batcher, _Job
+    from applications.schema import Limits
 
     calls, gate = [], threading.Event()
 
