@@ -97,8 +97,8 @@ class Collector:
 
     def pair(self, answer_id: str, messages: list[dict], first: str, second: str) -> Optional[dict]:
         """Queue the served answer and a second one to the same conversation for labelling (None when they are
-        the same text: nothing to compare)."""
-        if second.strip() == first.strip():
+        the same text, or one is empty: nothing to compare, or nothing a reward model can train on)."""
+        if second.strip() == first.strip() or not first.strip() or not second.strip():
             return None
         item = {"id": f"{answer_id}/b", "prompt": prompt_field(messages), "answer_a": first, "answer_b": second,
                 "time": round(time.time(), 3)}

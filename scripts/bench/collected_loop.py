@@ -166,11 +166,16 @@ def main(argv=None) -> dict:
     per_seed, results = {}, {}
     for s in a.seeds:
         col = out / f"collected-seed{s}"
-        if (col / "conversations.jsonl").exists():
-            sys.exit(f"{col} holds an earlier collection: move it away")
+        done = col / "collection.json"          # a finished collection is trained on again, not collected again
+        if (col / "conversations.jsonl").exists() and not done.is_file():
+            sys.exit(f"{col} holds an unfinished collection: move it away")
         proc, url = serve(str(sft), col, key, out / f"server-seed{s}.log")
         try:
-            got = collect(url, user_prompts(a.prompts, s), a.max_tokens, a.temperature, col)
+            if done.is_file():
+                got = json.loads(done.read_text())
+            else:
+                got = collect(url, user_prompts(a.prompts, s), a.max_tokens, a.temperature, col)
+                done.write_text(json.dumps(got, indent=2) + "\n")
             print(f"##### seed {s}: collected {json.dumps(got)}", flush=True)
             before = {p.name for p in (out / "collected").glob("v*")} if (out / "collected").is_dir() else set()
             t0 = time.time()

@@ -116,6 +116,30 @@ def test_a_line_the_server_is_still_writing_is_left_out_of_a_collection(col, cap
     assert [(x["answer"], x["label"]) for x in labels] == [("apple", 1.0)] and counts["thumbs"] == 1
 
 
+def test_a_pair_with_an_empty_answer_gives_no_pair_and_is_never_queued(col, tmp_path):
+    from applications.collect import Collector
+
+    _write(col / "comparisons.labels.jsonl", [
+        {"id": "c:0/b", "prompt": "Name a fruit.", "answer_a": "apple", "answer_b": " ", "preference": "a"},
+        {"id": "a:0/b", "prompt": "Say hi.", "answer_a": "hi", "answer_b": "bye", "preference": "b"}])
+    _write(col / "feedback.jsonl", [{"id": "a:0", "label": 0.0}])
+    _write(col / "conversations.jsonl", [*map(json.loads, (col / "conversations.jsonl").read_text().splitlines()),
+                                         {"id": "g:0", "messages": _user("Say hi."), "answer": "", "version": "v1"}])
+    _write(col / "feedback.jsonl", [{"id": "a:0", "label": 0.0}, {"id": "g:0", "label": 1.0}])
+    pairs, counts, labels = read_human_labels(col)
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("bye", "hi")] and counts["empty"] == 1
+    assert counts["thumb_pairs"] == 0 and len(labels) == 2          # the empty answer keeps its thumb
+    with pytest.raises(DataError, match=r"row 1: field 'answer_b': empty"):      # a people's file stays strict
+        read_human_labels(col / "comparisons.labels.jsonl")
+    c = Collector(str(tmp_path / "c2"), compare=True)
+    try:
+        assert c.pair("x:0", _user("Say hi."), "hi", "  ") is None and c.pair("x:1", _user("Say hi."), "", "a") is None
+        assert c.pair("x:2", _user("Say hi."), "hi", "hello")["answer_b"] == "hello"
+        assert c.labels.progress()["total"] == 1
+    finally:
+        c.close()
+
+
 def test_a_collection_with_nothing_labelled_or_a_thumb_on_an_unknown_answer_stops_with_the_row(col):
     with pytest.raises(DataError, match="nothing labelled yet: no verdicts in comparisons.labels.jsonl and no thumbs"):
         read_human_labels(col)

@@ -57,7 +57,7 @@ def read_verdicts(p: Path, journal: bool = False) -> tuple[list[dict], dict]:
         for field in ("answer_a", "answer_b"):
             if not isinstance(obj[field], str):
                 raise _err(p, row, field, f"expected a string, got {type(obj[field]).__name__}")
-            if not obj[field].strip():
+            if not obj[field].strip() and not journal:
                 raise _err(p, row, field, "empty")
         pref = obj["preference"]
         if not isinstance(pref, str) or pref.strip().lower() not in PREFERENCES:
@@ -66,6 +66,10 @@ def read_verdicts(p: Path, journal: bool = False) -> tuple[list[dict], dict]:
         counts["rows"] += 1
         counts[pref] += 1
         if pref in ("tie", "skip"):
+            continue
+        if not obj["answer_a"].strip() or not obj["answer_b"].strip():     # a server's pair with an empty answer
+            counts["empty"] = counts.get("empty", 0) + 1
+            log.warning("%s: row %d: an empty answer; no pair (a reward-model row needs two answers)", p, row)
             continue
         chosen, rejected = ("answer_a", "answer_b") if pref == "a" else ("answer_b", "answer_a")
         # the same validation as every data row: the prompt may be text or messages, answers non-empty
@@ -105,7 +109,7 @@ def read_collected_labels(directory: Path) -> tuple[list[dict], dict, list[dict]
         downs = [x for _, x in group if x["label"] == 0.0]
         for row, up in ups:
             for down in downs:
-                if up["answer"].strip() != down["answer"].strip():
+                if up["answer"].strip() != down["answer"].strip() and up["answer"].strip() and down["answer"].strip():
                     pairs.append(normalise_row({"prompt": up["prompt"], "chosen": up["answer"],
                                                 "rejected": down["answer"]}, str(feedback), row, Keys()))
                     thumb_pairs += 1
