@@ -14,6 +14,7 @@ human-label JSONL stage 2 reads (``--labeller human:FILE``).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
@@ -26,6 +27,7 @@ from starlette.requests import Request
 from applications.journal import Journal
 from training.utils.data.sources import DataError, first_of_each, jsonl_objects
 
+log = logging.getLogger("speedchat")
 LEASE_S = 600.0
 ORDERS = ("file", "random", "uncertain")
 CHOICES = ("left", "right", "tie", "skip")
@@ -53,9 +55,15 @@ class LabelStore:
         if self.out.resolve() == self.path.resolve():
             raise DataError(f"labelling: the verdicts file must differ from the comparisons file {self.path}")
         self.items: dict[str, dict] = {}
+        skipped: set[str] = set()
         if not self.path.is_file() and not live:
             raise DataError(f"labelling: {self.path}: no such file (stage 2 writes one with --export_for_labelling)")
-        for row, obj in (jsonl_objects(self.path) if self.path.is_file() else []):
+        for row, obj in (jsonl_objects(self.path, journal=live) if self.path.is_file() else []):
+            if live and isinstance(obj, dict) and any(isinstance(obj.get(f), str) and not obj[f].strip()
+                                                      for f in ("answer_a", "answer_b")):
+                log.warning("%s: row %d: an empty answer (a pair an older server queued); not offered", self.path, row)
+                skipped.add(str(obj.get("id")))
+                continue
             for field in ("id", "prompt", "answer_a", "answer_b"):
                 if not isinstance(obj, dict) or obj.get(field) in (None, ""):
                     raise DataError(f"{self.path}: row {row}: field '{field}': missing")
@@ -70,6 +78,8 @@ class LabelStore:
         # a restart: what already has a verdict is not offered again
         for row, obj in first_of_each(self.journal.records(), "id", self.out):
             key = str(obj.get("id"))
+            if key in skipped:
+                continue
             if key not in self.items:
                 self.journal.close()
                 raise DataError(f"{self.out}: row {row}: field 'id': {key!r} is not a comparison of {self.path}")

@@ -131,6 +131,14 @@ def test_a_pair_with_an_empty_answer_gives_no_pair_and_is_never_queued(col, tmp_
     assert counts["thumb_pairs"] == 0 and len(labels) == 2          # the empty answer keeps its thumb
     with pytest.raises(DataError, match=r"row 1: field 'answer_b': empty"):      # a people's file stays strict
         read_human_labels(col / "comparisons.labels.jsonl")
+    older = tmp_path / "older"          # a pair an older server queued, and its verdict: a restart skips both
+    _write(older / "comparisons.jsonl", [{"id": "e:0/b", "prompt": "Say hi.", "answer_a": "hi", "answer_b": ""},
+                                         {"id": "f:0/b", "prompt": "Say hi.", "answer_a": "hi", "answer_b": "yo"}])
+    _write(older / "comparisons.labels.jsonl", [{"id": "e:0/b", "prompt": "Say hi.", "answer_a": "hi",
+                                                 "answer_b": "", "preference": "a"}])
+    restarted = Collector(str(older), compare=True)
+    assert restarted.labels.progress()["total"] == 1 and restarted.labels.next("ana")["id"] == "f:0/b"
+    restarted.close()
     c = Collector(str(tmp_path / "c2"), compare=True)
     try:
         assert c.pair("x:0", _user("Say hi."), "hi", "  ") is None and c.pair("x:1", _user("Say hi."), "", "a") is None
