@@ -292,7 +292,26 @@ def main(argv=None) -> dict:
                      "per_task_n", "plots", "rm_scored_prompts"):
             print(f"{k}: {v}")
     print(f"(also in {home / 'report.json'}; figures, curves and answers side by side in {page})")
+    if plan.version is not None:
+        print(version_verdict(report, plan), flush=True)
     return report
+
+
+def version_verdict(report: dict, plan) -> str:
+    """Whether the new version beats the model it started from on the closing evaluation (the paired-bootstrap
+    interval of its gain): the line that says whether to reload it."""
+    gains = report.get("gain", {})
+    name = next((k for k, g in gains.items() if g.get("over") == "sft"), None)      # the new model over its start
+    if name is None:
+        return f"=== version {plan.version}: no closing evaluation to judge it by"
+    g = gains[name]
+    figure = (f"{100 * g['gain']:+.1f} points over {g['over']} (95% interval {100 * g['lo']:+.1f} .. "
+              f"{100 * g['hi']:+.1f})")
+    if g["lo"] > 0:
+        return f"=== version {plan.version}: better, {figure}: reload it"
+    if g["hi"] < 0:
+        return f"=== version {plan.version}: worse, {figure}: keep serving the model you have"
+    return f"=== version {plan.version}: not distinguishable from the model it started from, {figure}"
 
 
 if __name__ == "__main__":

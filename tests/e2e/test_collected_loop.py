@@ -92,6 +92,9 @@ def test_serve_collect_label_train_reload(tmp_path):
         made = json.loads((version / "collected.json").read_text())
         assert made["labels"] == {"verdicts": verdicts, "thumbs": len(PROMPTS), "pairs": verdicts}  # no prompt twice
         assert made["starts_from"] == sft
+        # tiny passes nothing: the new version is judged not distinguishable from the model it started from
+        assert f"=== version {version}: not distinguishable from the model it started from, +0.0 points over sft" \
+            in run.stdout
         logs = out / "logs" / "latest"
         step2, step3 = (logs / "step2.log").read_text(), (logs / "step3.log").read_text()
         assert f"human labels {col}: {verdicts} verdicts, {len(PROMPTS)} thumbs" in step2

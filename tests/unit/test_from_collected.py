@@ -192,3 +192,19 @@ def test_train_py_refuses_what_it_cannot_train_from_a_collection(tmp_path, col, 
         train.main(["--actor-model", "tiny", "--from-collected", str(col), "--output-dir", str(tmp_path / "out"),
                     "--dry-run", *extra])
     assert words in str(stop.value)
+
+
+@pytest.mark.parametrize("lo, hi, words", [
+    (0.01, 0.09, "better, +5.0 points over sft (95% interval +1.0 .. +9.0): reload it"),
+    (-0.09, -0.01, "worse, +5.0 points over sft (95% interval -9.0 .. -1.0): keep serving the model you have"),
+    (-0.02, 0.12, "not distinguishable from the model it started from, +5.0 points over sft (95% interval -2.0 .. "
+                  "+12.0)"),
+])
+def test_a_new_version_is_judged_by_its_gain_over_the_model_it_started_from(lo, hi, words):
+    import train
+
+    plan = SimpleNamespace(version=Path("out/collected/v3"))
+    report = {"gain": {"sft": {"over": "base", "gain": 0.3, "lo": 0.2, "hi": 0.4},
+                       "ppo": {"over": "sft", "gain": 0.05, "lo": lo, "hi": hi}}}
+    assert train.version_verdict(report, plan) == f"=== version out/collected/v3: {words}"
+    assert train.version_verdict({}, plan) == "=== version out/collected/v3: no closing evaluation to judge it by"
