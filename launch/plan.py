@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.utils.algorithms import algorithm_spec
-from training.utils.data.sources import COLLECTED_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 SFT_INIT = "sft"     # --reward-model default: start the reward model from the Stage 1 output
@@ -128,9 +127,8 @@ class Plan:
         if not self.collected:
             return []
         d = self.collected
-        if step == 2:
-            thumbs = Path(d, COLLECTED_FILES["feedback"])
-            point = ["--pointwise_weight", "1.0"] if thumbs.is_file() and thumbs.stat().st_size else []
+        if step == 2:      # the thumbs train.py counted (check_collected): a file with none gives no pointwise term
+            point = ["--pointwise_weight", "1.0"] if self.args.collected_counts["thumbs"] else []
             return ["--pairs_from_policy", "--labeller", f"human:{d}", *point]
         if step == 3:
             return ["--reward", "model", "--rl_only_data_path", f"collected:{d}", "--rl_only_mix",

@@ -167,14 +167,16 @@ def test_every_from_collected_run_writes_a_new_version_and_resume_finishes_the_l
     (tmp_path / "collected" / "vx").mkdir()
     assert collected_version(tmp_path, resume=False) == tmp_path / "collected" / "v11"
     assert collected_version(tmp_path, resume=True) == tmp_path / "collected" / "v10"
-    _write(col / "feedback.jsonl", [{"id": "a:0", "label": 1.0}])
     args = SimpleNamespace(algo="grpo", reward_model="sft", output_dir=str(tmp_path), sft_model="/m/sft",
-                           actor_model="tiny", from_collected=str(col), collected_mix=0.25, resume=False, step=None)
+                           actor_model="tiny", from_collected=str(col), collected_mix=0.25, resume=False, step=None,
+                           collected_counts={"verdicts": 0, "thumbs": 1, "pairs": 0})
     plan = Plan(args)
     assert plan.output(1) == tmp_path / "actor-models" / "tiny"
     assert plan.output(2) == tmp_path / "collected" / "v11" / "reward-models" / "tiny"
     assert plan.output(3) == tmp_path / "collected" / "v11" / "step3-models" / "tiny-grpo"
     assert plan.collected_flags(2) == ["--pairs_from_policy", "--labeller", f"human:{col}", "--pointwise_weight", "1.0"]
+    args.collected_counts = {"verdicts": 3, "thumbs": 0, "pairs": 2}        # verdicts only: no pointwise term
+    assert plan.collected_flags(2) == ["--pairs_from_policy", "--labeller", f"human:{col}"]
     assert plan.collected_flags(3) == ["--reward", "model", "--rl_only_data_path", f"collected:{col}",
                                        "--rl_only_mix", "0.25"]
 

@@ -158,12 +158,18 @@ def mix_in(rows: list[dict], extra: list[dict], share: float, seed: int) -> list
         return rows + extra
     if share >= 1 or not rows:
         return list(extra)
-    want = int(round(share * len(rows) / (1.0 - share)))
-    reps, rest = divmod(want, len(extra))
-    pick = np.sort(np.random.RandomState(seed + 15485863).permutation(len(extra))[:rest])
+    idx = share_indices(len(rows), len(extra), share, seed + 15485863)
     log.info("%d training rows + %d rows used by this stage alone, repeated to %d (%.0f%% of the rows)", len(rows),
-             len(extra), want, 100 * share)
-    return rows + extra * reps + [extra[int(i)] for i in pick]
+             len(extra), len(idx), 100 * share)
+    return rows + [extra[i] for i in idx]
+
+
+def share_indices(n_rows: int, n_extra: int, share: float, seed: int) -> list[int]:
+    """Indices of ``n_extra`` rows that make them ``share`` (0 < share < 1) of ``n_rows`` plus them: each row
+    repeated whole as often as it fits, the remainder drawn without replacement (seeded), in order."""
+    want = int(round(share * n_rows / (1.0 - share)))
+    reps, rest = divmod(want, n_extra)
+    return list(range(n_extra)) * reps + sorted(np.random.RandomState(seed).permutation(n_extra)[:rest].tolist())
 
 
 def _row_key(r: dict) -> str:

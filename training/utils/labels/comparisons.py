@@ -158,16 +158,14 @@ def mix(train_ds, pair_ds, weight: float, seed: int):
     """The training rows: the dataset's pairs and the policy pairs, the policy pairs repeated or sampled so
     that they are ``weight`` of the rows (1: the policy pairs alone, 0: the dataset's alone)."""
     import datasets
-    import numpy as np
+
+    from ..data.pipeline import share_indices
 
     if weight <= 0 or len(pair_ds) == 0:
         return train_ds
     if weight >= 1:
         return pair_ds
-    want = int(round(weight * len(train_ds) / (1.0 - weight)))
-    rng = np.random.RandomState(seed + 49979687)
-    reps, rest = divmod(want, len(pair_ds))
-    idx = list(range(len(pair_ds))) * reps + sorted(rng.permutation(len(pair_ds))[:rest].tolist())
+    idx = share_indices(len(train_ds), len(pair_ds), weight, seed + 49979687)
     cols = ("chosen_ids", "rejected_ids", "prompt_len")
     return datasets.concatenate_datasets([train_ds.select_columns(list(cols)),
                                           pair_ds.select(idx).select_columns(list(cols))])
